@@ -1,0 +1,24 @@
+"""gannorm: GAN training that does not blow up.
+
+Spectral normalization and its successors as PyTorch parametrizations, behind one API::
+
+    import gannorm
+    gannorm.normalize(D, "bssn", scale=1.4)   # every Conv/Linear of D
+    gannorm.sigmas(D)                          # per-layer sigma estimates, for logging
+"""
+from .init import SCHEMES as INIT_SCHEMES
+from .init import fans, init_weights, leaky_relu_gain, raw_weight
+from .normalizations import (METHODS, UPDATE_POLICIES, BidirectionalSpectralNorm, ConvOperatorNorm, GammaScale,
+                             PowerIterationNorm, SpectralNorm, bidirectional_spectral_norm, convert_state_dict,
+                             normalize, normalized_layers, remove, reset_power_iteration, sigmas, spectral_norm,
+                             strict_spectral_norm, update_after_step, update_power_iteration)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS", "UPDATE_POLICIES", "INIT_SCHEMES", "BidirectionalSpectralNorm", "ConvOperatorNorm", "GammaScale",
+    "PowerIterationNorm", "SpectralNorm", "bidirectional_spectral_norm", "convert_state_dict", "fans",
+    "init_weights", "leaky_relu_gain", "normalize", "normalized_layers", "raw_weight", "remove",
+    "reset_power_iteration", "sigmas", "spectral_norm", "strict_spectral_norm", "update_after_step",
+    "update_power_iteration", "__version__",
+]

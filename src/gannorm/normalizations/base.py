@@ -1,0 +1,169 @@
+"""The shared machinery of every power-iteration normalization.
+
+A normalization is a ``torch.nn.utils.parametrize`` parametrization: after registration
+``layer.weight`` *is* the effective weight ``scale * W / sigma(W)``. Subclasses say how sigma is
+made up (one matrix, two reshapings, the convolution operator); this base class owns the
+semantics users rely on:
+
+* **Training vs eval.** In training mode the forward runs ``n_power_iterations`` from the stored
+  vectors; in eval mode it uses the stored vectors as they are (deterministic, like torch).
+* **Update policy.** ``update="forward"`` (torch's default) persists the iteration on every training
+  forward. ``update="step"`` is the cadence of the official BSN/SNGAN TensorFlow code
+  (``shared/reference/bssn.md`` 1.8): the forward refines the stored vectors on the fly without
+  saving them, and :func:`gannorm.update_power_iteration` -- called once after each optimizer step,
+  by hand or through :func:`gannorm.update_after_step` -- persists one iteration on the post-step
+  weights. Under ``"step"``, D(real), D(fake) and the G step all see the same sigma.
+* **No graph through u, v.** The iteration runs under ``no_grad`` and sigma is ``<u, W v>`` with
+  constant u, v (torch, Miyato's Chainer code). ``grad_through_vectors=True`` reproduces the
+  official TF code, where gradients also flow through the on-the-fly iteration.
+* **float32 under autocast.** The iteration and sigma are computed in float32 with autocast off,
+  whatever the weight's dtype; the result is cast back to the weight's dtype.
+* **Two forwards, one backward.** Persisted vectors are written with ``copy_`` into the buffers,
+  but sigma is computed from the fresh tensors, so a graph built by an earlier forward never sees
+  a buffer that was modified after it (pytorch#66363).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from . import power_iteration as pi
+
+UPDATE_POLICIES = ("forward", "step")
+
+
+def check_common_options(n_power_iterations: int, eps: float, update: str, warmup: int) -> None:
+    if not isinstance(n_power_iterations, int) or n_power_iterations < 1:
+        raise ValueError(f"n_power_iterations must be an integer >= 1, got {n_power_iterations!r}")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps!r}")
+    if update not in UPDATE_POLICIES:
+        raise ValueError(f"update must be one of {', '.join(UPDATE_POLICIES)}; got {update!r}")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+
+
+class PowerIterationNorm(nn.Module):
+    """Base parametrization ``W -> scale * W / combine(sigma_1, ..., sigma_k)``.
+
+    Subclasses register one ``(u, v)`` buffer pair per estimated singular value and implement
+    :meth:`maps` (the linear maps whose norms are estimated, built from the float32 weight) and
+    optionally :meth:`combine`.
+    """
+
+    #: names of the buffer pairs, e.g. ``(("_u", "_v"),)``; set by subclasses
+    vector_names: tuple[tuple[str, str], ...] = ()
+    #: names used in :meth:`sigma_estimates` for each pair
+    sigma_names: tuple[str, ...] = ()
+
+    def __init__(self, *, n_power_iterations: int, eps: float, scale: float, update: str,
+                 grad_through_vectors: bool, warmup: int) -> None:
+        super().__init__()
+        check_common_options(n_power_iterations, eps, update, warmup)
+        self.n_power_iterations = n_power_iterations
+        self.eps = eps
+        self.scale = float(scale)
+        self.update = update
+        self.grad_through_vectors = bool(grad_through_vectors)
+        self.warmup = warmup
+
+    # ----------------------------------------------------------------- subclass interface
+    def maps(self, weight: Tensor) -> list[tuple[pi.LinearMap, pi.LinearMap]]:
+        raise NotImplementedError
+
+    def combine(self, sigmas: list[Tensor]) -> Tensor:
+        return sigmas[0]
+
+    def initial_vectors(self, weight: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Random unit starting vectors, one pair per map (drawn from the global RNG)."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- helpers
+    def _init_buffers(self, weight: Tensor) -> None:
+        with torch.no_grad():
+            w = weight.detach().float()
+            for (un, vn), (u, v) in zip(self.vector_names, self.initial_vectors(w)):
+                self.register_buffer(un, pi.normalize(u, self.eps))
+                self.register_buffer(vn, pi.normalize(v, self.eps))
+            self.reset(weight, self.warmup)
+
+    def _stored(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for un, vn in self.vector_names:
+            yield getattr(self, un), getattr(self, vn)
+
+    def _persist(self, vectors: list[tuple[Tensor, Tensor]]) -> None:
+        with torch.no_grad():
+            for (un, vn), (u, v) in zip(self.vector_names, vectors):
+                getattr(self, un).copy_(u)
+                getattr(self, vn).copy_(v)
+
+    @staticmethod
+    def _float(weight: Tensor) -> Tensor:
+        return weight.float() if weight.dtype in (torch.float16, torch.bfloat16) else weight
+
+    def _iterate_all(self, maps, n: int, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
+        out = []
+        for (apply, adjoint), (u, v) in zip(maps, self._stored()):
+            out.append(pi.iterate(apply, adjoint, u.to(dtype), v.to(dtype), n, self.eps))
+        return out
+
+    # ----------------------------------------------------------------- public API
+    @torch.no_grad()
+    def reset(self, weight: Tensor, n_iterations: int | None = None) -> None:
+        """Re-run ``n_iterations`` (default: ``warmup``) iterations from the stored vectors and save them."""
+        n = self.warmup if n_iterations is None else n_iterations
+        if n <= 0:
+            return
+        with torch.autocast(device_type=weight.device.type, enabled=False):
+            w = self._float(weight.detach())
+            self._persist(self._iterate_all(self.maps(w), n, w.dtype))
+
+    @torch.no_grad()
+    def reinitialize(self, weight: Tensor, n_iterations: int | None = None) -> None:
+        """Draw fresh random vectors, then run ``n_iterations`` (default: ``warmup``) iterations."""
+        w = weight.detach().float()
+        self._persist([(pi.normalize(u, self.eps), pi.normalize(v, self.eps)) for u, v in self.initial_vectors(w)])
+        self.reset(weight, n_iterations)
+
+    @torch.no_grad()
+    def update_vectors(self, weight: Tensor) -> None:
+        """Persist ``n_power_iterations`` iterations on ``weight`` (the ``"step"`` cadence)."""
+        self.reset(weight, self.n_power_iterations)
+
+    @torch.no_grad()
+    def sigma_estimates(self, weight: Tensor) -> dict[str, float]:
+        """The current estimates ``<u, A v>`` from the stored vectors, without iterating."""
+        with torch.autocast(device_type=weight.device.type, enabled=False):
+            w = self._float(weight.detach())
+            sig = [pi.rayleigh_sigma(apply, u.to(w.dtype), v.to(w.dtype))
+                   for (apply, _), (u, v) in zip(self.maps(w), self._stored())]
+            out = {"sigma": float(self.combine(sig))}
+            if len(sig) > 1:
+                out.update({name: float(s) for name, s in zip(self.sigma_names, sig)})
+        return out
+
+    def forward(self, weight: Tensor) -> Tensor:
+        with torch.autocast(device_type=weight.device.type, enabled=False):
+            w = self._float(weight)
+            maps = self.maps(w)
+            if not self.training:
+                vectors = [(u.to(w.dtype), v.to(w.dtype)) for u, v in self._stored()]
+            elif self.grad_through_vectors:
+                vectors = self._iterate_all(maps, self.n_power_iterations, w.dtype)
+                if self.update == "forward":
+                    self._persist([(u.detach(), v.detach()) for u, v in vectors])
+            else:
+                with torch.no_grad():
+                    vectors = self._iterate_all(maps, self.n_power_iterations, w.dtype)
+                    if self.update == "forward":
+                        self._persist(vectors)
+            sigmas = [pi.rayleigh_sigma(apply, u, v) for (apply, _), (u, v) in zip(maps, vectors)]
+            sigma = self.combine(sigmas)
+            out = w / sigma if self.scale == 1.0 else (self.scale * w) / sigma
+        return out.to(weight.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"scale={self.scale}, n_power_iterations={self.n_power_iterations}, eps={self.eps}, "
+                f"update={self.update!r}, grad_through_vectors={self.grad_through_vectors}")

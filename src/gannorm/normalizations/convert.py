@@ -1,0 +1,71 @@
+"""Load state dicts written with torch's spectral norm into gannorm-normalized models.
+
+torch has two spectral-norm layouts and converts between neither (``shared/reference/ecosystem.md`` 3):
+
+* the old hook API ``torch.nn.utils.spectral_norm``: ``<layer>.weight_orig``, ``<layer>.weight_u``,
+  ``<layer>.weight_v`` (``weight_v`` missing in pre-1.0 files);
+* the parametrization ``torch.nn.utils.parametrizations.spectral_norm``:
+  ``<layer>.parametrizations.weight.original``, ``<layer>.parametrizations.weight.0._u`` / ``._v``.
+
+gannorm's SN uses the second layout with the same buffer names and meaning (u: left singular
+vector, length ``out``; v: right, length ``in*k*k``), so those files load as they are. BSN's
+first pair ``_u1/_v1`` is the SN pair. A plain ``<layer>.weight`` (an unnormalized model) becomes the
+raw weight of a normalized layer. Vectors the file does not have keep the model's current values.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from . import power_iteration as pi
+from .base import PowerIterationNorm
+from .spectral import matricize
+
+
+def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Return a copy of ``state_dict`` rewritten to ``model``'s keys; load it with ``model.load_state_dict``.
+
+    Every normalized layer of ``model`` takes its raw weight (and vectors, where present) from
+    whichever layout the file uses. Keys of unnormalized layers pass through unchanged.
+    """
+    sd = dict(state_dict)
+    out: dict[str, torch.Tensor] = {}
+    target = model.state_dict()
+    consumed: set[str] = set()
+    for name, module in model.named_modules():
+        plist = getattr(getattr(module, "parametrizations", None), "weight", None)
+        if plist is None:
+            continue
+        pre = f"{name}." if name else ""
+        new = f"{pre}parametrizations.weight."
+        norm = next((p for p in plist if isinstance(p, PowerIterationNorm)), None)
+        raw = next((k for k in (new + "original", pre + "weight_orig", pre + "weight") if k in sd), None)
+        if raw is None:
+            continue
+        out[new + "original"] = sd[raw]
+        consumed.add(raw)
+        if norm is None:
+            continue
+        first_u, first_v = norm.vector_names[0]
+        idx = list(plist).index(norm)
+        dst_u, dst_v = f"{new}{idx}.{first_u}", f"{new}{idx}.{first_v}"
+        for src_u, src_v in ((f"{new}0._u", f"{new}0._v"), (pre + "weight_u", pre + "weight_v")):
+            if src_u not in sd:
+                continue
+            consumed.update({src_u, src_v})
+            u = sd[src_u]
+            if target[dst_u].shape != u.shape:
+                break  # e.g. strict SN: its vectors live in feature-map space; keep the model's
+            if src_v in sd:
+                v = sd[src_v]
+            else:  # pre-1.0 files have no v: one half-iteration v = normalize(W^T u)
+                mat = matricize(sd[raw].float(), getattr(norm, "dim", 0))
+                v = pi.normalize(torch.mv(mat.t(), u.float()), norm.eps)
+            out[dst_u], out[dst_v] = u, v
+            break
+    for k, val in sd.items():
+        if k not in consumed and k not in out:
+            out[k] = val
+    return out

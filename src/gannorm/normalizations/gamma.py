@@ -1,0 +1,36 @@
+"""Spectral normalization with a learnable gain gamma (Miyato et al. 2018, Appendix E).
+
+As in the official BSN code's ``same_gamma``/``diff_gamma`` baselines (``shared/reference/bssn.md``
+1.6) the layer computes ``gamma * (W_bar x + b)``: gamma multiplies the normalized weight *and* the
+bias. It is a second parametrization chained after SN on the weight, and one on the bias, both
+holding the same ``nn.Parameter``. One gamma can be shared by every layer of a model
+(``sn_gamma_shared``) or each layer can have its own (``sn_gamma_layer``); gamma starts at 1.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+
+class GammaScale(nn.Module):
+    """Parametrization ``x -> gamma * x`` with a (possibly shared) scalar parameter ``gamma``."""
+
+    def __init__(self, gamma: nn.Parameter) -> None:
+        super().__init__()
+        self.gamma = gamma
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.gamma.to(x.dtype) * x
+
+
+def new_gamma(like: Tensor, value: float = 1.0) -> nn.Parameter:
+    return nn.Parameter(torch.full((), float(value), dtype=torch.float32, device=like.device))
+
+
+def attach_gamma(module: nn.Module, gamma: nn.Parameter, name: str = "weight") -> nn.Module:
+    """Multiply ``module.<name>`` (already normalized) and ``module.bias`` (if any) by ``gamma``."""
+    parametrize.register_parametrization(module, name, GammaScale(gamma))
+    if getattr(module, "bias", None) is not None:
+        parametrize.register_parametrization(module, "bias", GammaScale(gamma))
+    return module

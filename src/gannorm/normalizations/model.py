@@ -1,0 +1,154 @@
+"""Model-level operations: apply a named method, read sigmas, drive the update policy, remove."""
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .base import PowerIterationNorm
+from .gamma import GammaScale
+from .methods import METHODS
+
+NORMALIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+                nn.Linear)
+
+
+def _layers(model: nn.Module, exclude: Iterable[str]) -> list[tuple[str, nn.Module]]:
+    exclude = tuple(exclude)
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, NORMALIZABLE) and not any(name == e or name.startswith(e + ".") for e in exclude)]
+
+
+def _record_input_shapes(model: nn.Module, layers: Sequence[tuple[str, nn.Module]],
+                         input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """Run one dry forward on zeros of ``(1, *input_shape)`` and record each layer's input shape."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def recorder(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            shapes.setdefault(name, tuple(args[0].shape[1:]))
+        return hook
+
+    hooks = [m.register_forward_pre_hook(recorder(name)) for name, m in layers]
+    was_training = model.training
+    try:
+        param = next(model.parameters(), None)
+        kwargs = {} if param is None else {"dtype": param.dtype, "device": param.device}
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), **kwargs))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return shapes
+
+
+def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **options) -> nn.Module:
+    """Apply the named normalization to every Conv/ConvTranspose/Linear layer of ``model``.
+
+    ``method`` is one of ``gannorm.METHODS.names()``; ``options`` are that method's keyword
+    arguments (for example ``scale=1.4`` for ``"bssn"``). ``exclude`` lists layer names (or name
+    prefixes) to leave alone. For ``"strict_sn"`` pass ``input_shape=(C, H, W)``, the shape of one
+    model input: each layer's own input shape is recorded by one dry forward.
+    Returns the model (modified in place).
+    """
+    apply: Callable = METHODS.get(method)
+    layers = _layers(model, exclude)
+    for name, m in layers:
+        if parametrize.is_parametrized(m):
+            raise ValueError(f"layer {name or type(m).__name__!r} is already parametrized; "
+                             "call gannorm.remove(model) before normalizing it again")
+    if method == "strict_sn":
+        if "input_shape" not in options:
+            raise ValueError("strict_sn needs input_shape=(C, H, W), the shape of one input to the model")
+        options["input_shapes"] = _record_input_shapes(model, layers, options.pop("input_shape"))
+    params = inspect.signature(apply).parameters
+    allowed = [p for p in params if p not in ("layers", "input_shapes")]
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for normalization {method!r}; "
+                         f"allowed: {', '.join(allowed) or 'none'}")
+    missing = [p for p, spec in params.items()
+               if spec.default is inspect.Parameter.empty and p != "layers" and p not in options]
+    if missing:
+        raise ValueError(f"normalization {method!r} requires option(s) {', '.join(missing)} "
+                         f"(e.g. gannorm.normalize(model, {method!r}, {missing[0]}=...))")
+    apply(layers, **options)
+    return model
+
+
+def _parametrizations(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, nn.ModuleList]]:
+    for name, m in model.named_modules():
+        if parametrize.is_parametrized(m):
+            for tensor_name, plist in m.parametrizations.items():
+                yield name, m, tensor_name, plist
+
+
+def normalized_layers(model: nn.Module) -> Iterator[tuple[str, PowerIterationNorm, torch.Tensor]]:
+    """``(layer_name, parametrization, raw_weight)`` for every power-iteration normalization."""
+    for name, _, _, plist in _parametrizations(model):
+        for p in plist:
+            if isinstance(p, PowerIterationNorm):
+                yield name, p, plist.original
+
+
+def sigmas(model: nn.Module) -> dict[str, float]:
+    """Current sigma estimates per layer, from the stored vectors (no iteration), for logging.
+
+    Keys are ``"<layer>/sigma"`` (the divisor before ``scale``), plus ``"<layer>/sigma1"`` and
+    ``"<layer>/sigma2"`` for BSN and ``"<layer>/gamma"`` for the learnable-gamma methods. A model
+    that is itself one layer is keyed by its class name (``"Conv2d/sigma"``).
+    """
+    out: dict[str, float] = {}
+    for name, m, tensor_name, plist in _parametrizations(model):
+        if tensor_name != "weight":
+            continue
+        key = name or type(m).__name__.removeprefix("Parametrized")
+        for p in plist:
+            if isinstance(p, PowerIterationNorm):
+                out.update({f"{key}/{k}": v for k, v in p.sigma_estimates(plist.original).items()})
+            elif isinstance(p, GammaScale):
+                out[f"{key}/gamma"] = float(p.gamma)
+    return out
+
+
+@torch.no_grad()
+def update_power_iteration(model: nn.Module) -> None:
+    """Persist one power-iteration step on the current weights for every layer with ``update="step"``.
+
+    Call it once after each optimizer step of the normalized model -- the cadence of the official
+    code -- or let :func:`update_after_step` do it.
+    """
+    for _, p, weight in normalized_layers(model):
+        if p.update == "step":
+            p.update_vectors(weight)
+
+
+def update_after_step(optimizer: torch.optim.Optimizer, model: nn.Module):
+    """Call :func:`update_power_iteration` on ``model`` after every ``optimizer.step()``; returns the hook handle."""
+    return optimizer.register_step_post_hook(lambda *_: update_power_iteration(model))
+
+
+@torch.no_grad()
+def reset_power_iteration(model: nn.Module, n_iterations: int | None = None) -> None:
+    """Fresh random vectors and ``n_iterations`` (default: each layer's ``warmup``) iterations.
+
+    Use it after re-initialising normalized weights (torch has no way to do this, pytorch#25092).
+    """
+    for _, p, weight in normalized_layers(model):
+        p.reinitialize(weight, n_iterations)
+
+
+def remove(model: nn.Module) -> nn.Module:
+    """Remove every parametrization, leaving each layer's *effective* weight as a plain parameter.
+
+    No extra power iteration is run (torch runs one in training mode, pytorch#68421).
+    """
+    for _, m, tensor_name, plist in list(_parametrizations(model)):
+        plist.eval()  # evaluate with the stored vectors
+        parametrize.remove_parametrizations(m, tensor_name, leave_parametrized=True)
+    return model

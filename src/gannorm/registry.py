@@ -1,0 +1,58 @@
+"""A tiny registry: one per family (normalizations, losses, networks, datasets, metrics).
+
+A new method is one file plus one ``REGISTRY.register(...)`` call. Lookups of unknown names fail
+with a one-line error that lists the known ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError):
+    """Raised for a name that is not registered; ``str()`` is a readable one-line message."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we do not want that
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    description: str
+
+
+class Registry(Generic[T]):
+    def __init__(self, family: str) -> None:
+        self.family = family
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, obj: T, description: str = "") -> T:
+        if name in self._entries:
+            raise ValueError(f"{self.family} {name!r} is already registered")
+        self._entries[name] = Entry(name, obj, description)
+        return obj
+
+    def decorator(self, name: str, description: str = "") -> Callable[[T], T]:
+        def wrap(obj: T) -> T:
+            return self.register(name, obj, description)
+        return wrap
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name].obj
+        except KeyError:
+            raise UnknownNameError(
+                f"unknown {self.family} {name!r}; known: {', '.join(self.names())}") from None
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def entries(self) -> Iterator[Entry[T]]:
+        return iter(self._entries.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
