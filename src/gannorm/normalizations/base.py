@@ -103,11 +103,13 @@ class PowerIterationNorm(nn.Module):
     def _float(weight: Tensor) -> Tensor:
         return weight.float() if weight.dtype in (torch.float16, torch.bfloat16) else weight
 
+    def _snapshot(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
+        """Copies of the stored vectors: a graph never holds a buffer that a later forward rewrites."""
+        return [(u.to(dtype, copy=True), v.to(dtype, copy=True)) for u, v in self._stored()]
+
     def _iterate_all(self, maps, n: int, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
-        out = []
-        for (apply, adjoint), (u, v) in zip(maps, self._stored()):
-            out.append(pi.iterate(apply, adjoint, u.to(dtype), v.to(dtype), n, self.eps))
-        return out
+        return [pi.iterate(apply, adjoint, u, v, n, self.eps)
+                for (apply, adjoint), (u, v) in zip(maps, self._snapshot(dtype))]
 
     # ----------------------------------------------------------------- public API
     @torch.no_grad()
@@ -137,8 +139,7 @@ class PowerIterationNorm(nn.Module):
         """The current estimates ``<u, A v>`` from the stored vectors, without iterating."""
         with torch.autocast(device_type=weight.device.type, enabled=False):
             w = self._float(weight.detach())
-            sig = [pi.rayleigh_sigma(apply, u.to(w.dtype), v.to(w.dtype))
-                   for (apply, _), (u, v) in zip(self.maps(w), self._stored())]
+            sig = [pi.rayleigh_sigma(apply, u, v) for (apply, _), (u, v) in zip(self.maps(w), self._snapshot(w.dtype))]
             out = {"sigma": float(self.combine(sig))}
             if len(sig) > 1:
                 out.update({name: float(s) for name, s in zip(self.sigma_names, sig)})
@@ -149,7 +150,7 @@ class PowerIterationNorm(nn.Module):
             w = self._float(weight)
             maps = self.maps(w)
             if not self.training:
-                vectors = [(u.to(w.dtype), v.to(w.dtype)) for u, v in self._stored()]
+                vectors = self._snapshot(w.dtype)
             elif self.grad_through_vectors:
                 vectors = self._iterate_all(maps, self.n_power_iterations, w.dtype)
                 if self.update == "forward":

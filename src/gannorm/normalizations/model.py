@@ -112,7 +112,7 @@ def sigmas(model: nn.Module) -> dict[str, float]:
             if isinstance(p, PowerIterationNorm):
                 out.update({f"{key}/{k}": v for k, v in p.sigma_estimates(plist.original).items()})
             elif isinstance(p, GammaScale):
-                out[f"{key}/gamma"] = float(p.gamma)
+                out[f"{key}/gamma"] = float(p.gamma.detach())
     return out
 
 

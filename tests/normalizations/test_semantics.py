@@ -1,0 +1,249 @@
+"""The behaviours users rely on, for every power-iteration method."""
+import copy
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import gannorm
+
+METHODS = [("sn", {}), ("ssn", {"scale": 1.3}), ("bsn", {}), ("bssn", {"scale": 1.3}),
+           ("strict_sn", {"input_shape": (3, 8, 8)}), ("sn_gamma_shared", {}), ("sn_gamma_layer", {})]
+
+
+def small_d():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.LeakyReLU(0.1), nn.Conv2d(8, 8, 4, 2, 1),
+                         nn.LeakyReLU(0.1), nn.Flatten(), nn.Linear(8 * 4 * 4, 1))
+
+
+def vectors(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if k.split(".")[-1].startswith(("_u", "_v"))}
+
+
+def same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(params=METHODS, ids=[m for m, _ in METHODS])
+def method(request):
+    return request.param
+
+
+def test_iteration_runs_only_in_training_mode(method):
+    name, opts = method
+    d = gannorm.normalize(small_d(), name, **opts)
+    x = torch.randn(4, 3, 8, 8)
+    before = vectors(d)
+    d.eval()
+    y1, y2 = d(x), d(x)
+    assert same(before, vectors(d))  # eval: stored vectors, no update
+    assert torch.equal(y1, y2)  # and deterministic
+    d.train()
+    d(x)
+    assert not same(before, vectors(d))  # train: one persisted iteration per forward
+
+
+def test_no_graph_through_the_vectors(method):
+    name, opts = method
+    d = gannorm.normalize(small_d(), name, **opts)
+    for _, p, w in gannorm.normalized_layers(d):
+        for buf in p.buffers():
+            assert not buf.requires_grad
+    out = d(torch.randn(2, 3, 8, 8)).sum()
+    out.backward()
+    for _, p, _ in gannorm.normalized_layers(d):
+        for buf in p.buffers():
+            assert buf.grad_fn is None and not buf.requires_grad
+
+
+def test_gradient_is_that_of_w_over_constant_sigma():
+    # with u, v constant: d sigma / dW = u v^T, so grad of <G, W/sigma> is G/sigma - <G, W> u v^T / sigma^2
+    layer = gannorm.spectral_norm(nn.Linear(6, 4), warmup=0)
+    p = layer.parametrizations.weight[0]
+    w = layer.parametrizations.weight.original
+    g = torch.randn(4, 6)
+    eff = layer.weight  # one training iteration happens here
+    u, v = p._u.clone(), p._v.clone()
+    (eff * g).sum().backward()
+    sigma = u @ w.detach() @ v
+    expected = g / sigma - (g * w.detach()).sum() * torch.outer(u, v) / sigma ** 2
+    torch.testing.assert_close(w.grad, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_grad_through_vectors_reproduces_the_tf_gradient():
+    layer = gannorm.spectral_norm(nn.Linear(6, 4), warmup=0, grad_through_vectors=True)
+    p = layer.parametrizations.weight[0]
+    u0, v0 = p._u.clone(), p._v.clone()
+    w = layer.parametrizations.weight.original
+    g = torch.randn(4, 6)
+    (layer.weight * g).sum().backward()
+
+    # independent re-derivation with autograd through an explicit iteration
+    w2 = w.detach().clone().requires_grad_(True)
+    u = torch.nn.functional.normalize(w2 @ v0, dim=0, eps=1e-12)
+    v = torch.nn.functional.normalize(w2.t() @ u, dim=0, eps=1e-12)
+    ((w2 / (u @ w2 @ v)) * g).sum().backward()
+    torch.testing.assert_close(w.grad, w2.grad, rtol=1e-5, atol=1e-6)
+    # and it is not the detached gradient
+    detached = gannorm.spectral_norm(nn.Linear(6, 4), warmup=0)
+    detached.load_state_dict({k: v for k, v in layer.state_dict().items()})
+    dp = detached.parametrizations.weight[0]
+    dp._u.copy_(u0); dp._v.copy_(v0)
+    (detached.weight * g).sum().backward()
+    assert not torch.allclose(detached.parametrizations.weight.original.grad, w.grad, atol=1e-7)
+    assert torch.equal(p._u, dp._u)  # the persisted vectors are the same either way
+
+
+def test_step_policy_advances_once_per_optimizer_step(method):
+    name, opts = method
+    d = gannorm.normalize(small_d(), name, update="step", **opts)
+    opt = torch.optim.Adam(d.parameters(), lr=1e-2)
+    handle = gannorm.update_after_step(opt, d)
+    real, fake = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    before = vectors(d)
+    w_real = [m.weight.detach().clone() for _, m in _layers(d)]
+    loss = torch.relu(1 - d(real)).mean() + torch.relu(1 + d(fake)).mean()
+    # the forwards refine on the fly but persist nothing, so D(real) and D(fake) see the same sigma
+    assert same(before, vectors(d))
+    assert all(torch.equal(a, m.weight) for a, (_, m) in zip(w_real, _layers(d)))
+    loss.backward()
+    opt.step()
+    after = vectors(d)
+    assert not same(before, after)
+    # what was persisted is exactly one iteration on the post-step weights from the old vectors
+    for (lname, p, w) in gannorm.normalized_layers(d):
+        ref = copy.deepcopy(p)
+        for (un, vn) in p.vector_names:
+            getattr(ref, un).copy_(before[_key(d, p, un)])
+            getattr(ref, vn).copy_(before[_key(d, p, vn)])
+        ref.update_vectors(w)
+        for (un, vn) in p.vector_names:
+            torch.testing.assert_close(getattr(ref, un), getattr(p, un))
+    d(real)
+    assert same(after, vectors(d))
+    handle.remove()
+    opt.step()
+    assert same(after, vectors(d))
+
+
+def _layers(d):
+    return [(n, m) for n, m in d.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def _key(model, param, buf):
+    for k, v in model.state_dict(keep_vars=True).items():
+        if v is getattr(param, buf):
+            return k
+    raise KeyError(buf)
+
+
+def test_gan_pattern_two_forwards_one_backward(method):
+    name, opts = method
+    d = gannorm.normalize(small_d(), name, **opts)
+    g = nn.Sequential(nn.Linear(4, 3 * 8 * 8), nn.Tanh(), nn.Unflatten(1, (3, 8, 8)))
+    real = torch.randn(4, 3, 8, 8)
+    fake = g(torch.randn(4, 4))
+    loss = torch.relu(1 - d(real)).mean() + torch.relu(1 + d(fake.detach())).mean()
+    loss.backward()  # would raise "modified by an inplace operation" if vectors were reused in place
+    assert all(p.grad is not None for p in d.parameters())
+    g_loss = -d(fake).mean()
+    g_loss.backward()
+    assert all(p.grad is not None for p in g.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_power_iteration_stays_float32_under_autocast(method, dtype):
+    name, opts = method
+    d = gannorm.normalize(small_d(), name, **opts)
+    x = torch.randn(4, 3, 8, 8)
+    ref = copy.deepcopy(d)
+    with torch.autocast("cpu", dtype=dtype):
+        y = d(x)
+    ref(x)  # the same iteration in plain float32
+    for k, v in vectors(d).items():
+        assert v.dtype == torch.float32
+        torch.testing.assert_close(v, vectors(ref)[k])
+    for (_, p, w), (_, pr, wr) in zip(gannorm.normalized_layers(d), gannorm.normalized_layers(ref)):
+        assert p(w).dtype == torch.float32
+    assert torch.isfinite(y).all()
+    y.float().sum().backward()
+
+
+def test_half_precision_weights_use_float32_iteration():
+    layer = gannorm.spectral_norm(nn.Linear(300, 200), warmup=50)
+    half = copy.deepcopy(layer).to(torch.bfloat16)
+    sigma32 = gannorm.sigmas(layer)["Linear/sigma"]
+    w = half.weight  # runs the bf16 -> float32 iteration
+    assert w.dtype == torch.bfloat16
+    assert gannorm.sigmas(half)["Linear/sigma"] == pytest.approx(sigma32, rel=1e-2)
+
+
+def test_state_dict_round_trip(method):
+    name, opts = method
+    d = gannorm.normalize(small_d(), name, **opts)
+    x = torch.randn(4, 3, 8, 8)
+    for _ in range(3):
+        d(x)
+    buf = io.BytesIO()
+    torch.save(d.state_dict(), buf)
+    buf.seek(0)
+    e = gannorm.normalize(small_d(), name, **opts)
+    e.load_state_dict(torch.load(buf, weights_only=True))
+    d.eval(), e.eval()
+    assert torch.equal(d(x), e(x))
+    assert gannorm.sigmas(d) == gannorm.sigmas(e)
+
+
+def test_deepcopy_after_forward(method):
+    name, opts = method
+    d = gannorm.normalize(small_d(), name, **opts)
+    x = torch.randn(4, 3, 8, 8)
+    d(x).sum().backward()
+    e = copy.deepcopy(d)
+    assert torch.equal(d.eval()(x), e.eval()(x))
+    e.train()(x)
+    assert not same(vectors(d), vectors(e))  # independent buffers
+    if name == "sn_gamma_shared":
+        gammas = {id(p.gamma) for m in e.modules() if isinstance(p := m, gannorm.GammaScale)}
+        assert len(gammas) == 1  # sharing survives the copy
+
+
+def test_remove_leaves_the_effective_weight(method):
+    name, opts = method
+    d = gannorm.normalize(small_d(), name, **opts)
+    x = torch.randn(4, 3, 8, 8)
+    d(x)
+    d.eval()
+    y = d(x)
+    vec = vectors(d)
+    gannorm.remove(d.train())
+    assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in d.modules())
+    torch.testing.assert_close(d(x), y)
+    assert vec  # it had vectors before
+
+
+def test_torch_compile_runs(method):
+    name, opts = method
+    d = gannorm.normalize(small_d(), name, **opts)
+    ref = copy.deepcopy(d)
+    compiled = torch.compile(d, backend="aot_eager")
+    x = torch.randn(4, 3, 8, 8)
+    start = vectors(d)
+    y = compiled(x)
+    y.sum().backward()
+    torch.testing.assert_close(y, ref(x), rtol=1e-5, atol=1e-6)
+    before = vectors(ref)
+    for k, v in vectors(d).items():  # the in-place vector update happened under compile too
+        torch.testing.assert_close(v, before[k], rtol=1e-5, atol=1e-6)
+    assert not same(start, vectors(d))
+
+
+def test_torch_compile_with_inductor():
+    d = gannorm.normalize(small_d(), "bssn", scale=1.2)
+    ref = copy.deepcopy(d)
+    x = torch.randn(4, 3, 8, 8)
+    y = torch.compile(d)(x)
+    y.sum().backward()
+    torch.testing.assert_close(y, ref(x), rtol=1e-4, atol=1e-5)
+    assert all(p.grad is not None for p in d.parameters())
