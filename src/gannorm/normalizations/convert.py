@@ -68,4 +68,7 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module)
     for k, val in sd.items():
         if k not in consumed and k not in out:
             out[k] = val
+    for k, val in target.items():  # vectors the file lacks keep the model's current values
+        if k not in out and ".parametrizations." in k and k.rsplit(".", 1)[-1].startswith(("_u", "_v")):
+            out[k] = val.clone()
     return out
