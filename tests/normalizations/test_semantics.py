@@ -247,3 +247,16 @@ def test_torch_compile_with_inductor():
     y.sum().backward()
     torch.testing.assert_close(y, ref(x), rtol=1e-4, atol=1e-5)
     assert all(p.grad is not None for p in d.parameters())
+
+
+@pytest.mark.parametrize("make", [
+    lambda: gannorm.spectral_norm(nn.Conv2d(3, 4, 3), warmup=5),
+    lambda: gannorm.spectral_norm(nn.ConvTranspose2d(3, 4, 3), warmup=5),
+    lambda: gannorm.bidirectional_spectral_norm(nn.Conv2d(3, 4, 3), scale=1.3, warmup=5),
+    lambda: gannorm.strict_spectral_norm(nn.Conv2d(3, 4, 3, stride=2, padding=1), (3, 5, 5), warmup=5),
+])
+def test_hand_written_backward_passes_gradcheck(make):
+    layer = make().double().eval()  # eval: the stored vectors are constants, sigma = <u, W v>
+    plist = layer.parametrizations.weight
+    w = plist.original.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: plist[0](t), (w,), eps=1e-6, atol=1e-6)

@@ -4,20 +4,40 @@ Layer lists from ``shared/reference/bssn.md`` section 2 (no_gamma-CNN/gan/networ
 multiplies every channel count (1.0 is the official network) so tiny versions train on a CPU;
 ``channels`` is the number of image channels (1 for grayscale). TF 'SAME' padding is
 ``padding=1`` for both the k3/s1 and the k4/s2 layers on even inputs.
+
+Resolutions: the official ones are 32, 48 and 64 (bottom size ``mg`` = 4, 6, 8); any multiple of
+8 works (e.g. 16 for tiny CPU runs).
+
+Official initialisation (applied by the constructors, :meth:`reset_parameters`): D convs truncated
+normal std 0.02 (redrawn outside +-2 std, so the actual std is 0.02 * 0.88); D linear, G linear and
+G transposed convs normal std 0.02; biases 0; BatchNorm gamma 1, beta 0, momentum 0.1 (TF decay
+0.9), eps 1e-5.
+
+**BatchNorm after G's linear layer.** The official TF code applies ``batch_norm`` to the *flat*
+``mg*mg*512`` output of the linear layer, before the reshape, so every one of the ``mg*mg*512``
+units has its own statistics and affine parameters: a ``BatchNorm1d(mg*mg*512)`` (8192 features at
+32 px). This is the default (``bottom_bn="flat"``). pytorch-gan-collections reshapes first and uses
+``BatchNorm2d(512)`` (per channel); ``bottom_bn="channel"`` gives that variant. The parameter count
+differs: 2*8192 vs 2*512 at 32 px.
+
+Differences from pytorch-gan-collections' ``sngan.py`` (the GN/PGN CNN, ``gn_pgn.md`` section 1):
+its D widens at the stride-2 convs (3->64, 64->128, 128->128, 128->256, ...) and its G ends with a
+Conv2d; here D widens at the 3x3 convs (3->64, 64->64, 64->128, 128->128, ...) and G ends with a
+3x3 transposed conv, as in the official BSN/SNGAN code.
 """
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-RESOLUTIONS = {32: 4, 48: 6, 64: 8}  # image size -> bottom size mg (image = 8 * mg)
+from .blocks import channels as _ch
+from .blocks import normal_, trunc_normal_
 
-
-def _ch(c: int, width: float) -> int:
-    return max(1, int(round(c * width)))
+RESOLUTIONS = {32: 4, 48: 6, 64: 8}  # official image size -> bottom size mg (image = 8 * mg)
+BOTTOM_BN = ("flat", "channel")
 
 
 def _bottom(resolution: int) -> int:
-    if resolution % 8 or resolution < 8:
+    if not isinstance(resolution, int) or resolution % 8 or resolution < 8:
         raise ValueError(f"the SNGAN CNN needs a resolution divisible by 8 (official: 32, 48, 64), got {resolution}")
     return resolution // 8
 
@@ -25,7 +45,8 @@ def _bottom(resolution: int) -> int:
 class SNGANCNNDiscriminator(nn.Module):
     """conv3 64 -> conv4/2 64 -> conv3 128 -> conv4/2 128 -> conv3 256 -> conv4/2 256 -> conv3 512 -> linear 1.
 
-    LeakyReLU(0.1) after every conv; no normalization here (apply one with :func:`gannorm.normalize`).
+    LeakyReLU(``slope``, official 0.1) after every conv; no normalization here (apply one with
+    :func:`gannorm.normalize`). Input ``[B, channels, resolution, resolution]``, output ``[B, 1]`` logits.
     """
 
     def __init__(self, resolution: int = 32, channels: int = 3, width: float = 1.0, slope: float = 0.1) -> None:
@@ -40,28 +61,58 @@ class SNGANCNNDiscriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.linear = nn.Linear(mg * mg * c[6], 1)
         self.resolution, self.channels = resolution, channels
+        self.data_shape = (channels, resolution, resolution)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official init: convs truncated normal 0.02, the linear normal 0.02, biases 0."""
+        for m in self.features:
+            if isinstance(m, nn.Conv2d):
+                trunc_normal_(m, 0.02)
+        normal_(self.linear, 0.02)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(self.features(x).flatten(1))
 
 
 class SNGANCNNGenerator(nn.Module):
-    """z -> linear mg*mg*512 -> BN-ReLU -> 3 x (deconv4/2 -> BN-ReLU) (256, 128, 64) -> deconv3 -> tanh."""
+    """z -> linear mg*mg*512 -> BN-ReLU -> 3 x (deconv4/2 -> BN-ReLU) (256, 128, 64) -> deconv3 -> tanh.
 
-    def __init__(self, resolution: int = 32, channels: int = 3, width: float = 1.0, z_dim: int = 128) -> None:
+    ``bottom_bn="flat"`` (official TF): ``BatchNorm1d(mg*mg*512)`` on the linear output before the
+    reshape; ``"channel"``: ``BatchNorm2d(512)`` after it (pytorch-gan-collections).
+    Output ``[B, channels, resolution, resolution]`` in (-1, 1).
+    """
+
+    def __init__(self, resolution: int = 32, channels: int = 3, width: float = 1.0, z_dim: int = 128,
+                 bottom_bn: str = "flat") -> None:
         super().__init__()
+        if bottom_bn not in BOTTOM_BN:
+            raise ValueError(f"bottom_bn must be one of {', '.join(BOTTOM_BN)}; got {bottom_bn!r}")
         self.mg = _bottom(resolution)
         c = [_ch(n, width) for n in (512, 256, 128, 64)]
-        self.c0, self.z_dim = c[0], z_dim
+        self.c0, self.z_dim, self.bottom_bn = c[0], z_dim, bottom_bn
         self.linear = nn.Linear(z_dim, self.mg * self.mg * c[0])
-        self.bn0 = nn.BatchNorm1d(self.mg * self.mg * c[0])
+        self.bn0 = nn.BatchNorm1d(self.mg * self.mg * c[0]) if bottom_bn == "flat" else nn.BatchNorm2d(c[0])
         blocks: list[nn.Module] = [nn.ReLU()]
         for cin, cout in zip(c[:-1], c[1:]):
             blocks += [nn.ConvTranspose2d(cin, cout, 4, 2, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
         blocks += [nn.ConvTranspose2d(c[-1], channels, 3, 1, padding=1), nn.Tanh()]
         self.blocks = nn.Sequential(*blocks)
         self.resolution, self.channels = resolution, channels
+        self.data_shape = (channels, resolution, resolution)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official init: linear and transposed convs normal 0.02, biases 0, BN gamma 1 beta 0."""
+        normal_(self, 0.02)
+        for m in self.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.reset_parameters()
 
     def forward(self, z: Tensor) -> Tensor:
-        h = self.bn0(self.linear(z)).view(-1, self.c0, self.mg, self.mg)
+        h = self.linear(z)
+        if self.bottom_bn == "flat":
+            h = self.bn0(h).view(-1, self.c0, self.mg, self.mg)
+        else:
+            h = self.bn0(h.view(-1, self.c0, self.mg, self.mg))
         return self.blocks(h)

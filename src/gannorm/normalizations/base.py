@@ -34,6 +34,34 @@ from . import power_iteration as pi
 UPDATE_POLICIES = ("forward", "step")
 
 
+class _DivideBySigma(torch.autograd.Function):
+    """``scale * W / sigma(W)`` with u, v constant, and a hand-written backward.
+
+    ``dL/dW = (scale / sigma) G - (scale <G, W> / sigma^2) dsigma/dW`` where ``dsigma/dW`` is
+    ``u v^T`` in the layout of each estimated matrix (see :meth:`PowerIterationNorm.add_sigma_grad`).
+    One pass for ``<G, W>``, one for the scaled copy of G, one fused rank-one update per sigma:
+    cheaper than autograd through ``vdot(u, W v)`` and the division.
+    """
+
+    @staticmethod
+    def forward(ctx, weight, sigma, norm, *vectors):
+        ctx.save_for_backward(weight, sigma, *vectors)
+        ctx.norm = norm
+        return weight * (norm.scale / sigma)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        weight, sigma, *flat = ctx.saved_tensors
+        norm = ctx.norm
+        vectors = list(zip(flat[0::2], flat[1::2]))
+        coef = norm.scale / sigma
+        grad_w = grad * coef
+        alpha = -coef * torch.vdot(grad.reshape(-1), weight.reshape(-1)) / sigma
+        norm.add_sigma_grad(grad_w, alpha, vectors, weight)
+        return (grad_w, None, None) + (None,) * len(flat)
+
+
 def check_common_options(n_power_iterations: int, eps: float, update: str, warmup: int) -> None:
     if not isinstance(n_power_iterations, int) or n_power_iterations < 1:
         raise ValueError(f"n_power_iterations must be an integer >= 1, got {n_power_iterations!r}")
@@ -75,6 +103,15 @@ class PowerIterationNorm(nn.Module):
 
     def combine(self, sigmas: list[Tensor]) -> Tensor:
         return sigmas[0]
+
+    def add_sigma_grad(self, out: Tensor, alpha: Tensor, vectors: list[tuple[Tensor, Tensor]],
+                       weight: Tensor) -> None:
+        """``out += alpha * d combine(sigmas) / dW`` for constant vectors (generic: by autograd)."""
+        with torch.enable_grad():
+            w = weight.detach().requires_grad_(True)
+            sig = self.combine([pi.rayleigh_sigma(apply, u, v) for (apply, _), (u, v) in zip(self.maps(w), vectors)])
+            (g,) = torch.autograd.grad(sig, w)
+        out.add_(g * alpha)
 
     def initial_vectors(self, weight: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Random unit starting vectors, one pair per map (drawn from the global RNG)."""
@@ -149,20 +186,27 @@ class PowerIterationNorm(nn.Module):
         with torch.autocast(device_type=weight.device.type, enabled=False):
             w = self._float(weight)
             maps = self.maps(w)
-            if not self.training:
-                vectors = self._snapshot(w.dtype)
-            elif self.grad_through_vectors:
+            if self.training and self.grad_through_vectors:
+                # the TF behaviour: autograd through the on-the-fly iteration and sigma
                 vectors = self._iterate_all(maps, self.n_power_iterations, w.dtype)
                 if self.update == "forward":
                     self._persist([(u.detach(), v.detach()) for u, v in vectors])
-            else:
-                with torch.no_grad():
-                    vectors = self._iterate_all(maps, self.n_power_iterations, w.dtype)
+                sigma = self.combine([pi.rayleigh_sigma(apply, u, v) for (apply, _), (u, v) in zip(maps, vectors)])
+                out = w / sigma if self.scale == 1.0 else (self.scale * w) / sigma
+                return out.to(weight.dtype)
+            with torch.no_grad():
+                if self.training:
+                    results = [pi.iterate_with_sigma(apply, adjoint, u, v, self.n_power_iterations, self.eps)
+                               for (apply, adjoint), (u, v) in zip(maps, self._snapshot(w.dtype))]
+                    vectors = [(u, v) for u, v, _ in results]
+                    sigma = self.combine([s for _, _, s in results])
                     if self.update == "forward":
                         self._persist(vectors)
-            sigmas = [pi.rayleigh_sigma(apply, u, v) for (apply, _), (u, v) in zip(maps, vectors)]
-            sigma = self.combine(sigmas)
-            out = w / sigma if self.scale == 1.0 else (self.scale * w) / sigma
+                else:
+                    vectors = self._snapshot(w.dtype)
+                    sigma = self.combine([pi.rayleigh_sigma(apply, u, v) for (apply, _), (u, v) in zip(maps, vectors)])
+            flat = [t for pair in vectors for t in pair]
+            out = _DivideBySigma.apply(w, sigma, self, *flat)
         return out.to(weight.dtype)
 
     def extra_repr(self) -> str:

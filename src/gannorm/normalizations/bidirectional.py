@@ -49,6 +49,13 @@ class BidirectionalSpectralNorm(PowerIterationNorm):
     def combine(self, sigmas: list[Tensor]) -> Tensor:
         return (sigmas[0] + sigmas[1]) / 2
 
+    def add_sigma_grad(self, out, alpha, vectors, weight) -> None:
+        (u1, v1), (u2, v2) = vectors
+        o, i = out.shape[0], out.shape[1]
+        out.view(o, -1).addr_(u1, v1, alpha=alpha / 2)
+        # d sigma2 / dW[o, i, j] = u2[i] * v2[o, j]: a broadcast rank-one update in W's own layout
+        out.view(o, i, -1).addcmul_(u2.view(1, i, 1), v2.view(o, 1, -1) * (alpha / 2))
+
 
 def bidirectional_spectral_norm(module: nn.Module, name: str = "weight", n_power_iterations: int = 1,
                                 eps: float = 1e-12, scale: float = 1.0, *, update: str = "forward",

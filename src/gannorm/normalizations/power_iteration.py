@@ -29,10 +29,25 @@ def normalize(x: Tensor, eps: float) -> Tensor:
 
 def iterate(apply: LinearMap, adjoint: LinearMap, u: Tensor, v: Tensor, n: int, eps: float) -> tuple[Tensor, Tensor]:
     """Run ``n`` power iterations from ``(u, v)``; returns the new ``(u, v)``."""
+    u, v, _ = iterate_with_sigma(apply, adjoint, u, v, n, eps)
+    return u, v
+
+
+def iterate_with_sigma(apply: LinearMap, adjoint: LinearMap, u: Tensor, v: Tensor, n: int,
+                       eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``n`` iterations, plus the sigma estimate ``<u, A v>`` of the final pair.
+
+    After ``v = A^T u / ||A^T u||`` the estimate ``<u, A v> = <A^T u, v> = ||A^T u||`` is the norm
+    already computed for the last normalization, so no extra application of ``A`` is needed.
+    Requires ``n >= 1``.
+    """
+    norm = None
     for _ in range(n):
         u = normalize(apply(v), eps)
-        v = normalize(adjoint(u), eps)
-    return u, v
+        w = adjoint(u)
+        norm = torch.linalg.vector_norm(w)
+        v = w / torch.clamp(norm, min=eps)
+    return u, v, norm
 
 
 def rayleigh_sigma(apply: LinearMap, u: Tensor, v: Tensor) -> Tensor:
@@ -54,13 +69,19 @@ def transposed_kernel_map(kernel: Tensor) -> tuple[LinearMap, LinearMap]:
         M2 x   = sum_o K[o] @ x[o]          (x viewed as [out, s])  -> [in]
         M2^T y = (y @ K[o]) for every o      (y of length in)         -> [out * s]
 
-    Both are batched mat-vecs on contiguous slices of the kernel.
+    Both read the kernel in its own layout (see ``benchmarks/norm_overhead.py`` for the cost).
     """
     out, inp = kernel.shape[0], kernel.shape[1]
     k3 = kernel.reshape(out, inp, -1)
 
+    mat = kernel.reshape(out, -1)
+
     def apply(x: Tensor) -> Tensor:
-        return torch.bmm(k3, x.view(out, -1, 1)).sum(dim=0).view(inp)
+        # R[j', (i, j)] = sum_o x[o, j'] K[o, i, j] is one GEMM that reads the kernel once in its own
+        # layout; M2 x is the sum of its diagonal j' = j (s-fold FLOPs, but no copy and no tiny batches)
+        s = x.numel() // out
+        r = torch.mm(x.view(out, s).t(), mat).view(s, inp, s)
+        return r.diagonal(dim1=0, dim2=2).sum(-1)
 
     def adjoint(y: Tensor) -> Tensor:
         return torch.matmul(y, k3).reshape(-1)

@@ -55,6 +55,12 @@ class SpectralNorm(PowerIterationNorm):
     def maps(self, weight: Tensor):
         return [pi.matrix_map(matricize(weight, self.dim))]
 
+    def add_sigma_grad(self, out, alpha, vectors, weight) -> None:
+        if self.dim != 0 and out.ndim > 1:
+            return super().add_sigma_grad(out, alpha, vectors, weight)
+        (u, v), = vectors
+        matricize(out, 0).addr_(u, v, alpha=alpha)  # a view of the contiguous gradient
+
 
 def spectral_norm(module: nn.Module, name: str = "weight", n_power_iterations: int = 1, eps: float = 1e-12,
                   dim: int | None = None, scale: float = 1.0, *, update: str = "forward",

@@ -1,0 +1,100 @@
+"""``celeba``: the 202,599 aligned CelebA faces (``img_align_celeba``, 178 wide x 218 high JPEGs).
+
+As the official preprocessing: a fixed 128x128 crop at row 45, column 25 (the centre:
+(218 - 128) / 2 and (178 - 128) / 2), then bilinear resize to 64x64 (default) *without*
+antialiasing like ``cv2.resize(..., INTER_LINEAR)`` (for this exact 2x reduction: the mean of each
+2x2 block, rounded half up), or kept at 128. Pillow decodes to RGB directly (the official code
+reads BGR with OpenCV and converts). Images not of size 178x218 are refused.
+
+``root`` may be ``img_align_celeba.zip`` itself, a folder holding it, a folder holding the
+extracted ``img_align_celeba/``, or that folder. Members are read from the zip without extracting
+(names checked with :func:`~gannorm.data.archives.safe_member_name`), in sorted name order.
+Option ``limit`` keeps the first ``limit`` images. Memory: 12 kB per image at 64 (2.5 GB for all).
+"""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from .archives import read_errors, zip_names
+from .base import Dataset, DatasetError, check_limit, loader, need_pillow, need_root, resize_uint8
+
+ARCHIVE = "img_align_celeba.zip"
+FOLDER = "img_align_celeba"
+URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
+HINT = f"download {ARCHIVE} ('Align&Cropped Images') from {URL}"
+WIDTH, HEIGHT = 178, 218
+CROP, TOP, LEFT = 128, 45, 25
+EXTENSIONS = (".jpg", ".jpeg", ".png")
+_CHUNK = 1024
+
+
+def _is_image(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return name.lower().endswith(EXTENSIONS) and not base.startswith("._") and "__MACOSX/" not in name
+
+
+def locate(root: Path) -> tuple[str, Path]:
+    """``("zip", path)`` or ``("folder", path)``."""
+    if root.is_file():
+        return "zip", root
+    if (root / ARCHIVE).is_file():
+        return "zip", root / ARCHIVE
+    if (root / FOLDER).is_dir():
+        return "folder", root / FOLDER
+    if root.is_dir() and any(_is_image(p.name) for p in root.iterdir()):
+        return "folder", root
+    raise DatasetError(f"celeba: expected {ARCHIVE} or {FOLDER}/ in {root} ({HINT} and pass data.root=DIR)")
+
+
+def crop(image, source: str) -> np.ndarray:
+    """PIL image -> the uint8 [3, 128, 128] official crop."""
+    if image.size != (WIDTH, HEIGHT):
+        raise DatasetError(f"celeba: {source} is {image.size[0]}x{image.size[1]}, expected the aligned "
+                           f"{WIDTH}x{HEIGHT} (width x height) images of {FOLDER}")
+    arr = np.asarray(image.convert("RGB"))[TOP:TOP + CROP, LEFT:LEFT + CROP]
+    return arr.transpose(2, 0, 1)
+
+
+def _decode(items: list[tuple[str, Callable[[], bytes]]], resolution: int, path: Path) -> torch.Tensor:
+    Image = need_pillow("celeba")
+    out = torch.empty((len(items), 3, resolution, resolution), dtype=torch.uint8)
+    for i in range(0, len(items), _CHUNK):
+        part = items[i:i + _CHUNK]
+        chunk = np.empty((len(part), 3, CROP, CROP), dtype=np.uint8)
+        for j, (name, read) in enumerate(part):
+            with read_errors("celeba", f"{path}:{name}", "a JPEG/PNG image"):
+                with Image.open(io.BytesIO(read())) as im:
+                    chunk[j] = crop(im, f"{path}:{name}")
+        resize_uint8(chunk, resolution, antialias=False, out=out[i:i + len(part)])
+    return out
+
+
+def _members(names: Iterable[str], limit: int | None) -> list[str]:
+    return sorted(names)[:limit]
+
+
+@loader("celeba", resolutions=(64, 128), default=64)
+def load_celeba(root: Path | None, resolution: int, *, limit: int | None = None) -> Dataset:
+    limit = check_limit("celeba", limit)
+    kind, path = locate(need_root("celeba", root, f"{ARCHIVE} or {FOLDER}/", HINT))
+    if kind == "zip":
+        with read_errors("celeba", path, f"a zip of {FOLDER}/*.jpg"):
+            with zipfile.ZipFile(path) as zf:
+                names = {clean: orig for orig, clean in zip_names(zf, path) if _is_image(clean)}
+                chosen = _members(names, limit)
+                if not chosen:
+                    raise DatasetError(f"celeba: {path} holds no .jpg images ({HINT})")
+                data = _decode([(n, lambda o=names[n]: zf.read(o)) for n in chosen], resolution, path)
+    else:
+        files = {p.relative_to(path).as_posix(): p for p in path.iterdir() if p.is_file() and _is_image(p.name)}
+        chosen = _members(files, limit)
+        if not chosen:
+            raise DatasetError(f"celeba: {path} holds no .jpg images ({HINT})")
+        data = _decode([(n, files[n].read_bytes) for n in chosen], resolution, path)
+    return Dataset("celeba", data, "image", source=str(path))

@@ -1,0 +1,97 @@
+"""``stl10``: the 100,000 unlabelled STL-10 images (``stl10_binary/unlabeled_X.bin``), 96x96 RGB.
+
+The file is a flat uint8 array; each image is 3 planes (R, G, B) of 96x96 stored *column-major*.
+Read as (N, 3, 96, 96) it is (N, C, W, H), so it is transposed (0, 1, 3, 2) to (N, C, H, W)
+(the official preprocess transposes (0, 3, 2, 1) to NHWC: the same pixels). It is then shrunk to
+48x48 (default) with bilinear interpolation *without* antialiasing, like the official
+``cv2.resize(..., INTER_LINEAR)`` (for this exact 2x reduction: the mean of each 2x2 block,
+rounded half up), or kept at 96.
+
+``root`` may be the folder holding ``stl10_binary/``, the ``stl10_binary/`` folder itself, a
+folder holding ``stl10_binary.tar.gz``, or that archive (its member is streamed, never extracted).
+The file is read in chunks (``np.memmap`` for the extracted file), so no full-resolution copy of
+all images is ever held in memory. Option ``limit`` reads only the first ``limit`` images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .archives import iter_tar, read_errors
+from .base import Dataset, DatasetError, check_limit, loader, need_root, resize_uint8
+
+FILE = "unlabeled_X.bin"
+FOLDER = "stl10_binary"
+ARCHIVE = "stl10_binary.tar.gz"
+URL = "https://cs.stanford.edu/~acoates/stl10/"
+HINT = f"download {ARCHIVE} from {URL}"
+SIDE = 96
+IMAGE_BYTES = 3 * SIDE * SIDE
+_CHUNK = 2048
+
+
+def locate(root: Path) -> tuple[str, Path]:
+    """``("file", unlabeled_X.bin)`` or ``("archive", stl10_binary.tar.gz)``."""
+    if root.is_file():
+        if root.name == FILE:
+            return "file", root
+        return "archive", root
+    for cand in (root / FOLDER / FILE, root / FILE):
+        if cand.is_file():
+            return "file", cand
+    if (root / ARCHIVE).is_file():
+        return "archive", root / ARCHIVE
+    raise DatasetError(f"stl10: expected {FOLDER}/{FILE} or {ARCHIVE} in {root} ({HINT} and pass data.root=DIR)")
+
+
+def _to_nchw(raw: np.ndarray) -> torch.Tensor:
+    """Raw bytes of whole images -> uint8 [n, 3, 96, 96] upright (rows first)."""
+    return torch.from_numpy(np.ascontiguousarray(raw.reshape(-1, 3, SIDE, SIDE).transpose(0, 1, 3, 2)))
+
+
+def _count(nbytes: int, source) -> int:
+    if nbytes == 0 or nbytes % IMAGE_BYTES:
+        raise DatasetError(f"stl10: {source} has {nbytes} bytes, not a positive multiple of {IMAGE_BYTES} "
+                           f"(3x{SIDE}x{SIDE} uint8 images; {HINT})")
+    return nbytes // IMAGE_BYTES
+
+
+def _read_file(path: Path, limit: int | None, resolution: int) -> torch.Tensor:
+    n = _count(path.stat().st_size, path)
+    n = n if limit is None else min(n, limit)
+    out = torch.empty((n, 3, resolution, resolution), dtype=torch.uint8)
+    with read_errors("stl10", path):
+        raw = np.memmap(path, dtype=np.uint8, mode="r", shape=(n, IMAGE_BYTES))
+        for i in range(0, n, _CHUNK):
+            resize_uint8(_to_nchw(np.asarray(raw[i:i + _CHUNK])), resolution, antialias=False,
+                         out=out[i:i + _CHUNK])
+        del raw
+    return out
+
+
+def _read_archive(path: Path, limit: int | None, resolution: int) -> torch.Tensor:
+    for name, size, f in iter_tar(path, lambda n: n in (f"{FOLDER}/{FILE}", FILE), "stl10"):
+        source = f"{path}:{name}"
+        n = _count(size, source)
+        n = n if limit is None else min(n, limit)
+        out = torch.empty((n, 3, resolution, resolution), dtype=torch.uint8)
+        with read_errors("stl10", source):
+            for i in range(0, n, _CHUNK):
+                want = min(_CHUNK, n - i)
+                buf = f.read(want * IMAGE_BYTES)
+                if len(buf) != want * IMAGE_BYTES:
+                    raise DatasetError(f"stl10: {source} is truncated ({HINT})")
+                resize_uint8(_to_nchw(np.frombuffer(buf, dtype=np.uint8)), resolution, antialias=False,
+                             out=out[i:i + want])
+        return out
+    raise DatasetError(f"stl10: {path} has no member {FOLDER}/{FILE} ({HINT})")
+
+
+@loader("stl10", resolutions=(48, 96), default=48)
+def load_stl10(root: Path | None, resolution: int, *, limit: int | None = None) -> Dataset:
+    limit = check_limit("stl10", limit)
+    kind, path = locate(need_root("stl10", root, f"{FOLDER}/{FILE} or {ARCHIVE}", HINT))
+    data = _read_file(path, limit, resolution) if kind == "file" else _read_archive(path, limit, resolution)
+    return Dataset("stl10", data, "image", source=str(path))

@@ -1,0 +1,190 @@
+"""The network registry (``NETWORKS``) and the builders the trainer uses.
+
+::
+
+    from gannorm.networks import NETWORKS, build_generator, build_discriminator
+    G = build_generator("resnet", (3, 32, 32), z_dim=128, width=0.25)
+    D = build_discriminator("resnet", (3, 32, 32), width=0.25, normalization="bssn",
+                            normalization_options={"scale": 1.4})
+
+Each entry is a :class:`NetworkSpec`: the two constructors, the data ``kind`` ("image":
+``data_shape = (C, H, W)`` with ``H == W``, the resolution; "vector": ``data_shape = (D,)``), the
+supported resolutions and the allowed arch options with their defaults. One ``arch_options`` dict
+serves both builders: an option that concerns only one network (e.g. D's ``slope``) is accepted
+and ignored by the other. Every network is built with its official initialisation; only D is
+normalized (``gannorm.normalize(D, normalization, **normalization_options)``, with
+``input_shape=data_shape`` filled in for ``strict_sn``). Bad input raises a one-line
+``ValueError`` naming the allowed values (an unknown arch raises :class:`UnknownNetworkError`,
+which is both a ``ValueError`` and the library's ``UnknownNameError``/``KeyError``).
+
+A new architecture is two constructors plus one ``NETWORKS.register(name, NetworkSpec(...), description)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from torch import nn
+
+from ..normalizations import METHODS, normalize
+from ..registry import Registry, UnknownNameError
+from . import sngan_resnet
+from .mlp import MLPDiscriminator, MLPGenerator
+from .sngan_cnn import BOTTOM_BN, SNGANCNNDiscriminator, SNGANCNNGenerator
+from .sngan_resnet import POOLS, SNGANResNetDiscriminator, SNGANResNetGenerator
+
+KINDS = ("image", "vector")
+
+
+class UnknownNetworkError(UnknownNameError, ValueError):
+    """An arch name that is not registered (a ``KeyError`` like every registry miss, and a ``ValueError``)."""
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """How to build one architecture.
+
+    ``generator(data_shape, *, z_dim, width, **options)`` and ``discriminator(data_shape, *, width,
+    **options)`` receive every option of ``options`` (defaults filled in). ``resolutions`` lists the
+    supported image sizes; ``None`` means any positive multiple of ``resolution_multiple``.
+    """
+
+    generator: Callable[..., nn.Module]
+    discriminator: Callable[..., nn.Module]
+    kind: str
+    resolutions: tuple[int, ...] | None = None
+    resolution_multiple: int = 1
+    official_resolutions: tuple[int, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {self.kind!r}")
+
+    def resolutions_text(self) -> str:
+        official = f" (official: {', '.join(map(str, self.official_resolutions))})" if self.official_resolutions else ""
+        if self.resolutions is None:
+            return ("any resolution" if self.resolution_multiple == 1
+                    else f"any multiple of {self.resolution_multiple}") + official
+        return ", ".join(map(str, self.resolutions)) + official
+
+    def supports(self, resolution: int) -> bool:
+        if self.resolutions is not None:
+            return resolution in self.resolutions
+        return resolution >= self.resolution_multiple and resolution % self.resolution_multiple == 0
+
+    def check_data_shape(self, arch: str, data_shape: Sequence[int]) -> tuple[int, ...]:
+        """Validate ``data_shape`` for this arch; returns it as a tuple of ints."""
+        try:
+            shape = tuple(data_shape)
+            ok = all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"data_shape must be a tuple of positive integers, got {data_shape!r}")
+        if self.kind == "image":
+            if len(shape) != 3:
+                raise ValueError(f"network {arch!r} is for images: data_shape must be (C, H, W) with H == W; "
+                                 f"got {shape}")
+            if shape[1] != shape[2]:
+                raise ValueError(f"network {arch!r} needs square images (H == W); got data_shape {shape}")
+            if not self.supports(shape[1]):
+                raise ValueError(f"network {arch!r} supports resolutions {self.resolutions_text()}; "
+                                 f"got {shape[1]}")
+        elif len(shape) != 1:
+            raise ValueError(f"network {arch!r} is for vectors: data_shape must be (D,); got {shape}")
+        return shape
+
+    def resolve_options(self, arch: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            allowed = ", ".join(f"{k} (default {v!r})" for k, v in self.options.items()) or "none"
+            raise ValueError(f"unknown option(s) {', '.join(unknown)} for network {arch!r}; allowed: {allowed}")
+        return {**self.options, **options}
+
+
+NETWORKS: Registry[NetworkSpec] = Registry("network")
+
+
+def get_spec(arch: str) -> NetworkSpec:
+    """The :class:`NetworkSpec` of ``arch``; :class:`UnknownNetworkError` lists the known names."""
+    try:
+        return NETWORKS.get(arch)
+    except UnknownNameError as e:
+        raise UnknownNetworkError(str(e)) from None
+
+
+def _check_width(width: float) -> None:
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise ValueError(f"width must be a number > 0, got {width!r}")
+
+
+def build_generator(arch: str, data_shape: Sequence[int], *, z_dim: int = 128, width: float = 1.0,
+                    **arch_options) -> nn.Module:
+    """G mapping ``z [B, z_dim]`` to ``[B, *data_shape]`` (tanh for images, linear for vectors)."""
+    spec = get_spec(arch)
+    shape = spec.check_data_shape(arch, data_shape)
+    options = spec.resolve_options(arch, arch_options)
+    _check_width(width)
+    if isinstance(z_dim, bool) or not isinstance(z_dim, int) or z_dim < 1:
+        raise ValueError(f"z_dim must be an integer >= 1, got {z_dim!r}")
+    return spec.generator(shape, z_dim=z_dim, width=width, **options)
+
+
+def build_discriminator(arch: str, data_shape: Sequence[int], *, width: float = 1.0, normalization: str = "none",
+                        normalization_options: Mapping[str, Any] | None = None, **arch_options) -> nn.Module:
+    """D mapping ``[B, *data_shape]`` to ``[B, 1]`` logits, officially initialised, then normalized.
+
+    ``normalization`` is one of ``gannorm.METHODS.names()``; ``normalization_options`` its keyword
+    arguments (``scale`` for ssn/bssn). For ``strict_sn``, ``input_shape`` defaults to ``data_shape``.
+    """
+    spec = get_spec(arch)
+    shape = spec.check_data_shape(arch, data_shape)
+    options = spec.resolve_options(arch, arch_options)
+    _check_width(width)
+    METHODS.get(normalization)  # fail on an unknown method before building anything
+    norm_options = dict(normalization_options or {})
+    if normalization == "strict_sn":
+        norm_options.setdefault("input_shape", shape)
+    D = spec.discriminator(shape, width=width, **options)
+    return normalize(D, normalization, **norm_options)
+
+
+# --- the built-in architectures -------------------------------------------------------------------
+
+def _cnn_g(shape, *, z_dim, width, slope, bottom_bn):
+    return SNGANCNNGenerator(shape[1], shape[0], width=width, z_dim=z_dim, bottom_bn=bottom_bn)
+
+
+def _cnn_d(shape, *, width, slope, bottom_bn):
+    return SNGANCNNDiscriminator(shape[1], shape[0], width=width, slope=slope)
+
+
+def _resnet_g(shape, *, z_dim, width, pool):
+    return SNGANResNetGenerator(shape[1], shape[0], width=width, z_dim=z_dim)
+
+
+def _resnet_d(shape, *, width, pool):
+    return SNGANResNetDiscriminator(shape[1], shape[0], width=width, pool=pool)
+
+
+def _mlp_g(shape, *, z_dim, width, depth, hidden, slope):
+    return MLPGenerator(shape[0], z_dim=z_dim, depth=depth, hidden=hidden, width=width)
+
+
+def _mlp_d(shape, *, width, depth, hidden, slope):
+    return MLPDiscriminator(shape[0], depth=depth, hidden=hidden, width=width, slope=slope)
+
+
+NETWORKS.register(
+    "cnn", NetworkSpec(_cnn_g, _cnn_d, "image", None, 8, (32, 48, 64), {"slope": 0.1, "bottom_bn": "flat"}),
+    "SNGAN standard CNN (official BSN code): D 7 convs + linear, LeakyReLU(slope); G linear-BN + 3 deconvs "
+    f"(bottom_bn: {' or '.join(BOTTOM_BN)})")
+NETWORKS.register(
+    "resnet", NetworkSpec(_resnet_g, _resnet_d, "image", tuple(sngan_resnet.LAYOUTS), 1,
+                          sngan_resnet.OFFICIAL_RESOLUTIONS, {"pool": "sum"}),
+    f"SNGAN ResNet G and D; D with global pool ({' or '.join(POOLS)}) (32: collections, 48: mimicry, "
+    "128: official BSN; 16/64 extra)")
+NETWORKS.register(
+    "mlp", NetworkSpec(_mlp_g, _mlp_d, "vector", options={"depth": 4, "hidden": 128, "slope": 0.2}),
+    "MLP G (ReLU) and D (LeakyReLU(slope)) with depth hidden layers of width hidden, for vector data")

@@ -1,0 +1,1 @@
+"""Training: the trainer, run folders, checkpoints, EMA, logging and sample grids."""

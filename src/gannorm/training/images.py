@@ -1,0 +1,48 @@
+"""Sample grids and 2-D scatter plots as PNG files, with numpy and Pillow only."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .io import atomic_write
+
+
+def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """``[N, C, H, W]`` in [-1, 1] -> one ``uint8`` image ``[rows*(H+pad)+pad, cols*(W+pad)+pad, 3]``."""
+    x = images.detach().float().cpu().clamp(-1, 1)
+    n, c, h, w = x.shape
+    if c == 1:
+        x = x.expand(n, 3, h, w)
+    elif c != 3:
+        raise ValueError(f"image grids need 1 or 3 channels, got {c}")
+    arr = ((x.numpy() + 1) * 127.5).round().astype(np.uint8).transpose(0, 2, 3, 1)
+    cols = nrow or max(1, int(math.ceil(math.sqrt(n))))
+    rows = int(math.ceil(n / cols))
+    grid = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), dtype=np.uint8)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = arr[i]
+    return grid
+
+
+def scatter_plot(fake: torch.Tensor, real: torch.Tensor | None = None, size: int = 400,
+                 extent: float | None = None) -> np.ndarray:
+    """2-D points as a ``uint8`` RGB picture: real in grey, generated in red."""
+    pts = [p.detach().float().cpu().numpy() for p in (real, fake) if p is not None]
+    if extent is None:
+        extent = float(max(np.abs(p).max() for p in pts)) * 1.1 + 1e-6
+    img = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(img)
+    for p, color in zip(pts, ["#999999", "#d62728"] if real is not None else ["#d62728"]):
+        xy = (p[:, :2] / extent + 1) * (size - 1) / 2
+        for x, y in xy:
+            draw.ellipse((x - 1.5, size - 1 - y - 1.5, x + 1.5, size - 1 - y + 1.5), fill=color)
+    return np.asarray(img)
+
+
+def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    atomic_write(path, lambda fh: Image.fromarray(array).save(fh, format="PNG"))

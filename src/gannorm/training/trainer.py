@@ -1,0 +1,360 @@
+"""The GAN trainer: the official SNGAN/BSSN loop, made reproducible and resumable.
+
+One iteration is ``n_dis`` discriminator steps (each on a fresh real batch drawn with
+replacement and fresh z) followed by one generator step; ``train.steps`` counts generator steps.
+Everything random in the loop comes from one seeded ``torch.Generator`` that is saved in the
+checkpoint, so a resumed run produces bitwise the same weights as an uninterrupted one on CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .. import config as config_mod
+from ..config import Config, ConfigError
+from ..losses import LOSSES
+from ..normalizations import METHODS, sigmas, update_after_step
+from . import images
+from .ema import EMA
+from .io import atomic_write_text, load_checkpoint, save_checkpoint
+from .logger import MetricLogger
+
+CHECKPOINT = "checkpoint.pt"
+STATUS = "status.json"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str                      # finished, interrupted or diverged
+    step: int                        # generator steps completed (and saved, unless diverged)
+    last: dict[str, float] = field(default_factory=dict)  # the last logged scalars
+    seconds: float = 0.0
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    @property
+    def samples(self) -> Path:
+        return self.run_dir / "samples.png"
+
+
+def validate(cfg: Config) -> None:
+    """Check registry-backed names and numeric ranges; raises a one-line ConfigError."""
+    from ..data import DATASETS
+    from ..networks import NETWORKS
+    for key, value, registry in (("data.name", cfg.data.name, DATASETS), ("model.arch", cfg.model.arch, NETWORKS),
+                                 ("normalization.method", cfg.normalization.method, METHODS),
+                                 ("train.loss", cfg.train.loss, LOSSES)):
+        if value not in registry:
+            raise ConfigError(f"config key {key}: {value!r} is not one of {', '.join(registry.names())}")
+    t = cfg.train
+    for key, value, low in (("train.steps", t.steps, 1), ("train.n_dis", t.n_dis, 1),
+                            ("train.batch_size_d", t.batch_size_d, 1), ("train.batch_size_g", t.batch_size_g, 1),
+                            ("train.log_every", t.log_every, 1), ("train.sample_every", t.sample_every, 1),
+                            ("train.checkpoint_every", t.checkpoint_every, 1), ("train.threads", t.threads, 0),
+                            ("train.num_samples_grid", t.num_samples_grid, 1), ("model.z_dim", cfg.model.z_dim, 1),
+                            ("optim.lr_decay_start", cfg.optim.lr_decay_start, 0)):
+        if value < low:
+            raise ConfigError(f"config key {key}: must be >= {low}, got {value}")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"config key train.ema_decay: must be in [0, 1), got {t.ema_decay}")
+    if cfg.model.width <= 0:
+        raise ConfigError(f"config key model.width: must be > 0, got {cfg.model.width}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"config key train.device: {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key train.device: cuda was asked for but no GPU is available; use cpu or auto")
+    return device
+
+
+def _unique_dir(base: Path) -> Path:
+    if not base.exists():
+        return base
+    i = 2
+    while (base.parent / f"{base.name}-{i}").exists():
+        i += 1
+    return base.parent / f"{base.name}-{i}"
+
+
+class Trainer:
+    """Build everything from a :class:`Config`, then :meth:`run` it. ``resume`` continues a run folder."""
+
+    def __init__(self, cfg: Config, *, resume: Path | None = None) -> None:
+        validate(cfg)
+        self.cfg = cfg
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.device = resolve_device(t.device)
+        if t.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("config key train.precision: fp16 needs a GPU; use bf16 on the CPU")
+        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.precision]
+
+        from ..data import load_dataset
+        from ..networks import build_discriminator, build_generator
+        self.data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.resolution, **cfg.data.options)
+        torch.manual_seed(t.seed)
+        m, n = cfg.model, cfg.normalization
+        self.G = build_generator(m.arch, tuple(self.data.shape), z_dim=m.z_dim, width=m.width,
+                                 **m.g_options).to(self.device)
+        self.D = build_discriminator(m.arch, tuple(self.data.shape), width=m.width, normalization=n.method,
+                                     normalization_options=dict(n.options), **m.d_options).to(self.device)
+        o = cfg.optim
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=o.betas_d, eps=o.eps)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=o.betas_g, eps=o.eps)
+        update_after_step(self.opt_d, self.D)  # persists u once per D step for update="step" layers
+        self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
+        self.ema = EMA(self.G, t.ema_decay, t.ema_start) if t.ema_decay > 0 else None
+        self.loss = LOSSES.get(t.loss)
+        self.rng = torch.Generator().manual_seed(t.seed + 1)
+        self.fixed_z = torch.randn(t.num_samples_grid, m.z_dim, generator=torch.Generator().manual_seed(t.seed + 2))
+        self.step = 0
+
+        if resume is not None:
+            self.run_dir = Path(resume)
+            self._load(load_checkpoint(self.run_dir / CHECKPOINT))
+        else:
+            name = t.run_name or f"{cfg.data.name}-{m.arch}-{n.method}-s{t.seed}"
+            self.run_dir = _unique_dir(Path(t.out_dir) / name)
+            self.run_dir.mkdir(parents=True)
+        atomic_write_text(self.run_dir / "config.yaml", config_mod.dump(cfg))
+        self._stop_signal: int | None = None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "config": config_mod.to_dict(self.cfg), "G": self.G.state_dict(),
+            "D": self.D.state_dict(), "G_ema": None if self.ema is None else self.ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state(), "fixed_z": self.fixed_z,
+        }
+
+    def _load(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        if self.ema is not None and state.get("G_ema") is not None:
+            self.ema.load_state_dict(state["G_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.fixed_z = state["fixed_z"]
+        self.step = int(state["step"])
+
+    def save(self) -> None:
+        save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
+
+    def _status(self, status: str, **extra: Any) -> None:
+        atomic_write_text(self.run_dir / STATUS, json.dumps({"status": status, "step": self.step, **extra},
+                                                            indent=1) + "\n")
+
+    # ------------------------------------------------------------------ pieces of a step
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _z(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.cfg.model.z_dim, generator=self.rng).to(self.device)
+
+    def _lr_factor(self, step: int) -> float:
+        o, total = self.cfg.optim, self.cfg.train.steps
+        if o.lr_decay == "none" or step < o.lr_decay_start:
+            return 1.0
+        return max(0.0, 1.0 - (step - o.lr_decay_start) / max(1, total - o.lr_decay_start))
+
+    def _set_lr(self, step: int) -> float:
+        f = self._lr_factor(step)
+        for opt, base in ((self.opt_d, self.cfg.optim.lr_d), (self.opt_g, self.cfg.optim.lr_g)):
+            for group in opt.param_groups:
+                group["lr"] = base * f
+        return f
+
+    def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
+            self.scaler.update()
+
+    def train_step(self) -> dict[str, float]:
+        """One generator step (after ``n_dis`` discriminator steps); returns scalars to log."""
+        t = self.cfg.train
+        self._set_lr(self.step)
+        for _ in range(t.n_dis):
+            real = self.data.sample(t.batch_size_d, self.rng).to(self.device)
+            z = self._z(t.batch_size_d)
+            with self._autocast():
+                with torch.no_grad():
+                    fake = self.G(z)  # train mode: BatchNorm statistics update, as in the official CNN code
+                d_real, d_fake = self.D(real).float(), self.D(fake).float()
+                d_loss = self.loss.d(d_real, d_fake)
+            if not torch.isfinite(d_loss):
+                return {"loss_d": float(d_loss)}
+            self._backward_step(d_loss, self.opt_d)
+        if not (t.g_reuses_d_z and t.batch_size_g == t.batch_size_d):
+            z = self._z(t.batch_size_g)
+        self.D.requires_grad_(False)
+        try:
+            with self._autocast():
+                g_loss = self.loss.g(self.D(self.G(z)).float())
+            if torch.isfinite(g_loss):
+                self._backward_step(g_loss, self.opt_g)
+        finally:
+            self.D.requires_grad_(True)
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.G, self.step)
+        return {"loss_d": float(d_loss), "loss_g": float(g_loss), "d_real": float(d_real.mean()),
+                "d_fake": float(d_fake.mean()), "lr_factor": self._lr_factor(self.step - 1)}
+
+    # ------------------------------------------------------------------ outputs
+    def sampler(self) -> nn.Module:
+        return self.ema.model if self.ema is not None else self.G
+
+    @torch.no_grad()
+    def save_samples(self) -> Path:
+        g = self.sampler()
+        was = g.training
+        g.eval()
+        try:
+            out = g(self.fixed_z.to(self.device)).float().cpu()
+        finally:
+            g.train(was)
+        if self.data.kind == "image":
+            picture = images.image_grid(out)
+        else:
+            real = self.data.sample(min(len(self.data), 1000), torch.Generator().manual_seed(0))
+            picture = images.scatter_plot(out, real)
+        path = self.run_dir / "samples" / f"step_{self.step:07d}.png"
+        images.save_png(path, picture)
+        images.save_png(self.run_dir / "samples.png", picture)
+        return path
+
+    # ------------------------------------------------------------------ the loop
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stop_signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+        print(f"\ngannorm: got signal {signum}; saving a checkpoint after this step", file=sys.stderr)
+
+    def run(self) -> RunResult:
+        t = self.cfg.train
+        resumed = self.step > 0
+        logger = MetricLogger(self.run_dir, tensorboard=t.tensorboard, resume_step=self.step if resumed else None)
+        handlers = {}
+        if _in_main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, self._on_signal)
+        self._status("running")
+        if not resumed:
+            self.save()  # a run folder always holds a loadable checkpoint
+        bar = _progress(t.steps, self.step, enabled=t.progress)
+        start, last, status = time.perf_counter(), {}, "finished"
+        window_t, window_s = time.perf_counter(), self.step
+        try:
+            while self.step < t.steps:
+                scalars = self.train_step()
+                if not all(math.isfinite(v) for v in scalars.values()):
+                    status = "diverged"
+                    last = scalars
+                    break
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(d=f"{scalars['loss_d']:.3f}", g=f"{scalars['loss_g']:.3f}", refresh=False)
+                if self.step % t.log_every == 0 or self.step == t.steps:
+                    now = time.perf_counter()
+                    scalars["it_per_s"] = (self.step - window_s) / max(now - window_t, 1e-9)
+                    window_t, window_s = now, self.step
+                    scalars.update({f"sigma/{k}": v for k, v in sigmas(self.D).items()})
+                    logger.log(self.step, scalars)
+                    last = scalars
+                if self.step % t.sample_every == 0 or self.step == t.steps:
+                    self.save_samples()
+                if self.step % t.checkpoint_every == 0 or self.step == t.steps:
+                    self.save()
+                if self._stop_signal is not None:
+                    status = "interrupted"
+                    self.save()
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            logger.close()
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+        seconds = time.perf_counter() - start
+        if status == "diverged":
+            bad = ", ".join(f"{k}={v}" for k, v in last.items() if not math.isfinite(v))
+            self._status("diverged", reason=f"non-finite loss at G step {self.step + 1}: {bad}",
+                         checkpoint_step=_checkpoint_step(self.run_dir))
+        else:
+            self._status(status, seconds=round(seconds, 2))
+        return RunResult(self.run_dir, status, self.step, last, seconds)
+
+
+def _checkpoint_step(run_dir: Path) -> int | None:
+    try:
+        return int(load_checkpoint(run_dir / CHECKPOINT)["step"])
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _in_main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, file=sys.stderr)
+
+
+def train(config: Config | str | dict | None = None, overrides: Sequence[str] = ()) -> RunResult:
+    """Train from a :class:`Config`, a preset name or YAML path, or a dict; returns a :class:`RunResult`."""
+    if isinstance(config, Config):
+        cfg = config_mod.apply_overrides(config, overrides)
+    elif isinstance(config, dict):
+        cfg = config_mod.apply_overrides(config_mod.from_dict(config), overrides)
+    else:
+        cfg = config_mod.load(config, overrides)
+    return Trainer(cfg).run()
+
+
+def resume(run_dir: str | Path, overrides: Sequence[str] = ()) -> RunResult:
+    """Continue the run in ``run_dir`` from its checkpoint (e.g. ``overrides=["train.steps=5000"]``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"{run_dir} has no {CHECKPOINT} to resume from")
+    cfg = config_mod.load(str(run_dir / "config.yaml"), overrides)
+    return Trainer(cfg, resume=run_dir).run()
