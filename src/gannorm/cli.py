@@ -1,17 +1,78 @@
-"""The ``gannorm`` command line."""
+"""The ``gannorm`` command line: train, resume, sample, list, demo."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import __version__
-from .normalizations import METHODS
+
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+EXAMPLES = """examples:
+  gannorm train                                   the default job: BSSN on the digits, a few CPU minutes
+  gannorm train ring8 normalization.method=sn     a preset, with key=value overrides
+  gannorm train my.yaml train.steps=10000         your own YAML file
+  gannorm train --resume runs/digits-cnn-bssn-s0  continue a run from its checkpoint
+  gannorm sample runs/digits-cnn-bssn-s0 -n 64 -o grid.png
+  gannorm list                                    methods, networks, datasets, losses, presets
+"""
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .training.trainer import resume, train
+    overrides = list(args.overrides)
+    target = args.config
+    if target is not None and "=" in target:  # `gannorm train key=value ...` with no config
+        overrides.insert(0, target)
+        target = None
+    if args.resume:
+        if target is not None:
+            raise ConfigError("give either a config or --resume RUN, not both")
+        result = resume(args.resume, overrides)
+    else:
+        result = train(target or "digits", overrides)
+    where = result.run_dir
+    print(f"\nrun {result.status} at generator step {result.step} in {result.seconds:.0f} s: {where}")
+    print(f"  samples     {where / 'samples.png'}")
+    print(f"  metrics     {where / 'metrics.jsonl'} (and metrics.csv)")
+    print(f"  checkpoint  {where / 'checkpoint.pt'}")
+    print(f"  config      {where / 'config.yaml'}")
+    if result.status == "diverged":
+        print("  the losses became NaN/Inf: the run is marked diverged (status.json); the checkpoint is the last "
+              "good one", file=sys.stderr)
+        return EXIT_DIVERGED
+    if result.status == "interrupted":
+        print(f"  interrupted: continue with  gannorm train --resume {where}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from .sampling import sample_to_png
+    path = sample_to_png(args.run, args.num, args.output, seed=args.seed, use_ema=not args.no_ema)
+    print(f"wrote {args.num} samples to {path}")
+    return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    print("normalization methods (gannorm.normalize(model, NAME, **options)):")
-    for e in METHODS.entries():
-        print(f"  {e.name:<17} {e.description}")
+    from .config import preset_names
+    from .data import DATASETS
+    from .losses import LOSSES
+    from .networks import NETWORKS
+    from .normalizations import METHODS
+    for title, registry in (("normalization methods (normalization.method)", METHODS),
+                            ("networks (model.arch)", NETWORKS), ("datasets (data.name)", DATASETS),
+                            ("losses (train.loss)", LOSSES)):
+        print(f"{title}:")
+        for e in registry.entries():
+            print(f"  {e.name:<17} {e.description}")
+        print()
+    print("presets (gannorm train NAME):")
+    for name in preset_names():
+        print(f"  {name}")
     return 0
 
 
@@ -23,13 +84,33 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gannorm",
+        prog="gannorm", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="GAN training that does not blow up: spectral normalization and its successors.",
-        epilog="Run 'gannorm COMMAND --help' for the options of a command.")
+        epilog=EXAMPLES + "\nRun 'gannorm COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"gannorm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("list", help="list the registered normalization methods")
+
+    p = sub.add_parser("train", help="train a GAN (default: BSSN on the digits)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train a GAN from a preset or YAML file, with key=value overrides "
+                                   "(e.g. train.steps=500 normalization.method=sn normalization.options.scale=1.4).",
+                       epilog=EXAMPLES)
+    p.add_argument("config", nargs="?", help="a preset name (see 'gannorm list') or a YAML file; default: digits")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("sample", help="draw samples from a trained run into a PNG grid")
+    p.add_argument("run", help="a run folder (holds checkpoint.pt and config.yaml)")
+    p.add_argument("-n", "--num", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("-o", "--output", default="samples.png", help="output PNG file (default samples.png)")
+    p.add_argument("--seed", type=int, default=0, help="seed for z (default 0)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator even if the run has an EMA copy")
+    p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("list", help="list methods, networks, datasets, losses and presets")
     p.set_defaults(func=_cmd_list)
+
     p = sub.add_parser("demo", help="a short tour of the normalizations on the SNGAN CNN discriminator")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--width", type=float, default=1.0, help="channel-width multiplier (default 1.0, the official net)")
@@ -45,8 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("gannorm: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ValueError, KeyError, FileNotFoundError) as err:
-        print(f"gannorm: error: {err}", file=sys.stderr)
+        msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        print(f"gannorm: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 class DataConfig:
     name: str = "digits"                 # a dataset from ``gannorm list``
     root: str | None = None              # where its files are (None: the dataset's default)
-    resolution: int | None = 16          # image size (None: the dataset's native size)
+    resolution: int | None = None        # image size (None: the dataset's default size)
     options: dict[str, Any] = field(default_factory=dict)  # dataset-specific options (e.g. limit)
 
 

@@ -11,8 +11,11 @@ from typing import Callable, Generic, Iterator, TypeVar
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
-    """Raised for a name that is not registered; ``str()`` is a readable one-line message."""
+class UnknownNameError(KeyError, ValueError):
+    """Raised for a name that is not registered; ``str()`` is a readable one-line message.
+
+    It is a ``KeyError`` (a failed lookup) and a ``ValueError`` (a bad argument value), so either
+    ``except`` clause catches it."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we do not want that
         return str(self.args[0])

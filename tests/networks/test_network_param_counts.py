@@ -38,13 +38,15 @@ def expand(blocks):
     for kind, *a in blocks:
         if kind == "gblock":
             cin, cout = a
-            layers += [("bn", cin), ("conv", 3, cin, cout), ("bn", cout), ("conv", 3, cout, cout), ("conv", 1, cin, cout)]
+            layers += [("bn", cin), ("conv", 3, cin, cout), ("bn", cout), ("conv", 3, cout, cout),
+                       ("conv", 1, cin, cout)]
         elif kind == "opt":
             cin, cout = a
             layers += [("conv", 3, cin, cout), ("conv", 3, cout, cout), ("conv", 1, cin, cout)]
         elif kind == "dblock":
             cin, hidden, cout, shortcut = a
-            layers += [("conv", 3, cin, hidden), ("conv", 3, hidden, cout)] + ([("conv", 1, cin, cout)] if shortcut else [])
+            layers += [("conv", 3, cin, hidden), ("conv", 3, hidden, cout)]
+            layers += [("conv", 1, cin, cout)] if shortcut else []
         else:
             layers.append((kind, *a))
     return layers

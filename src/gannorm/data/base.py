@@ -194,6 +194,8 @@ def resize(x: torch.Tensor, size: int | tuple[int, int], antialias: bool) -> tor
     size = (size, size) if isinstance(size, int) else tuple(size)
     if tuple(x.shape[-2:]) == size:
         return x
+    if not antialias and tuple(x.shape[-2:]) == (2 * size[0], 2 * size[1]):
+        return F.avg_pool2d(x, 2)  # the same numbers for an exact 2x reduction, ~10x faster
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=antialias)
 
 

@@ -98,7 +98,7 @@ def _detect_range(name: str, arr: np.ndarray, value_range: str, path: Path) -> s
 def _to_uint8(chunk: np.ndarray, value_range: str) -> torch.Tensor:
     if value_range == "[0,255]" and chunk.dtype.kind in "ui":
         return torch.from_numpy(np.asarray(chunk).astype(np.uint8))
-    x = torch.from_numpy(np.asarray(chunk, dtype=np.float32))
+    x = torch.from_numpy(np.array(chunk, dtype=np.float32))  # a writable copy
     scaled = {"[0,255]": x, "[0,1]": x * 255.0, "[-1,1]": (x + 1.0) * 127.5}[value_range]
     return quantize(scaled)
 
@@ -113,10 +113,13 @@ def load_npy(root: Path | None, resolution: int | None, *, value_range: str = "a
                            "and pass data.root=FILE)")
     with read_errors("npy", path, "a .npy file saved with numpy.save (no pickled objects)"):
         arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    if not isinstance(arr, np.ndarray):  # e.g. an .npz archive
+        raise DatasetError(f"npy: {path} is not a single .npy array (save one with numpy.save)")
     if arr.ndim == 3:
         arr = arr[..., None]
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3) or 0 in arr.shape:
-        hint = " (it looks channels-first; transpose to [N, H, W, C])" if arr.ndim == 4 and arr.shape[1] in (1, 3) else ""
+        chw = arr.ndim == 4 and arr.shape[1] in (1, 3)
+        hint = " (it looks channels-first; transpose to [N, H, W, C])" if chw else ""
         raise DatasetError(f"npy: {path} has shape {arr.shape}; expected [N, H, W, C] with C = 1 or 3, "
                            f"or [N, H, W]{hint}")
     arr = arr[:limit]

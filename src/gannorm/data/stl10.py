@@ -46,9 +46,14 @@ def locate(root: Path) -> tuple[str, Path]:
     raise DatasetError(f"stl10: expected {FOLDER}/{FILE} or {ARCHIVE} in {root} ({HINT} and pass data.root=DIR)")
 
 
-def _to_nchw(raw: np.ndarray) -> torch.Tensor:
-    """Raw bytes of whole images -> uint8 [n, 3, 96, 96] upright (rows first)."""
-    return torch.from_numpy(np.ascontiguousarray(raw.reshape(-1, 3, SIDE, SIDE).transpose(0, 1, 3, 2)))
+def _convert(raw: np.ndarray, resolution: int, out: torch.Tensor) -> None:
+    """Raw bytes of whole images -> ``out`` (uint8 [n, 3, r, r], upright: rows first).
+
+    The file holds each plane as [column, row]; a square-to-square bilinear resize commutes with
+    transposition, so the (cheaper) transpose is applied to the resized images.
+    """
+    planes = torch.from_numpy(np.ascontiguousarray(raw).reshape(-1, 3, SIDE, SIDE))  # [n, c, col, row]
+    out.copy_(resize_uint8(planes, resolution, antialias=False).transpose(2, 3))
 
 
 def _count(nbytes: int, source) -> int:
@@ -63,10 +68,9 @@ def _read_file(path: Path, limit: int | None, resolution: int) -> torch.Tensor:
     n = n if limit is None else min(n, limit)
     out = torch.empty((n, 3, resolution, resolution), dtype=torch.uint8)
     with read_errors("stl10", path):
-        raw = np.memmap(path, dtype=np.uint8, mode="r", shape=(n, IMAGE_BYTES))
+        raw = np.memmap(path, dtype=np.uint8, mode="c", shape=(n, IMAGE_BYTES))  # copy-on-write: never written
         for i in range(0, n, _CHUNK):
-            resize_uint8(_to_nchw(np.asarray(raw[i:i + _CHUNK])), resolution, antialias=False,
-                         out=out[i:i + _CHUNK])
+            _convert(raw[i:i + _CHUNK], resolution, out[i:i + _CHUNK])
         del raw
     return out
 
@@ -80,11 +84,10 @@ def _read_archive(path: Path, limit: int | None, resolution: int) -> torch.Tenso
         with read_errors("stl10", source):
             for i in range(0, n, _CHUNK):
                 want = min(_CHUNK, n - i)
-                buf = f.read(want * IMAGE_BYTES)
-                if len(buf) != want * IMAGE_BYTES:
+                buf = bytearray(want * IMAGE_BYTES)  # writable, so torch.from_numpy does not warn
+                if f.readinto(buf) != len(buf):
                     raise DatasetError(f"stl10: {source} is truncated ({HINT})")
-                resize_uint8(_to_nchw(np.frombuffer(buf, dtype=np.uint8)), resolution, antialias=False,
-                             out=out[i:i + want])
+                _convert(np.frombuffer(buf, dtype=np.uint8), resolution, out[i:i + want])
         return out
     raise DatasetError(f"stl10: {path} has no member {FOLDER}/{FILE} ({HINT})")
 

@@ -6,10 +6,10 @@ D uses LeakyReLU(``slope``, default 0.2) and outputs ``[B, 1]`` logits. No Batch
 D has no batch coupling (safe for GN and gradient penalties). Deep Ds (``depth=16`` and more)
 are where vanishing and exploding gradients show.
 
-Initialisation: LeCun normal, ``W ~ N(0, 1/fan_in)``, biases 0 -- the variance SN implicitly
-targets according to the BSSN paper, and a documented, framework-independent choice (torch's
-default is ``U(+-1/sqrt(fan_in))``, i.e. variance ``1/(3 fan_in)``, with random biases). Re-initialise
-with :func:`gannorm.init_weights` for other schemes (it also works on normalized layers).
+Initialisation: LeCun normal, ``W ~ N(0, 1/fan_in)``, biases 0 -- the initialisation the BSSN
+paper ties SN to (bssn.md section 5), and framework-independent (torch's default is
+``U(+-1/sqrt(fan_in))``, i.e. variance ``1/(3 fan_in)``, with random biases). Re-initialise with
+:func:`gannorm.init_weights` for other schemes (it also works on already normalized layers).
 """
 from __future__ import annotations
 

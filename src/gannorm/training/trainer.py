@@ -147,6 +147,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state(), "fixed_z": self.fixed_z,
+            "data_shape": list(self.data.shape),
         }
 
     def _load(self, state: dict[str, Any]) -> None:
@@ -215,7 +216,7 @@ class Trainer:
                 d_real, d_fake = self.D(real).float(), self.D(fake).float()
                 d_loss = self.loss.d(d_real, d_fake)
             if not torch.isfinite(d_loss):
-                return {"loss_d": float(d_loss)}
+                return {"loss_d": d_loss.item()}
             self._backward_step(d_loss, self.opt_d)
         if not (t.g_reuses_d_z and t.batch_size_g == t.batch_size_d):
             z = self._z(t.batch_size_g)
@@ -230,8 +231,8 @@ class Trainer:
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.G, self.step)
-        return {"loss_d": float(d_loss), "loss_g": float(g_loss), "d_real": float(d_real.mean()),
-                "d_fake": float(d_fake.mean()), "lr_factor": self._lr_factor(self.step - 1)}
+        return {"loss_d": d_loss.item(), "loss_g": g_loss.item(), "d_real": d_real.detach().mean().item(),
+                "d_fake": d_fake.detach().mean().item(), "lr_factor": self._lr_factor(self.step - 1)}
 
     # ------------------------------------------------------------------ outputs
     def sampler(self) -> nn.Module:
