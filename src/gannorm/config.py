@@ -64,6 +64,8 @@ class TrainConfig:
     batch_size_g: int = 64
     loss: str = "hinge"                  # a loss from ``gannorm list``
     g_reuses_d_z: bool = False           # official CNN code: the G step reuses the last D step's z
+    g_bn_stats_in_d_step: bool = True    # G's BatchNorm running stats also update on the D steps' fakes
+                                         # (official CNN code); false: only in the G step (official ResNet)
     ema_decay: float = 0.0               # EMA of G (0: off; 0.9999 in the GN-GAN configs)
     ema_start: int = 0                   # G step where the EMA starts
     seed: int = 0

@@ -211,8 +211,8 @@ class Trainer:
             real = self.data.sample(t.batch_size_d, self.rng).to(self.device)
             z = self._z(t.batch_size_d)
             with self._autocast():
-                with torch.no_grad():
-                    fake = self.G(z)  # train mode: BatchNorm statistics update, as in the official CNN code
+                with torch.no_grad(), _bn_running_stats(self.G, t.g_bn_stats_in_d_step):
+                    fake = self.G(z)  # train mode: batch statistics
                 d_real, d_fake = self.D(real).float(), self.D(fake).float()
                 d_loss = self.loss.d(d_real, d_fake)
             if not torch.isfinite(d_loss):
@@ -317,6 +317,27 @@ class Trainer:
         else:
             self._status(status, seconds=round(seconds, 2))
         return RunResult(self.run_dir, status, self.step, last, seconds)
+
+
+@contextlib.contextmanager
+def _bn_running_stats(model: nn.Module, update: bool):
+    """With ``update=False``, BatchNorm layers still normalize with batch statistics but their running
+    estimates stay put (momentum 0: ``running = (1 - 0) * running + 0 * batch``)."""
+    if update:
+        yield
+        return
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in bns]
+    try:
+        for m in bns:
+            m.momentum = 0.0
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(bns, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
 
 
 def _checkpoint_step(run_dir: Path) -> int | None:
