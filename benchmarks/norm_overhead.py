@@ -178,6 +178,14 @@ def markdown_table(step_times: dict[str, np.ndarray], weight_times: dict[str, np
     return "\n".join(rows)
 
 
+def contended_rounds(step_times: dict[str, np.ndarray], factor: float = 1.5) -> int:
+    """Rounds in which some variant took more than ``factor`` times its own fastest round."""
+    slow = np.zeros(len(next(iter(step_times.values()))), dtype=bool)
+    for t in step_times.values():
+        slow |= t > factor * t.min()
+    return int(slow.sum())
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -228,6 +236,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("ms/step: median over rounds [min-max]; ratios: median over rounds of the same-round ratio; "
           "normalization alone: weights + backward of one D call, minus the raw-weight baseline "
           "(a step makes two D calls).")
+    n_slow = contended_rounds(step_times)
+    if n_slow:
+        print(f"\nWARNING: {n_slow} of {args.rounds} rounds were > 1.5x a variant's fastest round: the machine was "
+              "busy. With as many threads as cores, one busy core stalls every parallel op and the step "
+              "times (and ratios) then measure the scheduler. Rerun on a quiet machine, or with --threads 1.")
     if args.verbose:
         print()
         for name, t in step_times.items():

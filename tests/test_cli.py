@@ -32,3 +32,41 @@ def test_demo_numbers_follow_the_theory():
 def test_no_command_prints_help_and_fails():
     proc = subprocess.run([sys.executable, "-m", "gannorm.cli"], capture_output=True, text=True)
     assert proc.returncode == 2 and "usage: gannorm" in proc.stdout
+
+
+TINY = ["data.resolution=8", "model.width=0.125", "train.batch_size_d=8", "train.batch_size_g=8",
+        "train.progress=false", "train.tensorboard=false", "train.steps=3"]
+
+
+def test_train_then_sample(tmp_path, capsys):
+    assert main(["train", "digits", *TINY, f"train.out_dir={tmp_path}", "train.run_name=r"]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "r"
+    assert f"run finished at generator step 3" in out and str(run / "samples.png") in out
+    assert main(["sample", str(run), "-n", "10", "-o", str(tmp_path / "g.png")]) == 0
+    from PIL import Image
+    img = Image.open(tmp_path / "g.png")
+    assert img.size[0] >= 64 * 4  # 10 samples on a 4-column grid, each cell enlarged to >= 64 px
+
+
+def test_train_without_config_takes_overrides(tmp_path, capsys):
+    assert main(["train", *TINY, f"train.out_dir={tmp_path}", "train.run_name=x"]) == 0
+    assert (tmp_path / "x" / "checkpoint.pt").is_file()
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["train", "digits", "train.stepz=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gannorm: error: unknown config key 'train.stepz'") and "\n" not in err
+    assert main(["sample", str(tmp_path), "-n", "4"]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "has no checkpoint.pt" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_list_shows_networks_datasets_losses_presets(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ["resnet", "mlp", "cifar10", "ring8", "hinge", "wasserstein", "digits", "bssn_cifar10_scale"]:
+        assert word in out

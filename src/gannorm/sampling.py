@@ -45,6 +45,6 @@ def sample_to_png(run_dir: str | Path, n: int, output: str | Path, seed: int = 0
     if output.suffix.lower() != ".png":
         raise ValueError(f"output {output} must be a .png file")
     x = sample(run_dir, n, seed, use_ema)
-    picture = images.image_grid(x) if x.ndim == 4 else images.scatter_plot(x)
+    picture = images.image_grid(x, min_cell=64) if x.ndim == 4 else images.scatter_plot(x)
     images.save_png(output, picture)
     return output

@@ -111,3 +111,11 @@ def test_bn_running_stats_can_be_frozen_while_using_batch_statistics():
     with _bn_running_stats(g, update=True):
         g(x)
     assert not torch.equal(g[1].running_mean, before)
+
+
+def test_image_grid_enlarges_small_images():
+    x = torch.zeros(4, 1, 16, 16)
+    x[0, 0, 0, 0] = 1.0
+    grid = images.image_grid(x, nrow=2, pad=0, min_cell=64)
+    assert grid.shape == (128, 128, 3)
+    assert (grid[:4, :4] == 255).all() and (grid[4:8, 4:8] != 255).all()  # one pixel -> a 4x4 block

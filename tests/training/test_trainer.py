@@ -51,10 +51,10 @@ def test_run_folder_holds_everything(tmp_path):
 def test_training_lowers_the_energy_distance_on_ring8(tmp_path):
     c = config_mod.load(None, [f"train.out_dir={tmp_path}", "data.name=ring8", "data.options={n: 4000}",
                                "model.arch=mlp", "model.width=0.5", "model.z_dim=8", "normalization.method=sn",
-                               "train.steps=400", "train.batch_size_d=128", "train.batch_size_g=128",
+                               "train.steps=200", "train.n_dis=5", "train.batch_size_d=128", "train.batch_size_g=128",
                                "optim.lr_d=1e-3", "optim.lr_g=1e-3", "optim.betas_d=[0.5, 0.9]",
                                "optim.betas_g=[0.5, 0.9]", "train.progress=false", "train.tensorboard=false",
-                               "train.log_every=100", "train.sample_every=400", "train.checkpoint_every=400"])
+                               "train.log_every=100", "train.sample_every=200", "train.checkpoint_every=200"])
     trainer = Trainer(c)
     real = trainer.data.sample(1000, torch.Generator().manual_seed(5))
     z = torch.randn(1000, 8, generator=torch.Generator().manual_seed(6))
@@ -93,9 +93,19 @@ def test_resume_gives_bitwise_equal_weights(tmp_path):
     extra = ["train.ema_decay=0.9", "normalization.options={scale: 1.2, update: step}", "train.g_reuses_d_z=true",
              "optim.lr_decay=linear"]
     full = train(cfg(tmp_path / "a", "train.steps=12", *extra))
-    part = train(cfg(tmp_path / "b", "train.steps=7", *extra))
-    assert part.step == 7
-    done = resume(part.run_dir, ["train.steps=12"])
+    trainer = Trainer(cfg(tmp_path / "b", "train.steps=12", *extra))
+    step = trainer.train_step
+
+    def stop_at_7():
+        out = step()
+        if trainer.step == 7:
+            trainer._stop_signal = signal.SIGTERM  # what the SIGTERM handler records
+        return out
+
+    trainer.train_step = stop_at_7
+    part = trainer.run()
+    assert part.status == "interrupted" and part.step == 7
+    done = resume(part.run_dir)
     assert done.step == 12 and done.run_dir == part.run_dir
     _assert_bitwise(_weights(full.run_dir), _weights(done.run_dir))
     ema_a = load_checkpoint(full.run_dir / "checkpoint.pt")["G_ema"]

@@ -11,9 +11,16 @@ from PIL import Image, ImageDraw
 from .io import atomic_write
 
 
-def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
-    """``[N, C, H, W]`` in [-1, 1] -> one ``uint8`` image ``[rows*(H+pad)+pad, cols*(W+pad)+pad, 3]``."""
+def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, min_cell: int = 0) -> np.ndarray:
+    """``[N, C, H, W]`` in [-1, 1] -> one ``uint8`` image ``[rows*(H+pad)+pad, cols*(W+pad)+pad, 3]``.
+
+    ``min_cell`` enlarges small images by an integer nearest-neighbour factor so that each cell is at
+    least that many pixels wide (16x16 digits are hard to judge at their own size).
+    """
     x = images.detach().float().cpu().clamp(-1, 1)
+    factor = max(1, -(-min_cell // x.shape[-1])) if min_cell else 1
+    if factor > 1:
+        x = x.repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2)
     n, c, h, w = x.shape
     if c == 1:
         x = x.expand(n, 3, h, w)

@@ -248,7 +248,7 @@ class Trainer:
         finally:
             g.train(was)
         if self.data.kind == "image":
-            picture = images.image_grid(out)
+            picture = images.image_grid(out, min_cell=64)
         else:
             real = self.data.sample(min(len(self.data), 1000), torch.Generator().manual_seed(0))
             picture = images.scatter_plot(out, real)
