@@ -18,7 +18,7 @@ process, each with its own Adam. Timing is interleaved to be fair on a noisy mac
 of ``--rounds`` rounds every variant runs (in a freshly shuffled order) ``--steps`` individually
 timed steps, after ``--warmup`` untimed steps in the first round only; the round's time is the
 median of its steps (one stray spike of a shared machine does not count). Reported per variant:
-the median ms/step over rounds with min and max, and the ratios to ``none`` and to ``torch_sn``, each the
+the median ms/step over rounds with min and max, and the ratios to ``none``, ``torch_sn`` and ``sn``, each the
 median of the per-round paired ratios (same round), not a ratio of medians.
 
 "Normalization alone" is the cost of the parametrizations in one D call: in training mode, read
@@ -161,20 +161,21 @@ def time_weights(variants: dict[str, Variant], rounds: int, reps: int,
 
 # ------------------------------------------------------------------------------ report
 def markdown_table(step_times: dict[str, np.ndarray], weight_times: dict[str, np.ndarray]) -> str:
-    rows = ["| variant | ms/step median [min-max] | ratio vs none | ratio vs torch SN | "
+    rows = ["| variant | ms/step median [min-max] | ratio vs none | ratio vs torch SN | ratio vs gannorm SN | "
             "normalization alone ms/call |",
-            "|---|---|---|---|---|"]
-    none, tsn = step_times["none"], step_times["torch_sn"]
+            "|---|---|---|---|---|---|"]
+    none, tsn, gsn = step_times["none"], step_times["torch_sn"], step_times["sn"]
     for name, t in step_times.items():
         ms = t * 1e3
         cell = f"{np.median(ms):.1f} [{ms.min():.1f}-{ms.max():.1f}]"
         vs_none = np.median(t / none)
         vs_tsn = np.median(t / tsn)
+        vs_gsn = np.median(t / gsn)
         if name == "none":
             alone = "0 (baseline)"
         else:
             alone = f"{np.median(weight_times[name] - weight_times['none']) * 1e3:.2f}"
-        rows.append(f"| {name} | {cell} | {vs_none:.3f} | {vs_tsn:.3f} | {alone} |")
+        rows.append(f"| {name} | {cell} | {vs_none:.3f} | {vs_tsn:.3f} | {vs_gsn:.3f} | {alone} |")
     return "\n".join(rows)
 
 

@@ -27,6 +27,7 @@ _CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 _CONV_T = {nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 2, nn.ConvTranspose3d: 3}
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+_CONV_WEIGHT_GRAD = {1: torch.nn.grad.conv1d_weight, 2: torch.nn.grad.conv2d_weight, 3: torch.nn.grad.conv3d_weight}
 
 
 def _explicit_padding(module: nn.Module, nd: int) -> tuple[list[int] | None, tuple[int, ...]]:
@@ -117,6 +118,17 @@ class ConvOperatorNorm(PowerIterationNorm):
                                                and weight.requires_grad)
                 return g
         return [(apply, adjoint)]
+
+    def add_sigma_grad(self, out, alpha, vectors, weight) -> None:
+        """``d<u, conv(v, W)>/dW`` is the convolution's weight gradient for input v and output grad u
+        (swapped for a transposed convolution: ``<u, conv_t(v, W)> = <conv(u, W), v>``)."""
+        if self.pre_pad is not None:
+            return super().add_sigma_grad(out, alpha, vectors, weight)
+        (u, v), = vectors
+        inp, grad_out = (u, v) if self.transposed else (v, u)
+        g = _CONV_WEIGHT_GRAD[self.nd](inp, weight.shape, grad_out, self.stride, self.padding, self.dilation,
+                                       self.groups)
+        out.add_(g, alpha=float(alpha))
 
     def initial_vectors(self, weight: Tensor) -> list[tuple[Tensor, Tensor]]:
         v = weight.new_empty((1, *self.input_shape)).normal_()

@@ -1,0 +1,1 @@
+"""Sample-quality metrics: pure functions (features -> statistics -> metric) and feature extractors."""
