@@ -15,10 +15,26 @@ from .normalizations import (METHODS, UPDATE_POLICIES, BidirectionalSpectralNorm
 
 __version__ = "0.1.0"
 
+
+def train(config=None, overrides=()):
+    """Train a GAN: ``config`` is a preset name, a YAML path, a dict or a :class:`gannorm.config.Config`.
+
+    The same as ``gannorm train`` on the command line; returns a
+    :class:`gannorm.training.trainer.RunResult` (run folder, status, step).
+    """
+    from .training.trainer import train as _train
+    return _train(config, overrides)
+
+
+def resume(run_dir, overrides=()):
+    """Continue the run in ``run_dir`` exactly where its checkpoint left it."""
+    from .training.trainer import resume as _resume
+    return _resume(run_dir, overrides)
+
 __all__ = [
     "METHODS", "UPDATE_POLICIES", "INIT_SCHEMES", "BidirectionalSpectralNorm", "ConvOperatorNorm", "GammaScale",
     "PowerIterationNorm", "SpectralNorm", "bidirectional_spectral_norm", "convert_state_dict", "fans",
     "init_weights", "leaky_relu_gain", "normalize", "normalized_layers", "raw_weight", "remove",
     "reset_power_iteration", "sigmas", "spectral_norm", "strict_spectral_norm", "update_after_step",
-    "update_power_iteration", "__version__",
+    "update_power_iteration", "train", "resume", "__version__",
 ]

@@ -135,7 +135,9 @@ def test_kill_and_resume_from_the_command_line(tmp_path):
     rc = subprocess.run([sys.executable, "-m", "gannorm.cli", "train", "--resume", str(tmp_path / "killed" / "r"),
                          f"train.steps={killed_at + 4}", "train.threads=1"], capture_output=True, text=True, env=env)
     assert rc.returncode == 0, rc.stderr
-    straight = train(cfg(tmp_path / "straight", f"train.steps={killed_at + 4}", "train.threads=1"))
+    # the CLI with no config uses the digits preset: the uninterrupted reference must too
+    straight = train("digits", TINY_DIGITS + [f"train.out_dir={tmp_path / 'straight'}", f"train.steps={killed_at + 4}",
+                                              "train.threads=1"])
     _assert_bitwise(_weights(straight.run_dir), _weights(tmp_path / "killed" / "r"))
 
 
@@ -177,3 +179,10 @@ def test_bad_registry_values_are_one_line_errors(tmp_path):
         Trainer(cfg(tmp_path, "train.loss=hing"))
     with pytest.raises(gannorm.config.ConfigError, match="normalization.method: 'bsssn'"):
         Trainer(cfg(tmp_path, "normalization.method=bsssn"))
+
+
+def test_top_level_api_and_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")  # the test extra installs it
+    result = gannorm.train(cfg(tmp_path, "train.steps=2", "train.tensorboard=true"))
+    events = list((result.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert result.status == "finished" and events and events[0].stat().st_size > 0
