@@ -1,1 +1,14 @@
-"""Sample-quality metrics: pure functions (features -> statistics -> metric) and feature extractors."""
+"""Sample-quality metrics: pure functions (features -> statistics -> metric) and feature extractors.
+
+The pure functions need no network and work in float64; ``evaluate`` runs generators and
+extractors (the FID Inception network, the digits classifier) at the I/O edge.
+"""
+from .classifier import DigitsClassifier, classifier_metrics, get_classifier
+from .frechet import feature_statistics, frechet_distance, load_statistics, save_statistics
+from .inception_score import inception_score
+from .kid import kernel_inception_distance
+from .mixtures import energy_distance, mode_counts, mode_statistics, sliced_wasserstein
+
+__all__ = ["DigitsClassifier", "classifier_metrics", "get_classifier", "feature_statistics", "frechet_distance",
+           "load_statistics", "save_statistics", "inception_score", "kernel_inception_distance", "energy_distance",
+           "mode_counts", "mode_statistics", "sliced_wasserstein"]

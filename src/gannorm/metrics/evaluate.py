@@ -116,8 +116,10 @@ def make_extractor(kind: str, *, dataset: str, resolution: int | None, batch_siz
         clf = get_classifier(dataset, resolution)
         desc = {"features": f"gannorm digits classifier ({dataset}, {resolution} px) penultimate layer",
                 "classifier_test_accuracy": float(getattr(clf, "test_accuracy", float("nan")))}
-        return _batched(lambda x: {"features": clf.features(x), "probs": clf.probs(x)}, 500, progress,
-                        "classifier features"), desc
+        def both(x: Tensor) -> dict[str, Tensor]:
+            f, p = clf.features_and_probs(x)
+            return {"features": f, "probs": p}
+        return _batched(both, 500, progress, "classifier features"), desc
     if kind == "inception":
         from .inception import inception_feature_fn
         fn, desc = inception_feature_fn(weights_path=inception_weights, backend=inception_backend)

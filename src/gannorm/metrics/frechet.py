@@ -1,0 +1,155 @@
+"""The Fréchet distance between Gaussians fitted to feature sets (FID when the features are Inception pool3).
+
+Pure functions (numpy/scipy only, no network), all in float64::
+
+    mu1, sigma1 = feature_statistics(fake_features)    # [N, D] -> [D], [D, D]
+    mu2, sigma2 = feature_statistics(real_features)
+    fid = frechet_distance(mu1, sigma1, mu2, sigma2)
+
+Protocol (as in pytorch-fid, TTUR, torch-fidelity, clean-fid): the mean and the *unbiased*
+(``N - 1``) covariance ``np.cov(features, rowvar=False)`` of each feature set; the sample counts are
+the caller's choice (50,000 generated images against the training set is the common standard for
+Inception FID; FID is biased upward for small N, so only compare numbers computed with the same N).
+
+The trace of the matrix square root uses the **eigenvalue form** of torch-fidelity and current
+torchmetrics, ``tr sqrt(S1 S2) = sum_i sqrt(lambda_i(S1 S2))``: the eigenvalues of the (non-symmetric)
+product are computed as complex numbers, tiny negative real parts left by rounding are clipped to 0,
+and the real part of the complex square root is summed. It needs no ``eps`` retry (unlike the
+``scipy.linalg.sqrtm`` form) and stays finite for rank-deficient covariances (fewer samples than
+dimensions), where the sqrtm form can fail or return NaN.
+
+Reference statistics are stored as TTUR-compatible ``.npz`` files with the keys ``mu`` and ``sigma``
+(:func:`save_statistics` / :func:`load_statistics`).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["feature_statistics", "frechet_distance", "save_statistics", "load_statistics"]
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    """A float64 numpy copy of an array-like (numpy array, list, or a torch tensor on any device)."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    return np.array(x, dtype=np.float64)
+
+
+def feature_statistics(features: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``[D]`` and unbiased covariance ``[D, D]`` (``np.cov(rowvar=False)``, divisor ``N - 1``) of
+    ``features`` ``[N, D]`` (numpy or torch, any float dtype), both float64.
+
+    Raises a one-line ``ValueError`` unless the features are a finite 2-D array with N >= 2 rows.
+    """
+    f = _to_numpy(features)
+    if f.ndim != 2:
+        raise ValueError(f"features must be a 2-D array [N, D], got shape {f.shape}")
+    if f.shape[0] < 2 or f.shape[1] < 1:
+        raise ValueError(f"features must have at least 2 samples and 1 dimension, got shape {f.shape}")
+    if not np.isfinite(f).all():
+        raise ValueError("features contain NaN or infinite values")
+    mu = f.mean(axis=0)
+    sigma = np.atleast_2d(np.cov(f, rowvar=False))
+    return mu, sigma
+
+
+def _check_stats(mu: Any, sigma: Any, which: str) -> tuple[np.ndarray, np.ndarray]:
+    mu = _to_numpy(mu)
+    sigma = _to_numpy(sigma)
+    if mu.ndim != 1 or mu.shape[0] < 1:
+        raise ValueError(f"mu{which} must be a 1-D array [D], got shape {mu.shape}")
+    d = mu.shape[0]
+    if sigma.shape != (d, d):
+        raise ValueError(f"sigma{which} must have shape ({d}, {d}) to match mu{which}, got {sigma.shape}")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise ValueError(f"mu{which} or sigma{which} contains NaN or infinite values")
+    return mu, sigma
+
+
+def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
+    """Fréchet (2-Wasserstein squared) distance between N(mu1, sigma1) and N(mu2, sigma2), float64::
+
+        |mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 * sum_i sqrt(lambda_i(sigma1 @ sigma2))
+
+    with complex eigenvalues whose negative real parts (rounding) are clipped to 0 before the square
+    root, and the real part of the square roots summed. Round-off can make the total a tiny negative
+    number when the two Gaussians are (almost) equal; it is clipped to 0, so the result is always
+    finite and ``>= 0`` for finite positive semi-definite inputs, rank-deficient ones included.
+
+    Raises a one-line ``ValueError`` for mismatched shapes (mu ``[D]``, sigma ``[D, D]``, the same D on
+    both sides) or non-finite inputs.
+    """
+    mu1, sigma1 = _check_stats(mu1, sigma1, "1")
+    mu2, sigma2 = _check_stats(mu2, sigma2, "2")
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"the two statistics have different dimensions: {mu1.shape[0]} and {mu2.shape[0]}")
+    diff = mu1 - mu2
+    eigenvalues = np.linalg.eigvals(sigma1 @ sigma2).astype(np.complex128)
+    eigenvalues = np.where(eigenvalues.real < 0, 1j * eigenvalues.imag, eigenvalues)  # rounding: clip to 0
+    tr_covmean = float(np.sqrt(eigenvalues).real.sum())
+    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+    return max(value, 0.0)
+
+
+# ------------------------------------------------------------------------------------------ npz I/O
+
+def save_statistics(path: str | os.PathLike, mu: Any, sigma: Any) -> None:
+    """Write ``mu`` ``[D]`` and ``sigma`` ``[D, D]`` (as float64) to a TTUR-compatible ``.npz`` at exactly
+    ``path`` (no extension is added), atomically: a temporary file in the same folder, then ``os.replace``.
+    """
+    mu, sigma = _check_stats(mu, sigma, "")
+    path = Path(path).expanduser()
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, mu=mu, sigma=sigma)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(mu, sigma)`` as float64 from a TTUR-style ``.npz`` with keys ``mu`` and ``sigma``.
+
+    Loaded with ``allow_pickle=False``. A missing file raises ``FileNotFoundError``; a file that is
+    not an npz, lacks a key or holds arrays of the wrong shape raises a one-line ``ValueError``.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no statistics file at {path}")
+    expected = "expected an npz with keys 'mu' and 'sigma'"
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path}: not an npz archive (a single {type(data).__name__}); {expected}")
+        with data:
+            missing = [k for k in ("mu", "sigma") if k not in data.files]
+            if missing:
+                raise ValueError(f"{path}: missing key(s) {', '.join(missing)} (found: "
+                                 f"{', '.join(data.files) or 'none'}); {expected}")
+            mu, sigma = data["mu"], data["sigma"]
+    except ValueError as e:
+        msg = " ".join(str(e).split())
+        if msg.startswith(f"{path}: "):
+            raise ValueError(msg) from None
+        raise ValueError(f"{path}: cannot read statistics ({msg}); {expected}") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: cannot read statistics ({type(e).__name__}: {e}); {expected}") from None
+    try:
+        return _check_stats(mu, sigma, "")
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

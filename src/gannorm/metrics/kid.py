@@ -1,0 +1,97 @@
+"""The Kernel Inception Distance from two feature sets (pure numpy, float64, no network).
+
+KID is the squared maximum mean discrepancy (MMD^2) with the cubic polynomial kernel
+``k(x, y) = (x . y / d + 1) ** 3`` (d = feature dimension), estimated without bias on random subsets.
+
+Protocol (torch-fidelity's ``metric_kid.py``, ``kid_subsets=100``, ``kid_subset_size=1000``):
+for each of ``subsets`` rounds, ``subset_size`` rows are drawn *without replacement* from each feature
+set (``RandomState(seed).choice(n, subset_size, replace=False)``, first from ``f1``, then from ``f2``;
+the two sets may have different sizes) and the unbiased estimator
+
+    MMD^2 = sum_{i != j} k(x_i, x_j) / (m (m - 1)) + sum_{i != j} k(y_i, y_j) / (m (m - 1))
+            - 2 sum_{i, j} k(x_i, y_j) / m^2
+
+is computed; the mean and the population standard deviation (``ddof=0``) over the subsets are
+returned. The estimate can be slightly negative when the distributions are equal.
+
+Fewer samples than ``subset_size`` is an **error** (as in torch-fidelity), not a silent shrink:
+pass ``subset_size=min(1000, n1, n2)`` explicitly if you want that (what
+:func:`gannorm.metrics.classifier.classifier_metrics` does), since KID values computed with different
+subset sizes have different variances and should be reported with the size.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+__all__ = ["kernel_inception_distance", "polynomial_kernel", "mmd2_unbiased"]
+
+
+def _features(x: Any, name: str) -> np.ndarray:
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    f = np.array(x, dtype=np.float64)
+    if f.ndim != 2 or f.shape[1] < 1:
+        raise ValueError(f"{name} must be a 2-D array [N, D], got shape {f.shape}")
+    if not np.isfinite(f).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return f
+
+
+def _positive_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The KID kernel matrix ``(x @ y.T / d + 1) ** 3`` for ``x`` ``[n, d]`` and ``y`` ``[m, d]``."""
+    k = x @ y.T
+    k /= x.shape[1]
+    k += 1.0
+    return k * k * k  # ~7x faster than ** 3
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """The unbiased MMD^2 estimate between equally sized samples ``x``, ``y`` ``[m, d]`` (m >= 2) with
+    :func:`polynomial_kernel` (torch-fidelity's ``mmd2(..., mmd_est='unbiased')``)."""
+    m = x.shape[0]
+    k_xx = polynomial_kernel(x, x)
+    k_yy = polynomial_kernel(y, y)
+    k_xy = polynomial_kernel(x, y)
+    sum_xx = k_xx.sum() - np.trace(k_xx)
+    sum_yy = k_yy.sum() - np.trace(k_yy)
+    return float((sum_xx + sum_yy) / (m * (m - 1)) - 2.0 * k_xy.sum() / (m * m))
+
+
+def kernel_inception_distance(f1: Any, f2: Any, subsets: int = 100, subset_size: int = 1000,
+                              seed: int = 0) -> tuple[float, float]:
+    """``(mean, std)`` of the unbiased polynomial-kernel MMD^2 over ``subsets`` random subsets.
+
+    ``f1`` ``[n1, d]`` and ``f2`` ``[n2, d]`` (numpy or torch; float64 inside). Each subset takes
+    ``subset_size`` distinct rows of each set, drawn with ``numpy.random.RandomState(seed)``, so the
+    result is reproducible for a given seed. Raises a one-line ``ValueError`` if either set has fewer
+    than ``subset_size`` rows, if the dimensions differ, or for invalid arguments (``subset_size >= 2``,
+    ``subsets >= 1``).
+    """
+    f1 = _features(f1, "f1")
+    f2 = _features(f2, "f2")
+    if f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"f1 and f2 have different feature dimensions: {f1.shape[1]} and {f2.shape[1]}")
+    subsets = _positive_int(subsets, "subsets", 1)
+    subset_size = _positive_int(subset_size, "subset_size", 2)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    n1, n2 = f1.shape[0], f2.shape[0]
+    if min(n1, n2) < subset_size:
+        raise ValueError(f"KID needs at least subset_size={subset_size} samples in each set, got {n1} and {n2}; "
+                         f"pass a smaller subset_size (e.g. subset_size={max(2, min(n1, n2))})")
+    rng = np.random.RandomState(int(seed))
+    mmds = np.empty(subsets, dtype=np.float64)
+    for i in range(subsets):
+        x = f1[rng.choice(n1, subset_size, replace=False)]
+        y = f2[rng.choice(n2, subset_size, replace=False)]
+        mmds[i] = mmd2_unbiased(x, y)
+    return float(mmds.mean()), float(mmds.std())
