@@ -36,8 +36,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         result = train(target or "digits", overrides)
     where = result.run_dir
     print(f"\nrun {result.status} at generator step {result.step} in {result.seconds:.0f} s: {where}")
+    scores = {k: v for k, v in result.last.items() if k.startswith("eval/")}
+    if scores:
+        print("  last evaluation (see eval.jsonl for the protocol): "
+              + ", ".join(f"{k[5:]} {v:.4g}" for k, v in scores.items()))
     print(f"  samples     {where / 'samples.png'}")
-    print(f"  metrics     {where / 'metrics.jsonl'} (and metrics.csv)")
+    print(f"  metrics     {where / 'metrics.jsonl'} (and metrics.csv" + (", eval.jsonl)" if scores else ")"))
     print(f"  checkpoint  {where / 'checkpoint.pt'}")
     print(f"  config      {where / 'config.yaml'}")
     if result.status == "diverged":
