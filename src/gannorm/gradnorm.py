@@ -1,0 +1,82 @@
+"""Function-level normalization of the discriminator: GN (Wu et al. 2021) and PGN.
+
+Both wrap a discriminator ``D`` and return normalized outputs with the graph attached, so the D
+and the G losses are computed on them (``shared/reference/gn_pgn.md`` sections 1, 2, 9).
+
+* **Gradient normalization** (GN-GAN, official basiclab/GNGAN-PyTorch ``normalize_gradient``)::
+
+      f_hat(x) = f(x) / (||grad_x f(x)||_2 + |f(x)|)
+
+  one L2 norm per sample over the flattened input, the input gradient taken with
+  ``create_graph=True`` so D and G both train through it (double backprop). On every linear piece of a
+  ReLU/LeakyReLU D, ``|f_hat| < 1`` and ``||grad f_hat|| <= 1`` (piecewise 1-Lipschitz), and
+  ``f_hat`` is invariant to positive rescaling of ``f``.
+* **Penalty gradient normalization** (PGN, sumorday/EDGAN-PyTorch ``penalty_normalize_gradient``),
+  exactly as its code defines it::
+
+      f_hat(x) = (1 - f(x)) / (||1 - grad_x f(x)||_2 + |1 - f(x)|)
+
+  with ``1`` the all-ones tensor of the input's shape. What the reference note found, by hand and
+  numerically: it is GN applied to ``g = 1 - f`` with the gradient norm taken of the gradient *shifted
+  by the constant vector 1*. So it has **no hard 1-Lipschitz bound** (on a linear piece
+  ``||grad f_hat|| <= ||grad f|| / ||1 - grad f||``, unbounded when ``grad f`` approaches 1), it is
+  **not scale-invariant**, it flips the sign of f, and its outputs shrink to about
+  ``1/sqrt(C*H*W)`` when ``||grad f|| << sqrt(C*H*W)`` (about 1/55 on CIFAR-10).
+
+Both refuse a discriminator with batch-coupling layers (BatchNorm, mean-only BN): the gradient of the
+summed output is the per-sample gradient only when samples do not interact.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+_COUPLING = (nn.modules.batchnorm._BatchNorm,)
+
+
+def check_per_sample(model: nn.Module, method: str = "gradient normalization") -> None:
+    """Refuse models whose outputs couple samples (BatchNorm in training mode and friends)."""
+    for name, m in model.named_modules():
+        if isinstance(m, _COUPLING) or getattr(m, "couples_samples", False):
+            raise ValueError(f"{method} needs a discriminator without batch-coupling layers, but "
+                             f"{name or type(m).__name__} ({type(m).__name__}) mixes samples; remove it (or use "
+                             "a per-sample normalization such as SN)")
+
+
+def _input(x: Tensor) -> Tensor:
+    # do not mutate the caller's tensor (the official code calls x.requires_grad_() in place)
+    return x if x.requires_grad else x.detach().requires_grad_(True)
+
+
+def _per_sample_norm(g: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(g.flatten(1), dim=1, keepdim=True)
+
+
+def gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0, *, first_order: bool = False) -> Tensor:
+    """GN outputs ``f / (||grad_x f|| + |f| + eps)`` of shape ``[B, 1]``, differentiable for D and G.
+
+    ``eps`` (default 0, the official code) avoids 0/0 where ``f = 0`` and ``grad f = 0``.
+    ``first_order=True`` is the G step of Faster-GNGAN: the gradient norm is treated as a constant,
+    which for a piecewise-linear D (zero Hessian almost everywhere) gives exactly the same G
+    gradients without building a second-order graph. Use it only where D's parameters are not being
+    trained (the G step) and D is piecewise linear.
+    """
+    check_per_sample(D)
+    x = _input(x)
+    f = D(x).flatten(1)
+    (g,) = torch.autograd.grad(f.sum(), x, create_graph=not first_order, retain_graph=True)
+    norm = _per_sample_norm(g)
+    if first_order:
+        norm = norm.detach()
+    return f / (norm + f.abs() + eps)
+
+
+def penalty_gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0) -> Tensor:
+    """PGN outputs ``(1 - f) / (||1 - grad_x f|| + |1 - f| + eps)`` of shape ``[B, 1]`` (see module doc)."""
+    check_per_sample(D, "penalty gradient normalization")
+    x = _input(x)
+    f = D(x).flatten(1)
+    (g,) = torch.autograd.grad(f.sum(), x, create_graph=True, retain_graph=True)
+    shifted = _per_sample_norm(1.0 - g)
+    one_minus_f = 1.0 - f
+    return one_minus_f / (shifted + one_minus_f.abs() + eps)

@@ -1,0 +1,99 @@
+"""GN and PGN on random piecewise-linear discriminators, against hand computations and autograd."""
+import pytest
+import torch
+from torch import nn
+
+from gannorm.gradnorm import gradient_normalize, penalty_gradient_normalize
+
+
+def mlp_d():
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 32), nn.LeakyReLU(0.2), nn.Linear(32, 32), nn.LeakyReLU(0.2),
+                         nn.Linear(32, 1))
+
+
+def conv_d():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.LeakyReLU(0.1), nn.Conv2d(8, 8, 4, 2, 1),
+                         nn.LeakyReLU(0.1), nn.Flatten(), nn.Linear(8 * 4 * 4, 1))
+
+
+CASES = [(mlp_d, (3, 2, 2)), (conv_d, (3, 8, 8))]
+
+
+@pytest.mark.parametrize("make,shape", CASES)
+def test_gn_is_bounded_and_piecewise_1_lipschitz(make, shape):
+    d = make()
+    x = torch.randn(16, *shape, requires_grad=True)
+    out = gradient_normalize(d, x)
+    assert out.shape == (16, 1) and (out.abs() < 1).all()
+    # per-sample input gradient of the GN output, by autograd (samples are independent)
+    (g,) = torch.autograd.grad(out.sum(), x)
+    assert (g.flatten(1).norm(dim=1) <= 1 + 1e-5).all()
+
+
+@pytest.mark.parametrize("make,shape", CASES)
+def test_gn_is_invariant_to_positive_rescaling(make, shape):
+    d = make()
+    scaled = nn.Sequential(d, nn.Linear(1, 1, bias=False))
+    with torch.no_grad():
+        scaled[1].weight.fill_(7.5)
+    x = torch.randn(8, *shape)
+    torch.testing.assert_close(gradient_normalize(d, x), gradient_normalize(scaled, x), rtol=1e-5, atol=1e-6)
+
+
+def test_gn_matches_the_formula_and_leaves_the_input_alone():
+    d = mlp_d()
+    x = torch.randn(5, 3, 2, 2)
+    out = gradient_normalize(d, x)
+    assert not x.requires_grad
+    xs = x.clone().requires_grad_(True)
+    f = d(xs)
+    rows = []
+    for i in range(5):  # one sample at a time: an independent per-sample gradient
+        (gi,) = torch.autograd.grad(f[i, 0], xs, retain_graph=True)
+        rows.append(f[i, 0] / (gi[i].norm() + f[i, 0].abs()))
+    torch.testing.assert_close(out.squeeze(1), torch.stack(rows).detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make,shape", CASES)
+def test_pgn_equals_a_hand_computation_of_its_formula(make, shape):
+    d = make()
+    x = torch.randn(6, *shape)
+    out = penalty_gradient_normalize(d, x)
+    xs = x.clone().requires_grad_(True)
+    f = d(xs)
+    (g,) = torch.autograd.grad(f.sum(), xs)
+    ones = torch.ones_like(x)
+    expected = (1 - f.detach().squeeze(1)) / ((ones - g).flatten(1).norm(dim=1) + (1 - f.detach().squeeze(1)).abs())
+    torch.testing.assert_close(out.squeeze(1).detach(), expected, rtol=1e-5, atol=1e-7)
+    # the note's finding: with small gradients the outputs shrink to about 1/sqrt(C*H*W)
+    assert out.abs().max() < 1
+
+
+@pytest.mark.parametrize("make,shape", CASES)
+def test_first_order_g_step_matches_double_backprop(make, shape):
+    d = make().requires_grad_(False)
+    g = nn.Sequential(nn.Linear(4, int(torch.tensor(shape).prod())), nn.Unflatten(1, shape))
+    z = torch.randn(16, 4)
+    grads = []
+    for first_order in (False, True):
+        g.zero_grad()
+        loss = nn.functional.softplus(-gradient_normalize(d, g(z), first_order=first_order)).mean()
+        loss.backward()
+        grads.append([p.grad.clone() for p in g.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_d_and_g_both_train_through_gn():
+    d, g = conv_d(), nn.Sequential(nn.Linear(4, 3 * 8 * 8), nn.Unflatten(1, (3, 8, 8)))
+    out = gradient_normalize(d, g(torch.randn(4, 4)))
+    out.mean().backward()
+    assert all(p.grad is not None for p in d.parameters()) and all(p.grad is not None for p in g.parameters())
+
+
+def test_batch_coupling_layers_are_refused():
+    d = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(1))
+    with pytest.raises(ValueError, match="without batch-coupling layers.*BatchNorm2d"):
+        gradient_normalize(d, torch.randn(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="batch-coupling"):
+        penalty_gradient_normalize(d, torch.randn(2, 3, 8, 8))
