@@ -43,6 +43,9 @@ class ModelConfig:
 class NormalizationConfig:
     method: str = "sn"                   # a method from ``gannorm list``, applied to every D layer
     options: dict[str, Any] = field(default_factory=dict)  # that method's options: scale, update, warmup, ...
+    function: str = "none"               # function-level normalization of D's output: none, gn, pgn
+    function_eps: float = 0.0            # eps in GN/PGN's denominator (0: the official code)
+    first_order_g: bool = False          # GN's first-order G step (Faster-GNGAN; exact for piecewise-linear D)
 
 
 @dataclass
@@ -64,6 +67,11 @@ class TrainConfig:
     batch_size_g: int = 64
     loss: str = "hinge"                  # a loss from ``gannorm list``
     g_reuses_d_z: bool = False           # official CNN code: the G step reuses the last D step's z
+    penalty: Literal["none", "wgan_gp", "lp", "zero_gp", "r1", "r2"] = "none"  # a gradient penalty on D
+    penalty_weight: float | None = None  # None: the standard weight (10 for GP/LP/0-GP, gamma 10 for R1/R2)
+    penalty_every: int = 1               # lazy regularization: apply every k D steps, weight times k
+    weight_clip: float = 0.0             # clip D's raw weights to [-c, c] after each D step (0: off)
+    ortho_reg: float = 0.0               # orthogonal regularization weight on D (BigGAN form; 0: off)
     g_bn_stats_in_d_step: bool = True    # G's BatchNorm running stats also update on the D steps' fakes
                                          # (official CNN code); false: only in the G step (official ResNet)
     ema_decay: float = 0.0               # EMA of G (0: off; 0.9999 in the GN-GAN configs)

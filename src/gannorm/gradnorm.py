@@ -80,3 +80,34 @@ def penalty_gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0) -> Ten
     shifted = _per_sample_norm(1.0 - g)
     one_minus_f = 1.0 - f
     return one_minus_f / (shifted + one_minus_f.abs() + eps)
+
+
+class GradientNormalized(nn.Module):
+    """A discriminator whose outputs are GN- or PGN-normalized: ``forward(x) = gn(D, x)``.
+
+    The wrapped network is ``self.inner``; weight normalizations on it still apply (and show in
+    :func:`gannorm.sigmas` under ``inner.``). ``first_order_g`` uses the Faster-GNGAN first-order form
+    whenever D's parameters are frozen (the trainer's G step), which is exact for piecewise-linear D.
+    """
+
+    def __init__(self, inner: nn.Module, kind: str = "gn", eps: float = 0.0, first_order_g: bool = False) -> None:
+        super().__init__()
+        if kind not in FUNCTIONS:
+            raise ValueError(f"unknown function-level normalization {kind!r}; known: {', '.join(FUNCTIONS.names())}")
+        check_per_sample(inner, kind)
+        self.inner, self.kind, self.eps, self.first_order_g = inner, kind, eps, first_order_g
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.kind == "pgn":
+            return penalty_gradient_normalize(self.inner, x, self.eps)
+        frozen = not any(p.requires_grad for p in self.inner.parameters())
+        return gradient_normalize(self.inner, x, self.eps, first_order=self.first_order_g and frozen)
+
+
+from .registry import Registry  # noqa: E402
+
+FUNCTIONS: Registry = Registry("function-level normalization")
+FUNCTIONS.register("none", None, "the discriminator's raw output")
+FUNCTIONS.register("gn", gradient_normalize, "gradient normalization f / (||grad f|| + |f|) (GN-GAN, Wu et al. 2021)")
+FUNCTIONS.register("pgn", penalty_gradient_normalize,
+                   "penalty gradient normalization (1 - f) / (||1 - grad f|| + |1 - f|) (PGN; no hard Lipschitz bound)")

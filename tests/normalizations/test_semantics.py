@@ -263,3 +263,17 @@ def test_hand_written_backward_passes_gradcheck(make):
     plist = layer.parametrizations.weight
     w = plist.original.detach().clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda t: plist[0](t), (w,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["sn", "bsn", "strict_sn"])
+def test_backward_with_non_contiguous_incoming_gradient(method):
+    # double backward (gradient penalties) can hand the parametrization a non-contiguous gradient
+    opts = {"input_shape": (3, 8, 8)} if method == "strict_sn" else {}
+    d = gannorm.normalize(small_d(), method, **opts).eval()
+    layer = d[2]
+    w = layer.weight
+    g = torch.randn(w.shape[1], w.shape[0], *w.shape[2:]).transpose(0, 1)  # same shape, non-contiguous
+    assert not g.is_contiguous()
+    (gw,) = torch.autograd.grad(w, layer.parametrizations.weight.original, g, retain_graph=True)
+    (ref,) = torch.autograd.grad(w, layer.parametrizations.weight.original, g.contiguous())
+    torch.testing.assert_close(gw, ref)

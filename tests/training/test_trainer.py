@@ -1,5 +1,6 @@
 """The trainer on tiny data: outputs, a real learning signal, exact resume, divergence."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -186,3 +187,28 @@ def test_top_level_api_and_tensorboard(tmp_path):
     result = gannorm.train(cfg(tmp_path, "train.steps=2", "train.tensorboard=true"))
     events = list((result.run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert result.status == "finished" and events and events[0].stat().st_size > 0
+
+
+@pytest.mark.parametrize("extra", [
+    ["normalization.method=none", "normalization.options={}", "normalization.function=gn", "train.loss=ns"],
+    ["normalization.method=none", "normalization.options={}", "normalization.function=gn",
+     "normalization.first_order_g=true"],
+    ["normalization.method=sn", "normalization.options={}", "normalization.function=pgn"],
+    ["train.penalty=wgan_gp", "train.weight_clip=0.05"],
+    ["train.penalty=r1", "train.penalty_every=2", "train.ortho_reg=1e-4"],
+])
+def test_function_normalizations_and_penalties_train(tmp_path, extra):
+    result = train(cfg(tmp_path, "train.steps=4", *extra))
+    assert result.status == "finished"
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(v) for r in rows for v in r.values() if isinstance(v, float))
+    if any("penalty" in e for e in extra):
+        assert "penalty" in rows[-1]
+    if "train.weight_clip=0.05" in extra:
+        state = load_checkpoint(result.run_dir / "checkpoint.pt")["D"]
+        assert max(float(v.abs().max()) for k, v in state.items() if k.endswith(("original", "bias"))) <= 0.05
+
+
+def test_gn_refuses_batchnorm_and_unknown_functions(tmp_path):
+    with pytest.raises(gannorm.config.ConfigError, match="normalization.function: 'gnn' is not one of none, gn, pgn"):
+        Trainer(cfg(tmp_path, "normalization.function=gnn"))

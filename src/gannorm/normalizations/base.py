@@ -56,7 +56,7 @@ class _DivideBySigma(torch.autograd.Function):
         norm = ctx.norm
         vectors = list(zip(flat[0::2], flat[1::2]))
         coef = norm.scale / sigma
-        grad_w = grad * coef
+        grad_w = grad.contiguous() * coef  # contiguous: add_sigma_grad updates views of it in place
         alpha = -coef * torch.vdot(grad.reshape(-1), weight.reshape(-1)) / sigma
         norm.add_sigma_grad(grad_w, alpha, vectors, weight)
         return (grad_w, None, None) + (None,) * len(flat)

@@ -73,6 +73,12 @@ def validate(cfg: Config) -> None:
     for name in t.eval_metrics:
         if name not in METRICS:
             raise ConfigError(f"config key train.eval_metrics: {name!r} is not one of {', '.join(METRICS.names())}")
+    from ..gradnorm import FUNCTIONS
+    if cfg.normalization.function not in FUNCTIONS:
+        raise ConfigError(f"config key normalization.function: {cfg.normalization.function!r} is not one of "
+                          f"{', '.join(FUNCTIONS.names())}")
+    if t.penalty_every < 1:
+        raise ConfigError(f"config key train.penalty_every: must be >= 1, got {t.penalty_every}")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"config key train.ema_decay: must be in [0, 1), got {t.ema_decay}")
     if cfg.model.width <= 0:
@@ -123,6 +129,9 @@ class Trainer:
                                  **m.g_options).to(self.device)
         self.D = build_discriminator(m.arch, tuple(self.data.shape), width=m.width, normalization=n.method,
                                      normalization_options=dict(n.options), **m.d_options).to(self.device)
+        if n.function != "none":
+            from ..gradnorm import GradientNormalized
+            self.D = GradientNormalized(self.D, n.function, n.function_eps, n.first_order_g)
         o = cfg.optim
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=o.betas_d, eps=o.eps)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=o.betas_g, eps=o.eps)
@@ -133,6 +142,7 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(t.seed + 1)
         self.fixed_z = torch.randn(t.num_samples_grid, m.z_dim, generator=torch.Generator().manual_seed(t.seed + 2))
         self.step = 0
+        self.d_steps = 0
 
         if resume is not None:
             self.run_dir = Path(resume)
@@ -152,7 +162,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state(), "fixed_z": self.fixed_z,
-            "data_shape": list(self.data.shape),
+            "data_shape": list(self.data.shape), "d_steps": self.d_steps,
         }
 
     def _load(self, state: dict[str, Any]) -> None:
@@ -168,6 +178,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.fixed_z = state["fixed_z"]
         self.step = int(state["step"])
+        self.d_steps = int(state.get("d_steps", self.step * self.cfg.train.n_dis))
 
     def save(self) -> None:
         save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
@@ -198,6 +209,25 @@ class Trainer:
                 group["lr"] = base * f
         return f
 
+    def _penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
+        """The configured gradient penalty (and orthogonal regularization) for this D step, or None."""
+        from .. import penalties as P
+        t = self.cfg.train
+        terms = []
+        if t.penalty != "none" and self.d_steps % t.penalty_every == 0:
+            standard = {"wgan_gp": 10.0, "lp": 10.0, "zero_gp": 10.0, "r1": 10.0, "r2": 10.0}[t.penalty]
+            w = (standard if t.penalty_weight is None else t.penalty_weight) * t.penalty_every
+            if t.penalty == "r1":
+                terms.append(P.r1(self.D, real, w))
+            elif t.penalty == "r2":
+                terms.append(P.r2(self.D, fake, w))
+            else:
+                fn = {"wgan_gp": P.wgan_gp, "lp": P.lipschitz_penalty, "zero_gp": P.zero_gp}[t.penalty]
+                terms.append(fn(self.D, real, fake, w, generator=self.rng))
+        if t.ortho_reg > 0:
+            terms.append(P.orthogonal_regularization(self.D, t.ortho_reg).to(real.device))
+        return sum(terms) if terms else None
+
     def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
         opt.zero_grad(set_to_none=True)
         if self.scaler is None:
@@ -220,9 +250,18 @@ class Trainer:
                     fake = self.G(z)  # train mode: batch statistics
                 d_real, d_fake = self.D(real).float(), self.D(fake).float()
                 d_loss = self.loss.d(d_real, d_fake)
-            if not torch.isfinite(d_loss):
-                return {"loss_d": d_loss.item()}
-            self._backward_step(d_loss, self.opt_d)
+            self.d_steps += 1
+            penalty = self._penalty(real, fake)
+            if penalty is not None:
+                d_loss_total = d_loss + penalty
+            else:
+                d_loss_total = d_loss
+            if not torch.isfinite(d_loss_total):
+                return {"loss_d": d_loss_total.item()}
+            self._backward_step(d_loss_total, self.opt_d)
+            if t.weight_clip > 0:
+                from ..penalties import weight_clip_
+                weight_clip_(self.D, t.weight_clip)
         if not (t.g_reuses_d_z and t.batch_size_g == t.batch_size_d):
             z = self._z(t.batch_size_g)
         self.D.requires_grad_(False)
@@ -236,7 +275,8 @@ class Trainer:
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.G, self.step)
-        return {"loss_d": d_loss.item(), "loss_g": g_loss.item(), "d_real": d_real.detach().mean().item(),
+        extra = {} if penalty is None else {"penalty": penalty.item()}
+        return {**extra, "loss_d": d_loss.item(), "loss_g": g_loss.item(), "d_real": d_real.detach().mean().item(),
                 "d_fake": d_fake.detach().mean().item(), "lr_factor": self._lr_factor(self.step - 1)}
 
     # ------------------------------------------------------------------ outputs
