@@ -45,7 +45,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -56,6 +55,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..fileio import atomic_write
 from .frechet import feature_statistics, frechet_distance
 from .inception_score import inception_score
 from .kid import kernel_inception_distance
@@ -321,20 +321,7 @@ def default_cache_dir() -> Path:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _load_cached(path: Path, dataset: str, resolution: int, recipe_hash: str) -> DigitsClassifier:

@@ -24,12 +24,13 @@ Reference statistics are stored as TTUR-compatible ``.npz`` files with the keys 
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..fileio import atomic_write
 
 __all__ = ["feature_statistics", "frechet_distance", "save_statistics", "load_statistics"]
 
@@ -105,21 +106,7 @@ def save_statistics(path: str | os.PathLike, mu: Any, sigma: Any) -> None:
     """
     mu, sigma = _check_stats(mu, sigma, "")
     path = Path(path).expanduser()
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, mu=mu, sigma=sigma)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda f: np.savez(f, mu=mu, sigma=sigma))
 
 
 def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
