@@ -72,6 +72,8 @@ class TrainConfig:
     penalty_every: int = 1               # lazy regularization: apply every k D steps, weight times k
     weight_clip: float = 0.0             # clip D's raw weights to [-c, c] after each D step (0: off)
     ortho_reg: float = 0.0               # orthogonal regularization weight on D (BigGAN form; 0: off)
+    cr_weight: float = 0.0               # consistency regularization on reals (5 in GN-GAN-CR, 10 in CR-GAN; 0: off)
+    cr_translate: float = 0.125          # CR augmentation: flip + translate by up to this fraction (GN-GAN-CR: 0.2)
     g_bn_stats_in_d_step: bool = True    # G's BatchNorm running stats also update on the D steps' fakes
                                          # (official CNN code); false: only in the G step (official ResNet)
     ema_decay: float = 0.0               # EMA of G (0: off; 0.9999 in the GN-GAN configs)

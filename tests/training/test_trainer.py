@@ -212,3 +212,9 @@ def test_function_normalizations_and_penalties_train(tmp_path, extra):
 def test_gn_refuses_batchnorm_and_unknown_functions(tmp_path):
     with pytest.raises(gannorm.config.ConfigError, match="normalization.function: 'gnn' is not one of none, gn, pgn"):
         Trainer(cfg(tmp_path, "normalization.function=gnn"))
+
+
+def test_consistency_regularization_trains_and_is_logged(tmp_path):
+    result = train(cfg(tmp_path, "train.steps=3", "train.cr_weight=5", "train.cr_translate=0.2"))
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert result.status == "finished" and rows[-1]["penalty"] >= 0

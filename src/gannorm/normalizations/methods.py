@@ -14,6 +14,7 @@ from torch import nn
 from ..registry import Registry
 from .bidirectional import bidirectional_spectral_norm
 from .gamma import attach_gamma, new_gamma
+from .mean_sn import attach_mean_norm, msn_targets
 from .spectral import spectral_norm
 from .strict import strict_spectral_norm
 
@@ -70,6 +71,14 @@ def _strict_sn(layers: Layers, input_shapes: dict[str, tuple[int, ...]], scale: 
                              scale=scale, update=update, grad_through_vectors=grad_through_vectors, warmup=warmup)
 
 
+def _msn(layers: Layers, momentum: float = 0.1, n_power_iterations: int = 1, eps: float = 1e-12,
+         update: str = "forward", grad_through_vectors: bool = False, warmup: int = 15) -> None:
+    _sn(layers, n_power_iterations, eps, update, grad_through_vectors, warmup)
+    modules = dict(layers)
+    for name in msn_targets(list(layers)):
+        attach_mean_norm(modules[name], momentum)
+
+
 METHODS.register("none", _none, "no normalization (the baseline)")
 METHODS.register("sn", _sn, "spectral normalization of the [out, in*k*k] kernel (Miyato et al. 2018)")
 METHODS.register("ssn", _ssn, "scaled SN: scale * W / sigma (requires scale)")
@@ -77,5 +86,7 @@ METHODS.register("bsn", _bsn, "bidirectional SN: W / mean(sigma_fan_in, sigma_fa
 METHODS.register("bssn", _bssn, "bidirectional scaled SN: scale * W / mean(sigma1, sigma2) (requires scale)")
 METHODS.register("sn_gamma_shared", _sn_gamma(True), "SN times one learnable gamma shared by all layers")
 METHODS.register("sn_gamma_layer", _sn_gamma(False), "SN times a learnable gamma per layer")
+METHODS.register("msn", _msn, "mean spectral normalization: SN plus mean-only batch norm after the strided "
+                 "convs but the first and after the last conv (Subramanian and Chong 2019)")
 METHODS.register("strict_sn", _strict_sn,
                  "operator norm of each convolution on its input shape (requires input_shape=(C, H, W))")

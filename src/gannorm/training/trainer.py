@@ -77,6 +77,8 @@ def validate(cfg: Config) -> None:
     if cfg.normalization.function not in FUNCTIONS:
         raise ConfigError(f"config key normalization.function: {cfg.normalization.function!r} is not one of "
                           f"{', '.join(FUNCTIONS.names())}")
+    if t.cr_weight < 0 or not 0.0 <= t.cr_translate < 0.5:
+        raise ConfigError("config keys train.cr_weight (>= 0) and train.cr_translate (in [0, 0.5)) are out of range")
     if t.penalty_every < 1:
         raise ConfigError(f"config key train.penalty_every: must be >= 1, got {t.penalty_every}")
     if not 0.0 <= t.ema_decay < 1.0:
@@ -252,6 +254,12 @@ class Trainer:
                 d_loss = self.loss.d(d_real, d_fake)
             self.d_steps += 1
             penalty = self._penalty(real, fake)
+            if t.cr_weight > 0:
+                from ..augment import consistency_loss, flip_translate
+                with self._autocast():
+                    d_aug = self.D(flip_translate(real, t.cr_translate, self.rng)).float()
+                cr = t.cr_weight * consistency_loss(d_real, d_aug)
+                penalty = cr if penalty is None else penalty + cr
             if penalty is not None:
                 d_loss_total = d_loss + penalty
             else:
