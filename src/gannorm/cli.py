@@ -33,6 +33,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("give either a config or --resume RUN, not both")
         result = resume(args.resume, overrides)
     else:
+        from .config import load_variants
+        variants = load_variants(target or "digits")
+        if variants:
+            return _train_variants(target, variants, overrides)
         result = train(target or "digits", overrides)
     where = result.run_dir
     print(f"\nrun {result.status} at generator step {result.step} in {result.seconds:.0f} s: {where}")
@@ -52,6 +56,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"  interrupted: continue with  gannorm train --resume {where}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+def _train_variants(preset: str, variants: dict[str, list[str]], overrides: list[str]) -> int:
+    """Train one run per variant of a comparison preset, then print a table of the outcomes."""
+    from .training.trainer import train
+    rows = []
+    for name, extra in variants.items():
+        print(f"== variant {name}: {' '.join(extra) or '(base config)'}", file=sys.stderr)
+        result = train(preset, [*extra, f"train.run_name={Path(preset).stem}-{name}", *overrides])
+        scores = {k[5:]: v for k, v in result.last.items() if k.startswith("eval/") and not k.endswith("_std")}
+        rows.append((name, result.status, result.step, result.seconds, scores, result.run_dir))
+    keys = sorted({k for *_, s, _ in rows for k in s})
+    print("\n| variant | status | G steps | seconds | " + " | ".join(keys) + " | run folder |")
+    print("|---|---|---|---|" + "---|" * len(keys) + "---|")
+    for name, status, step, secs, scores, run_dir in rows:
+        cells = " | ".join(f"{scores[k]:.4g}" if k in scores else "-" for k in keys)
+        print(f"| {name} | {status} | {step} | {secs:.0f} | {cells} | {run_dir} |")
+    return 0 if all(r[1] == "finished" for r in rows) else EXIT_DIVERGED
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:

@@ -66,6 +66,7 @@ class TrainConfig:
     batch_size_d: int = 64
     batch_size_g: int = 64
     loss: str = "hinge"                  # a loss from ``gannorm list``
+    real_hflip: bool = False             # flip each real image horizontally with probability 0.5 (GN-GAN data)
     g_reuses_d_z: bool = False           # official CNN code: the G step reuses the last D step's z
     penalty: Literal["none", "wgan_gp", "lp", "zero_gp", "r1", "r2"] = "none"  # a gradient penalty on D
     penalty_weight: float | None = None  # None: the standard weight (10 for GP/LP/0-GP, gamma 10 for R1/R2)
@@ -292,8 +293,21 @@ def load(name_or_path: str | None = None, overrides: Sequence[str] = ()) -> Conf
             raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
         if not isinstance(mapping, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(mapping).__name__}")
+    mapping.pop("variants", None)  # a comparison preset's list of runs (see load_variants)
     cfg = from_dict(mapping)
     return apply_overrides(cfg, overrides)
+
+
+def load_variants(name_or_path: str) -> dict[str, list[str]]:
+    """A preset's ``variants:`` mapping (name -> list of ``key=value`` overrides), or ``{}``.
+
+    A comparison preset trains the same base config once per variant (``gannorm train compare_digits``).
+    """
+    mapping = yaml.safe_load(resolve_path(name_or_path).read_text()) or {}
+    variants = mapping.get("variants") or {}
+    if not isinstance(variants, dict) or not all(isinstance(v, list) for v in variants.values()):
+        raise ConfigError(f"config {name_or_path}: variants must map names to lists of key=value overrides")
+    return {str(k): [str(x) for x in v] for k, v in variants.items()}
 
 
 def dump(cfg: Config) -> str:

@@ -245,7 +245,11 @@ class Trainer:
         t = self.cfg.train
         self._set_lr(self.step)
         for _ in range(t.n_dis):
-            real = self.data.sample(t.batch_size_d, self.rng).to(self.device)
+            real = self.data.sample(t.batch_size_d, self.rng)
+            if t.real_hflip and real.ndim == 4:
+                flip = torch.rand(len(real), generator=self.rng) < 0.5
+                real = torch.where(flip.view(-1, 1, 1, 1), real.flip(-1), real)
+            real = real.to(self.device)
             z = self._z(t.batch_size_d)
             with self._autocast():
                 with torch.no_grad(), _bn_running_stats(self.G, t.g_bn_stats_in_d_step):
