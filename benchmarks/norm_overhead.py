@@ -187,6 +187,75 @@ def contended_rounds(step_times: dict[str, np.ndarray], factor: float = 1.5) -> 
     return int(slow.sum())
 
 
+# ------------------------------------------------------------------------------ GN suite
+GN_VARIANTS = ("sn", "gn", "gn_first_order")
+
+
+def gn_suite(args: argparse.Namespace, rng: random.Random) -> None:
+    """Full iterations (D step + G step, non-saturating loss) of SN vs GN vs GN with the first-order G step."""
+    import statistics
+
+    from gannorm.gradnorm import GradientNormalized
+    torch.manual_seed(args.seed)
+    base_d = SNGANCNNDiscriminator(resolution=RESOLUTION)
+    base_g = SNGANCNNGenerator(resolution=RESOLUTION)
+    real = torch.rand(args.batch, *INPUT_SHAPE) * 2 - 1
+    z = torch.randn(args.batch, base_g.z_dim)
+    nets = {}
+    for name in GN_VARIANTS:
+        d = copy.deepcopy(base_d)
+        d = gannorm.normalize(d, "sn") if name == "sn" else GradientNormalized(d, "gn", first_order_g=(name != "gn"))
+        g = copy.deepcopy(base_g)
+        nets[name] = (d, g, torch.optim.Adam(d.parameters(), 2e-4, betas=(0.0, 0.9)),
+                      torch.optim.Adam(g.parameters(), 2e-4, betas=(0.0, 0.9)))
+
+    def d_step(name: str) -> None:
+        d, g, od, _ = nets[name]
+        with torch.no_grad():
+            fake = g(z)
+        loss = F.softplus(-d(real)).mean() + F.softplus(d(fake)).mean()
+        od.zero_grad(set_to_none=True)
+        loss.backward()
+        od.step()
+
+    def g_step(name: str) -> None:
+        d, g, _, og = nets[name]
+        d.requires_grad_(False)
+        loss = F.softplus(-d(g(z))).mean()
+        og.zero_grad(set_to_none=True)
+        loss.backward()
+        og.step()
+        d.requires_grad_(True)
+
+    times = {n: {"d": [], "g": []} for n in GN_VARIANTS}
+    for n in GN_VARIANTS:
+        for _ in range(max(1, args.warmup)):
+            d_step(n)
+            g_step(n)
+    for _, order in _orders(list(GN_VARIANTS), args.rounds, rng):
+        for n in order:
+            for part, fn in (("d", d_step), ("g", g_step)):
+                ts = []
+                for _ in range(args.steps):
+                    t0 = time.perf_counter()
+                    fn(n)
+                    ts.append(time.perf_counter() - t0)
+                times[n][part].append(statistics.median(ts))
+    it = {n: np.array(times[n]["d"]) + np.array(times[n]["g"]) for n in GN_VARIANTS}
+    print(f"# Function-level normalization: one iteration (D step on {args.batch} real + {args.batch} fake, "
+          f"G step on {args.batch}), SNGAN CNN {RESOLUTION}x{RESOLUTION}, full width, NS loss, Adam")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, rounds {args.rounds}, steps/round "
+          f"{args.steps}\n")
+    print("| variant | D step ms | G step ms | iteration ms median [min-max] | ratio vs SN iteration |")
+    print("|---|---|---|---|---|")
+    for n in GN_VARIANTS:
+        ms = it[n] * 1e3
+        print(f"| {n} | {np.median(times[n]['d']) * 1e3:.0f} | {np.median(times[n]['g']) * 1e3:.0f} | "
+              f"{np.median(ms):.0f} [{ms.min():.0f}-{ms.max():.0f}] | {np.median(it[n] / it['sn']):.3f} |")
+    g_ratio = np.median(np.array(times["gn_first_order"]["g"]) / np.array(times["gn"]["g"]))
+    print(f"\nfirst-order G step / double-backprop G step (same round, median): {g_ratio:.3f}")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -200,6 +269,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: rounds 7, steps 1, warmup 1, batch 8, reps 10")
     p.add_argument("--verbose", action="store_true", help="also print the per-round ms/step")
+    p.add_argument("--gn", action="store_true",
+                   help="instead: full iterations of SN vs GN vs GN with the first-order G step")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.steps, args.warmup, args.batch, args.reps = 7, 1, 1, 8, 10
@@ -215,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
+    if args.gn:
+        gn_suite(args, rng)
+        return
 
     base = SNGANCNNDiscriminator(resolution=RESOLUTION)
     generator = SNGANCNNGenerator(resolution=RESOLUTION)
