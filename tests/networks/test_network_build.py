@@ -7,6 +7,7 @@ from gannorm.networks import NETWORKS, build_discriminator, build_generator
 
 SHAPES = {
     "cnn": [(3, 16, 16), (3, 32, 32), (3, 48, 48), (3, 64, 64), (1, 16, 16)],
+    "dscnn": [(3, 32, 32), (1, 16, 16)],
     "resnet": [(3, 16, 16), (3, 32, 32), (3, 48, 48), (3, 64, 64), (3, 128, 128), (1, 16, 16)],
     "mlp": [(2,), (5,)],
 }

@@ -146,6 +146,10 @@ def test_normalization_keeps_the_parameter_count(arch, shape, method):
     d = build_discriminator(arch, shape, width=width, normalization=method,
                             normalization_options=NORM_OPTIONS.get(method))
     extra = {"sn_gamma_shared": 1, "sn_gamma_layer": _layer_count(base)}.get(method, 0)
+    if method == "msn":  # a gain and a bias per channel of every mean-only batch norm
+        from gannorm.normalizations.mean_sn import MeanOnlyBatchNorm
+        extra = sum(2 * m.weight.numel() for m in d.modules() if isinstance(m, MeanOnlyBatchNorm))
+        assert extra > 0 or arch == "mlp"
     assert n_params(d) == n_params(base) + extra
 
 

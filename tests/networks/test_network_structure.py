@@ -97,7 +97,7 @@ def test_discriminators_have_no_batch_coupling(arch, shape):
 
 
 def test_registry_entries():
-    assert NETWORKS.names() == ["cnn", "resnet", "mlp"]
+    assert NETWORKS.names() == ["cnn", "dscnn", "resnet", "mlp"]
     for e in NETWORKS.entries():
         assert e.description
     cnn, resnet, mlp = (NETWORKS.get(n) for n in ("cnn", "resnet", "mlp"))

@@ -13,7 +13,7 @@ supported resolutions and the allowed arch options with their defaults. One ``ar
 serves both builders: an option that concerns only one network (e.g. D's ``slope``) is accepted
 and ignored by the other. Every network is built with its official initialisation; only D is
 normalized (``gannorm.normalize(D, normalization, **normalization_options)``, with
-``input_shape=data_shape`` filled in for ``strict_sn``). Bad input raises a one-line
+``input_shape=data_shape`` filled in for ``strict_sn`` and ``dssn``). Bad input raises a one-line
 ``ValueError`` naming the allowed values (an unknown arch raises :class:`UnknownNetworkError`,
 which is both a ``ValueError`` and the library's ``UnknownNameError``/``KeyError``).
 
@@ -29,6 +29,7 @@ from torch import nn
 from ..normalizations import METHODS, normalize
 from ..registry import Registry, UnknownNameError
 from . import sngan_resnet
+from .dscnn import DSCNNDiscriminator
 from .mlp import MLPDiscriminator, MLPGenerator
 from .sngan_cnn import BOTTOM_BN, SNGANCNNDiscriminator, SNGANCNNGenerator
 from .sngan_resnet import POOLS, SNGANResNetDiscriminator, SNGANResNetGenerator
@@ -136,7 +137,7 @@ def build_discriminator(arch: str, data_shape: Sequence[int], *, width: float = 
     """D mapping ``[B, *data_shape]`` to ``[B, 1]`` logits, officially initialised, then normalized.
 
     ``normalization`` is one of ``gannorm.METHODS.names()``; ``normalization_options`` its keyword
-    arguments (``scale`` for ssn/bssn). For ``strict_sn``, ``input_shape`` defaults to ``data_shape``.
+    arguments (``scale`` for ssn/bssn). For ``strict_sn`` and ``dssn``, ``input_shape`` defaults to ``data_shape``.
     """
     spec = get_spec(arch)
     shape = spec.check_data_shape(arch, data_shape)
@@ -144,7 +145,7 @@ def build_discriminator(arch: str, data_shape: Sequence[int], *, width: float = 
     _check_width(width)
     METHODS.get(normalization)  # fail on an unknown method before building anything
     norm_options = dict(normalization_options or {})
-    if normalization == "strict_sn":
+    if normalization in ("strict_sn", "dssn"):
         norm_options.setdefault("input_shape", shape)
     D = spec.discriminator(shape, width=width, **options)
     return normalize(D, normalization, **norm_options)
@@ -158,6 +159,10 @@ def _cnn_g(shape, *, z_dim, width, slope, bottom_bn):
 
 def _cnn_d(shape, *, width, slope, bottom_bn):
     return SNGANCNNDiscriminator(shape[1], shape[0], width=width, slope=slope)
+
+
+def _dscnn_d(shape, *, width, slope, bottom_bn):
+    return DSCNNDiscriminator(shape[1], shape[0], width=width, slope=slope)
 
 
 def _resnet_g(shape, *, z_dim, width, pool):
@@ -180,6 +185,10 @@ NETWORKS.register(
     "cnn", NetworkSpec(_cnn_g, _cnn_d, "image", None, 8, (32, 48, 64), {"slope": 0.1, "bottom_bn": "flat"}),
     "SNGAN standard CNN (official BSN code): D 7 convs + linear, LeakyReLU(slope); G linear-BN + 3 deconvs "
     f"(bottom_bn: {' or '.join(BOTTOM_BN)})")
+NETWORKS.register(
+    "dscnn", NetworkSpec(_cnn_g, _dscnn_d, "image", None, 8, (32, 48, 64), {"slope": 0.1, "bottom_bn": "flat"}),
+    "depthwise-separable SNGAN CNN D (first conv plain, then depthwise kxk + pointwise 1x1, LeakyReLU(slope)); "
+    "G is the SNGAN CNN generator")
 NETWORKS.register(
     "resnet", NetworkSpec(_resnet_g, _resnet_d, "image", tuple(sngan_resnet.LAYOUTS), 1,
                           sngan_resnet.OFFICIAL_RESOLUTIONS, {"pool": "sum"}),

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..registry import Registry
 from .bidirectional import bidirectional_spectral_norm
+from .depthwise import apply_dssn
 from .gamma import attach_gamma, new_gamma
 from .mean_sn import attach_mean_norm, msn_targets
 from .spectral import spectral_norm
@@ -88,5 +89,8 @@ METHODS.register("sn_gamma_shared", _sn_gamma(True), "SN times one learnable gam
 METHODS.register("sn_gamma_layer", _sn_gamma(False), "SN times a learnable gamma per layer")
 METHODS.register("msn", _msn, "mean spectral normalization: SN plus mean-only batch norm after the strided "
                  "convs but the first and after the last conv (Subramanian and Chong 2019)")
+METHODS.register("dssn", apply_dssn,
+                 "depthwise-separable SN: exact DFT sigma for depthwise convs on their input shape, SN elsewhere "
+                 "(requires input_shape=(C, H, W))")
 METHODS.register("strict_sn", _strict_sn,
                  "operator norm of each convolution on its input shape (requires input_shape=(C, H, W))")

@@ -62,9 +62,9 @@ def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **o
         if parametrize.is_parametrized(m):
             raise ValueError(f"layer {name or type(m).__name__!r} is already parametrized; "
                              "call gannorm.remove(model) before normalizing it again")
-    if method == "strict_sn":
+    if method in ("strict_sn", "dssn"):
         if "input_shape" not in options:
-            raise ValueError("strict_sn needs input_shape=(C, H, W), the shape of one input to the model")
+            raise ValueError(f"{method} needs input_shape=(C, H, W), the shape of one input to the model")
         options["input_shapes"] = _record_input_shapes(model, layers, options.pop("input_shape"))
     params = inspect.signature(apply).parameters
     allowed = [p for p in params if p not in ("layers", "input_shapes")]
@@ -109,7 +109,7 @@ def sigmas(model: nn.Module) -> dict[str, float]:
             continue
         key = name or type(m).__name__.removeprefix("Parametrized")
         for p in plist:
-            if isinstance(p, PowerIterationNorm):
+            if callable(getattr(p, "sigma_estimates", None)):  # power iteration or an exact (DFT) sigma
                 out.update({f"{key}/{k}": v for k, v in p.sigma_estimates(plist.original).items()})
             elif isinstance(p, GammaScale):
                 out[f"{key}/gamma"] = float(p.gamma.detach())
