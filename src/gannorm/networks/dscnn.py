@@ -9,43 +9,19 @@ Init as the CNN: convs truncated normal 0.02, linear normal 0.02, biases 0. The 
 """
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
-from .blocks import channels as _ch
-from .blocks import normal_, trunc_normal_
-from .sngan_cnn import _bottom
+from .sngan_cnn import SNGANCNNDiscriminator
 
 
-class DSCNNDiscriminator(nn.Module):
+class DSCNNDiscriminator(SNGANCNNDiscriminator):
     """conv3 64 -> [dw4/2 -> pw 64] -> [dw3 -> pw 128] -> [dw4/2 -> pw 128] -> [dw3 -> pw 256]
     -> [dw4/2 -> pw 256] -> [dw3 -> pw 512] -> linear 1 (channel counts times ``width``).
 
     Input ``[B, channels, resolution, resolution]``, output ``[B, 1]`` logits.
     """
 
-    def __init__(self, resolution: int = 32, channels: int = 3, width: float = 1.0, slope: float = 0.1) -> None:
-        super().__init__()
-        mg = _bottom(resolution)
-        c = [_ch(n, width) for n in (64, 64, 128, 128, 256, 256, 512)]
-        specs = [(channels, c[0], 3, 1), (c[0], c[1], 4, 2), (c[1], c[2], 3, 1), (c[2], c[3], 4, 2),
-                 (c[3], c[4], 3, 1), (c[4], c[5], 4, 2), (c[5], c[6], 3, 1)]
-        (cin0, cout0, k0, s0), rest = specs[0], specs[1:]
-        layers: list[nn.Module] = [nn.Conv2d(cin0, cout0, k0, s0, padding=1), nn.LeakyReLU(slope)]
-        for cin, cout, k, s in rest:
-            layers += [nn.Conv2d(cin, cin, k, s, padding=1, groups=cin), nn.Conv2d(cin, cout, 1),
-                       nn.LeakyReLU(slope)]
-        self.features = nn.Sequential(*layers)
-        self.linear = nn.Linear(mg * mg * c[6], 1)
-        self.resolution, self.channels = resolution, channels
-        self.data_shape = (channels, resolution, resolution)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Convs truncated normal 0.02, the linear normal 0.02, biases 0 (as the SNGAN CNN)."""
-        for m in self.features:
-            if isinstance(m, nn.Conv2d):
-                trunc_normal_(m, 0.02)
-        normal_(self.linear, 0.02)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear(self.features(x).flatten(1))
+    def block(self, index: int, cin: int, cout: int, k: int, stride: int) -> list[nn.Module]:
+        if index == 0:
+            return super().block(index, cin, cout, k, stride)
+        return [nn.Conv2d(cin, cin, k, stride, padding=1, groups=cin), nn.Conv2d(cin, cout, 1)]

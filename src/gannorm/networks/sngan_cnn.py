@@ -56,13 +56,17 @@ class SNGANCNNDiscriminator(nn.Module):
         specs = [(channels, c[0], 3, 1), (c[0], c[1], 4, 2), (c[1], c[2], 3, 1), (c[2], c[3], 4, 2),
                  (c[3], c[4], 3, 1), (c[4], c[5], 4, 2), (c[5], c[6], 3, 1)]
         layers: list[nn.Module] = []
-        for cin, cout, k, s in specs:
-            layers += [nn.Conv2d(cin, cout, k, s, padding=1), nn.LeakyReLU(slope)]
+        for i, (cin, cout, k, s) in enumerate(specs):
+            layers += self.block(i, cin, cout, k, s) + [nn.LeakyReLU(slope)]
         self.features = nn.Sequential(*layers)
         self.linear = nn.Linear(mg * mg * c[6], 1)
         self.resolution, self.channels = resolution, channels
         self.data_shape = (channels, resolution, resolution)
         self.reset_parameters()
+
+    def block(self, index: int, cin: int, cout: int, k: int, stride: int) -> list[nn.Module]:
+        """The layers of the ``index``-th conv of the list (one k x k conv here; see ``dscnn``)."""
+        return [nn.Conv2d(cin, cout, k, stride, padding=1)]
 
     def reset_parameters(self) -> None:
         """The official init: convs truncated normal 0.02, the linear normal 0.02, biases 0."""
