@@ -215,7 +215,7 @@ def gn_suite(args: argparse.Namespace, rng: random.Random) -> None:
             fake = g(z)
         loss = F.softplus(-d(real)).mean() + F.softplus(d(fake)).mean()
         od.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(inputs=list(d.parameters()))  # as the trainer: only what the optimizer steps
         od.step()
 
     def g_step(name: str) -> None:

@@ -69,19 +69,26 @@ def test_pgn_equals_a_hand_computation_of_its_formula(make, shape):
     assert out.abs().max() < 1
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.1])
 @pytest.mark.parametrize("make,shape", CASES)
-def test_first_order_g_step_matches_double_backprop(make, shape):
+def test_first_order_g_step_matches_double_backprop(make, shape, eps):
     d = make().requires_grad_(False)
     g = nn.Sequential(nn.Linear(4, int(torch.tensor(shape).prod())), nn.Unflatten(1, shape))
     z = torch.randn(16, 4)
     grads = []
     for first_order in (False, True):
         g.zero_grad()
-        loss = nn.functional.softplus(-gradient_normalize(d, g(z), first_order=first_order)).mean()
+        loss = nn.functional.softplus(-gradient_normalize(d, g(z), eps, first_order=first_order)).mean()
         loss.backward()
         grads.append([p.grad.clone() for p in g.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_first_order_needs_a_frozen_discriminator():
+    d, x = conv_d(), torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="requires_grad_\\(False\\)"):
+        gradient_normalize(d, x, first_order=True)
 
 
 def test_d_and_g_both_train_through_gn():

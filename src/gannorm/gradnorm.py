@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .fastgrad import fast_conv_grads
+
 _COUPLING = (nn.modules.batchnorm._BatchNorm,)
 
 
@@ -52,30 +54,62 @@ def _per_sample_norm(g: Tensor) -> Tensor:
     return torch.linalg.vector_norm(g.flatten(1), dim=1, keepdim=True)
 
 
+class _FirstOrderGN(torch.autograd.Function):
+    """``f / (n + |f| + eps)`` as a function of x, with ``grad_x f = g`` and ``grad_x n = 0`` given.
+
+    On a linear piece of D, ``d f_hat / d x = (n + eps) / (n + |f| + eps)^2 * g``: the input gradient
+    ``g`` already computed for the norm is reused, so the G step needs no second backward through D.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, f: Tensor, g: Tensor, norm: Tensor, eps: float) -> Tensor:  # noqa: ARG004
+        den = norm + f.abs() + eps
+        ctx.save_for_backward(g, (norm + eps) / den.square())
+        return f / den
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        g, slope = ctx.saved_tensors
+        scale = (grad_out * slope).reshape(-1, *([1] * (g.dim() - 1)))
+        return scale * g, None, None, None, None
+
+
 def gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0, *, first_order: bool = False) -> Tensor:
     """GN outputs ``f / (||grad_x f|| + |f| + eps)`` of shape ``[B, 1]``, differentiable for D and G.
 
     ``eps`` (default 0, the official code) avoids 0/0 where ``f = 0`` and ``grad f = 0``.
     ``first_order=True`` is the G step of Faster-GNGAN: the gradient norm is treated as a constant,
     which for a piecewise-linear D (zero Hessian almost everywhere) gives exactly the same G
-    gradients without building a second-order graph. Use it only where D's parameters are not being
-    trained (the G step) and D is piecewise linear.
+    gradients without a second-order graph. Here it also reuses the input gradient ``g`` computed for
+    the norm as ``grad_x f``, so the whole G step costs one forward and one backward of D, like an
+    SN G step. It needs D's parameters frozen (``D.requires_grad_(False)``): it returns gradients for
+    ``x`` only.
     """
     check_per_sample(D)
-    x = _input(x)
-    f = D(x).flatten(1)
-    (g,) = torch.autograd.grad(f.sum(), x, create_graph=not first_order, retain_graph=True)
-    norm = _per_sample_norm(g)
     if first_order:
-        norm = norm.detach()
-    return f / (norm + f.abs() + eps)
+        trained = [n for n, p in D.named_parameters() if p.requires_grad]
+        if trained:
+            raise ValueError(f"first_order=True is the G step and gives no gradients to D's parameters, but "
+                             f"{trained[0]} requires grad; call D.requires_grad_(False) first (or use "
+                             "first_order=False)")
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(True)
+            f = D(xd).flatten(1)
+            (g,) = torch.autograd.grad(f.sum(), xd)
+        return _FirstOrderGN.apply(x, f.detach(), g, _per_sample_norm(g), eps)
+    x = _input(x)
+    with fast_conv_grads():
+        f = D(x).flatten(1)
+    (g,) = torch.autograd.grad(f.sum(), x, create_graph=True, retain_graph=True)
+    return f / (_per_sample_norm(g) + f.abs() + eps)
 
 
 def penalty_gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0) -> Tensor:
     """PGN outputs ``(1 - f) / (||1 - grad_x f|| + |1 - f| + eps)`` of shape ``[B, 1]`` (see module doc)."""
     check_per_sample(D, "penalty gradient normalization")
     x = _input(x)
-    f = D(x).flatten(1)
+    with fast_conv_grads():
+        f = D(x).flatten(1)
     (g,) = torch.autograd.grad(f.sum(), x, create_graph=True, retain_graph=True)
     shifted = _per_sample_norm(1.0 - g)
     one_minus_f = 1.0 - f

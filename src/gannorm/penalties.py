@@ -21,11 +21,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .fastgrad import fast_conv_grads
+
 
 def input_gradient_norms(D: nn.Module, x: Tensor, create_graph: bool = True) -> Tensor:
     """Per-sample ``||grad_x D(x)||_2`` (flattened over the input), with the graph for a penalty."""
     x = x.detach().requires_grad_(True)
-    out = D(x)
+    with fast_conv_grads(create_graph):
+        out = D(x)
     (g,) = torch.autograd.grad(out.sum(), x, create_graph=create_graph)
     return torch.linalg.vector_norm(g.flatten(1), dim=1)
 

@@ -232,11 +232,14 @@ class Trainer:
 
     def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
         opt.zero_grad(set_to_none=True)
+        # only the optimizer's parameters: GN and penalties differentiate w.r.t. their own input leaves,
+        # whose gradients nobody reads (this skips D's first-layer input gradient in those steps)
+        params = [p for group in opt.param_groups for p in group["params"] if p.requires_grad]
         if self.scaler is None:
-            loss.backward()
+            loss.backward(inputs=params)
             opt.step()
         else:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss).backward(inputs=params)
             self.scaler.step(opt)
             self.scaler.update()
 
