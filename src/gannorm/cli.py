@@ -1,4 +1,4 @@
-"""The ``gannorm`` command line: train, resume, sample, list, demo."""
+"""The ``gannorm`` command line: train, resume, sample, eval, fid-stats, analyze, experiment, list, demo."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,9 @@ EXAMPLES = """examples:
   gannorm train my.yaml train.steps=10000         your own YAML file
   gannorm train --resume runs/digits-cnn-bssn-s0  continue a run from its checkpoint
   gannorm sample runs/digits-cnn-bssn-s0 -n 64 -o grid.png
+  gannorm train digits diagnostics.every=100      record gradient/sigma/variance diagnostics
+  gannorm analyze runs/digits-cnn-bssn-s0         figures and a summary of those diagnostics
+  gannorm experiment gradients                    the paper's gradient evidence at CPU scale
   gannorm list                                    methods, networks, datasets, losses, presets
 """
 
@@ -102,6 +105,29 @@ def _cmd_fid_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from .diagnostics.analyze import analyze
+    written = analyze(args.run, args.output)
+    print(f"\nwrote {len(written)} file{'s' if len(written) != 1 else ''}:")
+    for path in written:
+        print(f"  {path}")
+    return 0
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from .diagnostics.experiments import run_experiment
+    only = tuple(v.strip() for v in args.only.split(",") if v.strip()) if args.only else ()
+    result = run_experiment(args.name, args.overrides, args.out, only)
+    print(result.summary)
+    print(f"experiment folder: {result.folder}")
+    for path in [*result.figures, result.folder / "summary.md"]:
+        print(f"  {path}")
+    bad = [v for v, run in result.runs.items() if run.status.get("status") not in ("finished", None)]
+    if bad:
+        print(f"gannorm: variant(s) {', '.join(bad)} did not finish (see their status.json)", file=sys.stderr)
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from .config import preset_names
     from .data import DATASETS
@@ -184,6 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", default=None, metavar="PATH")
     p.add_argument("--backend", default="auto", choices=["auto", "pth", "fid-helper"])
     p.set_defaults(func=_cmd_fid_stats)
+
+    p = sub.add_parser("analyze", help="figures and a summary of a run's diagnostics (gradients, sigmas, variance)",
+                       description="Write figures (gradient norms, sigmas, variance ratios, input gradients, "
+                                   "Lipschitz bounds) and summary.md from a run folder's diagnostics.jsonl, "
+                                   "health.jsonl and metrics.jsonl; record them with diagnostics.every=N.")
+    p.add_argument("run", help="a run folder")
+    p.add_argument("-o", "--output", default=None, metavar="OUT", help="output folder (default RUN/analysis)")
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("experiment", help="regenerate the paper's evidence at CPU scale: gradients, variance, scale",
+                       description="Train every variant of the preset experiment_NAME into OUT/experiment-NAME/, "
+                                   "then write its figures and summary.md there. gradients: per-layer gradient "
+                                   "norms of none / LeCun / SN / strict SN / BSSN discriminators (about 2 minutes); "
+                                   "variance: effective weight variance, SN vs LeCun init (about 2 minutes); "
+                                   "scale: classifier FD against the scale c, SSN vs BSSN (about 6 minutes).")
+    p.add_argument("name", choices=["gradients", "variance", "scale"], help="the experiment")
+    p.add_argument("overrides", nargs="*", help="key=value overrides for every variant (e.g. train.steps=600)")
+    p.add_argument("--out", default="runs", help="where the experiment folder goes (default runs)")
+    p.add_argument("--only", default=None, metavar="V1,V2", help="train only these variants")
+    p.set_defaults(func=_cmd_experiment)
 
     p = sub.add_parser("list", help="list methods, networks, datasets, losses, metrics and presets")
     p.set_defaults(func=_cmd_list)

@@ -37,6 +37,7 @@ class ModelConfig:
     z_dim: int = 128
     g_options: dict[str, Any] = field(default_factory=dict)  # architecture options for G (e.g. depth)
     d_options: dict[str, Any] = field(default_factory=dict)  # ... and for D
+    d_init: str = "official"             # D's initialisation: official, lecun, xavier, kaiming, normal, trunc_normal
 
 
 @dataclass
@@ -97,12 +98,26 @@ class TrainConfig:
 
 
 @dataclass
+class DiagnosticsConfig:
+    every: int = 0                       # probe D every N G steps (0: off); see gannorm.diagnostics
+    batch_size: int = 64                 # real and fake samples per probe
+    strict: bool = False                 # also the strict (operator) sigma of every layer
+    bounds: bool = True                  # the Lipschitz upper bound (product of operator norms) per probe
+    # health warnings (each fires once per layer; gannorm.diagnostics.health documents the rules)
+    explode_growth: float = 1e3          # a layer's raw-weight gradient norm is this times its recent median
+    explode_abs: float = 1e3             # a layer's raw-weight gradient norm above this
+    vanish_ratio: float = 1e-3           # first layer's effective-weight gradient norm / the last layer's below this
+    saturate_gap: float = 30.0           # mean D(real) - mean D(fake) above this (sigmoid losses saturate)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
 
 # ------------------------------------------------------------------------------------ typing

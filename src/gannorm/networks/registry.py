@@ -133,12 +133,18 @@ def build_generator(arch: str, data_shape: Sequence[int], *, z_dim: int = 128, w
 
 
 def build_discriminator(arch: str, data_shape: Sequence[int], *, width: float = 1.0, normalization: str = "none",
-                        normalization_options: Mapping[str, Any] | None = None, **arch_options) -> nn.Module:
-    """D mapping ``[B, *data_shape]`` to ``[B, 1]`` logits, officially initialised, then normalized.
+                        normalization_options: Mapping[str, Any] | None = None, init: str = "official",
+                        **arch_options) -> nn.Module:
+    """D mapping ``[B, *data_shape]`` to ``[B, 1]`` logits, initialised, then normalized.
 
     ``normalization`` is one of ``gannorm.METHODS.names()``; ``normalization_options`` its keyword
     arguments (``scale`` for ssn/bssn). For ``strict_sn`` and ``dssn``, ``input_shape`` defaults to ``data_shape``.
+    ``init`` is ``"official"`` (the network's own) or a scheme of :func:`gannorm.init_weights`
+    (``lecun``, ``xavier``, ``kaiming``, ``normal``, ``trunc_normal``: normal distribution, zero biases).
     """
+    from ..init import SCHEMES, init_weights
+    if init != "official" and init not in SCHEMES:
+        raise ValueError(f"unknown D init {init!r}; known: official, {', '.join(SCHEMES)}")
     spec = get_spec(arch)
     shape = spec.check_data_shape(arch, data_shape)
     options = spec.resolve_options(arch, arch_options)
@@ -148,6 +154,8 @@ def build_discriminator(arch: str, data_shape: Sequence[int], *, width: float = 
     if normalization in ("strict_sn", "dssn"):
         norm_options.setdefault("input_shape", shape)
     D = spec.discriminator(shape, width=width, **options)
+    if init != "official":
+        init_weights(D, init)
     return normalize(D, normalization, **norm_options)
 
 

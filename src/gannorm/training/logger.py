@@ -67,6 +67,12 @@ class MetricLogger:
             for k, v in scalars.items():
                 self._tb.add_scalar(k, float(v), step)
 
+    def tensorboard(self, step: int, scalars: dict[str, float]) -> None:
+        """TensorBoard only (the diagnostics have their own JSONL file)."""
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, float(v), step)
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()

@@ -130,7 +130,7 @@ class Trainer:
         self.G = build_generator(m.arch, tuple(self.data.shape), z_dim=m.z_dim, width=m.width,
                                  **m.g_options).to(self.device)
         self.D = build_discriminator(m.arch, tuple(self.data.shape), width=m.width, normalization=n.method,
-                                     normalization_options=dict(n.options), **m.d_options).to(self.device)
+                                     normalization_options=dict(n.options), init=m.d_init, **m.d_options).to(self.device)
         if n.function != "none":
             from ..gradnorm import GradientNormalized
             self.D = GradientNormalized(self.D, n.function, n.function_eps, n.first_order_g)
@@ -294,6 +294,38 @@ class Trainer:
         return {**extra, "loss_d": d_loss.item(), "loss_g": g_loss.item(), "d_real": d_real.detach().mean().item(),
                 "d_fake": d_fake.detach().mean().item(), "lr_factor": self._lr_factor(self.step - 1)}
 
+    # ------------------------------------------------------------------ diagnostics
+    def _diagnostics_setup(self, resumed: bool):
+        if self.cfg.diagnostics.every <= 0:
+            return None
+        from ..diagnostics.health import HealthMonitor, HealthRules
+        from ..diagnostics.runlog import DiagnosticsLog
+        c = self.cfg.diagnostics
+        log = DiagnosticsLog(self.run_dir, resume_step=self.step if resumed else None)
+        monitor = HealthMonitor(HealthRules(c.explode_growth, c.explode_abs, c.vanish_ratio, c.saturate_gap),
+                                log.health_path)
+        monitor.prime(log.records())
+        return log, monitor
+
+    def diagnose(self, diag=None, logger: MetricLogger | None = None) -> dict:
+        """Probe D on a fresh batch (its own random stream: training is unchanged) and record it."""
+        from ..diagnostics.probes import flat_scalars, probe
+        c = self.cfg.diagnostics
+        gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.step + 7)
+        real = self.data.sample(c.batch_size, gen).to(self.device)
+        z = torch.randn(c.batch_size, self.cfg.model.z_dim, generator=gen).to(self.device)
+        with torch.no_grad(), _bn_running_stats(self.G, False):
+            fake = self.G(z)
+        record = {"step": self.step, **probe(self.D, self.loss.d, real, fake, strict=c.strict, bounds=c.bounds,
+                                             generator=gen)}
+        if diag is not None:
+            log, monitor = diag
+            log.append(record)
+            monitor(record)
+        if logger is not None:
+            logger.tensorboard(self.step, flat_scalars(record))
+        return record
+
     # ------------------------------------------------------------------ outputs
     def sampler(self) -> nn.Module:
         return self.ema.model if self.ema is not None else self.G
@@ -341,6 +373,7 @@ class Trainer:
         t = self.cfg.train
         resumed = self.step > 0
         logger = MetricLogger(self.run_dir, tensorboard=t.tensorboard, resume_step=self.step if resumed else None)
+        diag = self._diagnostics_setup(resumed)
         handlers = {}
         if _in_main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -348,6 +381,8 @@ class Trainer:
         self._status("running")
         if not resumed:
             self.save()  # a run folder always holds a loadable checkpoint
+            if diag is not None:
+                self.diagnose(diag, logger)  # gradients at initialisation
         bar = _progress(t.steps, self.step, enabled=t.progress)
         start, last, status = time.perf_counter(), {}, "finished"
         window_t, window_s = time.perf_counter(), self.step
@@ -368,6 +403,8 @@ class Trainer:
                     scalars.update({f"sigma/{k}": v for k, v in sigmas(self.D).items()})
                     logger.log(self.step, scalars)
                     last = scalars
+                if diag is not None and (self.step % self.cfg.diagnostics.every == 0 or self.step == t.steps):
+                    self.diagnose(diag, logger)
                 if self.step % t.sample_every == 0 or self.step == t.steps:
                     self.save_samples()
                 if t.eval_every and (self.step % t.eval_every == 0 or self.step == t.steps):

@@ -1,0 +1,27 @@
+"""The BSSN paper's analysis on your own model: probes, health warnings, figures, experiments.
+
+Files a run writes when ``diagnostics.every > 0`` (one JSON object per line, floats or null):
+
+``diagnostics.jsonl`` -- one record per probe step (at step 0, every ``diagnostics.every`` steps, at the end)::
+
+    {"step": 500,
+     "layers": {                      # D's Conv/Linear layers by module name, in forward order
+        "net.0": {"kind": "Conv2d", "fan_in": 27, "fan_out": 576,
+                  "sigma": 1.02, "sigma1": 1.0, "sigma2": 1.04,   # the normalization's estimates (null if none)
+                  "strict_sigma": 1.9,                            # operator norm of W_eff (null unless requested)
+                  "raw_spectral": 3.1, "raw_frobenius": 5.2,      # ||W||_2 and ||W||_F of the trainable weight
+                  "grad_raw": 0.01, "grad_effective": 0.03,       # ||dL/dW||_F w.r.t. the raw and the effective weight
+                  "var_ratio": 0.41,                              # fan_in * Var(W_eff); LeCun = 1
+                  "ref_xavier": 0.09, "ref_kaiming": 1.98},       # the same ratio under Xavier and Kaiming init
+        ...},
+     "input_grad": {"real": {"mean": .., "min": .., "max": ..},   # per-sample ||grad_x D(x)||_2
+                    "fake": {...}, "interpolated": {...}},
+     "d_real": 0.3, "d_fake": -0.2,                               # mean raw D outputs
+     "lipschitz_upper": 12.5,                                     # product bound (null if not computable)
+     "lipschitz_lower": 0.8}                                      # largest input-gradient norm seen
+
+``health.jsonl`` -- one record per warning (each rule fires once per layer)::
+
+    {"step": 1200, "rule": "exploding_gradient", "layer": "net.6", "value": 3.2e4,
+     "threshold": 1e3, "message": "..."}
+"""

@@ -1,0 +1,105 @@
+"""Probes against direct computations; no side effects on the model; the LeCun variance ratio."""
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import gannorm
+from gannorm.diagnostics.probes import probe, reference_ratios
+from gannorm.init import init_weights
+from gannorm.losses import LOSSES
+
+HINGE = LOSSES.get("hinge").d
+
+
+def small_d(method="sn"):
+    d = nn.Sequential(nn.Conv2d(2, 6, 3, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(6, 8, 3, 1, 1), nn.LeakyReLU(0.2),
+                      nn.Flatten(), nn.Linear(8 * 4 * 4, 1))
+    options = {"scale": 1.4} if method == "bssn" else {}
+    return d if method == "none" else gannorm.normalize(d, method, **options)
+
+
+@pytest.mark.parametrize("method", ["none", "sn", "bssn"])
+def test_probe_matches_direct_computations(method):
+    d = small_d(method).eval()  # eval: SN divides by the stored estimate, so a copy sees the same function
+    real, fake = torch.randn(5, 2, 8, 8), torch.randn(5, 2, 8, 8)
+    rec = probe(d, HINGE, real, fake, bounds=False)
+    assert list(rec["layers"]) == ["0", "2", "5"]
+
+    # raw-weight gradients: an ordinary backward on a copy
+    ref = copy.deepcopy(d)
+    HINGE(ref(real), ref(fake)).backward()
+    # effective-weight gradients: a copy with the normalized weights frozen in as plain parameters
+    plain = gannorm.remove(copy.deepcopy(d)) if method != "none" else copy.deepcopy(d)
+    HINGE(plain(real), plain(fake)).backward()
+    est = gannorm.sigmas(d)
+    for name in rec["layers"]:
+        e = rec["layers"][name]
+        m, p = ref.get_submodule(name), plain.get_submodule(name)
+        raw = gannorm.raw_weight(m)
+        assert e["grad_raw"] == pytest.approx(float(raw.grad.norm()), rel=1e-5)
+        assert e["grad_effective"] == pytest.approx(float(p.weight.grad.norm()), rel=1e-5)
+        assert e["raw_spectral"] == pytest.approx(float(torch.linalg.svdvals(raw.detach().reshape(raw.shape[0], -1))[0]),
+                                                  rel=1e-5)
+        assert e["raw_frobenius"] == pytest.approx(float(raw.detach().norm()), rel=1e-5)
+        w = p.weight.detach().double()
+        assert e["var_ratio"] == pytest.approx(e["fan_in"] * float(((w - w.mean()) ** 2).mean()), rel=1e-9)
+        assert e["fan_in"] == w[0].numel()
+        for k in ("sigma", "sigma1", "sigma2"):
+            assert e[k] == est.get(f"{name}/{k}")
+    if method == "bssn":
+        assert rec["layers"]["0"]["sigma1"] is not None and rec["layers"]["5"]["sigma1"] is None
+
+    # input gradients and outputs, one sample at a time
+    for kind, x in (("real", real), ("fake", fake)):
+        norms = []
+        for xi in x:
+            xi = xi[None].clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(plain(xi).sum(), xi)
+            norms.append(float(g.norm()))
+        s = rec["input_grad"][kind]
+        assert s["mean"] == pytest.approx(sum(norms) / len(norms), rel=1e-5)
+        assert s["min"] == pytest.approx(min(norms), rel=1e-5) and s["max"] == pytest.approx(max(norms), rel=1e-5)
+    assert rec["d_real"] == pytest.approx(float(plain(real).detach().mean()), rel=1e-5, abs=1e-7)
+    assert rec["d_fake"] == pytest.approx(float(plain(fake).detach().mean()), rel=1e-5, abs=1e-7)
+    assert rec["lipschitz_lower"] >= max(rec["input_grad"][k]["max"] for k in ("real", "fake"))
+
+
+def test_probe_leaves_no_trace_in_training_mode():
+    d = small_d("sn").train()
+    before = {k: v.clone() for k, v in d.state_dict().items()}
+    probe(d, HINGE, torch.randn(4, 2, 8, 8), torch.randn(4, 2, 8, 8), bounds=False)
+    assert d.training and all(m.training for m in d.modules())
+    assert all(p.grad is None for p in d.parameters())
+    for k, v in d.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("layer", [nn.Linear(512, 256), nn.Conv2d(64, 128, 3), nn.Conv2d(16, 32, 4, 2, 1)])
+def test_variance_ratio_of_a_fresh_lecun_layer_is_one(layer):
+    init_weights(layer, "lecun")
+    d = nn.Sequential(layer, nn.Flatten(), nn.LazyLinear(1))
+    x = torch.randn(2, *((512,) if isinstance(layer, nn.Linear) else (layer.in_channels, 8, 8)))
+    d(x)
+    rec = probe(d, HINGE, x, x.flip(0), bounds=False)
+    n = layer.weight.numel()
+    ratio = rec["layers"]["0"]["var_ratio"]
+    assert abs(ratio - 1) < 5 * math.sqrt(2 / n), ratio  # the sample variance's relative s.d. is sqrt(2/n)
+
+
+def test_reference_ratios():
+    r = reference_ratios(27, 576, slope=0.1)
+    assert r["ref_xavier"] == pytest.approx(2 * 27 / 603)
+    assert r["ref_kaiming"] == pytest.approx(2 / 1.01)
+
+
+def test_probe_through_gradient_normalization():
+    from gannorm.gradnorm import GradientNormalized
+    d = GradientNormalized(small_d("sn"), "gn")
+    rec = probe(d, HINGE, torch.randn(4, 2, 8, 8), torch.randn(4, 2, 8, 8), bounds=False)
+    assert list(rec["layers"]) == ["inner.0", "inner.2", "inner.5"]
+    # GN outputs are bounded by 1 and GN is piecewise 1-Lipschitz
+    assert abs(rec["d_real"]) < 1 and rec["lipschitz_lower"] <= 1 + 1e-4
+    assert all(e["grad_raw"] > 0 for e in rec["layers"].values())

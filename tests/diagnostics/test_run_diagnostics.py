@@ -1,0 +1,47 @@
+"""The trainer records diagnostics every N steps without changing the training itself."""
+import json
+
+import torch
+
+from gannorm import config as config_mod
+from gannorm.training.io import load_checkpoint
+from gannorm.training.trainer import resume, train
+
+TINY = ["data.name=digits", "data.resolution=8", "model.arch=cnn", "model.width=0.125",
+        "normalization.method=bssn", "normalization.options={scale: 1.2}", "train.batch_size_d=16",
+        "train.batch_size_g=16", "train.log_every=2", "train.sample_every=50", "train.checkpoint_every=3",
+        "train.progress=false", "train.tensorboard=false", "diagnostics.batch_size=8"]
+
+
+def cfg(tmp_path, *extra):
+    return config_mod.load(None, TINY + [f"train.out_dir={tmp_path}"] + list(extra))
+
+
+def records(run):
+    return [json.loads(line) for line in (run / "diagnostics.jsonl").read_text().splitlines()]
+
+
+def test_records_at_init_every_n_and_at_the_end(tmp_path):
+    run = train(cfg(tmp_path, "train.steps=5", "diagnostics.every=2", "diagnostics.strict=true")).run_dir
+    recs = records(run)
+    assert [r["step"] for r in recs] == [0, 2, 4, 5]
+    layer = recs[0]["layers"]["features.0"]
+    assert layer["sigma1"] > 0 and layer["strict_sigma"] >= layer["sigma"] * 0.999  # operator >= reshaped norm
+    assert set(recs[-1]["input_grad"]) == {"real", "fake", "interpolated"}
+    assert recs[-1]["lipschitz_upper"] >= recs[-1]["lipschitz_lower"] > 0
+
+
+def test_diagnostics_do_not_change_training(tmp_path):
+    a = train(cfg(tmp_path, "train.steps=4", "train.run_name=a")).run_dir
+    b = train(cfg(tmp_path, "train.steps=4", "train.run_name=b", "diagnostics.every=1")).run_dir
+    sa, sb = load_checkpoint(a / "checkpoint.pt"), load_checkpoint(b / "checkpoint.pt")
+    for part in ("G", "D"):
+        for k, v in sa[part].items():
+            assert torch.equal(v, sb[part][k]), (part, k)
+
+
+def test_resume_keeps_records_up_to_the_checkpoint(tmp_path):
+    run = train(cfg(tmp_path, "train.steps=3", "diagnostics.every=1")).run_dir
+    assert [r["step"] for r in records(run)] == [0, 1, 2, 3]
+    resume(run, ["train.steps=5"])
+    assert [r["step"] for r in records(run)] == [0, 1, 2, 3, 4, 5]
