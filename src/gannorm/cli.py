@@ -51,6 +51,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"  metrics     {where / 'metrics.jsonl'} (and metrics.csv" + (", eval.jsonl)" if scores else ")"))
     print(f"  checkpoint  {where / 'checkpoint.pt'}")
     print(f"  config      {where / 'config.yaml'}")
+    if (where / "diagnostics.jsonl").is_file():
+        print(f"  diagnostics {where / 'diagnostics.jsonl'} (figures: gannorm analyze {where})")
     if result.status == "diverged":
         print("  the losses became NaN/Inf: the run is marked diverged (status.json); the checkpoint is the last "
               "good one", file=sys.stderr)

@@ -15,7 +15,6 @@ Reads ``diagnostics.jsonl``, ``health.jsonl`` and ``metrics.jsonl`` (formats in
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -23,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ..fileio import atomic_write, atomic_write_text
+from ..fileio import atomic_write_text
+from .figures import new_figure, save_png
+from .runlog import read_jsonl
 
 DIAGNOSTICS = "diagnostics.jsonl"
 HEALTH = "health.jsonl"
@@ -55,30 +56,6 @@ class RunLog:
     @property
     def layers(self) -> list[str]:
         return layer_names(self.diagnostics)
-
-
-def read_jsonl(path: str | os.PathLike) -> tuple[list[dict[str, Any]], int]:
-    """The JSON objects of a JSONL file and the number of lines skipped as unreadable.
-
-    A line is skipped when it is not a JSON object, e.g. the truncated last line of a run killed
-    mid-write. Blank lines are ignored without counting.
-    """
-    records, skipped = [], 0
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                skipped += 1
-                continue
-            if isinstance(obj, dict):
-                records.append(obj)
-            else:
-                skipped += 1
-    return records, skipped
 
 
 def _by_step(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -306,25 +283,6 @@ _LEGEND_MAX_LAYERS = 12
 _STYLES = {"sigma": "-", "sigma1": "--", "sigma2": ":", "raw_spectral": "-", "strict_sigma": "-."}
 
 
-def _new_figure(ncols: int, width: float = 6.0, height: float = 4.4):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(width * ncols, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    for ax in axes:
-        ax.grid(True, alpha=0.3)
-    return fig, list(axes)
-
-
-def _save_png(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    data = buf.getvalue()
-    atomic_write(path, lambda fh: fh.write(data))
-    return path
-
-
 def _layer_colors(layers: Sequence[str]) -> dict[str, Any]:
     import matplotlib
     cmap = matplotlib.colormaps["viridis"]
@@ -406,7 +364,7 @@ def plot_gradients(run: RunLog, path: str | os.PathLike) -> Path | None:
         return None
     layers = [n for n in run.layers if any(n in d for d in data.values())]
     colors = _layer_colors(layers)
-    fig, axes = _new_figure(2)
+    fig, axes = new_figure(2)
     for ax, (key, subtitle, ylabel) in zip(axes, panels):
         series = data[key]
         ax.set_title(f"D gradient norm {subtitle}")
@@ -419,7 +377,7 @@ def plot_gradients(run: RunLog, path: str | os.PathLike) -> Path | None:
         _plot_layers(ax, series, colors, log)
     fig.suptitle(f"{run.name}: per-layer gradient norms of the D loss")
     _layer_key(fig, axes, layers, colors)
-    return _save_png(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def plot_sigmas(run: RunLog, path: str | os.PathLike) -> Path | None:
@@ -431,7 +389,7 @@ def plot_sigmas(run: RunLog, path: str | os.PathLike) -> Path | None:
         return None
     layers = [n for n in run.layers if any(n in d for d in data.values())]
     colors = _layer_colors(layers)
-    fig, axes = _new_figure(2)
+    fig, axes = new_figure(2)
     from matplotlib.lines import Line2D
     left = [k for k in ("sigma", "sigma1", "sigma2") if data[k]]
     right = [k for k in ("raw_spectral", "strict_sigma") if data[k]]
@@ -454,7 +412,7 @@ def plot_sigmas(run: RunLog, path: str | os.PathLike) -> Path | None:
             ax.add_artist(ax.legend(handles=handles, fontsize="small", loc="best"))
     fig.suptitle(f"{run.name}: sigma trajectories per layer")
     _layer_key(fig, axes, layers, colors)
-    return _save_png(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def plot_variance(run: RunLog, path: str | os.PathLike) -> Path | None:
@@ -465,7 +423,7 @@ def plot_variance(run: RunLog, path: str | os.PathLike) -> Path | None:
         return None
     layers = list(series)
     colors = _layer_colors(layers)
-    fig, axes = _new_figure(2)
+    fig, axes = new_figure(2)
     ax = axes[0]
     ax.set_title("variance ratio over training")
     ax.set_xlabel("generator step")
@@ -504,7 +462,7 @@ def plot_variance(run: RunLog, path: str | os.PathLike) -> Path | None:
     ax.legend(fontsize="small", loc="best")
     fig.suptitle(f"{run.name}: effective-weight variance, fan_in * Var(W_eff)")
     _layer_key(fig, axes, layers, colors)
-    return _save_png(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def plot_input_gradients(run: RunLog, path: str | os.PathLike) -> Path | None:
@@ -515,7 +473,7 @@ def plot_input_gradients(run: RunLog, path: str | os.PathLike) -> Path | None:
     if not any(s[0] for s in kinds.values()) and not any(s[0] for s in d_out.values()):
         return None
     palette = {"real": "tab:blue", "fake": "tab:red", "interpolated": "tab:green"}
-    fig, axes = _new_figure(2)
+    fig, axes = new_figure(2)
     ax = axes[0]
     ax.set_title("input-gradient norm of D (mean, min-max band)")
     ax.set_xlabel("generator step")
@@ -562,7 +520,7 @@ def plot_input_gradients(run: RunLog, path: str | os.PathLike) -> Path | None:
     else:
         _no_data(ax, "no D outputs or losses recorded")
     fig.suptitle(f"{run.name}: D's sensitivity to its input")
-    return _save_png(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def plot_lipschitz(run: RunLog, path: str | os.PathLike) -> Path | None:
@@ -572,7 +530,7 @@ def plot_lipschitz(run: RunLog, path: str | os.PathLike) -> Path | None:
     lower = scalar_series(run.diagnostics, "lipschitz_lower")
     if not upper[0] and not lower[0]:
         return None
-    fig, axes = _new_figure(1, width=8.0)
+    fig, axes = new_figure(1, width=8.0)
     ax = axes[0]
     log = _y_scale(ax, upper[1] + lower[1], "Lipschitz constant bound of D", force_log=True)
     for (steps, values), label, color in ((upper, "upper bound (product of layer norms)", "tab:red"),
@@ -595,7 +553,7 @@ def plot_lipschitz(run: RunLog, path: str | os.PathLike) -> Path | None:
     ax.set_title(f"{run.name}: bounds on D's Lipschitz constant"
                  + (f" ({len(run.health)} health warning{'s' if len(run.health) != 1 else ''})" if run.health else ""))
     ax.legend(fontsize="small", loc="best")
-    return _save_png(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 FIGURES: dict[str, Callable[[RunLog, Path], Path | None]] = {

@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 from ..config import ConfigError, load_variants
 from ..fileio import atomic_write_text
 from ..registry import Registry
-from .analyze import RunLog, _new_figure, _save_png, load_run
+from .analyze import RunLog, load_run
+from .figures import new_figure, save_png
 
 Report = Callable[[Path, dict[str, RunLog]], tuple[list[Path], str]]
 EXPERIMENTS: Registry = Registry("experiment")
@@ -120,8 +121,8 @@ def _median(values: Sequence[float]) -> float | None:
 
 # ------------------------------------------------------------------------------------------ gradients
 def report_gradients(folder: Path, runs: dict[str, RunLog]) -> tuple[list[Path], str]:
-    fig, axes = _new_figure(2, width=6.2, height=4.6)
-    fig2, axes2 = _new_figure(2, width=6.2, height=4.6)
+    fig, axes = new_figure(2, width=6.2, height=4.6)
+    fig2, axes2 = new_figure(2, width=6.2, height=4.6)
     rows = []
     for variant, run in runs.items():
         if not run.diagnostics:
@@ -161,7 +162,7 @@ def report_gradients(folder: Path, runs: dict[str, RunLog]) -> tuple[list[Path],
     axes2[1].legend()
     fig.suptitle("Loss gradient norm per D layer at initialisation (SNGAN CNN D, 16x16 digits)")
     fig2.suptitle("Gradient norms over training")
-    figures = [_save_png(fig, folder / "gradients_init.png"), _save_png(fig2, folder / "gradients_training.png")]
+    figures = [save_png(fig, folder / "gradients_init.png"), save_png(fig2, folder / "gradients_training.png")]
 
     lines = ["# Experiment: gradients", "",
              "The SNGAN standard CNN discriminator (7 convs + linear, quarter width) on the 16x16 digits, trained",
@@ -203,7 +204,7 @@ def report_gradients(folder: Path, runs: dict[str, RunLog]) -> tuple[list[Path],
 def report_variance(folder: Path, runs: dict[str, RunLog]) -> tuple[list[Path], str]:
     import matplotlib
     usable = {v: r for v, r in runs.items() if r.diagnostics}
-    fig, axes = _new_figure(max(1, len(usable)), width=6.0, height=4.6)
+    fig, axes = new_figure(max(1, len(usable)), width=6.0, height=4.6)
     lines = ["# Experiment: variance", "",
              "Effective weight variance ratio fan_in * Var(W_eff) per D layer (SNGAN CNN, 16x16 digits); 1 is the",
              "LeCun value. The paper's claim: LeCun initialisation sets it at step 0 only, SN keeps it near the",
@@ -235,7 +236,7 @@ def report_variance(folder: Path, runs: dict[str, RunLog]) -> tuple[list[Path], 
             lines += ["", f"At the last probe (step {last['step']}) the farthest layer is {10 ** spread:.3g}x "
                       f"from the LeCun value ({spread:.2f} orders of magnitude).", ""]
     fig.suptitle("Effective weight variance against the LeCun value over training")
-    figures = [_save_png(fig, folder / "variance.png")]
+    figures = [save_png(fig, folder / "variance.png")]
     lines.append("Figure: `variance.png`.")
     return figures, "\n".join(lines) + "\n"
 
@@ -262,7 +263,7 @@ def report_scale(folder: Path, runs: dict[str, RunLog]) -> tuple[list[Path], str
         if scale is None:
             continue
         points.setdefault(method, []).append((scale, _final_metric(run), run.status.get("status", "?")))
-    fig, (ax,) = _new_figure(1, width=7.0, height=4.8)
+    fig, (ax,) = new_figure(1, width=7.0, height=4.8)
     lines = ["# Experiment: scale", "",
              "Classifier Frechet distance (digits classifier, 1,000 samples; lower is better, real-vs-real about",
              "0.2) at the end of a fixed budget, against the scale c. SSN divides each weight by its reshaped",
@@ -289,7 +290,7 @@ def report_scale(folder: Path, runs: dict[str, RunLog]) -> tuple[list[Path], str
     ax.set_ylabel("classifier Frechet distance (log scale, lower is better)")
     ax.set_title("Sample quality against the scale c: SSN vs BSSN (16x16 digits)")
     ax.legend()
-    figures = [_save_png(fig, folder / "scale.png")]
+    figures = [save_png(fig, folder / "scale.png")]
     lines += ["", "Figure: `scale.png`."]
     return figures, "\n".join(lines) + "\n"
 

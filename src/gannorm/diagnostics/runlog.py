@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
+from typing import Any
 
 FILENAME = "diagnostics.jsonl"
 HEALTH_FILENAME = "health.jsonl"
@@ -17,16 +19,33 @@ def _clean(value):
     return value
 
 
-def read_records(path: Path) -> list[dict]:
-    """The records of a JSONL file; a truncated last line (a run killed mid-write) is skipped."""
-    out = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
+def read_jsonl(path: str | os.PathLike) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of a JSONL file and the number of lines skipped as unreadable.
+
+    A line is skipped when it is not a JSON object, e.g. the truncated last line of a run killed
+    mid-write. Blank lines are ignored without counting.
+    """
+    records, skipped = [], 0
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
                 continue
-    return out
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                skipped += 1
+                continue
+            if isinstance(obj, dict):
+                records.append(obj)
+            else:
+                skipped += 1
+    return records, skipped
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a JSONL file (none if it does not exist); unreadable lines are skipped."""
+    return read_jsonl(path)[0] if path.exists() else []
 
 
 def truncate_after(path: Path, step: int) -> None:

@@ -1,0 +1,26 @@
+"""Figure plumbing shared by ``gannorm analyze`` and ``gannorm experiment``: headless, atomic PNGs."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from ..fileio import atomic_write
+
+
+def new_figure(ncols: int, width: float = 6.0, height: float = 4.4):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width * ncols, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    return fig, list(axes)
+
+
+def save_png(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    data = buf.getvalue()
+    atomic_write(path, lambda fh: fh.write(data))
+    return path
