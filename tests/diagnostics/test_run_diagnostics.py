@@ -45,3 +45,15 @@ def test_resume_keeps_records_up_to_the_checkpoint(tmp_path):
     assert [r["step"] for r in records(run)] == [0, 1, 2, 3]
     resume(run, ["train.steps=5"])
     assert [r["step"] for r in records(run)] == [0, 1, 2, 3, 4, 5]
+
+
+def test_bad_settings_are_one_line_errors(tmp_path):
+    import pytest
+    from gannorm.config import ConfigError
+    with pytest.raises(ConfigError, match=r"scale is not an option of method 'none'.*normalization.options=\{\}"):
+        train(cfg(tmp_path, "normalization.method=none"))
+    with pytest.raises(ConfigError, match="diagnostics.every"):
+        train(cfg(tmp_path, "diagnostics.every=-1"))
+    with pytest.raises(ConfigError, match="model.d_init"):
+        train(cfg(tmp_path, "model.d_init=orthogonal"))
+    assert not any(tmp_path.iterdir())  # nothing written

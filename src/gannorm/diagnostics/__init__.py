@@ -25,3 +25,12 @@ Files a run writes when ``diagnostics.every > 0`` (one JSON object per line, flo
     {"step": 1200, "rule": "exploding_gradient", "layer": "net.6", "value": 3.2e4,
      "threshold": 1e3, "message": "..."}
 """
+from .health import HealthMonitor, HealthRules, check  # noqa: E402
+from .lipschitz import explain_upper_bound, lipschitz_lower_bound, lipschitz_upper_bound, operator_norm  # noqa: E402
+from .probes import probe  # noqa: E402
+
+
+# figures: gannorm.diagnostics.analyze.analyze(run_dir)
+# experiments: gannorm.diagnostics.experiments.run_experiment(name)
+__all__ = ["HealthMonitor", "HealthRules", "check", "explain_upper_bound", "lipschitz_lower_bound",
+           "lipschitz_upper_bound", "operator_norm", "probe"]

@@ -458,7 +458,7 @@ def plot_variance(run: RunLog, path: str | os.PathLike) -> Path | None:
     ax.set_xlabel("layer index (forward order)")
     ax.set_xticks(idx)
     ax.set_xticklabels([f"{i}" for i in idx] if len(layers) > _LEGEND_MAX_LAYERS else
-                       [f"{i}\n{n}" for i, n in enumerate(layers)], fontsize="small")
+                       [f"{i}: {n}" for i, n in enumerate(layers)], fontsize="small", rotation=30, ha="right")
     ax.legend(fontsize="small", loc="best")
     fig.suptitle(f"{run.name}: effective-weight variance, fan_in * Var(W_eff)")
     _layer_key(fig, axes, layers, colors)

@@ -85,6 +85,23 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key train.ema_decay: must be in [0, 1), got {t.ema_decay}")
     if cfg.model.width <= 0:
         raise ConfigError(f"config key model.width: must be > 0, got {cfg.model.width}")
+    import inspect
+    n = cfg.normalization
+    allowed = [p for p in inspect.signature(METHODS.get(n.method)).parameters if p not in ("layers", "input_shapes")]
+    unknown = sorted(set(n.options) - set(allowed) - {"input_shape"})
+    if unknown:
+        raise ConfigError(f"config key normalization.options: {', '.join(unknown)} is not an option of method "
+                          f"{n.method!r} (allowed: {', '.join(allowed) or 'none'}); a preset's options stay when "
+                          "you change normalization.method: also set normalization.options={} (or the new options)")
+    from ..init import SCHEMES
+    if cfg.model.d_init != "official" and cfg.model.d_init not in SCHEMES:
+        raise ConfigError(f"config key model.d_init: {cfg.model.d_init!r} is not one of official, {', '.join(SCHEMES)}")
+    d = cfg.diagnostics
+    if d.every < 0 or d.batch_size < 2:
+        raise ConfigError("config keys diagnostics.every (>= 0) and diagnostics.batch_size (>= 2) are out of range")
+    if min(d.explode_growth, d.explode_abs, d.vanish_ratio, d.saturate_gap) <= 0:
+        raise ConfigError("config keys diagnostics.explode_growth, explode_abs, vanish_ratio and saturate_gap "
+                          "must be > 0")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -130,7 +147,8 @@ class Trainer:
         self.G = build_generator(m.arch, tuple(self.data.shape), z_dim=m.z_dim, width=m.width,
                                  **m.g_options).to(self.device)
         self.D = build_discriminator(m.arch, tuple(self.data.shape), width=m.width, normalization=n.method,
-                                     normalization_options=dict(n.options), init=m.d_init, **m.d_options).to(self.device)
+                                     normalization_options=dict(n.options), init=m.d_init,
+                                     **m.d_options).to(self.device)
         if n.function != "none":
             from ..gradnorm import GradientNormalized
             self.D = GradientNormalized(self.D, n.function, n.function_eps, n.first_order_g)
