@@ -187,3 +187,13 @@ def test_cli_bad_run_is_one_line_and_exit_2(tmp_path, capsys, bad):
     assert main(["analyze", str(tmp_path / bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gannorm: error: ") and "\n" not in err
+
+
+def test_metric_rows_sharing_a_step_are_merged(tmp_path):
+    import json as _json
+    from gannorm.diagnostics.analyze import load_run
+    run = tmp_path / "r"
+    run.mkdir()
+    rows = [{"step": 500, "loss_d": 1.0}, {"step": 500, "diag/lipschitz_lower": 2.0}, {"step": 500, "eval/cfd": 3.0}]
+    (run / "metrics.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    assert load_run(run).metrics == [{"step": 500, "loss_d": 1.0, "diag/lipschitz_lower": 2.0, "eval/cfd": 3.0}]

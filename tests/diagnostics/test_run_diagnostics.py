@@ -57,3 +57,16 @@ def test_bad_settings_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="model.d_init"):
         train(cfg(tmp_path, "model.d_init=orthogonal"))
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_headline_numbers_reach_the_metric_log_but_not_the_csv(tmp_path):
+    run = train(cfg(tmp_path, "train.steps=4", "diagnostics.every=2")).run_dir
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    diag = [r for r in rows if "diag/lipschitz_lower" in r]
+    assert [r["step"] for r in diag] == [0, 2, 4]
+    last = records(run)[-1]
+    assert diag[-1]["diag/lipschitz_upper"] == last["lipschitz_upper"]
+    layers = list(last["layers"].values())
+    assert diag[-1]["diag/grad_first_over_last"] == layers[0]["grad_effective"] / layers[-1]["grad_effective"]
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "loss_d" in header and "diag/" not in header

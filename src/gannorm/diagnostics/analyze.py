@@ -59,7 +59,8 @@ class RunLog:
 
 
 def _by_step(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """Records with an integer ``step``, sorted, the last one kept when a step repeats; and the number dropped."""
+    """Records with an integer ``step``, sorted, rows of the same step merged (later keys win: the
+    training, evaluation and diagnostics rows of ``metrics.jsonl`` share steps); and the number dropped."""
     out: dict[int, dict[str, Any]] = {}
     dropped = 0
     for rec in records:
@@ -67,7 +68,7 @@ def _by_step(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
         if step is None:
             dropped += 1
             continue
-        out[step] = rec
+        out[step] = {**out.get(step, {}), **rec}
     return [out[s] for s in sorted(out)], dropped
 
 

@@ -164,7 +164,8 @@ def probe(D: nn.Module, loss_d: Callable[[Tensor, Tensor], Tensor], real: Tensor
 
 
 def flat_scalars(record: dict, layers_: Sequence[str] | None = None) -> dict[str, float]:
-    """A record flattened to ``"diag/<layer>/<key>"`` scalars (for TensorBoard), nulls dropped."""
+    """A record flattened to ``"diag/<layer>/<key>"`` scalars (for TensorBoard), nulls dropped; the
+    bounds are in :func:`headline_scalars`."""
     out: dict[str, float] = {}
     for name, entry in record.get("layers", {}).items():
         if layers_ is not None and name not in layers_:
@@ -176,7 +177,28 @@ def flat_scalars(record: dict, layers_: Sequence[str] | None = None) -> dict[str
     for kind, stats in record.get("input_grad", {}).items():
         for k, v in stats.items():
             out[f"diag/input_grad_{kind}/{k}"] = float(v)
-    for k in ("d_real", "d_fake", "lipschitz_upper", "lipschitz_lower"):
+    for k in ("d_real", "d_fake"):
         if isinstance(record.get(k), (int, float)):
             out[f"diag/{k}"] = float(record[k])
+    return out
+
+
+def headline_scalars(record: dict) -> dict[str, float]:
+    """A few whole-model numbers of a record for the run's ``metrics.jsonl`` (the rest stays in
+    ``diagnostics.jsonl``): bounds, mean input-gradient norms, first/last-layer gradient ratio and the
+    range of the variance ratios."""
+    out: dict[str, float] = {}
+    for k in ("lipschitz_upper", "lipschitz_lower"):
+        if isinstance(record.get(k), (int, float)):
+            out[f"diag/{k}"] = float(record[k])
+    for kind, stats in record.get("input_grad", {}).items():
+        out[f"diag/input_grad_{kind}_mean"] = float(stats["mean"])
+    layers = list(record.get("layers", {}).values())
+    if len(layers) >= 2:
+        first, last = layers[0].get("grad_effective"), layers[-1].get("grad_effective")
+        if first is not None and last:
+            out["diag/grad_first_over_last"] = first / last
+    ratios = [e["var_ratio"] for e in layers if isinstance(e.get("var_ratio"), (int, float))]
+    if ratios:
+        out["diag/var_ratio_min"], out["diag/var_ratio_max"] = min(ratios), max(ratios)
     return out

@@ -50,11 +50,15 @@ class MetricLogger:
                 with self.csv.open("w", newline="") as fh:
                     csv.writer(fh).writerows(keep)
 
-    def log(self, step: int, scalars: dict[str, float]) -> None:
+    def log(self, step: int, scalars: dict[str, float], csv_row: bool = True) -> None:
+        """One row; ``csv_row=False`` keeps it out of the CSV (whose columns the training rows fix)."""
         row = {"step": step, **{k: (float(v) if math.isfinite(float(v)) else str(float(v)))
                                 for k, v in scalars.items()}}
         with self.jsonl.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
+        if not csv_row:
+            self.tensorboard(step, scalars)
+            return
         new = self._columns is None
         if new:
             self._columns = list(row)

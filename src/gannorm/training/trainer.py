@@ -327,7 +327,7 @@ class Trainer:
 
     def diagnose(self, diag=None, logger: MetricLogger | None = None) -> dict:
         """Probe D on a fresh batch (its own random stream: training is unchanged) and record it."""
-        from ..diagnostics.probes import flat_scalars, probe
+        from ..diagnostics.probes import flat_scalars, headline_scalars, probe
         c = self.cfg.diagnostics
         gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.step + 7)
         real = self.data.sample(c.batch_size, gen).to(self.device)
@@ -341,6 +341,7 @@ class Trainer:
             log.append(record)
             monitor(record)
         if logger is not None:
+            logger.log(self.step, headline_scalars(record), csv_row=False)  # metrics.jsonl + TensorBoard
             logger.tensorboard(self.step, flat_scalars(record))
         return record
 
