@@ -200,12 +200,15 @@ def gn_suite(args: argparse.Namespace, rng: random.Random) -> None:
     base_d = SNGANCNNDiscriminator(resolution=RESOLUTION)
     base_g = SNGANCNNGenerator(resolution=RESOLUTION)
     real = torch.rand(args.batch, *INPUT_SHAPE) * 2 - 1
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    real = real.contiguous(memory_format=fmt)
     z = torch.randn(args.batch, base_g.z_dim)
     nets = {}
     for name in GN_VARIANTS:
         d = copy.deepcopy(base_d)
         d = gannorm.normalize(d, "sn") if name == "sn" else GradientNormalized(d, "gn", first_order_g=(name != "gn"))
         g = copy.deepcopy(base_g)
+        d, g = d.to(memory_format=fmt), g.to(memory_format=fmt)  # train.channels_last, the same for all variants
         nets[name] = (d, g, torch.optim.Adam(d.parameters(), 2e-4, betas=(0.0, 0.9)),
                       torch.optim.Adam(g.parameters(), 2e-4, betas=(0.0, 0.9)))
 
@@ -243,7 +246,8 @@ def gn_suite(args: argparse.Namespace, rng: random.Random) -> None:
                 times[n][part].append(statistics.median(ts))
     it = {n: np.array(times[n]["d"]) + np.array(times[n]["g"]) for n in GN_VARIANTS}
     print(f"# Function-level normalization: one iteration (D step on {args.batch} real + {args.batch} fake, "
-          f"G step on {args.batch}), SNGAN CNN {RESOLUTION}x{RESOLUTION}, full width, NS loss, Adam")
+          f"G step on {args.batch}), SNGAN CNN {RESOLUTION}x{RESOLUTION}, full width, NS loss, Adam, "
+          f"{'channels_last' if args.channels_last else 'contiguous (NCHW)'} memory format")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, rounds {args.rounds}, steps/round "
           f"{args.steps}\n")
     print("| variant | D step ms | G step ms | iteration ms median [min-max] | ratio vs SN iteration |")
@@ -271,6 +275,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--verbose", action="store_true", help="also print the per-round ms/step")
     p.add_argument("--gn", action="store_true",
                    help="instead: full iterations of SN vs GN vs GN with the first-order G step")
+    p.add_argument("--channels-last", action="store_true",
+                   help="with --gn: every variant's G, D and data in channels_last (train.channels_last=true)")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.steps, args.warmup, args.batch, args.reps = 7, 1, 1, 8, 10

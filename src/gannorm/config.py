@@ -82,6 +82,7 @@ class TrainConfig:
     ema_start: int = 0                   # G step where the EMA starts
     seed: int = 0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False          # NHWC memory format for G, D and image batches (faster convs on CPU)
     device: str = "auto"                 # auto, cpu, cuda, cuda:1, ...
     threads: int = 0                     # torch CPU threads (0: leave torch's default)
     eval_every: int = 0                  # evaluate every N G steps and at the end (0: off)

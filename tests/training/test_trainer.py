@@ -218,3 +218,17 @@ def test_consistency_regularization_trains_and_is_logged(tmp_path):
     result = train(cfg(tmp_path, "train.steps=3", "train.cr_weight=5", "train.cr_translate=0.2"))
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert result.status == "finished" and rows[-1]["penalty"] >= 0
+
+
+@pytest.mark.parametrize("extra", [[], ["normalization.function=gn", "normalization.method=none",
+                                        "normalization.options={}", "normalization.first_order_g=true"]])
+def test_channels_last_trains_the_same_model(tmp_path, extra):
+    runs = [train(cfg(tmp_path, "train.steps=3", f"train.run_name=cl{flag}", f"train.channels_last={flag}", *extra))
+            for flag in ("false", "true")]
+    a, b = (load_checkpoint(r.run_dir / "checkpoint.pt") for r in runs)
+    for part in ("G", "D"):
+        for k, v in a[part].items():
+            if v.is_floating_point():
+                torch.testing.assert_close(b[part][k].contiguous(), v, rtol=1e-4, atol=1e-5, msg=f"{part} {k}")
+    assert b["D"]["features.0.parametrizations.weight.original" if not extra else "inner.features.0.weight"
+                  ].is_contiguous(memory_format=torch.channels_last)

@@ -149,6 +149,9 @@ class Trainer:
         self.D = build_discriminator(m.arch, tuple(self.data.shape), width=m.width, normalization=n.method,
                                      normalization_options=dict(n.options), init=m.d_init,
                                      **m.d_options).to(self.device)
+        if t.channels_last:
+            self.G = self.G.to(memory_format=torch.channels_last)
+            self.D = self.D.to(memory_format=torch.channels_last)
         if n.function != "none":
             from ..gradnorm import GradientNormalized
             self.D = GradientNormalized(self.D, n.function, n.function_eps, n.first_order_g)
@@ -248,6 +251,12 @@ class Trainer:
             terms.append(P.orthogonal_regularization(self.D, t.ortho_reg).to(real.device))
         return sum(terms) if terms else None
 
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device)
+        if self.cfg.train.channels_last and batch.ndim == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
     def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
         opt.zero_grad(set_to_none=True)
         # only the optimizer's parameters: GN and penalties differentiate w.r.t. their own input leaves,
@@ -270,7 +279,7 @@ class Trainer:
             if t.real_hflip and real.ndim == 4:
                 flip = torch.rand(len(real), generator=self.rng) < 0.5
                 real = torch.where(flip.view(-1, 1, 1, 1), real.flip(-1), real)
-            real = real.to(self.device)
+            real = self._to_device(real)
             z = self._z(t.batch_size_d)
             with self._autocast():
                 with torch.no_grad(), _bn_running_stats(self.G, t.g_bn_stats_in_d_step):
@@ -330,7 +339,7 @@ class Trainer:
         from ..diagnostics.probes import flat_scalars, headline_scalars, probe
         c = self.cfg.diagnostics
         gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.step + 7)
-        real = self.data.sample(c.batch_size, gen).to(self.device)
+        real = self._to_device(self.data.sample(c.batch_size, gen))
         z = torch.randn(c.batch_size, self.cfg.model.z_dim, generator=gen).to(self.device)
         with torch.no_grad(), _bn_running_stats(self.G, False):
             fake = self.G(z)
