@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from gannorm.cli import main
 
 
@@ -78,3 +80,13 @@ def test_comparison_preset_trains_every_variant(tmp_path, capsys):
     for name in ["none", "sn", "bssn", "gn", "pgn", "wgan_gp", "r1"]:
         assert f"| {name} | finished | 3 |" in out
         assert (tmp_path / f"compare_digits-{name}" / "checkpoint.pt").is_file()
+
+
+def test_overrides_may_follow_options(tmp_path, capsys):
+
+    rc = main(["experiment", "variance", "--out", str(tmp_path), "--only", "lecun", "train.steps=1",
+               "diagnostics.every=1", "model.width=0.125", "train.progress=false"])
+    assert rc == 0 and (tmp_path / "experiment-variance" / "lecun" / "diagnostics.jsonl").is_file()
+    with pytest.raises(SystemExit) as e:
+        main(["experiment", "variance", "--out", str(tmp_path), "--bogus"])
+    assert e.value.code == 2

@@ -52,7 +52,7 @@ def test_unknown_option(build):
     with pytest.raises(ValueError) as e:
         build("cnn", (3, 32, 32), depth=3)
     assert _one_line(e) == ("unknown option(s) depth for network 'cnn'; allowed: slope (default 0.1), "
-                            "bottom_bn (default 'flat')")
+                            "bottom_bn (default 'flat'), extra_convs (default 0)")
     with pytest.raises(ValueError, match="allowed: pool"):
         build("resnet", (3, 32, 32), slope=0.2)
     with pytest.raises(ValueError, match="allowed: depth .*hidden .*slope"):

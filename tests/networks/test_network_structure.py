@@ -105,10 +105,24 @@ def test_registry_entries():
     assert cnn.resolutions is None and cnn.resolution_multiple == 8 and cnn.official_resolutions == (32, 48, 64)
     assert resnet.resolutions == (16, 32, 48, 64, 128) and resnet.official_resolutions == (32, 48, 128)
     assert mlp.options == {"depth": 4, "hidden": 128, "slope": 0.2}
-    assert set(cnn.options) == {"slope", "bottom_bn"} and set(resnet.options) == {"pool"}
+    assert set(cnn.options) == {"slope", "bottom_bn", "extra_convs"} and set(resnet.options) == {"pool"}
     assert cnn.generator is not None and cnn.discriminator is not None
 
 
 def test_constructors_are_usable_directly():
     D = SNGANResNetDiscriminator(16, channels=1, width=1 / 8)
     assert D(torch.randn(2, 1, 16, 16)).shape == (2, 1)
+
+
+def test_cnn_d_extra_convs_deepen_each_stage():
+    from gannorm.networks import build_discriminator
+    base = build_discriminator("cnn", (1, 16, 16), width=0.25)
+    deep = build_discriminator("cnn", (1, 16, 16), width=0.25, extra_convs=2)
+    convs = lambda d: [m for m in d.modules() if isinstance(m, nn.Conv2d)]  # noqa: E731
+    assert len(convs(base)) == 7 and len(convs(deep)) == 15
+    # the extra convs are 3x3, stride 1, channel-preserving, right after a 3x3 conv of the official list
+    added = [m for m in convs(deep) if m.in_channels == m.out_channels and m.kernel_size == (3, 3)]
+    assert len(added) == 8 and all(m.stride == (1, 1) for m in added)
+    assert deep(torch.randn(2, 1, 16, 16)).shape == (2, 1)
+    with pytest.raises(ValueError, match="extra_convs"):
+        build_discriminator("cnn", (1, 16, 16), extra_convs=-1)

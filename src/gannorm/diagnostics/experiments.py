@@ -160,15 +160,17 @@ def report_gradients(folder: Path, runs: dict[str, RunLog]) -> tuple[list[Path],
     axes2[1].set_title("First-layer gradient relative to the output layer's")
     axes2[1].axhline(1.0, color="gray", lw=0.8, ls=":")
     axes2[1].legend()
-    fig.suptitle("Loss gradient norm per D layer at initialisation (SNGAN CNN D, 16x16 digits)")
+    fig.suptitle("Loss gradient norm per D layer at initialisation (SNGAN CNN D and its deep version, "
+                 "16x16 digits)")
     fig2.suptitle("Gradient norms over training")
     figures = [save_png(fig, folder / "gradients_init.png"), save_png(fig2, folder / "gradients_training.png")]
 
     lines = ["# Experiment: gradients", "",
-             "The SNGAN standard CNN discriminator (7 convs + linear, quarter width) on the 16x16 digits, trained",
-             "with the same budget under each variant. Gradient norms are of the D loss (hinge) w.r.t. each",
-             "layer's raw (trainable) and effective (normalized) weight, probed at initialisation and every few",
-             "steps (`diagnostics.jsonl` in each variant's folder; `gannorm analyze <folder>/<variant>` plots one).",
+             "The SNGAN standard CNN discriminator (7 convs + linear, quarter width; `_deep`: 15 convs + linear) on",
+             "the 16x16 digits, trained with the same budget under each variant. Gradient norms are of the D",
+             "loss (hinge) w.r.t. each layer's raw (trainable) and effective (normalized) weight, probed at",
+             "initialisation and every few steps (`diagnostics.jsonl` in each variant's folder;",
+             "`gannorm analyze <folder>/<variant>` plots one).",
              "", "| variant | first layer raw grad at init | first layer eff. grad at init | last layer eff. "
              "grad at init | first/last (eff.) | median first-layer raw grad | median first-layer eff. grad | "
              "Lipschitz upper / lower at end | warnings | status |",
@@ -177,12 +179,14 @@ def report_gradients(folder: Path, runs: dict[str, RunLog]) -> tuple[list[Path],
         lines.append(f"| {v} | {_fmt(r0)} | {_fmt(e0)} | {_fmt(el)} | {_fmt(ratio)} | {_fmt(mr)} | {_fmt(me)} | "
                      f"{_fmt(up)} / {_fmt(lo)} | {nw} | {st} |")
     by = {r[0]: r for r in rows}
-    lines.append("")
-    if "sn" in by and "strict_sn" in by:
-        sn, st = by["sn"], by["strict_sn"]
+    for suffix, what in (("", "the SNGAN CNN D"), ("_deep", "the deep D (15 convs + linear)")):
+        sn, st = by.get("sn" + suffix), by.get("strict_sn" + suffix)
+        if sn is None or st is None:
+            continue
         pairs = [("raw, at init", st[1], sn[1]), ("effective, at init", st[2], sn[2]),
                  ("raw, median over training", st[5], sn[5]), ("effective, median over training", st[6], sn[6])]
-        lines.append("Strict SN against SN, first-layer gradient:")
+        lines.append("")
+        lines.append(f"Strict SN against SN on {what}, first-layer gradient:")
         for label, a, b in pairs:
             if a and b:
                 lines.append(f"- {label}: strict SN / SN = {a / b:.3g} ({math.log10(a / b):+.2f} orders of magnitude)")
@@ -192,7 +196,7 @@ def report_gradients(folder: Path, runs: dict[str, RunLog]) -> tuple[list[Path],
             verdict = ("orders of magnitude below SN's, as the paper argues" if worst < 1e-2 else
                        "below SN's, but by less than two orders of magnitude" if worst < 1 else
                        "not below SN's")
-            lines.append(f"\nVerdict: strict SN's first-layer gradients are {verdict} on this network "
+            lines.append(f"\nVerdict on {what}: strict SN's first-layer gradients are {verdict} "
                          f"(largest ratio {worst:.3g}).")
     lines.append("")
     lines.append("Figures: `gradients_init.png` (per layer, at initialisation), `gradients_training.png` "

@@ -161,16 +161,16 @@ def build_discriminator(arch: str, data_shape: Sequence[int], *, width: float = 
 
 # --- the built-in architectures -------------------------------------------------------------------
 
-def _cnn_g(shape, *, z_dim, width, slope, bottom_bn):
+def _cnn_g(shape, *, z_dim, width, slope, bottom_bn, extra_convs):
     return SNGANCNNGenerator(shape[1], shape[0], width=width, z_dim=z_dim, bottom_bn=bottom_bn)
 
 
-def _cnn_d(shape, *, width, slope, bottom_bn):
-    return SNGANCNNDiscriminator(shape[1], shape[0], width=width, slope=slope)
+def _cnn_d(shape, *, width, slope, bottom_bn, extra_convs):
+    return SNGANCNNDiscriminator(shape[1], shape[0], width=width, slope=slope, extra_convs=extra_convs)
 
 
-def _dscnn_d(shape, *, width, slope, bottom_bn):
-    return DSCNNDiscriminator(shape[1], shape[0], width=width, slope=slope)
+def _dscnn_d(shape, *, width, slope, bottom_bn, extra_convs):
+    return DSCNNDiscriminator(shape[1], shape[0], width=width, slope=slope, extra_convs=extra_convs)
 
 
 def _resnet_g(shape, *, z_dim, width, pool):
@@ -190,11 +190,14 @@ def _mlp_d(shape, *, width, depth, hidden, slope):
 
 
 NETWORKS.register(
-    "cnn", NetworkSpec(_cnn_g, _cnn_d, "image", None, 8, (32, 48, 64), {"slope": 0.1, "bottom_bn": "flat"}),
-    "SNGAN standard CNN (official BSN code): D 7 convs + linear, LeakyReLU(slope); G linear-BN + 3 deconvs "
+    "cnn", NetworkSpec(_cnn_g, _cnn_d, "image", None, 8, (32, 48, 64),
+                       {"slope": 0.1, "bottom_bn": "flat", "extra_convs": 0}),
+    "SNGAN standard CNN (official BSN code): D 7 convs + linear, LeakyReLU(slope) (extra_convs: more 3x3 "
+    "convs per stage, for depth studies); G linear-BN + 3 deconvs "
     f"(bottom_bn: {' or '.join(BOTTOM_BN)})")
 NETWORKS.register(
-    "dscnn", NetworkSpec(_cnn_g, _dscnn_d, "image", None, 8, (32, 48, 64), {"slope": 0.1, "bottom_bn": "flat"}),
+    "dscnn", NetworkSpec(_cnn_g, _dscnn_d, "image", None, 8, (32, 48, 64),
+                         {"slope": 0.1, "bottom_bn": "flat", "extra_convs": 0}),
     "depthwise-separable SNGAN CNN D (first conv plain, then depthwise kxk + pointwise 1x1, LeakyReLU(slope)); "
     "G is the SNGAN CNN generator")
 NETWORKS.register(

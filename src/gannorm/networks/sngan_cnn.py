@@ -47,10 +47,15 @@ class SNGANCNNDiscriminator(nn.Module):
 
     LeakyReLU(``slope``, official 0.1) after every conv; no normalization here (apply one with
     :func:`gannorm.normalize`). Input ``[B, channels, resolution, resolution]``, output ``[B, 1]`` logits.
+    ``extra_convs`` (not in the official network; for depth studies) adds that many 3x3 stride-1 convs
+    with the same channels after each of the four 3x3 convs: ``extra_convs=2`` makes 15 convs.
     """
 
-    def __init__(self, resolution: int = 32, channels: int = 3, width: float = 1.0, slope: float = 0.1) -> None:
+    def __init__(self, resolution: int = 32, channels: int = 3, width: float = 1.0, slope: float = 0.1,
+                 extra_convs: int = 0) -> None:
         super().__init__()
+        if not isinstance(extra_convs, int) or extra_convs < 0:
+            raise ValueError(f"extra_convs must be an integer >= 0, got {extra_convs!r}")
         mg = _bottom(resolution)
         c = [_ch(n, width) for n in (64, 64, 128, 128, 256, 256, 512)]
         specs = [(channels, c[0], 3, 1), (c[0], c[1], 4, 2), (c[1], c[2], 3, 1), (c[2], c[3], 4, 2),
@@ -58,6 +63,8 @@ class SNGANCNNDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         for i, (cin, cout, k, s) in enumerate(specs):
             layers += self.block(i, cin, cout, k, s) + [nn.LeakyReLU(slope)]
+            for _ in range(extra_convs if s == 1 else 0):
+                layers += self.block(i, cout, cout, 3, 1) + [nn.LeakyReLU(slope)]
         self.features = nn.Sequential(*layers)
         self.linear = nn.Linear(mg * mg * c[6], 1)
         self.resolution, self.channels = resolution, channels
