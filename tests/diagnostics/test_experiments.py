@@ -29,7 +29,7 @@ def test_gradients_experiment(tmp_path):
     _, sn0 = first_layer(result.folder / "sn", "grad_raw")
     assert [r["step"] for r in recs] == [0, 2, 4]
     assert f"raw, at init: strict SN / SN = {strict0 / sn0:.3g}" in result.summary
-    assert "Verdict on the SNGAN CNN D:" in result.summary
+    assert "Verdict on the SNGAN CNN D, at initialisation:" in result.summary
     assert (result.folder / "summary.md").read_text().startswith("# Experiment: gradients")
     # strict SN divides by the operator norm, which is >= the reshaped-kernel norm SN uses
     layer = next(iter(recs[0]["layers"].values()))
