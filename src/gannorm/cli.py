@@ -224,10 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiment", help="regenerate the paper's evidence at CPU scale: gradients, variance, scale",
                        description="Train every variant of the preset experiment_NAME into OUT/experiment-NAME/, "
                                    "then write its figures and summary.md there. gradients: per-layer gradient "
-                                   "norms of none / LeCun / SN / strict SN / BSSN discriminators (about 2 minutes); "
-                                   "variance: effective weight variance, SN vs LeCun init (about 2 minutes); "
-                                   "scale: classifier FD against the scale c, SSN vs BSSN (about 6 minutes).")
-    p.add_argument("name", choices=["gradients", "variance", "scale"], help="the experiment")
+                                   "norms of none / LeCun / SN / strict SN / BSSN discriminators, and deep SN / strict SN / "
+                                   "BSSN ones (2-4 minutes); "
+                                   "variance: effective weight variance, SN vs LeCun init (1-2 minutes); "
+                                   "scale: classifier FD against the scale c, SSN vs BSSN (about 4 minutes).")
+    from .diagnostics.experiments import EXPERIMENTS
+    p.add_argument("name", choices=EXPERIMENTS.names(), help="the experiment")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every variant (e.g. train.steps=600)")
     p.add_argument("--out", default="runs", help="where the experiment folder goes (default runs)")
     p.add_argument("--only", default=None, metavar="V1,V2", help="train only these variants")

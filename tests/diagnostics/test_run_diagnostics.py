@@ -70,3 +70,13 @@ def test_headline_numbers_reach_the_metric_log_but_not_the_csv(tmp_path):
     assert diag[-1]["diag/grad_first_over_last"] == layers[0]["grad_effective"] / layers[-1]["grad_effective"]
     header = (run / "metrics.csv").read_text().splitlines()[0]
     assert "loss_d" in header and "diag/" not in header
+
+
+def test_warnings_are_printed_once_and_written_to_the_run(tmp_path, capsys):
+    run = train(cfg(tmp_path, "train.steps=4", "diagnostics.every=2", "diagnostics.explode_abs=1e-12")).run_dir
+    rows = [json.loads(line) for line in (run / "health.jsonl").read_text().splitlines()]
+    layers = list(records(run)[0]["layers"])
+    assert [(r["rule"], r["layer"], r["step"]) for r in rows] == [("exploding_gradient", n, 0) for n in layers]
+    err = capsys.readouterr().err
+    assert err.count("gannorm health warning: step 0: exploding gradient in layer") == len(layers)
+    assert "diagnostics.explode_abs" in err

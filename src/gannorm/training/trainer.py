@@ -330,7 +330,7 @@ class Trainer:
         c = self.cfg.diagnostics
         log = DiagnosticsLog(self.run_dir, resume_step=self.step if resumed else None)
         monitor = HealthMonitor(HealthRules(c.explode_growth, c.explode_abs, c.vanish_ratio, c.saturate_gap),
-                                log.health_path)
+                                log.health_path, stream=None)  # printed by diagnose(), around the progress bar
         monitor.prime(log.records())
         return log, monitor
 
@@ -348,7 +348,9 @@ class Trainer:
         if diag is not None:
             log, monitor = diag
             log.append(record)
-            monitor(record)
+            from tqdm import tqdm
+            for warning in monitor(record):
+                tqdm.write(f"gannorm health warning: {warning.message}", file=sys.stderr)
         if logger is not None:
             logger.log(self.step, headline_scalars(record), csv_row=False)  # metrics.jsonl + TensorBoard
             logger.tensorboard(self.step, flat_scalars(record))
