@@ -103,3 +103,12 @@ def test_probe_through_gradient_normalization():
     # GN outputs are bounded by 1 and GN is piecewise 1-Lipschitz
     assert abs(rec["d_real"]) < 1 and rec["lipschitz_lower"] <= 1 + 1e-4
     assert all(e["grad_raw"] > 0 for e in rec["layers"].values())
+
+
+def test_a_missing_upper_bound_says_why():
+    from gannorm.gradnorm import GradientNormalized
+    x = torch.randn(4, 2, 8, 8)
+    rec = probe(GradientNormalized(small_d("sn"), "gn"), HINGE, x, x.flip(0))
+    assert rec["lipschitz_upper"] is None and "GradientNormalized" in rec["lipschitz_upper_note"]
+    rec = probe(small_d("sn"), HINGE, x, x.flip(0))
+    assert rec["lipschitz_upper"] >= rec["lipschitz_lower"] and "lipschitz_upper_note" not in rec

@@ -17,7 +17,8 @@ Files a run writes when ``diagnostics.every > 0`` (one JSON object per line, flo
      "input_grad": {"real": {"mean": .., "min": .., "max": ..},   # per-sample ||grad_x D(x)||_2
                     "fake": {...}, "interpolated": {...}},
      "d_real": 0.3, "d_fake": -0.2,                               # mean raw D outputs
-     "lipschitz_upper": 12.5,                                     # product bound (null if not computable)
+     "lipschitz_upper": 12.5,                                     # product bound (null if not computable,
+                                                                  #  then "lipschitz_upper_note" says why)
      "lipschitz_lower": 0.8}                                      # largest input-gradient norm seen
 
 ``health.jsonl`` -- one record per warning (each rule fires once per layer)::

@@ -652,7 +652,8 @@ def summarize(run: RunLog, figures: Sequence[str | os.PathLike] = ()) -> str:
         lines.append("")
         up, lo = last.get("lipschitz_upper"), last.get("lipschitz_lower")
         lines += [f"## Lipschitz bounds at the last probe (generator step {_step(last)})", "",
-                  f"- upper bound (product of layer norms): {_fmt(up)}",
+                  f"- upper bound (product of layer norms): {_fmt(up)}"
+                  + (f" ({last['lipschitz_upper_note']})" if up is None and last.get("lipschitz_upper_note") else ""),
                   f"- lower bound (largest input-gradient norm): {_fmt(lo)}", ""]
 
     lines += [f"## Health warnings ({len(run.health)})", ""]

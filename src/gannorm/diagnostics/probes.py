@@ -151,15 +151,16 @@ def probe(D: nn.Module, loss_d: Callable[[Tensor, Tensor], Tensor], real: Tensor
         if real.shape[1:] == fake.shape[1:]:
             norms["interpolated"] = input_gradient_norms(
                 D, interpolates(real[:n], fake[:n], generator), create_graph=False)
-        upper = None
+        upper, note = None, "not computed (diagnostics.bounds=false)"
         if bounds:
             from .lipschitz import lipschitz_upper_bound
-            upper = lipschitz_upper_bound(D, tuple(real.shape[1:]))
+            upper, note = lipschitz_upper_bound(D, tuple(real.shape[1:]), with_reason=True)
     return {"layers": record_layers,
             "input_grad": {k: summarize(v) for k, v in norms.items()},
             "d_real": float(d_real.detach().double().mean()), "d_fake": float(d_fake.detach().double().mean()),
             "loss_d": _finite(float(loss.detach())),
             "lipschitz_upper": None if upper is None else _finite(float(upper)),
+            **({} if upper is not None else {"lipschitz_upper_note": note}),
             "lipschitz_lower": max(float(v.max()) for v in norms.values())}
 
 
