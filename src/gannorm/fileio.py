@@ -31,3 +31,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+def unique_dir(base: Path) -> Path:
+    """``base`` if it does not exist, else the first free ``base-2``, ``base-3``, ... (never reuses a folder)."""
+    if not base.exists():
+        return base
+    i = 2
+    while (base.parent / f"{base.name}-{i}").exists():
+        i += 1
+    return base.parent / f"{base.name}-{i}"

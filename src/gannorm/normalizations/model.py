@@ -1,6 +1,7 @@
 """Model-level operations: apply a named method, read sigmas, drive the update policy, remove."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -22,9 +23,9 @@ def _layers(model: nn.Module, exclude: Iterable[str]) -> list[tuple[str, nn.Modu
             if isinstance(m, NORMALIZABLE) and not any(name == e or name.startswith(e + ".") for e in exclude)]
 
 
-def _record_input_shapes(model: nn.Module, layers: Sequence[tuple[str, nn.Module]],
-                         input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
-    """Run one dry forward on zeros of ``(1, *input_shape)`` and record each layer's input shape."""
+@contextlib.contextmanager
+def recording_input_shapes(layers: Sequence[tuple[str, nn.Module]]) -> Iterator[dict[str, tuple[int, ...]]]:
+    """Within the block, each layer's first input shape (without the batch dim) lands in the yielded dict."""
     shapes: dict[str, tuple[int, ...]] = {}
 
     def recorder(name: str):
@@ -33,18 +34,31 @@ def _record_input_shapes(model: nn.Module, layers: Sequence[tuple[str, nn.Module
         return hook
 
     hooks = [m.register_forward_pre_hook(recorder(name)) for name, m in layers]
+    try:
+        yield shapes
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _record_input_shapes(model: nn.Module, layers: Sequence[tuple[str, nn.Module]],
+                         input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """Run one dry forward on zeros of ``(1, *input_shape)`` and record each layer's input shape."""
     was_training = model.training
     try:
         param = next(model.parameters(), None)
         kwargs = {} if param is None else {"dtype": param.dtype, "device": param.device}
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), recording_input_shapes(layers) as shapes:
             model(torch.zeros((1, *input_shape), **kwargs))
     finally:
-        for h in hooks:
-            h.remove()
         model.train(was_training)
     return shapes
+
+
+def method_options(method: str) -> list[str]:
+    """The keyword options of a normalization method (strict_sn and dssn also take ``input_shape``)."""
+    return [p for p in inspect.signature(METHODS.get(method)).parameters if p not in ("layers", "input_shapes")]
 
 
 def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **options) -> nn.Module:
@@ -67,7 +81,7 @@ def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **o
             raise ValueError(f"{method} needs input_shape=(C, H, W), the shape of one input to the model")
         options["input_shapes"] = _record_input_shapes(model, layers, options.pop("input_shape"))
     params = inspect.signature(apply).parameters
-    allowed = [p for p in params if p not in ("layers", "input_shapes")]
+    allowed = method_options(method)
     unknown = sorted(set(options) - set(params))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for normalization {method!r}; "

@@ -56,8 +56,8 @@ class MetricLogger:
                                 for k, v in scalars.items()}}
         with self.jsonl.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
+        self.tensorboard(step, scalars)
         if not csv_row:
-            self.tensorboard(step, scalars)
             return
         new = self._columns is None
         if new:
@@ -67,12 +67,9 @@ class MetricLogger:
             if new:
                 writer.writeheader()
             writer.writerow(row)
-        if self._tb is not None:
-            for k, v in scalars.items():
-                self._tb.add_scalar(k, float(v), step)
 
     def tensorboard(self, step: int, scalars: dict[str, float]) -> None:
-        """TensorBoard only (the diagnostics have their own JSONL file)."""
+        """TensorBoard scalars (also the TensorBoard part of :meth:`log`)."""
         if self._tb is not None:
             for k, v in scalars.items():
                 self._tb.add_scalar(k, float(v), step)

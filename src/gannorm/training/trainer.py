@@ -22,8 +22,10 @@ from torch import nn
 
 from .. import config as config_mod
 from ..config import Config, ConfigError
+from ..fileio import unique_dir
 from ..losses import LOSSES
 from ..normalizations import METHODS, sigmas, update_after_step
+from ..normalizations.model import method_options
 from . import images
 from .ema import EMA
 from .io import atomic_write_text, load_checkpoint, save_checkpoint
@@ -85,9 +87,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key train.ema_decay: must be in [0, 1), got {t.ema_decay}")
     if cfg.model.width <= 0:
         raise ConfigError(f"config key model.width: must be > 0, got {cfg.model.width}")
-    import inspect
     n = cfg.normalization
-    allowed = [p for p in inspect.signature(METHODS.get(n.method)).parameters if p not in ("layers", "input_shapes")]
+    allowed = method_options(n.method)
     unknown = sorted(set(n.options) - set(allowed) - {"input_shape"})
     if unknown:
         raise ConfigError(f"config key normalization.options: {', '.join(unknown)} is not an option of method "
@@ -114,15 +115,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config key train.device: cuda was asked for but no GPU is available; use cpu or auto")
     return device
-
-
-def _unique_dir(base: Path) -> Path:
-    if not base.exists():
-        return base
-    i = 2
-    while (base.parent / f"{base.name}-{i}").exists():
-        i += 1
-    return base.parent / f"{base.name}-{i}"
 
 
 class Trainer:
@@ -172,7 +164,7 @@ class Trainer:
             self._load(load_checkpoint(self.run_dir / CHECKPOINT))
         else:
             name = t.run_name or f"{cfg.data.name}-{m.arch}-{n.method}-s{t.seed}"
-            self.run_dir = _unique_dir(Path(t.out_dir) / name)
+            self.run_dir = unique_dir(Path(t.out_dir) / name)
             self.run_dir.mkdir(parents=True)
         atomic_write_text(self.run_dir / "config.yaml", config_mod.dump(cfg))
         self._stop_signal: int | None = None
