@@ -2,8 +2,8 @@
 
 Gradient normalization, WGAN-GP, R1 and friends differentiate the input gradient of D with respect to
 D's weights. PyTorch routes that through ``aten::_convolution_double_backward``, which on CPU computes
-the weight part with a generic convolution and costs about 1.8x the two native kernels it could use
-(measured per layer of the SNGAN CNN D in ``benchmarks/norm_overhead.py --gn``).
+the weight part with a generic convolution and costs 1.1-2.3x (1.5x over all seven convs of the SNGAN
+CNN D) the two native kernels it could use (``python benchmarks/double_backward.py``).
 
 A convolution is bilinear in its input ``x`` and weight ``W``, so all its derivatives of any order are
 made of three linear maps, each again bilinear:
