@@ -26,10 +26,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from .normalizations.base import TRANSPOSED_CONVS
 from .normalizations.model import NORMALIZABLE, reset_power_iteration
 
 SCHEMES = ("lecun", "xavier", "kaiming", "normal", "trunc_normal")
-_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def raw_weight(module: nn.Module) -> Tensor:
@@ -52,7 +52,7 @@ def fans(module: nn.Module) -> tuple[int, int]:
         raise ValueError(f"fans need a weight with >= 2 dimensions, got shape {tuple(w.shape)}")
     k = w[0, 0].numel()
     groups = getattr(module, "groups", 1)
-    if isinstance(module, _TRANSPOSED):
+    if isinstance(module, TRANSPOSED_CONVS):
         return w.shape[0] // groups * k, w.shape[1] * k
     return w.shape[1] * k, w.shape[0] // groups * k
 

@@ -20,10 +20,10 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..init import fans, raw_weight
+from ..normalizations.base import TRANSPOSED_CONVS
 from ..normalizations.model import NORMALIZABLE, recording_input_shapes, sigmas
 from ..penalties import input_gradient_norms, interpolates
 
-_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 SIGMA_KEYS = ("sigma", "sigma1", "sigma2")
 
 
@@ -128,7 +128,7 @@ def probe(D: nn.Module, loss_d: Callable[[Tensor, Tensor], Tensor], real: Tensor
             if strict and name in input_shapes:
                 from .lipschitz import operator_norm
                 entry["strict_sigma"] = operator_norm(m, input_shapes[name])
-            entry.update(weight_statistics(raw, eff, fan_in, isinstance(m, _TRANSPOSED)))
+            entry.update(weight_statistics(raw, eff, fan_in, isinstance(m, TRANSPOSED_CONVS)))
             for key, t in (("grad_raw", raw), ("grad_effective", eff)):
                 g = grads.get(id(t))
                 entry[key] = None if g is None else _finite(float(torch.linalg.vector_norm(g.double())))

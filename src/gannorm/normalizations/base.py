@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from . import power_iteration as pi
 
 UPDATE_POLICIES = ("forward", "step")
+TRANSPOSED_CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)  # weight [in, out/g, *k]
 
 
 class _DivideBySigma(torch.autograd.Function):

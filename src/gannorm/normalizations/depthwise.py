@@ -158,7 +158,7 @@ def depthwise_separable_spectral_norm(module: nn.Module, input_shape: Sequence[i
         shape = shape[1:]
     if len(shape) != 2:
         raise ValueError(f"input_shape for a depthwise Conv2d must be (C, H, W) or (H, W), got {tuple(input_shape)}")
-    weight = _get_weight(module, name)
+    _get_weight(module, name)  # a one-line error if the layer has no such tensor
     param = DepthwiseSpectralNorm(module.in_channels, shape, padding=_grid_padding(module), scale=scale, eps=eps)
     parametrize.register_parametrization(module, name, param)
     return module

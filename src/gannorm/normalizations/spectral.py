@@ -13,14 +13,13 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from . import power_iteration as pi
-from .base import PowerIterationNorm
+from .base import TRANSPOSED_CONVS, PowerIterationNorm
 
-_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def default_dim(module: nn.Module) -> int:
     """1 for transposed convolutions (their output channels are dim 1), else 0 -- torch's rule."""
-    return 1 if isinstance(module, _TRANSPOSED) else 0
+    return 1 if isinstance(module, TRANSPOSED_CONVS) else 0
 
 
 def matricize(weight: Tensor, dim: int) -> Tensor:

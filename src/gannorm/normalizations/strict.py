@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from . import power_iteration as pi
 from .base import PowerIterationNorm
 from .spectral import SpectralNorm, _get_weight
 
