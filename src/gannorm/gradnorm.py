@@ -1,7 +1,7 @@
 """Function-level normalization of the discriminator: GN (Wu et al. 2021) and PGN.
 
 Both wrap a discriminator ``D`` and return normalized outputs with the graph attached, so the D
-and the G losses are computed on them (``shared/reference/gn_pgn.md`` sections 1, 2, 9).
+and the G losses are computed on them (``docs/methods.md``, function-level methods).
 
 * **Gradient normalization** (GN-GAN, official basiclab/GNGAN-PyTorch ``normalize_gradient``)::
 

@@ -1,4 +1,4 @@
-"""Gradient penalties and weight constraints for the discriminator (``shared/reference/gn_pgn.md`` 6).
+"""Gradient penalties and weight constraints for the discriminator (``docs/methods.md``).
 
 Each penalty is a pure function returning a scalar to add to the D loss (already multiplied by its
 weight), composable with any normalization:

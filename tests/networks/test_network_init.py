@@ -1,4 +1,4 @@
-"""The official initialisations, checked against their closed forms (bssn.md section 2)."""
+"""The official initialisations, checked against their closed forms (docs/networks.md)."""
 import math
 
 import pytest

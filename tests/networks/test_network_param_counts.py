@@ -1,7 +1,7 @@
 """Parameter counts of the full-size networks against layer lists copied from the reference notes.
 
 The expected counts are computed here, independently of the model code, from literal layer lists
-(``shared/reference/bssn.md`` section 2 for the CNN and the 128-px ResNet, ``gn_pgn.md`` section 7
+(the official BSN code for the CNN and the 128-px ResNet, see docs/networks.md;
 and the mimicry/pytorch-gan-collections sources for the 32/48-px ResNets):
 conv ``k*k*cin*cout + cout``, linear ``in*out (+ out)``, BatchNorm ``2*c``.
 """
@@ -52,7 +52,7 @@ def expand(blocks):
     return layers
 
 
-# --- SNGAN standard CNN (bssn.md 2): flatten sizes 8192 / 18432 / 32768 -------------------------------
+# --- SNGAN standard CNN (docs/networks.md): flatten sizes 8192 / 18432 / 32768 -------------------------------
 CNN_D_CONVS = [("conv", 3, 3, 64), ("conv", 4, 64, 64), ("conv", 3, 64, 128), ("conv", 4, 128, 128),
                ("conv", 3, 128, 256), ("conv", 4, 256, 256), ("conv", 3, 256, 512)]
 CNN_D = {32: CNN_D_CONVS + [("linear", 8192, 1)],
@@ -66,24 +66,24 @@ CNN_G = {32: [("linear", 128, 8192), ("bn", 8192)] + CNN_G_TAIL,  # BatchNorm1d 
 
 # --- SNGAN ResNets -------------------------------------------------------------------------------------
 RESNET_G = {
-    # gn_pgn.md 7 / collections ResGenerator32: linear 128 -> 4*4*256, 3 up-blocks 256, BN-ReLU-conv3 256->3
+    # docs/networks.md / collections ResGenerator32: linear 128 -> 4*4*256, 3 up-blocks 256, BN-ReLU-conv3 256->3
     32: [("linear", 128, 4096), ("gblock", 256, 256), ("gblock", 256, 256), ("gblock", 256, 256),
          ("bn", 256), ("conv", 3, 256, 3)],
     # mimicry sngan_48: linear -> 6*6*512, GBlocks 512->256->128->64, BN-ReLU-conv3 64->3
     48: [("linear", 128, 18432), ("gblock", 512, 256), ("gblock", 256, 128), ("gblock", 128, 64),
          ("bn", 64), ("conv", 3, 64, 3)],
-    # bssn.md 2 (official BSN 128): linear 4*4*1024 (no BN), up-blocks 1024, 512, 256, 128, 64, BN-ReLU-conv3
+    # docs/networks.md (official BSN 128): linear 4*4*1024 (no BN), up-blocks 1024, 512, 256, 128, 64, BN-ReLU-conv3
     128: [("linear", 128, 16384), ("gblock", 1024, 1024), ("gblock", 1024, 512), ("gblock", 512, 256),
           ("gblock", 256, 128), ("gblock", 128, 64), ("bn", 64), ("conv", 3, 64, 3)],
 }
 RESNET_D = {
-    # gn_pgn.md 7 / collections ResDiscriminator32: Opt 3->128, 128->128 down, 128->128, 128->128, Linear 128->1 no bias
+    # docs/networks.md / collections ResDiscriminator32: Opt 3->128, 128->128 down, 128->128, 128->128, Linear 128->1 no bias
     32: [("opt", 3, 128), ("dblock", 128, 128, 128, True), ("dblock", 128, 128, 128, False),
          ("dblock", 128, 128, 128, False), ("linear_nobias", 128, 1)],
     # mimicry sngan_48 (DBlock hidden = in channels): Opt 3->64, 64->128, 128->256, 256->512 down, 512->1024
     48: [("opt", 3, 64), ("dblock", 64, 64, 128, True), ("dblock", 128, 128, 256, True),
          ("dblock", 256, 256, 512, True), ("dblock", 512, 512, 1024, True), ("linear", 1024, 1)],
-    # bssn.md 2 (official BSN 128): channels 64, 128, 256, 512, 1024, 1024, every block with a 1x1 shortcut
+    # docs/networks.md (official BSN 128): channels 64, 128, 256, 512, 1024, 1024, every block with a 1x1 shortcut
     128: [("opt", 3, 64), ("dblock", 64, 128, 128, True), ("dblock", 128, 256, 256, True),
           ("dblock", 256, 512, 512, True), ("dblock", 512, 1024, 1024, True), ("dblock", 1024, 1024, 1024, True),
           ("linear", 1024, 1)],

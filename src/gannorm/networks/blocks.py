@@ -1,6 +1,6 @@
 """Residual blocks of the SNGAN ResNets and the official initialisations, as small helpers.
 
-Blocks (``shared/reference/bssn.md`` section 2, ``gn_pgn.md`` section 7; attribute names follow
+Blocks (``docs/networks.md``; attribute names follow
 mimicry: ``c1``/``c2`` residual 3x3 convs, ``c_sc`` the 1x1 shortcut conv, ``b1``/``b2`` BN):
 
 * :class:`GBlock`: ``BN-ReLU-Upsample(nearest x2)-conv3-BN-ReLU-conv3``; shortcut ``Upsample-conv1x1``.

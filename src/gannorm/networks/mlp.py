@@ -7,7 +7,7 @@ D has no batch coupling (safe for GN and gradient penalties). Deep Ds (``depth=1
 are where vanishing and exploding gradients show.
 
 Initialisation: LeCun normal, ``W ~ N(0, 1/fan_in)``, biases 0 -- the initialisation the BSSN
-paper ties SN to (bssn.md section 5), and framework-independent (torch's default is
+paper ties SN to (docs/methods.md), and framework-independent (torch's default is
 ``U(+-1/sqrt(fan_in))``, i.e. variance ``1/(3 fan_in)``, with random biases). Re-initialise with
 :func:`gannorm.init_weights` for other schemes (it also works on already normalized layers).
 """

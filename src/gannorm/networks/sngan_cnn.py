@@ -1,6 +1,6 @@
 """The SNGAN "standard CNN" generator and discriminator (Miyato et al. 2018; official BSN code).
 
-Layer lists from ``shared/reference/bssn.md`` section 2 (no_gamma-CNN/gan/network.py). ``width``
+Layer lists as in the official BSN code (no_gamma-CNN/gan/network.py; ``docs/networks.md``). ``width``
 multiplies every channel count (1.0 is the official network) so tiny versions train on a CPU;
 ``channels`` is the number of image channels (1 for grayscale). TF 'SAME' padding is
 ``padding=1`` for both the k3/s1 and the k4/s2 layers on even inputs.
@@ -20,7 +20,7 @@ units has its own statistics and affine parameters: a ``BatchNorm1d(mg*mg*512)``
 ``BatchNorm2d(512)`` (per channel); ``bottom_bn="channel"`` gives that variant. The parameter count
 differs: 2*8192 vs 2*512 at 32 px.
 
-Differences from pytorch-gan-collections' ``sngan.py`` (the GN/PGN CNN, ``gn_pgn.md`` section 1):
+Differences from pytorch-gan-collections' ``sngan.py`` (the GN/PGN CNN, ``docs/official-code.md``):
 its D widens at the stride-2 convs (3->64, 64->128, 128->128, 128->256, ...) and its G ends with a
 Conv2d; here D widens at the 3x3 convs (3->64, 64->64, 64->128, 128->128, ...) and G ends with a
 3x3 transposed conv, as in the official BSN/SNGAN code.

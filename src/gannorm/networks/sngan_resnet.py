@@ -3,15 +3,15 @@
 One layout per resolution, each copied from a reference implementation (channel counts at
 ``width=1``; ``width`` multiplies every one of them, at least 1):
 
-* **32 px** -- pytorch-gan-collections ``ResGenerator32``/``ResDiscriminator32`` (gn_pgn.md 7).
+* **32 px** -- pytorch-gan-collections ``ResGenerator32``/``ResDiscriminator32`` (docs/networks.md).
   G: linear -> 4x4x256, GBlock 256->256 x3, BN-ReLU-conv3-tanh.
   D: Opt 3->128, 128->128 down, 128->128, 128->128, ReLU, sum pool, linear 128->1 **without
   bias** (as in that code).
-* **48 px** -- mimicry ``sngan_48`` (gn_pgn.md 7).
+* **48 px** -- mimicry ``sngan_48`` (docs/networks.md).
   G: linear -> 6x6x512, GBlocks 512->256->128->64, BN-ReLU-conv3-tanh.
   D: Opt 3->64, 64->128 down, 128->256 down, 256->512 down, 512->1024, ReLU, sum pool,
   linear 1024->1. D blocks have hidden = *in* channels (mimicry's and Chainer SNGAN's convention).
-* **128 px** -- the official BSN ``no_gamma-ResNet`` (bssn.md 2).
+* **128 px** -- the official BSN ``no_gamma-ResNet`` (docs/networks.md).
   G: linear -> 4x4x1024 (no BN), GBlocks 1024->1024->512->256->128->64, BN-ReLU-conv3-tanh.
   D: Opt 3->64, 64->128, 128->256, 256->512, 512->1024 (all down), 1024->1024 (no down, but still
   a learnable 1x1 shortcut), ReLU, sum pool, linear 1024->1. D blocks have hidden = out channels.
@@ -22,7 +22,7 @@ One layout per resolution, each copied from a reference implementation (channel 
   linear 1024->1; hidden = in channels.
 
 Blocks are in :mod:`gannorm.networks.blocks`; upsampling is nearest x2 everywhere (mimicry uses
-bilinear; the official code's "unpooling" is nearest). Initialisation (bssn.md 2): TF
+bilinear; the official code's "unpooling" is nearest). Initialisation (docs/networks.md): TF
 ``variance_scaling(fan_avg, uniform)`` with scale 2 for residual 3x3 convs and 1 for shortcut 1x1
 convs, the linears and the last G conv; biases 0. D pools with a global **sum** (``pool="mean"``
 gives the global average pooling of the GN-GAN ResNets).

@@ -9,7 +9,7 @@ semantics users rely on:
   vectors; in eval mode it uses the stored vectors as they are (deterministic, like torch).
 * **Update policy.** ``update="forward"`` (torch's default) persists the iteration on every training
   forward. ``update="step"`` is the cadence of the official BSN/SNGAN TensorFlow code
-  (``shared/reference/bssn.md`` 1.8): the forward refines the stored vectors on the fly without
+  (``docs/methods.md``): the forward refines the stored vectors on the fly without
   saving them, and :func:`gannorm.update_power_iteration` -- called once after each optimizer step,
   by hand or through :func:`gannorm.update_after_step` -- persists one iteration on the post-step
   weights. Under ``"step"``, D(real), D(fake) and the G step all see the same sigma.

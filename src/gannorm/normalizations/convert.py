@@ -1,6 +1,6 @@
 """Load state dicts written with torch's spectral norm into gannorm-normalized models.
 
-torch has two spectral-norm layouts and converts between neither (``shared/reference/ecosystem.md`` 3):
+torch has two spectral-norm layouts and converts between neither (``docs/methods.md``):
 
 * the old hook API ``torch.nn.utils.spectral_norm``: ``<layer>.weight_orig``, ``<layer>.weight_u``,
   ``<layer>.weight_v`` (``weight_v`` missing in pre-1.0 files);

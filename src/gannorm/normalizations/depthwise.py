@@ -3,7 +3,7 @@
 A depthwise ``Conv2d`` (``groups == in_channels = C``, weight ``[C*m, 1, kh, kw]``) is block
 diagonal over input channels; with circular padding each block (one input channel -> its ``m``
 output channels) is diagonalized by the 2-D DFT (Sedghi et al., ICLR 2019;
-``shared/reference/gn_pgn.md`` section 5), so the operator norm is exactly::
+``docs/methods.md``), so the operator norm is exactly::
 
     sigma = max_c max_omega sqrt( sum_{j in group c} |DFT_N(pad(k_j))(omega)|^2 )
 

@@ -1,7 +1,7 @@
 """Spectral normalization with a learnable gain gamma (Miyato et al. 2018, Appendix E).
 
-As in the official BSN code's ``same_gamma``/``diff_gamma`` baselines (``shared/reference/bssn.md``
-1.6) the layer computes ``gamma * (W_bar x + b)``: gamma multiplies the normalized weight *and* the
+As in the official BSN code's ``same_gamma``/``diff_gamma`` baselines (``docs/official-code.md``)
+the layer computes ``gamma * (W_bar x + b)``: gamma multiplies the normalized weight *and* the
 bias. It is a second parametrization chained after SN on the weight, and one on the bias, both
 holding the same ``nn.Parameter``. One gamma can be shared by every layer of a model
 (``sn_gamma_shared``) or each layer can have its own (``sn_gamma_layer``); gamma starts at 1.

@@ -1,7 +1,7 @@
 """Mean spectral normalization (MSN; Subramanian and Chong, IEEE CASE 2019, arXiv 1907.04003).
 
 MSN is SN on every layer followed, at chosen layers, by *mean-only* batch normalization with a learned
-per-channel gain and bias and no variance division (``shared/reference/gn_pgn.md`` 4)::
+per-channel gain and bias and no variance division (``docs/methods.md``)::
 
     y_c = gamma_c * (h_c - mu_c) + beta_c
 

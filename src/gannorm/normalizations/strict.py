@@ -6,7 +6,7 @@ the input's spatial size, stride, padding, dilation and groups, and is always >=
 sigma (the reshaped matrix is a block of the operator). This parametrization estimates that norm
 by power iteration through the convolution and its adjoint (the transposed convolution), with
 ``u`` living in the output feature-map space and ``v`` in the input space -- the design of
-equinox's ``SpectralNorm(exact=True)``; see ``shared/reference/bssn.md`` 1.7.
+equinox's ``SpectralNorm(exact=True)``; see ``docs/methods.md``.
 
 Linear layers have no spatial structure: they get plain SN.
 """

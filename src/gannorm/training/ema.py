@@ -2,7 +2,7 @@
 
 Parameters are averaged; buffers (BatchNorm running statistics, spectral-norm vectors) are
 *copied*. Averaging SN's unit vectors shrinks their norm and underestimates sigma in eval, which
-blew up a 175-layer model 50,000x (NCAR/miles-credit PR #394; ``shared/reference/ecosystem.md``).
+blew up a 175-layer model 50,000x (NCAR/miles-credit PR #394; ``docs/methods.md``).
 """
 from __future__ import annotations
 
