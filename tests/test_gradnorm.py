@@ -65,8 +65,24 @@ def test_pgn_equals_a_hand_computation_of_its_formula(make, shape):
     ones = torch.ones_like(x)
     expected = (1 - f.detach().squeeze(1)) / ((ones - g).flatten(1).norm(dim=1) + (1 - f.detach().squeeze(1)).abs())
     torch.testing.assert_close(out.squeeze(1).detach(), expected, rtol=1e-5, atol=1e-7)
-    # the note's finding: with small gradients the outputs shrink to about 1/sqrt(C*H*W)
-    assert out.abs().max() < 1
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8), (3, 32, 32)])
+def test_pgn_outputs_shrink_to_one_over_sqrt_chw_when_gradients_are_small(shape):
+    # a linear D f(x) = w.x with ||w|| << sqrt(CHW): grad f = w everywhere, so by hand
+    # PGN = (1 - f) / (||1 - w|| + |1 - f|) ~ 1 / (sqrt(CHW) + 1) ~ 1/sqrt(CHW), while GN = f / (||w|| + |f|) is not small
+    n = shape[0] * shape[1] * shape[2]
+    d = nn.Sequential(nn.Flatten(), nn.Linear(n, 1, bias=False))
+    with torch.no_grad():
+        d[1].weight.normal_(0, 1e-3)
+    w = d[1].weight.detach().double().squeeze(0)
+    x = torch.randn(8, *shape)
+    f = x.double().flatten(1) @ w
+    by_hand = (1 - f) / ((1 - w).norm() + (1 - f).abs())
+    out = penalty_gradient_normalize(d, x).squeeze(1).detach().double()
+    torch.testing.assert_close(out, by_hand, rtol=1e-5, atol=1e-7)
+    assert out.numpy() == pytest.approx(n ** -0.5, rel=1 / n ** 0.5 + 0.01)  # 1/(s+1) = (1/s)(1 - 1/s + ...)
+    assert gradient_normalize(d, x).abs().mean() > 3 * n ** -0.5  # GN's outputs do not shrink
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1])

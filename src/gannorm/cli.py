@@ -3,9 +3,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from . import __version__
+from .app.evaluation import evaluate_run, fid_stats, format_results
+from .app.experiments import EXPERIMENTS, run_experiment
+from .app.analysis import analyze
+from .app.sampling import sample_to_png
+from .app.training import resume, train, train_variants, variants_table
+from .config import load_variants, preset_names
+from .data import DATASETS
+from .demo import run_demo
+from .errors import ConfigError, GannormError
+from .losses import LOSSES
+from .metrics.evaluate import METRICS, EvalOptions
+from .networks import NETWORKS
+from .normalizations import METHODS
+from .runfolder import CHECKPOINT, CONFIG, DIAGNOSTICS, EVAL, METRICS as METRICS_FILE, METRICS_CSV, SAMPLES
 
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
@@ -24,8 +37,6 @@ EXAMPLES = """examples:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import ConfigError
-    from .training.trainer import resume, train
     overrides = list(args.overrides)
     target = args.config
     if target is not None and "=" in target:  # `gannorm train key=value ...` with no config
@@ -36,10 +47,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("give either a config or --resume RUN, not both")
         result = resume(args.resume, overrides)
     else:
-        from .config import load_variants
-        variants = load_variants(target or "digits")
-        if variants:
-            return _train_variants(target, variants, overrides)
+        if load_variants(target or "digits"):
+            return _train_variants(target, overrides)
         result = train(target or "digits", overrides)
     where = result.run_dir
     print(f"\nrun {result.status} at generator step {result.step} in {result.seconds:.0f} s: {where}")
@@ -47,12 +56,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if scores:
         print("  last evaluation (see eval.jsonl for the protocol): "
               + ", ".join(f"{k[5:]} {v:.4g}" for k, v in scores.items()))
-    print(f"  samples     {where / 'samples.png'}")
-    print(f"  metrics     {where / 'metrics.jsonl'} (and metrics.csv" + (", eval.jsonl)" if scores else ")"))
-    print(f"  checkpoint  {where / 'checkpoint.pt'}")
-    print(f"  config      {where / 'config.yaml'}")
-    if (where / "diagnostics.jsonl").is_file():
-        print(f"  diagnostics {where / 'diagnostics.jsonl'} (figures: gannorm analyze {where})")
+    print(f"  samples     {where / SAMPLES}")
+    print(f"  metrics     {where / METRICS_FILE} (and {METRICS_CSV}" + (f", {EVAL})" if scores else ")"))
+    print(f"  checkpoint  {where / CHECKPOINT}")
+    print(f"  config      {where / CONFIG}")
+    if (where / DIAGNOSTICS).is_file():
+        print(f"  diagnostics {where / DIAGNOSTICS} (figures: gannorm analyze {where})")
     if result.status == "diverged":
         print("  the losses became NaN/Inf: the run is marked diverged (status.json); the checkpoint is the last "
               "good one", file=sys.stderr)
@@ -63,34 +72,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_variants(preset: str, variants: dict[str, list[str]], overrides: list[str]) -> int:
+def _train_variants(preset: str, overrides: list[str]) -> int:
     """Train one run per variant of a comparison preset, then print a table of the outcomes."""
-    from .training.trainer import train
-    rows = []
-    for name, extra in variants.items():
+    def announce(name: str, extra: list[str]) -> None:
         print(f"== variant {name}: {' '.join(extra) or '(base config)'}", file=sys.stderr)
-        result = train(preset, [*extra, f"train.run_name={Path(preset).stem}-{name}", *overrides])
-        scores = {k[5:]: v for k, v in result.last.items() if k.startswith("eval/") and not k.endswith("_std")}
-        rows.append((name, result.status, result.step, result.seconds, scores, result.run_dir))
-    keys = sorted({k for *_, s, _ in rows for k in s})
-    print("\n| variant | status | G steps | seconds | " + " | ".join(keys) + " | run folder |")
-    print("|---|---|---|---|" + "---|" * len(keys) + "---|")
-    for name, status, step, secs, scores, run_dir in rows:
-        cells = " | ".join(f"{scores[k]:.4g}" if k in scores else "-" for k in keys)
-        print(f"| {name} | {status} | {step} | {secs:.0f} | {cells} | {run_dir} |")
-    return 0 if all(r[1] == "finished" for r in rows) else EXIT_DIVERGED
+
+    outcomes = train_variants(preset, overrides, announce=announce)
+    print("\n" + variants_table(outcomes))
+    return 0 if all(o.result.status == "finished" for o in outcomes) else EXIT_DIVERGED
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from .sampling import sample_to_png
     path = sample_to_png(args.run, args.num, args.output, seed=args.seed, use_ema=not args.no_ema)
     print(f"wrote {args.num} samples to {path}")
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .metrics.evaluate import EvalOptions
-    from .metrics.run_eval import evaluate_run, format_results
     metrics = tuple(m.strip() for m in args.metric.split(",") if m.strip()) if args.metric else ()
     opts = EvalOptions(metrics=metrics, num_samples=args.num_samples, num_real=args.num_real, seed=args.seed,
                        batch_size=args.batch_size, inception_weights=args.inception_weights,
@@ -100,7 +98,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_fid_stats(args: argparse.Namespace) -> int:
-    from .metrics.run_eval import fid_stats
     info = fid_stats(args.dataset, args.output, root=args.root, resolution=args.resolution, num=args.num,
                      seed=args.seed, inception_weights=args.inception_weights, backend=args.backend)
     print(f"wrote mu and sigma of {info['num']} images ({info['real_split']}) to {info['path']}")
@@ -108,7 +105,6 @@ def _cmd_fid_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from .diagnostics.analyze import analyze
     written = analyze(args.run, args.output)
     print(f"\nwrote {len(written)} file{'s' if len(written) != 1 else ''}:")
     for path in written:
@@ -117,7 +113,6 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from .diagnostics.experiments import run_experiment
     only = tuple(v.strip() for v in args.only.split(",") if v.strip()) if args.only else ()
     result = run_experiment(args.name, args.overrides, args.out, only)
     print(result.summary)
@@ -131,12 +126,6 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .config import preset_names
-    from .data import DATASETS
-    from .losses import LOSSES
-    from .networks import NETWORKS
-    from .metrics.evaluate import METRICS
-    from .normalizations import METHODS
     for title, registry in (("normalization methods (normalization.method)", METHODS),
                             ("metrics (gannorm eval --metric, train.eval_metrics)", METRICS),
                             ("networks (model.arch)", NETWORKS), ("datasets (data.name)", DATASETS),
@@ -152,7 +141,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
     run_demo(seed=args.seed, width=args.width)
     return 0
 
@@ -228,7 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
                                    "BSSN ones (2-4 minutes); "
                                    "variance: effective weight variance, SN vs LeCun init (1-2 minutes); "
                                    "scale: classifier FD against the scale c, SSN vs BSSN (about 4 minutes).")
-    from .diagnostics.experiments import EXPERIMENTS
     p.add_argument("name", choices=EXPERIMENTS.names(), help="the experiment")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every variant (e.g. train.steps=600)")
     p.add_argument("--out", default="runs", help="where the experiment folder goes (default runs)")
@@ -261,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gannorm: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except GannormError as err:
+        print(f"gannorm: error: {err}", file=sys.stderr)
+        return 2
     except (ValueError, KeyError, FileNotFoundError) as err:
         msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
         print(f"gannorm: error: {msg}", file=sys.stderr)

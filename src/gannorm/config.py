@@ -17,9 +17,15 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A bad config key or value; the message is one line naming the key and the allowed values."""
+from .data import DATASETS
+from .errors import ConfigError
+from .gradnorm import FUNCTIONS
+from .init import SCHEMES
+from .losses import LOSSES
+from .metrics.evaluate import METRICS
+from .networks import NETWORKS
+from .normalizations import METHODS
+from .normalizations.model import method_options
 
 
 @dataclass
@@ -328,3 +334,51 @@ def load_variants(name_or_path: str) -> dict[str, list[str]]:
 
 def dump(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def validate(cfg: Config) -> None:
+    """Check registry-backed names and numeric ranges; raises a one-line ConfigError."""
+    for key, value, registry in (("data.name", cfg.data.name, DATASETS), ("model.arch", cfg.model.arch, NETWORKS),
+                                 ("normalization.method", cfg.normalization.method, METHODS),
+                                 ("train.loss", cfg.train.loss, LOSSES)):
+        if value not in registry:
+            raise ConfigError(f"config key {key}: {value!r} is not one of {', '.join(registry.names())}")
+    t = cfg.train
+    for key, value, low in (("train.steps", t.steps, 1), ("train.n_dis", t.n_dis, 1),
+                            ("train.batch_size_d", t.batch_size_d, 1), ("train.batch_size_g", t.batch_size_g, 1),
+                            ("train.log_every", t.log_every, 1), ("train.sample_every", t.sample_every, 1),
+                            ("train.checkpoint_every", t.checkpoint_every, 1), ("train.threads", t.threads, 0),
+                            ("train.num_samples_grid", t.num_samples_grid, 1), ("model.z_dim", cfg.model.z_dim, 1),
+                            ("train.eval_every", t.eval_every, 0), ("train.eval_num_samples", t.eval_num_samples, 2),
+                            ("optim.lr_decay_start", cfg.optim.lr_decay_start, 0)):
+        if value < low:
+            raise ConfigError(f"config key {key}: must be >= {low}, got {value}")
+    for name in t.eval_metrics:
+        if name not in METRICS:
+            raise ConfigError(f"config key train.eval_metrics: {name!r} is not one of {', '.join(METRICS.names())}")
+    if cfg.normalization.function not in FUNCTIONS:
+        raise ConfigError(f"config key normalization.function: {cfg.normalization.function!r} is not one of "
+                          f"{', '.join(FUNCTIONS.names())}")
+    if t.cr_weight < 0 or not 0.0 <= t.cr_translate < 0.5:
+        raise ConfigError("config keys train.cr_weight (>= 0) and train.cr_translate (in [0, 0.5)) are out of range")
+    if t.penalty_every < 1:
+        raise ConfigError(f"config key train.penalty_every: must be >= 1, got {t.penalty_every}")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"config key train.ema_decay: must be in [0, 1), got {t.ema_decay}")
+    if cfg.model.width <= 0:
+        raise ConfigError(f"config key model.width: must be > 0, got {cfg.model.width}")
+    n = cfg.normalization
+    allowed = method_options(n.method)
+    unknown = sorted(set(n.options) - set(allowed) - {"input_shape"})
+    if unknown:
+        raise ConfigError(f"config key normalization.options: {', '.join(unknown)} is not an option of method "
+                          f"{n.method!r} (allowed: {', '.join(allowed) or 'none'}); a preset's options stay when "
+                          "you change normalization.method: also set normalization.options={} (or the new options)")
+    if cfg.model.d_init != "official" and cfg.model.d_init not in SCHEMES:
+        raise ConfigError(f"config key model.d_init: {cfg.model.d_init!r} is not one of official, {', '.join(SCHEMES)}")
+    d = cfg.diagnostics
+    if d.every < 0 or d.batch_size < 2:
+        raise ConfigError("config keys diagnostics.every (>= 0) and diagnostics.batch_size (>= 2) are out of range")
+    if min(d.explode_growth, d.explode_abs, d.vanish_ratio, d.saturate_gap) <= 0:
+        raise ConfigError("config keys diagnostics.explode_growth, explode_abs, vanish_ratio and saturate_gap "
+                          "must be > 0")

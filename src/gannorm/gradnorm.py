@@ -28,10 +28,14 @@ summed output is the per-sample gradient only when samples do not interact.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
 from .fastgrad import fast_conv_grads
+from .registry import Registry
 
 _COUPLING = (nn.modules.batchnorm._BatchNorm,)
 
@@ -116,32 +120,52 @@ def penalty_gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0) -> Ten
     return one_minus_f / (shifted + one_minus_f.abs() + eps)
 
 
+def raw_output(D: nn.Module, x: Tensor, eps: float = 0.0) -> Tensor:  # noqa: ARG001
+    """The discriminator's own output, unchanged (the ``"none"`` entry)."""
+    return D(x)
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One function-level normalization: ``fn(D, x, eps) -> [B, 1]`` outputs with the graph attached.
+
+    ``first_order_g``: ``fn`` also takes ``first_order=True``, the G step without a second-order graph
+    (used by :class:`GradientNormalized` when D's parameters are frozen). ``per_sample``: ``fn`` needs a
+    discriminator without batch-coupling layers (checked by :class:`GradientNormalized`).
+    """
+
+    fn: Callable[..., Tensor]
+    first_order_g: bool = False
+    per_sample: bool = True
+    description: str = ""
+
+
+FUNCTIONS: Registry[FunctionSpec] = Registry("function-level normalization")
+FUNCTIONS.register("none", FunctionSpec(raw_output, per_sample=False, description="the discriminator's raw output"))
+FUNCTIONS.register("gn", FunctionSpec(gradient_normalize, first_order_g=True, description="gradient normalization "
+                                      "f / (||grad f|| + |f|) (GN-GAN, Wu et al. 2021)"))
+FUNCTIONS.register("pgn", FunctionSpec(penalty_gradient_normalize, description="penalty gradient normalization "
+                                       "(1 - f) / (||1 - grad f|| + |1 - f|) (PGN; no hard Lipschitz bound)"))
+
+
 class GradientNormalized(nn.Module):
-    """A discriminator whose outputs are GN- or PGN-normalized: ``forward(x) = gn(D, x)``.
+    """A discriminator whose outputs are normalized by the ``FUNCTIONS`` entry ``kind``: ``forward(x) = fn(D, x)``.
 
     The wrapped network is ``self.inner``; weight normalizations on it still apply (and show in
     :func:`gannorm.sigmas` under ``inner.``). ``first_order_g`` uses the Faster-GNGAN first-order form
-    whenever D's parameters are frozen (the trainer's G step), which is exact for piecewise-linear D.
+    whenever D's parameters are frozen (the trainer's G step), which is exact for piecewise-linear D;
+    it is ignored by entries without a first-order form (PGN).
     """
 
     def __init__(self, inner: nn.Module, kind: str = "gn", eps: float = 0.0, first_order_g: bool = False) -> None:
         super().__init__()
-        if kind not in FUNCTIONS:
-            raise ValueError(f"unknown function-level normalization {kind!r}; known: {', '.join(FUNCTIONS.names())}")
-        check_per_sample(inner, kind)
+        self.spec = FUNCTIONS.get(kind)
+        if self.spec.per_sample:
+            check_per_sample(inner, kind)
         self.inner, self.kind, self.eps, self.first_order_g = inner, kind, eps, first_order_g
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.kind == "pgn":
-            return penalty_gradient_normalize(self.inner, x, self.eps)
-        frozen = not any(p.requires_grad for p in self.inner.parameters())
-        return gradient_normalize(self.inner, x, self.eps, first_order=self.first_order_g and frozen)
-
-
-from .registry import Registry  # noqa: E402
-
-FUNCTIONS: Registry = Registry("function-level normalization")
-FUNCTIONS.register("none", None, "the discriminator's raw output")
-FUNCTIONS.register("gn", gradient_normalize, "gradient normalization f / (||grad f|| + |f|) (GN-GAN, Wu et al. 2021)")
-FUNCTIONS.register("pgn", penalty_gradient_normalize,
-                   "penalty gradient normalization (1 - f) / (||1 - grad f|| + |1 - f|) (PGN; no hard Lipschitz bound)")
+        if self.first_order_g and self.spec.first_order_g:
+            frozen = not any(p.requires_grad for p in self.inner.parameters())
+            return self.spec.fn(self.inner, x, self.eps, first_order=frozen)
+        return self.spec.fn(self.inner, x, self.eps)

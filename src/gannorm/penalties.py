@@ -1,27 +1,44 @@
 """Gradient penalties and weight constraints for the discriminator (``docs/methods.md``).
 
-Each penalty is a pure function returning a scalar to add to the D loss (already multiplied by its
-weight), composable with any normalization:
+The gradient penalties live in the registry :data:`PENALTIES`; each entry is a :class:`PenaltySpec`
+whose ``fn`` has one signature, ``fn(D, real, fake, weight, *, generator=None) -> Tensor``, and
+returns the scalar to add to the D loss, already multiplied by ``weight``::
 
-==================  =======================================================  =================
-function            term                                                     standard weight
-==================  =======================================================  =================
-``wgan_gp``         lam * E[(||grad D(x_hat)|| - 1)^2], x_hat = t x_r + (1-t) x_f   lam = 10
-``lipschitz_penalty``  lam * E[max(0, ||grad D(x_hat)|| - 1)^2] (one-sided LP)   lam = 10
-``zero_gp``         lam * E[||grad D(x_hat)||^2] on interpolates (0-GP)       lam = 10 .. 100
-``r1`` / ``r2``     gamma/2 * E[||grad D(x)||^2] on reals (R1) / fakes (R2)   gamma = 10
-==================  =======================================================  =================
+    spec = PENALTIES.get("r1")
+    loss_d = loss_d + spec.fn(D, real, fake, spec.default_weight)
 
-``t ~ U[0, 1]`` per sample. ``weight_clip_`` clips D's raw weights in place after each D step (WGAN,
-c = 0.01); ``orthogonal_regularization`` is beta * ||W^T W - I||_F^2 (Brock et al. 2017) or its
-BigGAN off-diagonal form.
+===========  ===============================================================================
+name         term added to the D loss
+===========  ===============================================================================
+``wgan_gp``  ``weight * E[(||grad D(x_hat)|| - 1)^2]`` (WGAN-GP, Gulrajani et al. 2017)
+``lp``       ``weight * E[max(0, ||grad D(x_hat)|| - 1)^2]`` (one-sided, Petzka et al. 2018)
+``zero_gp``  ``weight * E[||grad D(x_hat)||^2]`` (0-GP, Thanh-Tung et al. 2019)
+``r1``       ``weight / 2 * E[||grad D(real)||^2]`` (R1, Mescheder et al. 2018)
+``r2``       ``weight / 2 * E[||grad D(fake)||^2]`` (R2, Mescheder et al. 2018)
+===========  ===============================================================================
+
+``x_hat = t x_r + (1 - t) x_f`` with one ``t ~ U[0, 1]`` per sample, drawn from ``generator``. R1 and
+R2 keep the conventional factor 1/2 of their definition (``weight`` is the paper's gamma), so
+``r1(..., weight=10)`` is 5 E[||grad D||^2]; ``r1`` ignores ``fake`` and ``r2`` ignores ``real``.
+Every term is differentiable with respect to D's parameters (double backprop). Each entry's
+``default_weight`` is the standard weight from the literature (10 for all five).
+
+Two weight constraints stay plain functions: :func:`weight_clip_` clips D's raw weights in place
+after each D step (WGAN, ``c = 0.01``), and :func:`orthogonal_regularization` is
+``weight * ||W W^T - I||_F^2`` (Brock et al. 2017) or its BigGAN off-diagonal form.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from .fastgrad import fast_conv_grads
+from .init import raw_weight
+from .normalizations.model import NORMALIZABLE
+from .registry import Registry
 
 
 def input_gradient_norms(D: nn.Module, x: Tensor, create_graph: bool = True) -> Tensor:
@@ -39,44 +56,73 @@ def interpolates(real: Tensor, fake: Tensor, generator: torch.Generator | None =
     return t * real.detach() + (1 - t) * fake.detach()
 
 
-def wgan_gp(D: nn.Module, real: Tensor, fake: Tensor, lam: float = 10.0,
+def wgan_gp(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,
             generator: torch.Generator | None = None) -> Tensor:
-    return lam * (input_gradient_norms(D, interpolates(real, fake, generator)) - 1).square().mean()
+    """``weight * E[(||grad D(x_hat)|| - 1)^2]`` on interpolates (WGAN-GP)."""
+    return weight * (input_gradient_norms(D, interpolates(real, fake, generator)) - 1).square().mean()
 
 
-def lipschitz_penalty(D: nn.Module, real: Tensor, fake: Tensor, lam: float = 10.0,
+def lipschitz_penalty(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,
                       generator: torch.Generator | None = None) -> Tensor:
-    return lam * torch.relu(input_gradient_norms(D, interpolates(real, fake, generator)) - 1).square().mean()
+    """``weight * E[max(0, ||grad D(x_hat)|| - 1)^2]`` on interpolates (the one-sided LP)."""
+    return weight * torch.relu(input_gradient_norms(D, interpolates(real, fake, generator)) - 1).square().mean()
 
 
-def zero_gp(D: nn.Module, real: Tensor, fake: Tensor, lam: float = 10.0,
+def zero_gp(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,
             generator: torch.Generator | None = None) -> Tensor:
-    return lam * input_gradient_norms(D, interpolates(real, fake, generator)).square().mean()
+    """``weight * E[||grad D(x_hat)||^2]`` on interpolates (0-GP)."""
+    return weight * input_gradient_norms(D, interpolates(real, fake, generator)).square().mean()
 
 
-def r1(D: nn.Module, real: Tensor, gamma: float = 10.0) -> Tensor:
-    return gamma / 2 * input_gradient_norms(D, real).square().mean()
+def r1(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,  # noqa: ARG001
+       generator: torch.Generator | None = None) -> Tensor:
+    """``weight / 2 * E[||grad D(real)||^2]`` (R1; ``fake`` and ``generator`` are not used)."""
+    return weight / 2 * input_gradient_norms(D, real).square().mean()
 
 
-def r2(D: nn.Module, fake: Tensor, gamma: float = 10.0) -> Tensor:
-    return gamma / 2 * input_gradient_norms(D, fake).square().mean()
+def r2(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,  # noqa: ARG001
+       generator: torch.Generator | None = None) -> Tensor:
+    """``weight / 2 * E[||grad D(fake)||^2]`` (R2; ``real`` and ``generator`` are not used)."""
+    return weight / 2 * input_gradient_norms(D, fake).square().mean()
+
+
+@dataclass(frozen=True)
+class PenaltySpec:
+    """A gradient penalty: ``fn(D, real, fake, weight, *, generator=None)``, its standard weight, a description."""
+
+    fn: Callable[..., Tensor]
+    default_weight: float
+    description: str
+
+
+PENALTIES: Registry[PenaltySpec] = Registry("penalty")
+PENALTIES.register("wgan_gp", PenaltySpec(wgan_gp, 10.0, "WGAN-GP: weight * E[(||grad D(x_hat)|| - 1)^2] on "
+                                          "interpolates (Gulrajani et al. 2017)"))
+PENALTIES.register("lp", PenaltySpec(lipschitz_penalty, 10.0, "one-sided Lipschitz penalty: weight * "
+                                     "E[max(0, ||grad D(x_hat)|| - 1)^2] on interpolates (Petzka et al. 2018)"))
+PENALTIES.register("zero_gp", PenaltySpec(zero_gp, 10.0, "0-GP: weight * E[||grad D(x_hat)||^2] on interpolates "
+                                          "(Thanh-Tung et al. 2019)"))
+PENALTIES.register("r1", PenaltySpec(r1, 10.0, "R1: weight / 2 * E[||grad D(x)||^2] on reals "
+                                     "(Mescheder et al. 2018)"))
+PENALTIES.register("r2", PenaltySpec(r2, 10.0, "R2: weight / 2 * E[||grad D(x)||^2] on fakes"))
 
 
 @torch.no_grad()
 def weight_clip_(D: nn.Module, c: float = 0.01) -> None:
-    """Clip every parameter of ``D`` to ``[-c, c]`` in place (the raw weights of normalized layers)."""
+    """Clip every parameter of ``D`` to ``[-c, c]`` in place (the raw weights of normalized layers).
+
+    ``c`` is a bound on the weights, not a loss weight (WGAN's clipping constant).
+    """
     for p in D.parameters():
         p.clamp_(-c, c)
 
 
-def orthogonal_regularization(D: nn.Module, beta: float = 1e-4, off_diagonal: bool = True) -> Tensor:
-    """``beta * sum_W ||W^T W (1 - I)||_F^2`` (BigGAN, ``off_diagonal``) or ``||W^T W - I||_F^2``.
+def orthogonal_regularization(D: nn.Module, weight: float = 1e-4, off_diagonal: bool = True) -> Tensor:
+    """``weight * sum_W ||W W^T (1 - I)||_F^2`` (BigGAN, ``off_diagonal``) or ``||W W^T - I||_F^2``.
 
     ``W`` is each Conv/Linear weight reshaped to ``[out, -1]`` (the raw weight of normalized layers),
-    with the Gram matrix taken over output units.
+    with the Gram matrix taken over output units. ``weight`` is the paper's beta (1e-4 in BigGAN).
     """
-    from .init import raw_weight
-    from .normalizations.model import NORMALIZABLE
     total = torch.zeros(())
     for m in D.modules():
         if isinstance(m, NORMALIZABLE):
@@ -84,4 +130,4 @@ def orthogonal_regularization(D: nn.Module, beta: float = 1e-4, off_diagonal: bo
             gram = w @ w.t()
             eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
             total = total.to(gram) + ((gram * (1 - eye)) if off_diagonal else (gram - eye)).square().sum()
-    return beta * total
+    return weight * total

@@ -1,7 +1,10 @@
-"""A tiny registry: one per family (normalizations, losses, networks, datasets, metrics).
+"""A tiny registry: one per family (normalizations, losses, networks, datasets, metrics, penalties).
 
-A new method is one file plus one ``REGISTRY.register(...)`` call. Lookups of unknown names fail
-with a one-line error that lists the known ones.
+A new method is one file plus one ``REGISTRY.register(...)`` call. An entry is usually a small frozen
+dataclass that carries what callers need (the function, its capabilities, a ``description``), so no
+caller dispatches on names. Lookups of unknown names fail with a one-line error that lists the
+known ones. A registry may be given a ``check(name, obj)`` that refuses an inconsistent entry at
+registration time.
 """
 from __future__ import annotations
 
@@ -29,17 +32,23 @@ class Entry(Generic[T]):
 
 
 class Registry(Generic[T]):
-    def __init__(self, family: str) -> None:
+    def __init__(self, family: str, check: Callable[[str, T], None] | None = None) -> None:
         self.family = family
+        self._check = check
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, obj: T, description: str = "") -> T:
+    def register(self, name: str, obj: T, description: str | None = None) -> T:
+        """Add ``obj`` under ``name``; ``description`` defaults to ``obj.description`` (or "")."""
         if name in self._entries:
             raise ValueError(f"{self.family} {name!r} is already registered")
+        if self._check is not None:
+            self._check(name, obj)
+        if description is None:
+            description = str(getattr(obj, "description", ""))
         self._entries[name] = Entry(name, obj, description)
         return obj
 
-    def decorator(self, name: str, description: str = "") -> Callable[[T], T]:
+    def decorator(self, name: str, description: str | None = None) -> Callable[[T], T]:
         def wrap(obj: T) -> T:
             return self.register(name, obj, description)
         return wrap

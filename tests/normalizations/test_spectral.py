@@ -43,13 +43,31 @@ def test_sigma_matches_svd_of_the_reshaped_kernel(make):
 @pytest.mark.parametrize("make", LAYERS)
 def test_scaled_sn_multiplies_by_the_constant(make):
     layer = gannorm.spectral_norm(make(), scale=1.7, warmup=500).eval()
-    raw = layer.parametrizations.weight.original.detach()
+    raw = layer.parametrizations.weight.original
     dim = 1 if isinstance(layer, nn.ConvTranspose2d) else 0
-    sigma = top_singular_value(raw.movedim(dim, 0).reshape(raw.shape[dim], -1))
-    torch.testing.assert_close(layer.weight.double(), 1.7 * raw.double() / sigma, rtol=1e-5, atol=1e-7)
-    assert not gannorm.spectral_norm(make(), scale=1.7).parametrizations.weight.original.grad  # bias untouched
-    if layer.bias is not None:
-        assert not torch.nn.utils.parametrize.is_parametrized(layer, "bias")
+
+    def matrix(w):
+        return w.movedim(dim, 0).reshape(w.shape[dim], -1)
+
+    sigma = top_singular_value(matrix(raw.detach()))
+    torch.testing.assert_close(layer.weight.double(), 1.7 * raw.detach().double() / sigma, rtol=1e-5, atol=1e-7)
+    assert not torch.nn.utils.parametrize.is_parametrized(layer, "bias")
+    # gradients: the raw weight gets the chain rule through 1.7 * W / sigma_max(W) (an SVD by autograd, in
+    # double), the bias gets exactly what it gets in a plain layer with the same effective weight (unscaled)
+    plain = make()
+    with torch.no_grad():
+        plain.weight.copy_(layer.weight)
+        plain.bias.copy_(layer.bias)
+    x = torch.randn(3, *([layer.in_features] if isinstance(layer, nn.Linear) else
+                         [layer.in_channels] + [5] * (raw.ndim - 2)))
+    g = torch.randn_like(plain(x))
+    (layer(x) * g).sum().backward()
+    (plain(x) * g).sum().backward()
+    raw_d = raw.detach().double().requires_grad_(True)
+    effective = 1.7 * raw_d / torch.linalg.svdvals(matrix(raw_d))[0]
+    (expected,) = torch.autograd.grad(effective, raw_d, grad_outputs=plain.weight.grad.double())
+    torch.testing.assert_close(raw.grad.double(), expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    torch.testing.assert_close(layer.bias.grad, plain.bias.grad)
 
 
 def test_vector_weight_is_normalized_by_its_two_norm():

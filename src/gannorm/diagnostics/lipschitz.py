@@ -14,20 +14,29 @@
   adjoint obtained as a vector-Jacobian product through the module itself. Padding modes,
   strides, groups, forward hooks (MSN's mean-only batch norm) and weight parametrizations (SN and
   its successors) are therefore handled exactly as the forward computes them.
-* :func:`lipschitz_upper_bound` / :func:`explain_upper_bound` -- an upper bound of the L2
-  Lipschitz constant of ``D``, composed from per-module rules (:data:`LIPSCHITZ_RULES`, extended
-  with :func:`register_lipschitz_rule`): products along chains, sums over residual branches,
-  constants for activations. Consecutive affine modules of a chain (``conv -> avg_pool``,
-  ``depthwise -> pointwise``, ``sum_pool -> linear``) are merged and their *joint* operator norm
-  is used, which is tighter than the product of their norms. A module without a rule gives
-  ``None`` and a reason naming it: a number is returned only when it is a valid bound.
-  Built-in rules: the affine layers above (operator norm; Flatten, Unflatten, Identity, eval-mode
-  Dropout, PixelShuffle: 1), activations (ReLU, LeakyReLU ``max(1, |slope|)``, Tanh, Hardtanh,
-  ELU ``max(1, alpha)``, CELU, Softplus, Softsign, ...: the sup of ``|f'|``, Sigmoid 1/4), max pooling
-  (``sqrt`` of the number of windows an element can fall in), ``nn.Sequential``, gannorm's
-  discriminators (SNGAN CNN and DSCNN, SNGAN ResNet with its ``DBlock``/``DBlockOptimized`` and
-  global sum/mean pooling, MLP) and :class:`~gannorm.gradnorm.GradientNormalized` (always ``None``:
-  GN is only piecewise 1-Lipschitz). MSN's mean-only batch norm hook is part of its conv's affine map.
+* :func:`lipschitz_upper_bound` (a float, or ``None``) / :func:`explain_upper_bound` (a
+  :class:`BoundReport`: the value, its parts and the reason when there is none) -- an upper bound of
+  the L2 Lipschitz constant of ``D``, composed from per-module rules: products along chains, sums
+  over residual branches, constants for activations. Consecutive affine modules of a chain
+  (``conv -> avg_pool``, ``depthwise -> pointwise``, ``sum_pool -> linear``) are merged and their
+  *joint* operator norm is used, which is tighter than the product of their norms. A module without
+  a rule gives ``None`` and a reason naming it: a number is returned only when it is a valid bound.
+
+  Rules for torch's layers are in :data:`RULES` (a registry keyed by module type; add one with
+  ``RULES.register``): the affine layers above (operator norm; Flatten, Unflatten, Identity, eval-mode
+  Dropout, PixelShuffle: 1), activations (ReLU, LeakyReLU ``max(1, |slope|)``, Tanh, Hardtanh, ELU
+  ``max(1, alpha)``, CELU, Softplus, Softsign, ...: the sup of ``|f'|``, Sigmoid 1/4), max pooling
+  (``sqrt`` of the number of windows an element can fall in), ``nn.Sequential``, MSN's mean-only
+  batch norm (part of its conv's affine map) and :class:`~gannorm.gradnorm.GradientNormalized` (always
+  ``None``: GN is only piecewise 1-Lipschitz).
+
+  A network describes itself, without importing this module: a method ``lipschitz_structure()``
+  returns its forward as a list of *branches* whose outputs are summed, each branch a *chain* of
+  ``(name, module)`` pairs applied in order (``forward(x) == sum(chain(x) for chain in branches)``).
+  ``name`` is the module's attribute path inside the network, or ``":op"`` for a stand-in of a
+  functional op of the forward (``(":relu", nn.ReLU())``). A module class with ``lipschitz_affine =
+  True`` is bounded by its operator norm (checked to be affine). gannorm's discriminators (SNGAN CNN,
+  DSCNN, SNGAN ResNet with its blocks and global pooling, MLP) describe themselves this way.
 * :func:`lipschitz_lower_bound` -- the largest per-sample input-gradient norm over given batches.
 
 **Semantics.** Every function evaluates ``D`` in eval mode (the deterministic function: power
@@ -44,22 +53,19 @@ if ``n_iter`` runs out first (a top singular value nearly tied with the next one
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..gradnorm import GradientNormalized
-from ..networks.blocks import DBlock, DBlockOptimized
-from ..networks.mlp import MLPDiscriminator, MLPGenerator
-from ..networks.sngan_cnn import SNGANCNNDiscriminator
-from ..networks.sngan_resnet import SNGANResNetDiscriminator
 from ..normalizations.mean_sn import MeanOnlyBatchNorm
 
 __all__ = [
-    "LIPSCHITZ_RULES", "BoundReport", "BoundContext", "operator_norm", "lipschitz_upper_bound",
-    "explain_upper_bound", "lipschitz_lower_bound", "register_lipschitz_rule", "NotAffineError", "Rule",
+    "RULES", "BoundReport", "BoundContext", "LipschitzRule", "RuleRegistry", "operator_norm",
+    "lipschitz_upper_bound", "explain_upper_bound", "lipschitz_lower_bound", "NotAffineError", "Rule",
 ]
 
 #: ``rule(module, input_shape, ctx) -> float | None``; ``input_shape`` excludes the batch dimension
@@ -237,50 +243,84 @@ def operator_norm(module: nn.Module, input_shape: Sequence[int], n_iter: int = 5
 
 
 # --------------------------------------------------------------------------------------------- the rule registry
-#: module type -> rule. A rule is looked up along the type's MRO, and an inherited rule is used only
-#: when the module's ``forward`` is the one of the registered type (a subclass with its own forward
-#: gets no rule).
-LIPSCHITZ_RULES: dict[type, Rule] = {}
-_HOOK_SAFE: set[type] = set()  # types whose rule evaluates the module itself (its hooks included)
+@dataclass(frozen=True)
+class LipschitzRule:
+    """How to bound one module type: ``bound(module, input_shape, ctx) -> float | None``.
 
-
-def register_lipschitz_rule(module_type: type, rule: Rule, *, includes_hooks: bool = False) -> Rule:
-    """Register ``rule(module, input_shape, ctx) -> float | None`` for ``module_type`` (and its subclasses
-    that keep its ``forward``); returns ``rule``.
-
-    ``input_shape`` is the module's input without the batch dimension; ``ctx`` is a
-    :class:`BoundContext` with helpers to bound children (``ctx.bound``), chains (``ctx.chain``) and to
-    propagate shapes (``ctx.out_shape``). Return ``None`` (better: ``ctx.fail("why")``) when no valid
-    bound is known. ``includes_hooks=True`` says the rule evaluates the module itself, so forward
-    hooks on it are accounted for; otherwise a module with forward (pre-)hooks gets no bound.
+    ``kind`` is ``"affine"`` for modules bounded by the operator norm of their linear part (merged with
+    affine neighbours in a chain, whose *joint* norm is used), ``"isometry"`` for reshapes and
+    identities (1; merged too), ``"other"`` for everything else. ``includes_hooks``: the rule
+    evaluates the module itself, so its forward hooks are accounted for; otherwise a module with
+    forward (pre-)hooks gets no bound.
     """
-    if not isinstance(module_type, type) or not issubclass(module_type, nn.Module):
-        raise TypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")
-    if not callable(rule):
-        raise TypeError(f"rule must be callable, got {rule!r}")
-    LIPSCHITZ_RULES[module_type] = rule
-    if includes_hooks:
-        _HOOK_SAFE.add(module_type)
-    else:
-        _HOOK_SAFE.discard(module_type)
-    return rule
+
+    bound: Rule
+    kind: str = "other"
+    includes_hooks: bool = False
 
 
-def _find_rule(module: nn.Module) -> tuple[type, Rule] | tuple[None, None]:
-    for cls in type(module).__mro__:
-        rule = LIPSCHITZ_RULES.get(cls)
-        if rule is not None:
-            if getattr(type(module), "forward", None) is getattr(cls, "forward", None):
-                return cls, rule
-            return None, None
-    return None, None
+class RuleRegistry:
+    """Lipschitz rules keyed by module type.
+
+    :meth:`find` walks the module's MRO; at each class it takes a registered rule, or else the rule the
+    class declares (:data:`STRUCTURE_RULE` for a ``lipschitz_structure()`` method, :data:`AFFINE_RULE` for
+    ``lipschitz_affine = True``). The first class with a rule decides, and its rule is used only when
+    the module's ``forward`` is that class's (a subclass with its own forward gets no rule).
+    """
+
+    def __init__(self) -> None:
+        self._rules: dict[type, LipschitzRule] = {}
+
+    def add(self, module_type: type, rule: LipschitzRule) -> LipschitzRule:
+        if not isinstance(module_type, type) or not issubclass(module_type, nn.Module):
+            raise TypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")
+        if not callable(rule.bound):
+            raise TypeError(f"a Lipschitz rule must be callable, got {rule.bound!r}")
+        self._rules[module_type] = rule
+        return rule
+
+    def register(self, module_type: type, bound: Rule, *, includes_hooks: bool = False) -> Rule:
+        """Register ``bound(module, input_shape, ctx) -> float | None`` for ``module_type`` (and its
+        subclasses that keep its ``forward``); returns ``bound``.
+
+        ``input_shape`` is the module's input without the batch dimension; ``ctx`` is a
+        :class:`BoundContext` with helpers to bound children (``ctx.bound``), chains (``ctx.chain``) and
+        to propagate shapes (``ctx.out_shape``). Return ``None`` (better: ``ctx.fail("why")``) when no
+        valid bound is known. ``includes_hooks=True`` says the rule evaluates the module itself.
+        """
+        self.add(module_type, LipschitzRule(bound, "other", includes_hooks))
+        return bound
+
+    def unregister(self, module_type: type) -> None:
+        self._rules.pop(module_type, None)
+
+    def __contains__(self, module_type: object) -> bool:
+        return module_type in self._rules
+
+    def find(self, module: nn.Module) -> LipschitzRule | None:
+        for cls in type(module).__mro__:
+            rule = self._rules.get(cls) or _declared_rule(cls)
+            if rule is not None:
+                return rule if getattr(type(module), "forward", None) is getattr(cls, "forward", None) else None
+        return None
+
+
+def _declared_rule(cls: type) -> LipschitzRule | None:
+    """The rule a class declares for itself (duck-typed: the networks do not import this module)."""
+    own = vars(cls)
+    if "lipschitz_structure" in own:
+        return STRUCTURE_RULE
+    if own.get("lipschitz_affine") is True:
+        return AFFINE_RULE
+    return None
 
 
 def _has_hooks(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
-class BoundReport(NamedTuple):
+@dataclass(frozen=True)
+class BoundReport:
     """``value`` (None when no valid bound is known), ``parts`` and ``reason``.
 
     ``parts`` lists ``(name, factor)`` for every part that was bounded, inner parts before the part
@@ -345,14 +385,14 @@ class BoundContext:
     def bound(self, module: nn.Module, input_shape: Sequence[int], name: str = "") -> float | None:
         """The bound of ``module`` (a child called ``name``) on inputs of ``input_shape``; records a part."""
         full = self.qualify(name)
-        cls, rule = _find_rule(module)
+        rule = RULES.find(module)
         if rule is None:
             return self.fail(f"no Lipschitz rule for {self._label(full, module)}")
-        if _has_hooks(module) and cls not in _HOOK_SAFE:
+        if _has_hooks(module) and not rule.includes_hooks:
             return self.fail(f"{self._label(full, module)} has forward hooks that its rule cannot account for")
         self._prefix.append(full)
         try:
-            value = rule(module, tuple(input_shape), self)
+            value = rule.bound(module, tuple(input_shape), self)
         finally:
             self._prefix.pop()
         return self._record(full, module, value)
@@ -381,7 +421,7 @@ class BoundContext:
             nonlocal total, run
             if not run:
                 return True
-            if all(_find_rule(m)[1] is _isometry_rule and not _has_hooks(m) for _, m in run):
+            if all(_kind(m) == "isometry" and not _has_hooks(m) for _, m in run):
                 value: float | None = 1.0  # reshapes, identities: nothing to compute
             else:
                 value = self.affine_norm([m for _, m in run], run_shape, "+".join(self.qualify(n) for n, _ in run))
@@ -420,10 +460,15 @@ class BoundContext:
         return out
 
 
+def _kind(module: nn.Module) -> str | None:
+    rule = RULES.find(module)
+    return None if rule is None else rule.kind
+
+
 def _mergeable(module: nn.Module) -> bool:
     """Affine modules whose rule evaluates them (merging evaluates them too, hooks included)."""
-    rule = _find_rule(module)[1]
-    return rule is _affine_rule or (rule is _isometry_rule and not _has_hooks(module))
+    kind = _kind(module)
+    return kind == "affine" or (kind == "isometry" and not _has_hooks(module))
 
 
 # --------------------------------------------------------------------------------------------- rules
@@ -480,55 +525,20 @@ def _max_pool_rule(module: nn.Module, input_shape: tuple[int, ...], ctx: BoundCo
 _MAX_POOL_DIMS = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}
 
 
-class _GlobalPool(nn.Module):
-    """``x.sum(dims)`` or ``x.mean(dims)`` over every dim after the channels (a stand-in for a functional op)."""
-
-    def __init__(self, mode: str) -> None:
-        super().__init__()
-        self.mode = mode
-
-    def forward(self, x: Tensor) -> Tensor:
-        dims = tuple(range(2, x.ndim))
-        return x.sum(dim=dims) if self.mode == "sum" else x.mean(dim=dims)
-
-
-def _dblock_optimized_rule(module: DBlockOptimized, input_shape: tuple[int, ...], ctx: BoundContext) -> float | None:
-    """``avg_pool(c2(relu(c1(x)))) + c_sc(avg_pool(x))``: Lip <= Lip(residual) + Lip(shortcut)."""
-    res = ctx.chain([("c1", module.c1), (":relu", nn.ReLU()), ("c2", module.c2), (":avg_pool2d", nn.AvgPool2d(2))],
-                    input_shape)
-    if res is None:
-        return None
-    sc = ctx.chain([(":avg_pool2d", nn.AvgPool2d(2)), ("c_sc", module.c_sc)], input_shape)
-    return None if sc is None else res + sc
-
-
-def _dblock_rule(module: DBlock, input_shape: tuple[int, ...], ctx: BoundContext) -> float | None:
-    """``down(c2(relu(c1(relu(x))))) + down(c_sc(x) or x)``: Lip <= Lip(residual) + Lip(shortcut)."""
-    down = [(":avg_pool2d", nn.AvgPool2d(2))] if module.downsample else []
-    res = ctx.chain([(":relu", nn.ReLU()), ("c1", module.c1), (":relu", nn.ReLU()), ("c2", module.c2)] + down,
-                    input_shape)
-    if res is None:
-        return None
-    shortcut = [(":identity", nn.Identity())] if module.c_sc is None else [("c_sc", module.c_sc)]
-    sc = ctx.chain(shortcut + down, input_shape)
-    return None if sc is None else res + sc
-
-
-def _sngan_cnn_rule(module: SNGANCNNDiscriminator, input_shape: tuple[int, ...], ctx: BoundContext) -> float | None:
-    """``linear(features(x).flatten(1))`` (also the depthwise-separable DSCNN D, which shares the forward)."""
-    return ctx.chain([("features", module.features), (":flatten", nn.Flatten()), ("linear", module.linear)],
-                     input_shape)
-
-
-def _sngan_resnet_rule(module: SNGANResNetDiscriminator, input_shape: tuple[int, ...],
-                       ctx: BoundContext) -> float | None:
-    """``linear(pool(relu(blocks(x))))``; global sum pooling has norm sqrt(H W), mean pooling 1/sqrt(H W)."""
-    return ctx.chain([("blocks", module.blocks), (":relu", nn.ReLU()),
-                      (f":{module.pool}_pool", _GlobalPool(module.pool)), ("linear", module.linear)], input_shape)
-
-
-def _mlp_rule(module: nn.Module, input_shape: tuple[int, ...], ctx: BoundContext) -> float | None:
-    return ctx.chain([("net", module.net)], input_shape)
+def _structure_rule(module: nn.Module, input_shape: tuple[int, ...], ctx: BoundContext) -> float | None:
+    """A module that describes its forward: ``lipschitz_structure()`` returns branches whose outputs are
+    summed, each a chain of ``(name, module)``; Lip <= the sum over branches of the chains' bounds."""
+    branches = module.lipschitz_structure()
+    if not branches or not all(isinstance(b, (list, tuple)) for b in branches):
+        raise TypeError(f"{type(module).__name__}.lipschitz_structure() must return a non-empty list of "
+                        f"chains (lists of (name, module) pairs), got {branches!r}")
+    total = 0.0
+    for branch in branches:
+        value = ctx.chain(branch, input_shape)
+        if value is None:
+            return None
+        total += value
+    return total
 
 
 def _gradient_normalized_rule(module: GradientNormalized, input_shape: tuple[int, ...], ctx: BoundContext) -> None:
@@ -537,39 +547,42 @@ def _gradient_normalized_rule(module: GradientNormalized, input_shape: tuple[int
                     "1-Lipschitz and PGN has no bound, so no global Lipschitz bound is known")
 
 
+#: modules declaring ``lipschitz_structure()``: the sum of their branches (see :func:`_structure_rule`)
+STRUCTURE_RULE = LipschitzRule(_structure_rule)
+#: affine modules: the operator norm of their linear part (also for ``lipschitz_affine = True``)
+AFFINE_RULE = LipschitzRule(_affine_rule, "affine", includes_hooks=True)
+ISOMETRY_RULE = LipschitzRule(_isometry_rule, "isometry")
+#: the rules for torch's layers (and gannorm's MSN batch norm and GN wrapper); add your own with
+#: ``RULES.register(MyModule, rule)`` or give the module a ``lipschitz_structure()`` method
+RULES = RuleRegistry()
+
+
 def _register_builtin() -> None:
     nn_ = nn.modules
     affine = [nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
               nn.ConvTranspose3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
-              nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Upsample, nn_.batchnorm._BatchNorm, MeanOnlyBatchNorm,
-              _GlobalPool]
+              nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Upsample, nn_.batchnorm._BatchNorm, MeanOnlyBatchNorm]
     affine += [getattr(nn_.padding, n) for n in ("_ConstantPadNd", "_ReflectionPadNd", "_ReplicationPadNd",
                                                    "_CircularPadNd") if hasattr(nn_.padding, n)]
     for t in affine:
-        register_lipschitz_rule(t, _affine_rule, includes_hooks=True)
+        RULES.add(t, AFFINE_RULE)
     for t in (nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
               nn.AlphaDropout, nn.FeatureAlphaDropout, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle):
-        register_lipschitz_rule(t, _isometry_rule)
+        RULES.add(t, ISOMETRY_RULE)
     # elementwise activations: the sup of |f'| (rounded up where irrational)
     for t, c in ((nn.ReLU, 1.0), (nn.Tanh, 1.0), (nn.Hardtanh, 1.0), (nn.CELU, 1.0), (nn.Softsign, 1.0),
                  (nn.LogSigmoid, 1.0), (nn.Tanhshrink, 1.0), (nn.Softshrink, 1.0), (nn.Sigmoid, 0.25),
                  (nn.Hardsigmoid, 1.0 / 6.0), (nn.SiLU, 1.0999), (nn.GELU, 1.1290), (nn.Mish, 1.0885),
                  (nn.Hardswish, 1.5), (nn.SELU, 1.0507009873554805 * 1.6732632423543772 * (1 + 1e-12))):
-        register_lipschitz_rule(t, _constant(c))
-    register_lipschitz_rule(nn.LeakyReLU, _leaky_relu_rule)
-    register_lipschitz_rule(nn.ELU, _elu_rule)
-    register_lipschitz_rule(nn.PReLU, _prelu_rule)
-    register_lipschitz_rule(nn.Softplus, _softplus_rule)
+        RULES.register(t, _constant(c))
+    RULES.register(nn.LeakyReLU, _leaky_relu_rule)
+    RULES.register(nn.ELU, _elu_rule)
+    RULES.register(nn.PReLU, _prelu_rule)
+    RULES.register(nn.Softplus, _softplus_rule)
     for t in (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d):
-        register_lipschitz_rule(t, _max_pool_rule)
-    register_lipschitz_rule(nn.Sequential, _sequential_rule)
-    register_lipschitz_rule(DBlockOptimized, _dblock_optimized_rule)
-    register_lipschitz_rule(DBlock, _dblock_rule)
-    register_lipschitz_rule(SNGANCNNDiscriminator, _sngan_cnn_rule)
-    register_lipschitz_rule(SNGANResNetDiscriminator, _sngan_resnet_rule)
-    register_lipschitz_rule(MLPDiscriminator, _mlp_rule)
-    register_lipschitz_rule(MLPGenerator, _mlp_rule)
-    register_lipschitz_rule(GradientNormalized, _gradient_normalized_rule)
+        RULES.register(t, _max_pool_rule)
+    RULES.register(nn.Sequential, _sequential_rule)
+    RULES.register(GradientNormalized, _gradient_normalized_rule)
 
 
 _register_builtin()
@@ -589,17 +602,16 @@ def explain_upper_bound(D: nn.Module, input_shape: Sequence[int], *, n_iter: int
     return BoundReport(value, ctx.parts, "ok")
 
 
-def lipschitz_upper_bound(D: nn.Module, input_shape: Sequence[int], *, with_reason: bool = False,
-                          n_iter: int = 100, tol: float = 1e-6) -> float | None | tuple[float | None, str]:
+def lipschitz_upper_bound(D: nn.Module, input_shape: Sequence[int], *, n_iter: int = 100,
+                          tol: float = 1e-6) -> float | None:
     """An upper bound of the L2 Lipschitz constant of eval-mode ``D`` on inputs of shape ``input_shape``.
 
     ``input_shape`` is one input without the batch dimension (``(C, H, W)`` or ``(features,)``).
-    Composed from :data:`LIPSCHITZ_RULES`; ``None`` when some module has no rule (or no valid bound).
-    ``with_reason=True`` returns ``(value, reason)``, the reason naming the module without a bound
-    (``"ok"`` otherwise). ``n_iter``/``tol`` control each operator norm (see :func:`operator_norm`).
+    Composed from the rules in :data:`RULES`; ``None`` when some module has no rule (or no valid
+    bound): :func:`explain_upper_bound` says which, and lists the parts. ``n_iter``/``tol`` control
+    each operator norm (see :func:`operator_norm`).
     """
-    report = explain_upper_bound(D, input_shape, n_iter=n_iter, tol=tol)
-    return (report.value, report.reason) if with_reason else report.value
+    return explain_upper_bound(D, input_shape, n_iter=n_iter, tol=tol).value
 
 
 def lipschitz_lower_bound(D: nn.Module, *batches: Tensor) -> float:

@@ -1,8 +1,8 @@
 """Probes of a discriminator's weights and gradients (the quantities of the BSSN paper's analysis).
 
-:func:`probe` returns one ``diagnostics.jsonl`` record (see :mod:`gannorm.diagnostics`) for a
-discriminator, a loss and a batch of real and fake samples. It leaves no trace on the model: the
-gradients are taken with ``torch.autograd.grad`` (no ``.grad`` is written), the buffers (power-iteration
+:func:`probe` returns one :class:`~gannorm.diagnostics.records.ProbeRecord` (a line of
+``diagnostics.jsonl``, see :mod:`gannorm.diagnostics`) for a discriminator, a loss and a batch of real
+and fake samples. It leaves no trace on the model: the gradients are taken with ``torch.autograd.grad`` (no ``.grad`` is written), the buffers (power-iteration
 vectors, running means) are restored afterwards, and the training flag is kept, so the probe sees the
 loss exactly as the training step does.
 
@@ -23,6 +23,8 @@ from ..init import fans, raw_weight
 from ..normalizations.base import TRANSPOSED_CONVS
 from ..normalizations.model import NORMALIZABLE, recording_input_shapes, sigmas
 from ..penalties import input_gradient_norms, interpolates
+from .lipschitz import explain_upper_bound, operator_norm
+from .records import QUANTITIES, GradStats, LayerProbe, ProbeRecord
 
 SIGMA_KEYS = ("sigma", "sigma1", "sigma2")
 
@@ -58,10 +60,10 @@ def reference_ratios(fan_in: int, fan_out: int, slope: float = 0.0) -> dict[str,
     return {"ref_xavier": 2.0 * fan_in / (fan_in + fan_out), "ref_kaiming": 2.0 / (1.0 + slope ** 2)}
 
 
-def summarize(values: Tensor) -> dict[str, float]:
-    """``{"mean", "min", "max"}`` of a 1-D tensor."""
+def summarize(values: Tensor) -> GradStats:
+    """Mean, min and max of a 1-D tensor."""
     v = values.detach().double()
-    return {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max())}
+    return GradStats(float(v.mean()), float(v.min()), float(v.max()))
 
 
 def activation_slope(model: nn.Module) -> float:
@@ -88,20 +90,53 @@ def preserved_state(model: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
+def _norm(g: Tensor | None) -> float | None:
+    """``||g||_F`` (NaN or Inf kept: the health rules look for them); None for no gradient."""
+    return None if g is None else float(torch.linalg.vector_norm(g.double()))
+
+
+def _layer_probe(name: str, m: nn.Module, eff: Tensor, raw: Tensor, grads: dict[int, Tensor | None],
+                 estimates: dict[str, float], input_shape: tuple[int, ...] | None, slope: float) -> LayerProbe:
+    fan_in, fan_out = fans(m)
+    return LayerProbe(kind=type(m).__name__.removeprefix("Parametrized"), fan_in=fan_in, fan_out=fan_out,
+                      **{k: estimates.get(f"{name}/{k}") for k in SIGMA_KEYS},
+                      strict_sigma=None if input_shape is None else operator_norm(m, input_shape),
+                      **weight_statistics(raw, eff, fan_in, isinstance(m, TRANSPOSED_CONVS)),
+                      grad_raw=_norm(grads.get(id(raw))), grad_effective=_norm(grads.get(id(eff))),
+                      **reference_ratios(fan_in, fan_out, slope))
+
+
+def _input_gradients(D: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator | None
+                     ) -> dict[str, Tensor]:
+    """Per-sample ``||grad_x D(x)||`` on the real, fake and (same shapes only) interpolated batches."""
+    norms = {"real": input_gradient_norms(D, real, create_graph=False),
+             "fake": input_gradient_norms(D, fake, create_graph=False)}
+    if real.shape[1:] == fake.shape[1:]:
+        n = min(len(real), len(fake))
+        norms["interpolated"] = input_gradient_norms(D, interpolates(real[:n], fake[:n], generator),
+                                                     create_graph=False)
+    return norms
+
+
+def _upper_bound(D: nn.Module, input_shape: tuple[int, ...], bounds: bool) -> tuple[float | None, str | None]:
+    """The Lipschitz upper bound, or None and the reason."""
+    if not bounds:
+        return None, "not computed (diagnostics.bounds=false)"
+    report = explain_upper_bound(D, input_shape)
+    return (report.value, None) if report.value is not None else (None, report.reason)
 
 
 def probe(D: nn.Module, loss_d: Callable[[Tensor, Tensor], Tensor], real: Tensor, fake: Tensor, *,
-          strict: bool = False, bounds: bool = True, slope: float | None = None,
-          generator: torch.Generator | None = None) -> dict:
-    """One diagnostics record (without ``"step"``) for ``D`` on ``real`` and ``fake`` batches.
+          step: int = 0, strict: bool = False, bounds: bool = True, slope: float | None = None,
+          generator: torch.Generator | None = None) -> ProbeRecord:
+    """The :class:`ProbeRecord` of ``D`` on ``real`` and ``fake`` batches at generator step ``step``.
 
     ``loss_d(d_real, d_fake)`` is the discriminator loss (e.g. ``gannorm.losses.LOSSES.get("hinge").d``):
     its gradient w.r.t. each layer's raw (trainable) and effective (normalized) weight is reported.
     ``strict=True`` adds each conv's operator norm for its input shape (``strict_sigma``);
-    ``bounds=True`` adds the Lipschitz upper bound (``lipschitz_upper``, null where no valid bound is
-    known). ``slope`` is the leaky-ReLU slope for the Kaiming reference (default: read off D).
+    ``bounds=True`` adds the Lipschitz upper bound (``lipschitz_upper``, None where no valid bound is
+    known, with the reason in ``lipschitz_upper_note``). ``slope`` is the leaky-ReLU slope for the
+    Kaiming reference (default: read off D). ``generator`` draws the interpolation weights.
     """
     named = layers(D)
     if not named:
@@ -117,78 +152,59 @@ def probe(D: nn.Module, loss_d: Callable[[Tensor, Tensor], Tensor], real: Tensor
             wanted = [t for t in effective + raws if t.requires_grad]
             grads = dict(zip(map(id, wanted), torch.autograd.grad(loss, wanted, allow_unused=True)))
         estimates = sigmas(D)
-        record_layers: dict[str, dict] = {}
-        for (name, m), eff, raw in zip(named, effective, raws):
-            fan_in, fan_out = fans(m)
-            entry: dict = {"kind": type(m).__name__.removeprefix("Parametrized"), "fan_in": fan_in,
-                           "fan_out": fan_out}
-            for k in SIGMA_KEYS:
-                entry[k] = estimates.get(f"{name}/{k}")
-            entry["strict_sigma"] = None
-            if strict and name in input_shapes:
-                from .lipschitz import operator_norm
-                entry["strict_sigma"] = operator_norm(m, input_shapes[name])
-            entry.update(weight_statistics(raw, eff, fan_in, isinstance(m, TRANSPOSED_CONVS)))
-            for key, t in (("grad_raw", raw), ("grad_effective", eff)):
-                g = grads.get(id(t))
-                entry[key] = None if g is None else _finite(float(torch.linalg.vector_norm(g.double())))
-            entry.update(reference_ratios(fan_in, fan_out, slope))
-            record_layers[name] = entry
-        norms = {"real": input_gradient_norms(D, real, create_graph=False),
-                 "fake": input_gradient_norms(D, fake, create_graph=False)}
-        n = min(len(real), len(fake))
-        if real.shape[1:] == fake.shape[1:]:
-            norms["interpolated"] = input_gradient_norms(
-                D, interpolates(real[:n], fake[:n], generator), create_graph=False)
-        upper, note = None, "not computed (diagnostics.bounds=false)"
-        if bounds:
-            from .lipschitz import lipschitz_upper_bound
-            upper, note = lipschitz_upper_bound(D, tuple(real.shape[1:]), with_reason=True)
-    return {"layers": record_layers,
-            "input_grad": {k: summarize(v) for k, v in norms.items()},
-            "d_real": float(d_real.detach().double().mean()), "d_fake": float(d_fake.detach().double().mean()),
-            "loss_d": _finite(float(loss.detach())),
-            "lipschitz_upper": None if upper is None else _finite(float(upper)),
-            **({} if upper is not None else {"lipschitz_upper_note": note}),
-            "lipschitz_lower": max(float(v.max()) for v in norms.values())}
+        record_layers = {name: _layer_probe(name, m, eff, raw, grads, estimates,
+                                            input_shapes.get(name) if strict else None, slope)
+                         for (name, m), eff, raw in zip(named, effective, raws)}
+        norms = _input_gradients(D, real, fake, generator)
+        upper, note = _upper_bound(D, tuple(real.shape[1:]), bounds)
+    return ProbeRecord(step=int(step), layers=record_layers, input_grad={k: summarize(v) for k, v in norms.items()},
+                       d_real=float(d_real.detach().double().mean()), d_fake=float(d_fake.detach().double().mean()),
+                       loss_d=float(loss.detach()), lipschitz_upper=upper, lipschitz_upper_note=note,
+                       lipschitz_lower=max(float(v.max()) for v in norms.values()))
 
 
-def flat_scalars(record: dict, layers_: Sequence[str] | None = None) -> dict[str, float]:
-    """A record flattened to ``"diag/<layer>/<key>"`` scalars (for TensorBoard), nulls dropped; the
-    bounds are in :func:`headline_scalars`."""
+def _number(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def flat_scalars(record: ProbeRecord, layers_: Sequence[str] | None = None) -> dict[str, float]:
+    """A record flattened to ``"diag/<layer>/<key>"`` scalars (for TensorBoard), nulls and non-finite
+    values dropped; the bounds are in :func:`headline_scalars`."""
     out: dict[str, float] = {}
-    for name, entry in record.get("layers", {}).items():
+    for name, entry in record.layers.items():
         if layers_ is not None and name not in layers_:
             continue
-        for k, v in entry.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("fan_in", "fan_out") \
-                    and not k.startswith("ref_"):
-                out[f"diag/{name}/{k}"] = float(v)
-    for kind, stats in record.get("input_grad", {}).items():
-        for k, v in stats.items():
-            out[f"diag/input_grad_{kind}/{k}"] = float(v)
+        for k in QUANTITIES:
+            v = getattr(entry, k)
+            if _number(v) and not k.startswith("ref_"):
+                out[f"diag/{name}/{k}"] = v
+    for kind, stats in record.input_grad.items():
+        for k in ("mean", "min", "max"):
+            if _number(getattr(stats, k)):
+                out[f"diag/input_grad_{kind}/{k}"] = getattr(stats, k)
     for k in ("d_real", "d_fake"):
-        if isinstance(record.get(k), (int, float)):
-            out[f"diag/{k}"] = float(record[k])
+        if _number(getattr(record, k)):
+            out[f"diag/{k}"] = getattr(record, k)
     return out
 
 
-def headline_scalars(record: dict) -> dict[str, float]:
+def headline_scalars(record: ProbeRecord) -> dict[str, float]:
     """A few whole-model numbers of a record for the run's ``metrics.jsonl`` (the rest stays in
     ``diagnostics.jsonl``): bounds, mean input-gradient norms, first/last-layer gradient ratio and the
     range of the variance ratios."""
     out: dict[str, float] = {}
     for k in ("lipschitz_upper", "lipschitz_lower"):
-        if isinstance(record.get(k), (int, float)):
-            out[f"diag/{k}"] = float(record[k])
-    for kind, stats in record.get("input_grad", {}).items():
-        out[f"diag/input_grad_{kind}_mean"] = float(stats["mean"])
-    layers = list(record.get("layers", {}).values())
-    if len(layers) >= 2:
-        first, last = layers[0].get("grad_effective"), layers[-1].get("grad_effective")
+        if _number(getattr(record, k)):
+            out[f"diag/{k}"] = getattr(record, k)
+    for kind, stats in record.input_grad.items():
+        if stats.mean is not None:
+            out[f"diag/input_grad_{kind}_mean"] = stats.mean
+    entries = list(record.layers.values())
+    if len(entries) >= 2:
+        first, last = entries[0].grad_effective, entries[-1].grad_effective
         if first is not None and last:
             out["diag/grad_first_over_last"] = first / last
-    ratios = [e["var_ratio"] for e in layers if isinstance(e.get("var_ratio"), (int, float))]
+    ratios = [e.var_ratio for e in entries if _number(e.var_ratio)]
     if ratios:
         out["diag/var_ratio_min"], out["diag/var_ratio_max"] = min(ratios), max(ratios)
     return out

@@ -104,6 +104,11 @@ class DBlockOptimized(nn.Module):
         h = F.avg_pool2d(self.c2(F.relu(self.c1(x))), 2)
         return h + self.c_sc(F.avg_pool2d(x, 2))
 
+    def lipschitz_structure(self) -> list[list[tuple[str, nn.Module]]]:
+        """The forward as summed branches of ``(name, module)`` chains (see :mod:`gannorm.diagnostics.lipschitz`)."""
+        return [[("c1", self.c1), (":relu", nn.ReLU()), ("c2", self.c2), (":avg_pool2d", nn.AvgPool2d(2))],
+                [(":avg_pool2d", nn.AvgPool2d(2)), ("c_sc", self.c_sc)]]
+
 
 class DBlock(nn.Module):
     """D block ``ReLU-conv3-ReLU-conv3[-AvgPool2]`` + shortcut ``conv1x1[-AvgPool2]``.
@@ -140,3 +145,10 @@ class DBlock(nn.Module):
         h = self._down(self.c2(F.relu(self.c1(F.relu(x)))))
         s = x if self.c_sc is None else self.c_sc(x)
         return h + self._down(s)
+
+    def lipschitz_structure(self) -> list[list[tuple[str, nn.Module]]]:
+        """The forward as summed branches of ``(name, module)`` chains (see :mod:`gannorm.diagnostics.lipschitz`)."""
+        down = [(":avg_pool2d", nn.AvgPool2d(2))] if self.downsample else []
+        shortcut = [(":identity", nn.Identity())] if self.c_sc is None else [("c_sc", self.c_sc)]
+        return [[(":relu", nn.ReLU()), ("c1", self.c1), (":relu", nn.ReLU()), ("c2", self.c2), *down],
+                [*shortcut, *down]]

@@ -51,6 +51,10 @@ class MLPGenerator(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
 
+    def lipschitz_structure(self) -> list[list[tuple[str, nn.Module]]]:
+        """The forward as one ``(name, module)`` chain (see :mod:`gannorm.diagnostics.lipschitz`)."""
+        return [[("net", self.net)]]
+
 
 class MLPDiscriminator(nn.Module):
     """x ``[B, dim]`` -> depth x (Linear(hidden) -> LeakyReLU(slope)) -> Linear(1) ``[B, 1]``."""
@@ -69,3 +73,7 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def lipschitz_structure(self) -> list[list[tuple[str, nn.Module]]]:
+        """The forward as one ``(name, module)`` chain (see :mod:`gannorm.diagnostics.lipschitz`)."""
+        return [[("net", self.net)]]

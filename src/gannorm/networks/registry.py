@@ -13,9 +13,10 @@ supported resolutions and the allowed arch options with their defaults. One ``ar
 serves both builders: an option that concerns only one network (e.g. D's ``slope``) is accepted
 and ignored by the other. Every network is built with its official initialisation; only D is
 normalized (``gannorm.normalize(D, normalization, **normalization_options)``, with
-``input_shape=data_shape`` filled in for ``strict_sn`` and ``dssn``). Bad input raises a one-line
-``ValueError`` naming the allowed values (an unknown arch raises :class:`UnknownNetworkError`,
-which is both a ``ValueError`` and the library's ``UnknownNameError``/``KeyError``).
+``input_shape=data_shape`` filled in for the methods whose entry says ``needs_input_shapes``). Bad
+input raises a one-line ``ValueError`` naming the allowed values (an unknown arch raises
+:class:`UnknownNetworkError`, which is both a ``ValueError`` and the library's
+``UnknownNameError``/``KeyError``).
 
 A new architecture is two constructors plus one ``NETWORKS.register(name, NetworkSpec(...), description)``.
 """
@@ -26,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from torch import nn
 
+from ..init import SCHEMES, init_weights
 from ..normalizations import METHODS, normalize
 from ..registry import Registry, UnknownNameError
 from . import sngan_resnet
@@ -138,20 +140,20 @@ def build_discriminator(arch: str, data_shape: Sequence[int], *, width: float = 
     """D mapping ``[B, *data_shape]`` to ``[B, 1]`` logits, initialised, then normalized.
 
     ``normalization`` is one of ``gannorm.METHODS.names()``; ``normalization_options`` its keyword
-    arguments (``scale`` for ssn/bssn). For ``strict_sn`` and ``dssn``, ``input_shape`` defaults to ``data_shape``.
+    arguments (``scale`` for ssn/bssn). For methods that need input shapes (``strict_sn``, ``dssn``),
+    ``input_shape`` defaults to ``data_shape``.
     ``init`` is ``"official"`` (the network's own) or a scheme of :func:`gannorm.init_weights`
     (``lecun``, ``xavier``, ``kaiming``, ``normal``, ``trunc_normal``: normal distribution, zero biases).
     """
-    from ..init import SCHEMES, init_weights
     if init != "official" and init not in SCHEMES:
         raise ValueError(f"unknown D init {init!r}; known: official, {', '.join(SCHEMES)}")
     spec = get_spec(arch)
     shape = spec.check_data_shape(arch, data_shape)
     options = spec.resolve_options(arch, arch_options)
     _check_width(width)
-    METHODS.get(normalization)  # fail on an unknown method before building anything
+    method = METHODS.get(normalization)  # fail on an unknown method before building anything
     norm_options = dict(normalization_options or {})
-    if normalization in ("strict_sn", "dssn"):
+    if method.needs_input_shapes:
         norm_options.setdefault("input_shape", shape)
     D = spec.discriminator(shape, width=width, **options)
     if init != "official":

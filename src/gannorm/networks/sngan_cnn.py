@@ -85,6 +85,10 @@ class SNGANCNNDiscriminator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(self.features(x).flatten(1))
 
+    def lipschitz_structure(self) -> list[list[tuple[str, nn.Module]]]:
+        """The forward as one ``(name, module)`` chain (see :mod:`gannorm.diagnostics.lipschitz`)."""
+        return [[("features", self.features), (":flatten", nn.Flatten()), ("linear", self.linear)]]
+
 
 class SNGANCNNGenerator(nn.Module):
     """z -> linear mg*mg*512 -> BN-ReLU -> 3 x (deconv4/2 -> BN-ReLU) (256, 128, 64) -> deconv3 -> tanh.

@@ -140,3 +140,25 @@ class SNGANResNetDiscriminator(nn.Module):
         h = torch.relu(self.blocks(x))
         h = h.sum(dim=(2, 3)) if self.pool == "sum" else h.mean(dim=(2, 3))
         return self.linear(h)
+
+    def lipschitz_structure(self) -> list[list[tuple[str, nn.Module]]]:
+        """The forward as one ``(name, module)`` chain (see :mod:`gannorm.diagnostics.lipschitz`)."""
+        return [[("blocks", self.blocks), (":relu", nn.ReLU()), (f":{self.pool}_pool", GlobalPool(self.pool)),
+                 ("linear", self.linear)]]
+
+
+class GlobalPool(nn.Module):
+    """``x.sum(dims)`` or ``x.mean(dims)`` over every dim after the channels: the discriminator's global
+    pooling as a module, for :meth:`SNGANResNetDiscriminator.lipschitz_structure` (an affine map)."""
+
+    lipschitz_affine = True
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        if mode not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}; got {mode!r}")
+        self.mode = mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = tuple(range(2, x.ndim))
+        return x.sum(dim=dims) if self.mode == "sum" else x.mean(dim=dims)

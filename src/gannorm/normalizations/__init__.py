@@ -1,21 +1,28 @@
 """Weight normalizations as ``torch.nn.utils.parametrize`` parametrizations, and their registry.
 
 Use :func:`normalize` to apply a named method to every Conv/ConvTranspose/Linear layer of a model,
-or the per-layer functions (:func:`spectral_norm`, :func:`bidirectional_spectral_norm`,
-:func:`strict_spectral_norm`) directly.
+or the per-layer functions directly. Those share one signature::
+
+    fn(module, name="weight", *, scale=1.0, n_power_iterations=1, eps=1e-12, update="forward",
+       grad_through_vectors=False, warmup=15)
+
+(:func:`spectral_norm` also takes ``dim``; :func:`strict_spectral_norm` and
+:func:`depthwise_separable_spectral_norm` require ``input_shape=(C, H, W)``).
 """
 from .base import UPDATE_POLICIES, PowerIterationNorm
 from .bidirectional import BidirectionalSpectralNorm, bidirectional_spectral_norm
 from .convert import convert_state_dict
+from .depthwise import depthwise_separable_spectral_norm
 from .gamma import GammaScale
-from .model import (METHODS, NORMALIZABLE, normalize, normalized_layers, remove, reset_power_iteration, sigmas,
-                    update_after_step, update_power_iteration)
+from .methods import MethodSpec
+from .model import (METHODS, NORMALIZABLE, method_options, normalize, normalized_layers, remove, reset_power_iteration,
+                    sigmas, update_after_step, update_power_iteration)
 from .spectral import SpectralNorm, spectral_norm
 from .strict import ConvOperatorNorm, strict_spectral_norm
 
 __all__ = [
     "UPDATE_POLICIES", "PowerIterationNorm", "SpectralNorm", "BidirectionalSpectralNorm", "ConvOperatorNorm",
-    "GammaScale", "METHODS", "NORMALIZABLE", "normalize", "normalized_layers", "remove", "reset_power_iteration",
-    "sigmas", "update_after_step", "update_power_iteration", "spectral_norm", "bidirectional_spectral_norm",
-    "strict_spectral_norm", "convert_state_dict",
+    "GammaScale", "METHODS", "MethodSpec", "method_options", "NORMALIZABLE", "normalize", "normalized_layers",
+    "remove", "reset_power_iteration", "sigmas", "update_after_step", "update_power_iteration", "spectral_norm", "bidirectional_spectral_norm",
+    "strict_spectral_norm", "depthwise_separable_spectral_norm", "convert_state_dict",
 ]

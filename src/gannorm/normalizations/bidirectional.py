@@ -57,10 +57,13 @@ class BidirectionalSpectralNorm(PowerIterationNorm):
         out.view(o, i, -1).addcmul_(u2.view(1, i, 1), v2.view(o, 1, -1) * (alpha / 2))
 
 
-def bidirectional_spectral_norm(module: nn.Module, name: str = "weight", n_power_iterations: int = 1,
-                                eps: float = 1e-12, scale: float = 1.0, *, update: str = "forward",
+def bidirectional_spectral_norm(module: nn.Module, name: str = "weight", *, scale: float = 1.0,
+                                n_power_iterations: int = 1, eps: float = 1e-12, update: str = "forward",
                                 grad_through_vectors: bool = False, warmup: int = 15) -> nn.Module:
-    """Register BSN (``scale == 1``) or BSSN on ``module.<name>``; linear weights get SN times ``scale``."""
+    """Register BSN (``scale == 1``) or BSSN on ``module.<name>``; linear weights get SN times ``scale``.
+
+    Options (keyword-only) as in :func:`gannorm.spectral_norm`.
+    """
     weight = _get_weight(module, name)
     options = dict(n_power_iterations=n_power_iterations, eps=eps, scale=scale, update=update,
                    grad_through_vectors=grad_through_vectors, warmup=warmup)

@@ -137,16 +137,19 @@ def _grid_padding(module: nn.Conv2d) -> tuple[int, int]:
     raise ValueError(f"depthwise DFT sigma supports padding_mode 'zeros' or 'circular', got {module.padding_mode!r}")
 
 
-def depthwise_separable_spectral_norm(module: nn.Module, input_shape: Sequence[int], scale: float = 1.0, *,
-                                      name: str = "weight", eps: float = 1e-12, **sn_options) -> nn.Module:
+def depthwise_separable_spectral_norm(module: nn.Module, name: str = "weight", *, input_shape: Sequence[int],
+                                      scale: float = 1.0, n_power_iterations: int = 1, eps: float = 1e-12,
+                                      update: str = "forward", grad_through_vectors: bool = False,
+                                      warmup: int = 15) -> nn.Module:
     """Register the DFT sigma on a depthwise ``Conv2d`` (``input_shape = (C, H, W)`` or ``(H, W)``),
-    or plain SN (``spectral_norm(module, scale=scale, eps=eps, **sn_options)``) on any other layer.
+    or plain SN (:func:`gannorm.spectral_norm` with the same options) on any other layer.
 
-    ``sn_options`` (``n_power_iterations``, ``update``, ``grad_through_vectors``, ``warmup``) only
-    concern the SN layers. Returns the module.
+    ``n_power_iterations``, ``update``, ``grad_through_vectors`` and ``warmup`` only concern the SN
+    layers (the DFT sigma is exact and stateless). Every option is keyword-only. Returns the module.
     """
     if not is_depthwise(module):
-        return spectral_norm(module, name, eps=eps, scale=scale, **sn_options)
+        return spectral_norm(module, name, scale=scale, n_power_iterations=n_power_iterations, eps=eps,
+                             update=update, grad_through_vectors=grad_through_vectors, warmup=warmup)
     if tuple(module.dilation) != (1, 1):
         raise ValueError(f"depthwise DFT sigma needs dilation 1, got {module.dilation}")
     shape = tuple(int(s) for s in input_shape)
@@ -172,6 +175,6 @@ def apply_dssn(layers: Sequence[tuple[str, nn.Module]], input_shapes: dict[str, 
         if is_depthwise(m) and name not in input_shapes:
             raise ValueError(f"dssn needs the input shape of depthwise layer {name!r} (pass input_shape=(C, H, W) "
                              "to gannorm.normalize)")
-        depthwise_separable_spectral_norm(m, input_shapes.get(name, ()), scale, eps=eps,
+        depthwise_separable_spectral_norm(m, input_shape=input_shapes.get(name, ()), scale=scale, eps=eps,
                                           n_power_iterations=n_power_iterations, update=update,
                                           grad_through_vectors=grad_through_vectors, warmup=warmup)

@@ -1,13 +1,18 @@
 """The registry of named normalization methods and the built-in entries.
 
-A method is a function ``apply(layers, **options)`` that normalizes each ``(name, module)`` in
-``layers`` (every Conv/ConvTranspose/Linear of a model, in module order) and whose keyword
-arguments are its options. :func:`gannorm.normalize` validates the options against that signature,
-so a new method is one function plus one ``METHODS.register`` call.
+Each entry is a :class:`MethodSpec`: a function ``apply(layers, **options)`` that normalizes each
+``(name, module)`` in ``layers`` (every Conv/ConvTranspose/Linear of a model, in module order), whose
+keyword arguments are the method's options, and what the method needs from the caller
+(``needs_input_shapes``: ``apply(layers, input_shapes, **options)`` gets each layer's input shape,
+recorded by :func:`gannorm.normalize` from ``input_shape=(C, H, W)``). :func:`gannorm.normalize`
+validates the options against ``apply``'s signature, so a new method is one function plus one
+``METHODS.register(name, MethodSpec(...))`` call.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 from torch import nn
 
@@ -19,9 +24,34 @@ from .mean_sn import attach_mean_norm, msn_targets
 from .spectral import spectral_norm
 from .strict import strict_spectral_norm
 
-METHODS: Registry = Registry("normalization")
-
 Layers = Sequence[tuple[str, nn.Module]]
+
+_NOT_OPTIONS = ("layers", "input_shapes")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One normalization method: ``apply``, whether it needs per-layer input shapes, a one-line description."""
+
+    apply: Callable[..., None]
+    needs_input_shapes: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.needs_input_shapes != ("input_shapes" in inspect.signature(self.apply).parameters):
+            raise ValueError("MethodSpec: apply takes an input_shapes argument exactly when needs_input_shapes=True")
+
+    def options(self) -> list[str]:
+        """The keyword options of ``apply`` (without ``layers``/``input_shapes``)."""
+        return [p for p in inspect.signature(self.apply).parameters if p not in _NOT_OPTIONS]
+
+    def required_options(self) -> list[str]:
+        """The options without a default (e.g. ``scale`` for ssn/bssn)."""
+        params = inspect.signature(self.apply).parameters
+        return [p for p in self.options() if params[p].default is inspect.Parameter.empty]
+
+
+METHODS: Registry[MethodSpec] = Registry("normalization")
 
 
 def _none(layers: Layers) -> None:
@@ -38,7 +68,7 @@ def _sn(layers: Layers, n_power_iterations: int = 1, eps: float = 1e-12, update:
 def _ssn(layers: Layers, scale: float, n_power_iterations: int = 1, eps: float = 1e-12, update: str = "forward",
          grad_through_vectors: bool = False, warmup: int = 15) -> None:
     for _, m in layers:
-        spectral_norm(m, n_power_iterations=n_power_iterations, eps=eps, scale=scale, update=update,
+        spectral_norm(m, scale=scale, n_power_iterations=n_power_iterations, eps=eps, update=update,
                       grad_through_vectors=grad_through_vectors, warmup=warmup)
 
 
@@ -50,7 +80,7 @@ def _bsn(layers: Layers, n_power_iterations: int = 1, eps: float = 1e-12, update
 def _bssn(layers: Layers, scale: float, n_power_iterations: int = 1, eps: float = 1e-12, update: str = "forward",
           grad_through_vectors: bool = False, warmup: int = 15) -> None:
     for _, m in layers:
-        bidirectional_spectral_norm(m, n_power_iterations=n_power_iterations, eps=eps, scale=scale, update=update,
+        bidirectional_spectral_norm(m, scale=scale, n_power_iterations=n_power_iterations, eps=eps, update=update,
                                     grad_through_vectors=grad_through_vectors, warmup=warmup)
 
 
@@ -68,8 +98,9 @@ def _strict_sn(layers: Layers, input_shapes: dict[str, tuple[int, ...]], scale: 
                n_power_iterations: int = 1, eps: float = 1e-12, update: str = "forward",
                grad_through_vectors: bool = False, warmup: int = 15) -> None:
     for name, m in layers:
-        strict_spectral_norm(m, input_shapes.get(name, ()), n_power_iterations=n_power_iterations, eps=eps,
-                             scale=scale, update=update, grad_through_vectors=grad_through_vectors, warmup=warmup)
+        strict_spectral_norm(m, input_shape=input_shapes.get(name, ()), scale=scale,
+                             n_power_iterations=n_power_iterations, eps=eps, update=update,
+                             grad_through_vectors=grad_through_vectors, warmup=warmup)
 
 
 def _msn(layers: Layers, momentum: float = 0.1, n_power_iterations: int = 1, eps: float = 1e-12,
@@ -80,17 +111,22 @@ def _msn(layers: Layers, momentum: float = 0.1, n_power_iterations: int = 1, eps
         attach_mean_norm(modules[name], momentum)
 
 
-METHODS.register("none", _none, "no normalization (the baseline)")
-METHODS.register("sn", _sn, "spectral normalization of the [out, in*k*k] kernel (Miyato et al. 2018)")
-METHODS.register("ssn", _ssn, "scaled SN: scale * W / sigma (requires scale)")
-METHODS.register("bsn", _bsn, "bidirectional SN: W / mean(sigma_fan_in, sigma_fan_out) (Lin et al. 2021)")
-METHODS.register("bssn", _bssn, "bidirectional scaled SN: scale * W / mean(sigma1, sigma2) (requires scale)")
-METHODS.register("sn_gamma_shared", _sn_gamma(True), "SN times one learnable gamma shared by all layers")
-METHODS.register("sn_gamma_layer", _sn_gamma(False), "SN times a learnable gamma per layer")
-METHODS.register("msn", _msn, "mean spectral normalization: SN plus mean-only batch norm after the strided "
-                 "convs but the first and after the last conv (Subramanian and Chong 2019)")
-METHODS.register("dssn", apply_dssn,
-                 "depthwise-separable SN: exact DFT sigma for depthwise convs on their input shape, SN elsewhere "
-                 "(requires input_shape=(C, H, W))")
-METHODS.register("strict_sn", _strict_sn,
-                 "operator norm of each convolution on its input shape (requires input_shape=(C, H, W))")
+METHODS.register("none", MethodSpec(_none, description="no normalization (the baseline)"))
+METHODS.register("sn", MethodSpec(_sn, description="spectral normalization of the [out, in*k*k] kernel "
+                                  "(Miyato et al. 2018)"))
+METHODS.register("ssn", MethodSpec(_ssn, description="scaled SN: scale * W / sigma (requires scale)"))
+METHODS.register("bsn", MethodSpec(_bsn, description="bidirectional SN: W / mean(sigma_fan_in, sigma_fan_out) "
+                                   "(Lin et al. 2021)"))
+METHODS.register("bssn", MethodSpec(_bssn, description="bidirectional scaled SN: scale * W / mean(sigma1, sigma2) "
+                                    "(requires scale)"))
+METHODS.register("sn_gamma_shared", MethodSpec(_sn_gamma(True), description="SN times one learnable gamma shared "
+                                               "by all layers"))
+METHODS.register("sn_gamma_layer", MethodSpec(_sn_gamma(False), description="SN times a learnable gamma per layer"))
+METHODS.register("msn", MethodSpec(_msn, description="mean spectral normalization: SN plus mean-only batch norm "
+                                   "after the strided convs but the first and after the last conv (Subramanian "
+                                   "and Chong 2019)"))
+METHODS.register("dssn", MethodSpec(apply_dssn, needs_input_shapes=True, description="depthwise-separable SN: "
+                                    "exact DFT sigma for depthwise convs on their input shape, SN elsewhere "
+                                    "(requires input_shape=(C, H, W))"))
+METHODS.register("strict_sn", MethodSpec(_strict_sn, needs_input_shapes=True, description="operator norm of each "
+                                         "convolution on its input shape (requires input_shape=(C, H, W))"))

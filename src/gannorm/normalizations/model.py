@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -11,7 +10,7 @@ from torch.nn.utils import parametrize
 
 from .base import PowerIterationNorm
 from .gamma import GammaScale
-from .methods import METHODS
+from .methods import METHODS, MethodSpec
 
 NORMALIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
                 nn.Linear)
@@ -57,8 +56,21 @@ def _record_input_shapes(model: nn.Module, layers: Sequence[tuple[str, nn.Module
 
 
 def method_options(method: str) -> list[str]:
-    """The keyword options of a normalization method (strict_sn and dssn also take ``input_shape``)."""
-    return [p for p in inspect.signature(METHODS.get(method)).parameters if p not in ("layers", "input_shapes")]
+    """The keyword options of a normalization method (methods that need input shapes also take ``input_shape``)."""
+    return METHODS.get(method).options()
+
+
+def _check_options(method: str, spec: MethodSpec, options: dict) -> None:
+    allowed = spec.options()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        extra = ", input_shape" if spec.needs_input_shapes else ""
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for normalization {method!r}; "
+                         f"allowed: {', '.join(allowed) or 'none'}{extra}")
+    missing = [p for p in spec.required_options() if p not in options]
+    if missing:
+        raise ValueError(f"normalization {method!r} requires option(s) {', '.join(missing)} "
+                         f"(e.g. gannorm.normalize(model, {method!r}, {missing[0]}=...))")
 
 
 def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **options) -> nn.Module:
@@ -66,32 +78,24 @@ def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **o
 
     ``method`` is one of ``gannorm.METHODS.names()``; ``options`` are that method's keyword
     arguments (for example ``scale=1.4`` for ``"bssn"``). ``exclude`` lists layer names (or name
-    prefixes) to leave alone. For ``"strict_sn"`` pass ``input_shape=(C, H, W)``, the shape of one
-    model input: each layer's own input shape is recorded by one dry forward.
-    Returns the model (modified in place).
+    prefixes) to leave alone. A method whose entry says ``needs_input_shapes`` (``"strict_sn"``,
+    ``"dssn"``) takes ``input_shape=(C, H, W)``, the shape of one model input: each layer's own input
+    shape is recorded by one dry forward. Returns the model (modified in place).
     """
-    apply: Callable = METHODS.get(method)
+    spec = METHODS.get(method)
     layers = _layers(model, exclude)
     for name, m in layers:
         if parametrize.is_parametrized(m):
             raise ValueError(f"layer {name or type(m).__name__!r} is already parametrized; "
                              "call gannorm.remove(model) before normalizing it again")
-    if method in ("strict_sn", "dssn"):
-        if "input_shape" not in options:
-            raise ValueError(f"{method} needs input_shape=(C, H, W), the shape of one input to the model")
-        options["input_shapes"] = _record_input_shapes(model, layers, options.pop("input_shape"))
-    params = inspect.signature(apply).parameters
-    allowed = method_options(method)
-    unknown = sorted(set(options) - set(params))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for normalization {method!r}; "
-                         f"allowed: {', '.join(allowed) or 'none'}")
-    missing = [p for p, spec in params.items()
-               if spec.default is inspect.Parameter.empty and p != "layers" and p not in options]
-    if missing:
-        raise ValueError(f"normalization {method!r} requires option(s) {', '.join(missing)} "
-                         f"(e.g. gannorm.normalize(model, {method!r}, {missing[0]}=...))")
-    apply(layers, **options)
+    input_shape = options.pop("input_shape", None) if spec.needs_input_shapes else None
+    _check_options(method, spec, options)
+    if not spec.needs_input_shapes:
+        spec.apply(layers, **options)
+    elif input_shape is None:
+        raise ValueError(f"{method} needs input_shape=(C, H, W), the shape of one input to the model")
+    else:
+        spec.apply(layers, _record_input_shapes(model, layers, input_shape), **options)
     return model
 
 

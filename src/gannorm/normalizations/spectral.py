@@ -16,7 +16,6 @@ from . import power_iteration as pi
 from .base import TRANSPOSED_CONVS, PowerIterationNorm
 
 
-
 def default_dim(module: nn.Module) -> int:
     """1 for transposed convolutions (their output channels are dim 1), else 0 -- torch's rule."""
     return 1 if isinstance(module, TRANSPOSED_CONVS) else 0
@@ -61,17 +60,18 @@ class SpectralNorm(PowerIterationNorm):
         matricize(out, 0).addr_(u, v, alpha=alpha)  # a view of the contiguous gradient
 
 
-def spectral_norm(module: nn.Module, name: str = "weight", n_power_iterations: int = 1, eps: float = 1e-12,
-                  dim: int | None = None, scale: float = 1.0, *, update: str = "forward",
+def spectral_norm(module: nn.Module, name: str = "weight", *, scale: float = 1.0, n_power_iterations: int = 1,
+                  eps: float = 1e-12, dim: int | None = None, update: str = "forward",
                   grad_through_vectors: bool = False, warmup: int = 15) -> nn.Module:
     """Register (scaled) spectral normalization on ``module.<name>`` and return the module.
 
     Afterwards ``module.<name>`` is the effective weight ``scale * W / sigma``; the raw weight lives
-    in ``module.parametrizations.<name>.original``. Arguments as in
-    ``torch.nn.utils.parametrizations.spectral_norm``, plus ``scale`` (SSN), ``update``
-    (``"forward"`` or ``"step"``, see :mod:`gannorm.normalizations.base`), ``grad_through_vectors``
-    (the TF behaviour) and ``warmup`` (iterations at registration; torch uses 15, the official
-    BSN/SNGAN code 0).
+    in ``module.parametrizations.<name>.original``. Every option is keyword-only (the signature every
+    per-layer function of :mod:`gannorm.normalizations` shares): ``scale`` (SSN when != 1),
+    ``n_power_iterations``, ``eps`` and ``dim`` as in ``torch.nn.utils.parametrizations.spectral_norm``,
+    ``update`` (``"forward"`` or ``"step"``, see :mod:`gannorm.normalizations.base`),
+    ``grad_through_vectors`` (the TF behaviour) and ``warmup`` (iterations at registration; torch
+    uses 15, the official BSN/SNGAN code 0).
     """
     weight = _get_weight(module, name)
     if dim is None:

@@ -139,13 +139,14 @@ class ConvOperatorNorm(PowerIterationNorm):
         return f"input_shape={self.input_shape}, " + super().extra_repr()
 
 
-def strict_spectral_norm(module: nn.Module, input_shape: Sequence[int], n_power_iterations: int = 1,
-                         eps: float = 1e-12, scale: float = 1.0, *, name: str = "weight", update: str = "forward",
+def strict_spectral_norm(module: nn.Module, name: str = "weight", *, input_shape: Sequence[int], scale: float = 1.0,
+                         n_power_iterations: int = 1, eps: float = 1e-12, update: str = "forward",
                          grad_through_vectors: bool = False, warmup: int = 15) -> nn.Module:
     """Normalize ``module.<name>`` by the operator norm of the layer on inputs of shape ``input_shape``.
 
-    ``input_shape`` is ``(C, H, W)`` for 2-D convolutions (``(C, L)``, ``(C, D, H, W)`` for 1-D, 3-D);
-    it is ignored for linear layers, which get plain SN.
+    ``input_shape`` (required, keyword-only) is ``(C, H, W)`` for 2-D convolutions (``(C, L)``,
+    ``(C, D, H, W)`` for 1-D, 3-D); it is ignored for linear layers, which get plain SN. The other
+    options (keyword-only) as in :func:`gannorm.spectral_norm`.
     """
     weight = _get_weight(module, name)
     options = dict(n_power_iterations=n_power_iterations, eps=eps, scale=scale, update=update,

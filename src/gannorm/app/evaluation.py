@@ -5,8 +5,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..training.io import atomic_write_text, load_checkpoint
-from .evaluate import EvalOptions, evaluate
+from ..config import from_dict
+from ..data import load_dataset
+from ..errors import GannormError
+from ..fileio import atomic_write_text
+from ..metrics.evaluate import EvalOptions, evaluate, make_extractor, real_subset
+from ..metrics.frechet import feature_statistics, save_statistics
+from ..runfolder import RunFolder
+from .sampling import load_generator
 
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path | None = None) -> dict[str, Any]:
@@ -15,22 +21,16 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
     Writes ``{"step", "results": {"ema": ..., "raw": ...}}`` as JSON to ``output`` (default
     ``RUN/eval_step<step>.json``) and returns it.
     """
-    from ..data import load_dataset
-    from ..sampling import load_generator
-    run_dir = Path(run_dir)
-    state = load_checkpoint(run_dir / "checkpoint.pt") if (run_dir / "checkpoint.pt").is_file() else None
-    if state is None:
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no checkpoint.pt (train one with 'gannorm train')")
-    step = int(state["step"])
-    _, cfg, _ = load_generator(run_dir, use_ema=False)
+    folder = RunFolder.open(run_dir)
+    state = folder.load_checkpoint()  # read once; both generators come from it
+    step, cfg = int(state["step"]), from_dict(state["config"])
     data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.resolution, **cfg.data.options)
     results = {}
-    kinds = (["ema"] if state.get("G_ema") is not None else []) + ["raw"]
-    for kind in kinds:
-        g, _, _ = load_generator(run_dir, use_ema=(kind == "ema"))
+    for kind in (["ema"] if state.get("G_ema") is not None else []) + ["raw"]:
+        g, _, _ = load_generator(folder.path, use_ema=(kind == "ema"), state=state)
         results[kind] = evaluate(g, data, cfg.model.z_dim, options)
-    out = {"run": str(run_dir), "step": step, "results": results}
-    path = Path(output) if output else run_dir / f"eval_step{step:07d}.json"
+    out = {"run": str(folder.path), "step": step, "results": results}
+    path = Path(output) if output else folder.eval_result_path(step)
     atomic_write_text(path, json.dumps(out, indent=1) + "\n")
     out["path"] = str(path)
     return out
@@ -52,15 +52,12 @@ def fid_stats(dataset: str, output: str | Path, *, root: str | None = None, reso
               num: int | None = None, seed: int = 0, batch_size: int = 50, inception_weights: str | None = None,
               backend: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Write TTUR-compatible ``mu``/``sigma`` of the Inception pool3 features of ``dataset`` to ``output``."""
-    from ..data import load_dataset
-    from .evaluate import make_extractor, real_subset
-    from .frechet import feature_statistics, save_statistics
     output = Path(output)
     if output.suffix != ".npz":
-        raise ValueError(f"output {output} must be an .npz file")
+        raise GannormError(f"output {output} must be an .npz file")
     data = load_dataset(dataset, root, resolution)
     if data.kind != "image":
-        raise ValueError(f"fid-stats needs an image dataset; {dataset} holds {data.kind}s")
+        raise GannormError(f"fid-stats needs an image dataset; {dataset} holds {data.kind}s")
     x, protocol = real_subset(data, num or len(data), seed)
     extract, desc = make_extractor("inception", dataset=dataset, resolution=data.shape[-1], batch_size=batch_size,
                                    progress=progress, inception_weights=inception_weights, inception_backend=backend)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .io import atomic_write
+from .fileio import atomic_write
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, min_cell: int = 0) -> np.ndarray:

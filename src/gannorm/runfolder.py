@@ -1,0 +1,415 @@
+"""The run folder: the one module that knows its layout, its file names and its records.
+
+A run folder holds everything one training run writes::
+
+    config.yaml         the resolved config (``gannorm train --resume`` reads it back)
+    checkpoint.pt       the latest checkpoint (atomic; loaded with ``weights_only=True``)
+    status.json         running / finished / interrupted / diverged, the step, and why
+    metrics.jsonl       one row per logged step: losses, D outputs, sigmas, evaluation and diagnostics scalars
+    metrics.csv         the training rows of metrics.jsonl as CSV (columns fixed by the first row)
+    eval.jsonl          one record per evaluation: the step, which generator, the metrics and their protocol
+    diagnostics.jsonl   one probe record per diagnostics step (:class:`gannorm.diagnostics.ProbeRecord`)
+    health.jsonl        one record per health warning (:class:`gannorm.diagnostics.HealthWarning`)
+    samples.png         the latest fixed-z sample grid; ``samples/step_NNNNNNN.png`` every one of them
+    tensorboard/        TensorBoard event files (when tensorboard is installed)
+    analysis/           what ``gannorm analyze`` writes
+
+Everything above the libraries (the trainer, ``eval``, ``sample``, ``analyze``, ``experiment``) reads and
+writes runs through :class:`RunFolder`. Every step-keyed log holds each step at most once: a resumed run
+first drops the rows after its checkpoint's step (:meth:`RunFolder.truncate_logs`), and each file is
+replaced atomically, so a kill during the truncation leaves the old file or the new one, never half.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import torch
+import yaml
+
+from . import config as config_mod
+from .config import Config
+from .diagnostics.health import HealthWarning
+from .diagnostics.records import ProbeRecord
+from .errors import RunFolderError
+from .fileio import atomic_write, atomic_write_text
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.yaml"
+STATUS = "status.json"
+METRICS = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+EVAL = "eval.jsonl"
+DIAGNOSTICS = "diagnostics.jsonl"
+HEALTH = "health.jsonl"
+SAMPLES = "samples.png"
+SAMPLES_DIR = "samples"
+TENSORBOARD = "tensorboard"
+ANALYSIS = "analysis"
+#: the step-keyed JSONL logs (each step at most once after any number of resumes)
+LOGS = (METRICS, EVAL, DIAGNOSTICS, HEALTH)
+#: files whose presence marks a folder as a run folder
+MARKERS = (CONFIG, CHECKPOINT, METRICS, DIAGNOSTICS)
+
+R = TypeVar("R")
+
+
+# ------------------------------------------------------------------------------------------ records
+def _finite_or_str(value: float) -> float | str:
+    value = float(value)
+    return value if math.isfinite(value) else str(value)
+
+
+@dataclass
+class MetricsRow:
+    """One row of ``metrics.jsonl``: a step and named scalars (non-finite values kept, as strings on disk)."""
+    step: int
+    values: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, **{k: _finite_or_str(v) for k, v in self.values.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "MetricsRow":
+        values = {}
+        for k, v in d.items():
+            if k == "step":
+                continue
+            try:
+                values[k] = float(v)
+            except (TypeError, ValueError):
+                continue
+        return cls(int(d["step"]), values)
+
+
+@dataclass
+class EvalRecord:
+    """One evaluation: the step, the generator evaluated (``ema`` or ``raw``), the metrics, and the protocol."""
+    step: int
+    generator: str
+    metrics: dict[str, dict[str, float]]
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "generator": self.generator, "metrics": self.metrics, "protocol": self.protocol}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "EvalRecord":
+        return cls(int(d["step"]), str(d.get("generator", "raw")), dict(d.get("metrics") or {}),
+                   dict(d.get("protocol") or {}))
+
+
+@dataclass
+class Status:
+    """``status.json``: ``running``, ``finished``, ``interrupted`` or ``diverged``, at G step ``step``."""
+    status: str
+    step: int
+    reason: str | None = None             # why a run diverged
+    seconds: float | None = None          # wall time of the last session
+    checkpoint_step: int | None = None    # the step of the checkpoint on disk, when it differs
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Status":
+        known = {k: d.get(k) for k in ("reason", "seconds", "checkpoint_step")}
+        return cls(str(d.get("status", "unknown")), int(d.get("step", 0)), **known)
+
+
+@dataclass
+class RunRecords:
+    """Everything a run folder's logs hold, parsed (:meth:`RunFolder.load`)."""
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)     # config.yaml as plain YAML ({} if absent)
+    metrics: list[MetricsRow] = field(default_factory=list)
+    eval: list[EvalRecord] = field(default_factory=list)
+    diagnostics: list[ProbeRecord] = field(default_factory=list)
+    health: list[HealthWarning] = field(default_factory=list)
+    status: Status | None = None
+    skipped: dict[str, int] = field(default_factory=dict)     # file name -> unreadable lines skipped
+
+
+# ------------------------------------------------------------------------------------------ JSONL
+def read_jsonl(path: str | os.PathLike) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of a JSONL file and the number of lines skipped as unreadable (e.g. the torn last
+    line of a run killed mid-write). A missing file has no records; blank lines are ignored."""
+    path = Path(path)
+    if not path.is_file():
+        return [], 0
+    records, skipped = [], 0
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                skipped += 1
+                continue
+            if isinstance(obj, dict):
+                records.append(obj)
+            else:
+                skipped += 1
+    return records, skipped
+
+
+def _parse(records: Iterable[dict[str, Any]], parse: Callable[[dict[str, Any]], R]) -> tuple[list[R], int]:
+    out, bad = [], 0
+    for rec in records:
+        try:
+            out.append(parse(rec))
+        except (KeyError, TypeError, ValueError):
+            bad += 1
+    return out, bad
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        obj = json.loads(line)
+        return int(obj["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Write ``state`` with ``torch.save`` through a temporary file: the previous file survives any crash."""
+    atomic_write(path, lambda fh: torch.save(state, fh))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint with ``weights_only=True`` (tensors, containers and plain values only).
+
+    A missing, truncated or foreign file is a one-line :class:`RunFolderError`; a file that would need
+    arbitrary code to load is refused, and the message never suggests loading it unsafely.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunFolderError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors, truncated zip archives, foreign pickles
+        raise RunFolderError(f"checkpoint {path} cannot be loaded: it is truncated, damaged, or not a gannorm "
+                             f"checkpoint of tensors and plain values ({type(err).__name__})") from None
+    if not isinstance(state, dict):
+        raise RunFolderError(f"checkpoint {path} is not a gannorm checkpoint (it holds a {type(state).__name__})")
+    return state
+
+
+# ------------------------------------------------------------------------------------------ the folder
+class RunFolder:
+    """A run folder at ``path``; see the module docstring for its files."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._csv_columns: list[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # ---------------------------------------------------------------- creation and opening
+    @classmethod
+    def create(cls, parent: str | os.PathLike, name: str) -> "RunFolder":
+        """Make a new folder ``parent/name`` (or ``name-2``, ``name-3``, ... if taken) and return it.
+
+        Claiming the name is one ``mkdir``, which fails if the folder exists: two processes starting at
+        once get two different folders, and an existing run is never reused.
+        """
+        parent = Path(parent)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            for i in range(1, 100_000):
+                path = parent / (name if i == 1 else f"{name}-{i}")
+                try:
+                    path.mkdir()
+                except FileExistsError:
+                    continue
+                return cls(path)
+        except OSError as err:
+            raise RunFolderError(f"cannot create a run folder in {parent}: {err.strerror or err}; choose another "
+                                 "place with train.out_dir=DIR") from None
+        raise RunFolderError(f"{parent} holds too many runs named {name}; choose another train.run_name")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "RunFolder":
+        """An existing run folder; a one-line :class:`RunFolderError` if ``path`` is not one."""
+        path = Path(path)
+        if not path.exists():
+            raise RunFolderError(f"run folder {path} does not exist")
+        if not path.is_dir():
+            raise RunFolderError(f"{path} is not a run folder (it is a file)")
+        if not any((path / m).is_file() for m in MARKERS):
+            raise RunFolderError(f"{path} is not a run folder: it has none of {', '.join(MARKERS)} "
+                                 "(train one with 'gannorm train')")
+        return cls(path)
+
+    # ---------------------------------------------------------------- paths
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    checkpoint = property(lambda self: self.path / CHECKPOINT)
+    config_file = property(lambda self: self.path / CONFIG)
+    status_file = property(lambda self: self.path / STATUS)
+    metrics_file = property(lambda self: self.path / METRICS)
+    metrics_csv = property(lambda self: self.path / METRICS_CSV)
+    eval_file = property(lambda self: self.path / EVAL)
+    diagnostics_file = property(lambda self: self.path / DIAGNOSTICS)
+    health_file = property(lambda self: self.path / HEALTH)
+    samples_file = property(lambda self: self.path / SAMPLES)
+    samples_dir = property(lambda self: self.path / SAMPLES_DIR)
+    tensorboard_dir = property(lambda self: self.path / TENSORBOARD)
+    analysis_dir = property(lambda self: self.path / ANALYSIS)
+
+    def sample_path(self, step: int) -> Path:
+        return self.samples_dir / f"step_{step:07d}.png"
+
+    def eval_result_path(self, step: int) -> Path:
+        """Where ``gannorm eval`` writes its JSON by default."""
+        return self.path / f"eval_step{step:07d}.json"
+
+    # ---------------------------------------------------------------- checkpoint, config, status
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint.is_file()
+
+    def save_checkpoint(self, state: dict) -> None:
+        save_checkpoint(self.checkpoint, state)
+
+    def load_checkpoint(self) -> dict:
+        if not self.has_checkpoint():
+            raise RunFolderError(f"{self.path} has no {CHECKPOINT} (train one with 'gannorm train')")
+        return load_checkpoint(self.checkpoint)
+
+    def checkpoint_step(self) -> int | None:
+        """The step of the checkpoint on disk, or None if there is none or it cannot be read."""
+        try:
+            return int(self.load_checkpoint()["step"])
+        except (RunFolderError, KeyError, TypeError, ValueError):
+            return None
+
+    def write_config(self, cfg: Config) -> None:
+        atomic_write_text(self.config_file, config_mod.dump(cfg))
+
+    def read_config(self, overrides: Iterable[str] = ()) -> Config:
+        if not self.config_file.is_file():
+            raise RunFolderError(f"{self.path} has no {CONFIG}")
+        return config_mod.load(str(self.config_file), list(overrides))
+
+    def read_config_dict(self) -> dict[str, Any]:
+        """``config.yaml`` as plain YAML, ``{}`` if it is missing or unreadable (for reports on old runs)."""
+        try:
+            data = yaml.safe_load(self.config_file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def write_status(self, status: Status) -> None:
+        atomic_write_text(self.status_file, json.dumps(status.to_json(), indent=1) + "\n")
+
+    def read_status(self) -> Status | None:
+        try:
+            data = json.loads(self.status_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return Status.from_json(data) if isinstance(data, dict) else None
+
+    # ---------------------------------------------------------------- logs
+    def _append(self, path: Path, obj: dict[str, Any]) -> None:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(obj) + "\n")
+
+    def append_metrics(self, row: MetricsRow, csv_row: bool = True) -> None:
+        """A row of ``metrics.jsonl``; with ``csv_row`` also of ``metrics.csv`` (its columns are fixed by
+        the first row written; later keys stay in the JSONL file only)."""
+        obj = row.to_json()
+        self._append(self.metrics_file, obj)
+        if csv_row:
+            self._append_csv(obj)
+
+    def _append_csv(self, obj: dict[str, Any]) -> None:
+        if self._csv_columns is None and self.metrics_csv.is_file():
+            with self.metrics_csv.open(newline="") as fh:
+                self._csv_columns = next(csv.reader(fh), None)
+        new = self._csv_columns is None
+        if new:
+            self._csv_columns = list(obj)
+        with self.metrics_csv.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self._csv_columns, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(obj)
+
+    def append_eval(self, record: EvalRecord) -> None:
+        self._append(self.eval_file, record.to_json())
+
+    def append_diagnostics(self, record: ProbeRecord) -> None:
+        self._append(self.diagnostics_file, record.to_json())
+
+    def append_health(self, warning: HealthWarning) -> None:
+        self._append(self.health_file, warning.to_json())
+
+    def read_metrics(self) -> list[MetricsRow]:
+        return _parse(read_jsonl(self.metrics_file)[0], MetricsRow.from_json)[0]
+
+    def read_eval(self) -> list[EvalRecord]:
+        return _parse(read_jsonl(self.eval_file)[0], EvalRecord.from_json)[0]
+
+    def read_diagnostics(self) -> list[ProbeRecord]:
+        return _parse(read_jsonl(self.diagnostics_file)[0], ProbeRecord.from_json)[0]
+
+    def read_health(self) -> list[HealthWarning]:
+        return _parse(read_jsonl(self.health_file)[0], HealthWarning.from_json)[0]
+
+    def truncate_logs(self, step: int) -> None:
+        """Keep only the rows with ``step <= step`` in every log (a resumed run re-records what follows).
+
+        Each file is rewritten to a temporary file and renamed into place; a torn last line is dropped.
+        """
+        for name in LOGS:
+            path = self.path / name
+            if path.is_file():
+                lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+                keep = [ln for ln in lines if (s := _step_of(ln)) is not None and s <= step]
+                atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+        self._truncate_csv(step)
+
+    def _truncate_csv(self, step: int) -> None:
+        if not self.metrics_csv.is_file():
+            return
+        with self.metrics_csv.open(newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows or "step" not in rows[0]:
+            return
+        idx = rows[0].index("step")
+        keep = [rows[0]] + [r for r in rows[1:] if len(r) == len(rows[0]) and r[idx].isdigit() and int(r[idx]) <= step]
+        buf = io.StringIO()
+        csv.writer(buf).writerows(keep)
+        atomic_write_text(self.metrics_csv, buf.getvalue())
+        self._csv_columns = rows[0]
+
+    def reset_logs(self) -> None:
+        """A fresh start: remove every log (a new run in a folder that held an older one)."""
+        for name in (*LOGS, METRICS_CSV):
+            (self.path / name).unlink(missing_ok=True)
+        self._csv_columns = None
+
+    # ---------------------------------------------------------------- everything at once
+    def load(self) -> RunRecords:
+        """Parse every log of the folder; unreadable lines are counted in ``skipped``, never fatal."""
+        out = RunRecords(self.path, config=self.read_config_dict(), status=self.read_status())
+        for name, attr, parse in ((METRICS, "metrics", MetricsRow.from_json), (EVAL, "eval", EvalRecord.from_json),
+                                  (DIAGNOSTICS, "diagnostics", ProbeRecord.from_json),
+                                  (HEALTH, "health", HealthWarning.from_json)):
+            raw, skipped = read_jsonl(self.path / name)
+            records, bad = _parse(raw, parse)
+            setattr(out, attr, records)
+            if skipped + bad:
+                out.skipped[name] = skipped + bad
+        return out

@@ -1,0 +1,167 @@
+"""What happens around the training steps, as callbacks: logging, diagnostics, samples, evaluation,
+checkpoints and the progress bar.
+
+The loop (:meth:`gannorm.training.Trainer.run`) calls, for every callback in order, ``on_start(trainer,
+resumed)`` once, ``on_step(trainer, scalars)`` after each generator step, and ``on_end(trainer, status)``
+once (``finished``, ``interrupted`` or ``diverged``; never after a step that diverged). A sweep or a
+distributed run adds its own callbacks without touching the loop.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from tqdm import tqdm
+
+from ..config import Config
+from ..diagnostics.health import HealthMonitor, HealthRules
+from ..diagnostics.probes import flat_scalars, headline_scalars
+from ..normalizations import sigmas
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+
+def due(step: int, every: int, last: int) -> bool:
+    """Whether a periodic action runs after G step ``step``: every ``every`` steps and at the last one."""
+    return every > 0 and (step % every == 0 or step == last)
+
+
+class Callback:
+    """The hooks of the training loop; each does nothing by default."""
+
+    def on_start(self, trainer: "Trainer", resumed: bool) -> None:
+        pass
+
+    def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
+        pass
+
+    def on_end(self, trainer: "Trainer", status: str) -> None:
+        pass
+
+
+class ProgressBar(Callback):
+    """A tqdm bar on stderr with the last losses."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def on_start(self, trainer: "Trainer", resumed: bool) -> None:
+        self.bar = tqdm(total=trainer.cfg.train.steps, initial=trainer.step, unit="it", dynamic_ncols=True,
+                        file=sys.stderr)
+
+    def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(d=f"{scalars['loss_d']:.3f}", g=f"{scalars['loss_g']:.3f}", refresh=False)
+
+    def on_end(self, trainer: "Trainer", status: str) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class ScalarLog(Callback):
+    """Every ``train.log_every`` steps: the step's losses, D outputs, lr factor, speed and sigmas."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self._t, self._step = time.perf_counter(), 0
+
+    def on_start(self, trainer: "Trainer", resumed: bool) -> None:
+        self._t, self._step = time.perf_counter(), trainer.step
+
+    def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
+        if not due(trainer.step, self.every, trainer.cfg.train.steps):
+            return
+        now = time.perf_counter()
+        row = {**scalars, "it_per_s": (trainer.step - self._step) / max(now - self._t, 1e-9)}
+        self._t, self._step = now, trainer.step
+        row.update({f"sigma/{k}": v for k, v in sigmas(trainer.D).items()})
+        trainer.logger.log(trainer.step, row)
+        trainer.last = row
+
+
+class Diagnostics(Callback):
+    """Probe D at step 0, every ``diagnostics.every`` steps and at the end; records, warns, logs headlines."""
+
+    def __init__(self, cfg: Config) -> None:
+        c = cfg.diagnostics
+        self.every = c.every
+        self.monitor = HealthMonitor(HealthRules(c.explode_growth, c.explode_abs, c.vanish_ratio, c.saturate_gap))
+
+    def on_start(self, trainer: "Trainer", resumed: bool) -> None:
+        self.monitor.prime(trainer.folder.read_diagnostics(), trainer.folder.read_health())
+        if not resumed:
+            self.record(trainer)  # gradients at initialisation
+
+    def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
+        if due(trainer.step, self.every, trainer.cfg.train.steps):
+            self.record(trainer)
+
+    def record(self, trainer: "Trainer") -> None:
+        rec = trainer.probe()
+        trainer.folder.append_diagnostics(rec)
+        for warning in self.monitor(rec):
+            trainer.folder.append_health(warning)
+            tqdm.write(f"gannorm health warning: {warning.message}", file=sys.stderr)
+        trainer.logger.log(trainer.step, headline_scalars(rec), csv_row=False)  # metrics.jsonl + TensorBoard
+        trainer.logger.tensorboard(trainer.step, flat_scalars(rec))
+
+
+class SampleGrid(Callback):
+    """Every ``train.sample_every`` steps: the fixed-z grid to ``samples.png`` and ``samples/step_N.png``."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
+        if due(trainer.step, self.every, trainer.cfg.train.steps):
+            trainer.save_samples()
+
+
+class Evaluation(Callback):
+    """Every ``train.eval_every`` steps: the configured metrics of the sampling generator, to ``eval.jsonl``
+    (with their protocol) and as ``eval/<metric>`` scalars."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
+        if due(trainer.step, self.every, trainer.cfg.train.steps):
+            scores = trainer.evaluate()
+            trainer.logger.log(trainer.step, scores)
+            trainer.last = {**trainer.last, **scores}
+
+
+class Checkpoints(Callback):
+    """A checkpoint at the start of a new run (a run folder always holds a loadable one), every
+    ``train.checkpoint_every`` steps, at the end, and when the run is interrupted."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def on_start(self, trainer: "Trainer", resumed: bool) -> None:
+        if not resumed:
+            trainer.save()
+
+    def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
+        if due(trainer.step, self.every, trainer.cfg.train.steps):
+            trainer.save()
+
+    def on_end(self, trainer: "Trainer", status: str) -> None:
+        if status == "interrupted":
+            trainer.save()
+
+
+def default_callbacks(cfg: Config) -> list[Callback]:
+    """The callbacks a config asks for, in the order they run after each step."""
+    t = cfg.train
+    out: list[Callback] = [ProgressBar()] if t.progress else []
+    out.append(ScalarLog(t.log_every))
+    if cfg.diagnostics.every > 0:
+        out.append(Diagnostics(cfg))
+    out.append(SampleGrid(t.sample_every))
+    if t.eval_every > 0:
+        out.append(Evaluation(t.eval_every))
+    out.append(Checkpoints(t.checkpoint_every))
+    return out
