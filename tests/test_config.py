@@ -2,7 +2,7 @@
 import pytest
 
 from gannorm import config as C
-from gannorm.training.trainer import validate
+from gannorm.config import validate
 
 
 def test_overrides_are_typed():

@@ -67,22 +67,26 @@ def test_pgn_equals_a_hand_computation_of_its_formula(make, shape):
     torch.testing.assert_close(out.squeeze(1).detach(), expected, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("shape", [(3, 8, 8), (3, 32, 32)])
-def test_pgn_outputs_shrink_to_one_over_sqrt_chw_when_gradients_are_small(shape):
-    # a linear D f(x) = w.x with ||w|| << sqrt(CHW): grad f = w everywhere, so by hand
-    # PGN = (1 - f) / (||1 - w|| + |1 - f|) ~ 1 / (sqrt(CHW) + 1) ~ 1/sqrt(CHW), while GN = f / (||w|| + |f|) is not small
-    n = shape[0] * shape[1] * shape[2]
-    d = nn.Sequential(nn.Flatten(), nn.Linear(n, 1, bias=False))
-    with torch.no_grad():
-        d[1].weight.normal_(0, 1e-3)
-    w = d[1].weight.detach().double().squeeze(0)
-    x = torch.randn(8, *shape)
-    f = x.double().flatten(1) @ w
-    by_hand = (1 - f) / ((1 - w).norm() + (1 - f).abs())
-    out = penalty_gradient_normalize(d, x).squeeze(1).detach().double()
-    torch.testing.assert_close(out, by_hand, rtol=1e-5, atol=1e-7)
-    assert out.numpy() == pytest.approx(n ** -0.5, rel=1 / n ** 0.5 + 0.01)  # 1/(s+1) = (1/s)(1 - 1/s + ...)
-    assert gradient_normalize(d, x).abs().mean() > 3 * n ** -0.5  # GN's outputs do not shrink
+def test_pgn_outputs_shrink_to_one_over_sqrt_chw_when_gradients_are_small():
+    # a linear D f(x) = w.x with ||w|| = 0.01 << sqrt(CHW): grad f = w everywhere, so by hand
+    # PGN = (1 - f) / (||1 - w|| + |1 - f|) ~ 1 / (sqrt(CHW) + 1) ~ 1/sqrt(CHW); GN = f / (||w|| + |f|) is not small
+    means = []
+    for shape in [(3, 8, 8), (3, 32, 32)]:
+        n = shape[0] * shape[1] * shape[2]
+        d = nn.Sequential(nn.Flatten(), nn.Linear(n, 1, bias=False))
+        with torch.no_grad():
+            d[1].weight.normal_().mul_(0.01 / d[1].weight.norm())
+        w = d[1].weight.detach().double().squeeze(0)
+        x = torch.randn(8, *shape)
+        f = x.double().flatten(1) @ w
+        by_hand = (1 - f) / ((1 - w).norm() + (1 - f).abs())
+        out = penalty_gradient_normalize(d, x).squeeze(1).detach().double()
+        torch.testing.assert_close(out, by_hand, rtol=1e-5, atol=1e-7)
+        assert (out * (n ** 0.5 + 1)).numpy() == pytest.approx(1.0, abs=0.05)
+        assert ((0.85 < out * n ** 0.5) & (out * n ** 0.5 < 1.05)).all()
+        assert gradient_normalize(d, x).abs().mean() > 3 * n ** -0.5
+        means.append(float(out.mean()))
+    assert 3.5 < means[0] / means[1] < 4.2  # sqrt(3072 / 192) = 4
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1])
@@ -120,3 +124,32 @@ def test_batch_coupling_layers_are_refused():
         gradient_normalize(d, torch.randn(2, 3, 8, 8))
     with pytest.raises(ValueError, match="batch-coupling"):
         penalty_gradient_normalize(d, torch.randn(2, 3, 8, 8))
+
+
+@pytest.mark.parametrize("kind", ["none", "gn", "pgn"])
+def test_gradient_normalized_dispatches_through_the_registry_entry(kind):
+    from gannorm.gradnorm import FUNCTIONS, GradientNormalized
+    d, x = conv_d(), torch.randn(4, 3, 8, 8)
+    wrapped = GradientNormalized(d, kind, eps=0.1)
+    assert wrapped.spec is FUNCTIONS.get(kind)
+    direct = {"none": lambda: d(x), "gn": lambda: gradient_normalize(d, x, 0.1),
+              "pgn": lambda: penalty_gradient_normalize(d, x, 0.1)}[kind]()
+    torch.testing.assert_close(wrapped(x), direct)
+    assert [FUNCTIONS.get(k).first_order_g for k in ("none", "gn", "pgn")] == [False, True, False]
+
+
+def test_gradient_normalized_takes_the_first_order_g_step_only_where_the_entry_supports_it():
+    from gannorm.gradnorm import GradientNormalized
+    d, x = conv_d().requires_grad_(False), torch.randn(4, 3, 8, 8, requires_grad=True)
+    gn = GradientNormalized(d, "gn", first_order_g=True)
+    assert "FirstOrderGN" in type(gn(x).grad_fn).__name__  # frozen D: the first-order form
+    pgn = GradientNormalized(d, "pgn", first_order_g=True)  # PGN has none: its own (second-order) outputs
+    torch.testing.assert_close(pgn(x), penalty_gradient_normalize(d, x))
+    d.requires_grad_(True)
+    assert "FirstOrderGN" not in type(gn(x).grad_fn).__name__  # D trains: double backprop
+
+
+def test_gradient_normalized_refuses_an_unknown_kind_with_the_known_ones():
+    from gannorm.gradnorm import GradientNormalized
+    with pytest.raises(ValueError, match="unknown function-level normalization 'sgn'; known: none, gn, pgn"):
+        GradientNormalized(conv_d(), "sgn")

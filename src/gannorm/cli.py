@@ -12,7 +12,7 @@ from .app.sampling import sample_to_png
 from .app.training import resume, train, train_variants, variants_table
 from .config import load_variants, preset_names
 from .data import DATASETS
-from .demo import run_demo
+from .app.demo import run_demo
 from .errors import ConfigError, GannormError
 from .losses import LOSSES
 from .metrics.evaluate import METRICS, EvalOptions

@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 import gannorm
-from gannorm.diagnostics.lipschitz import (LIPSCHITZ_RULES, explain_upper_bound, lipschitz_lower_bound,
-                                           lipschitz_upper_bound, operator_norm, register_lipschitz_rule)
+from gannorm.diagnostics.lipschitz import (RULES, explain_upper_bound, lipschitz_lower_bound, lipschitz_upper_bound,
+                                           operator_norm)
 from gannorm.gradnorm import GradientNormalized
 from gannorm.networks import build_discriminator
-from gannorm.networks.blocks import DBlock
+from gannorm.networks.blocks import DBlock, DBlockOptimized
+from gannorm.networks.mlp import MLPGenerator
 from gannorm.penalties import interpolates
 
 
@@ -51,6 +52,13 @@ def assert_state_equal(model: nn.Module, before: dict[str, torch.Tensor]) -> Non
     assert after.keys() == before.keys()
     for k, v in before.items():
         assert torch.equal(after[k], v), f"{k} changed"
+
+
+def explained(D, shape):
+    """``(value, reason)`` of :func:`explain_upper_bound`; the value is the one of :func:`lipschitz_upper_bound`."""
+    report = explain_upper_bound(D, shape)
+    assert report.value == lipschitz_upper_bound(D, shape)
+    return report.value, report.reason
 
 
 # ----------------------------------------------------------------------------------------- operator_norm
@@ -187,7 +195,7 @@ def test_upper_bound_dominates_gradients_and_finite_differences(name, seed):
     D = make()
     if name in ("cnn", "dscnn"):  # the official 0.02 init makes a vanishing D; use a livelier one
         gannorm.init_weights(D, "kaiming")
-    upper, reason = lipschitz_upper_bound(D, shape, with_reason=True)
+    upper, reason = explained(D, shape)
     assert reason == "ok" and upper is not None and upper > 0
 
     real, fake = torch.randn(8, *shape), 0.5 * torch.randn(8, *shape) + 1
@@ -273,7 +281,7 @@ def test_lower_bound_of_a_linear_map_is_its_norm():
 def test_gradient_normalized_has_no_upper_bound_but_a_lower_one():
     inner = build_discriminator("mlp", (3,), depth=2, hidden=8)
     D = GradientNormalized(inner)
-    value, reason = lipschitz_upper_bound(D, (3,), with_reason=True)
+    value, reason = explained(D, (3,))
     assert value is None and "GradientNormalized" in reason
     lower = lipschitz_lower_bound(D, torch.randn(16, 3))
     assert 0 < lower <= 1 + 1e-5  # piecewise 1-Lipschitz
@@ -293,7 +301,7 @@ class CustomSequential(nn.Sequential):
 
 def test_unknown_module_gives_none_with_its_name():
     net = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.ReLU(), Mystery()))
-    value, reason = lipschitz_upper_bound(net, (3,), with_reason=True)
+    value, reason = explained(net, (3,))
     assert value is None
     assert "'1.1'" in reason and "Mystery" in reason
     report = explain_upper_bound(net, (3,))
@@ -302,19 +310,20 @@ def test_unknown_module_gives_none_with_its_name():
 
 def test_subclass_with_own_forward_gets_no_inherited_rule():
     net = CustomSequential(nn.Linear(3, 3))
-    value, reason = lipschitz_upper_bound(net, (3,), with_reason=True)
+    value, reason = explained(net, (3,))
     assert value is None and "CustomSequential" in reason
 
 
 def test_registered_rule_is_used():
-    register_lipschitz_rule(Mystery, lambda m, shape, ctx: 3.0)
+    RULES.register(Mystery, lambda m, shape, ctx: 3.0)
     try:
         lin = nn.Linear(3, 3)
         net = nn.Sequential(lin, nn.Sequential(nn.ReLU(), Mystery()))
         w = float(torch.linalg.svdvals(lin.weight.detach().double())[0])
         assert lipschitz_upper_bound(net, (3,), n_iter=1000, tol=1e-10) == pytest.approx(3 * w, rel=1e-4)
     finally:
-        LIPSCHITZ_RULES.pop(Mystery)
+        RULES.unregister(Mystery)
+    assert Mystery not in RULES and lipschitz_upper_bound(net, (3,)) is None
 
 
 def test_forward_hooks():
@@ -324,11 +333,11 @@ def test_forward_hooks():
     assert lipschitz_upper_bound(nn.Sequential(lin), (4,), n_iter=1000, tol=1e-10) == pytest.approx(2 * w, rel=1e-4)
     h.remove()
     lin.register_forward_hook(lambda m, args, out: torch.relu(out))  # not affine: no bound
-    value, reason = lipschitz_upper_bound(nn.Sequential(lin), (4,), with_reason=True)
+    value, reason = explained(nn.Sequential(lin), (4,))
     assert value is None and "not affine" in reason
     act = nn.LeakyReLU(0.1)
     act.register_forward_hook(lambda m, args, out: 10 * out)  # the constant rule cannot see it
-    value, reason = lipschitz_upper_bound(nn.Sequential(nn.Linear(4, 4), act), (4,), with_reason=True)
+    value, reason = explained(nn.Sequential(nn.Linear(4, 4), act), (4,))
     assert value is None and "hooks" in reason
 
 
@@ -342,3 +351,83 @@ def test_max_pool_bound_is_tight_for_overlapping_windows():
         x[(0, 0) + tuple(s // 2 for s in shape[1:])] = 1.0
         ratio = float(fd_ratios(pool, x, torch.zeros_like(x)))
         assert ratio == pytest.approx(math.sqrt(windows)) and ratio <= bound * (1 + 1e-6)
+
+
+# ----------------------------------------------------------------------------------------- self-described networks
+def run_structure(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module``'s forward rebuilt from ``lipschitz_structure()``: the sum of its chains."""
+    out = 0
+    for chain in module.lipschitz_structure():
+        h = x
+        for _, m in chain:
+            h = m(h)
+        out = out + h
+    return out
+
+
+STRUCTURED = {
+    "cnn": (lambda: build_discriminator("cnn", (3, 16, 16), width=0.0625), (3, 16, 16)),
+    "dscnn": (lambda: build_discriminator("dscnn", (3, 16, 16), width=0.0625), (3, 16, 16)),
+    "resnet": (lambda: build_discriminator("resnet", (3, 16, 16), width=0.0625), (3, 16, 16)),
+    "resnet_mean": (lambda: build_discriminator("resnet", (3, 16, 16), width=0.0625, pool="mean"), (3, 16, 16)),
+    "mlp": (lambda: build_discriminator("mlp", (5,), depth=3, hidden=16), (5,)),
+    "mlp_g": (lambda: MLPGenerator(dim=2, z_dim=5, depth=2, hidden=8), (5,)),
+    "dblock_identity": (lambda: DBlock(4, 4), (4, 6, 6)),
+    "dblock_down": (lambda: DBlock(4, 6, downsample=True, hidden_channels=5), (4, 6, 6)),
+    "dblock_optimized": (lambda: DBlockOptimized(3, 4), (3, 6, 6)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURED))
+def test_each_network_describes_its_forward(name):
+    make, shape = STRUCTURED[name]
+    net = make().eval()
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        assert torch.allclose(run_structure(net, x), net(x), rtol=1e-5, atol=1e-6)
+    names = {n for n, _ in net.named_modules()}
+    for chain in net.lipschitz_structure():
+        for item, m in chain:
+            assert item.startswith(":") or (item in names and net.get_submodule(item) is m), item
+
+
+class Residual(nn.Module):
+    """``x + lin(x)``, described for the Lipschitz code without importing it."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(n, n)
+
+    def forward(self, x):
+        return x + self.lin(x)
+
+    def lipschitz_structure(self):
+        return [[(":identity", nn.Identity())], [("lin", self.lin)]]
+
+
+class DoubledResidual(Residual):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class Squash(nn.Module):
+    lipschitz_affine = True  # wrongly: the map is not affine
+
+    def forward(self, x):
+        return torch.tanh(x)
+
+
+def test_a_self_described_module_gets_a_bound():
+    block = Residual(4)
+    w = float(torch.linalg.svdvals(block.lin.weight.detach().double())[0])
+    report = explain_upper_bound(nn.Sequential(block), (4,), n_iter=1000, tol=1e-10)
+    assert report.value == pytest.approx(1 + w, rel=1e-4)
+    assert [n for n, _ in report.parts] == ["0:identity", "0.lin", "0"]
+    # a subclass with its own forward does not inherit the description
+    value, reason = explained(DoubledResidual(4), (4,))
+    assert value is None and "DoubledResidual" in reason
+
+
+def test_a_declared_affine_module_is_checked():
+    value, reason = explained(nn.Sequential(nn.Linear(3, 3), Squash()), (3,))
+    assert value is None and "not affine" in reason

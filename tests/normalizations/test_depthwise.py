@@ -34,7 +34,7 @@ def param(layer):
 @pytest.mark.parametrize("mult", [1, 2])
 @pytest.mark.parametrize("size", [6, 2])  # 2 < kernel: the kernel is folded onto the grid
 def test_matches_dense_circular_operator(mult, size):
-    layer = depthwise_separable_spectral_norm(dw(3, mult, mode="circular"), (3, size, size))
+    layer = depthwise_separable_spectral_norm(dw(3, mult, mode="circular"), input_shape=(3, size, size))
     p = param(layer)
     assert isinstance(p, DepthwiseSpectralNorm) and p.fft_size == (size, size)
     raw = layer.parametrizations.weight.original
@@ -56,7 +56,7 @@ def test_multiplier_is_not_a_max_over_single_outputs():
 @pytest.mark.parametrize("seed", range(5))
 def test_upper_bound_for_zero_padding(k, stride, seed):
     torch.manual_seed(seed)
-    layer = depthwise_separable_spectral_norm(dw(3, 1, k, stride), (3, 6, 6))
+    layer = depthwise_separable_spectral_norm(dw(3, 1, k, stride), input_shape=(3, 6, 6))
     p = param(layer)
     assert p.fft_size == (8, 8)  # the padded grid: the DFT at (6, 6) is not a bound for zero padding
     raw = layer.parametrizations.weight.original
@@ -65,7 +65,7 @@ def test_upper_bound_for_zero_padding(k, stride, seed):
 
 @pytest.mark.parametrize("scale", [1.0, 1.5])
 def test_effective_weight_has_sigma_scale(scale):
-    layer = depthwise_separable_spectral_norm(dw(3, 2, mode="circular"), (3, 6, 6), scale=scale)
+    layer = depthwise_separable_spectral_norm(dw(3, 2, mode="circular"), input_shape=(3, 6, 6), scale=scale)
     assert float(depthwise_sigma(layer.weight.detach(), 3, (6, 6))) == pytest.approx(scale, rel=1e-6)
     assert dense_sigma(layer.weight, 3, 6, 1, "circular") == pytest.approx(scale, rel=1e-5)
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
@@ -79,7 +79,7 @@ def test_gradcheck():
 
 
 def test_gradients_flow_through_the_layer():
-    layer = depthwise_separable_spectral_norm(dw(3), (3, 6, 6))
+    layer = depthwise_separable_spectral_norm(dw(3), input_shape=(3, 6, 6))
     layer(torch.randn(2, 3, 6, 6, dtype=torch.float64)).square().sum().backward()
     g = layer.parametrizations.weight.original.grad
     assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
@@ -104,6 +104,6 @@ def test_errors():
     with pytest.raises(ValueError, match="input shape of depthwise layer 'dw'"):
         apply_dssn([("dw", dw(3))], {})
     with pytest.raises(ValueError, match="channels"):
-        depthwise_separable_spectral_norm(dw(3), (4, 6, 6))
+        depthwise_separable_spectral_norm(dw(3), input_shape=(4, 6, 6))
     with pytest.raises(ValueError, match="padding_mode"):
-        depthwise_separable_spectral_norm(dw(3, mode="reflect"), (3, 6, 6))
+        depthwise_separable_spectral_norm(dw(3, mode="reflect"), input_shape=(3, 6, 6))

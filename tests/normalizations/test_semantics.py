@@ -253,10 +253,13 @@ def test_torch_compile_with_inductor():
     lambda: gannorm.spectral_norm(nn.Conv2d(3, 4, 3), warmup=5),
     lambda: gannorm.spectral_norm(nn.ConvTranspose2d(3, 4, 3), warmup=5),
     lambda: gannorm.bidirectional_spectral_norm(nn.Conv2d(3, 4, 3), scale=1.3, warmup=5),
-    lambda: gannorm.strict_spectral_norm(nn.Conv2d(3, 4, 3, stride=2, padding=1), (3, 5, 5), warmup=5),
-    lambda: gannorm.strict_spectral_norm(nn.Conv2d(4, 4, 3, padding=1, groups=2, dilation=2), (4, 6, 6), warmup=5),
-    lambda: gannorm.strict_spectral_norm(nn.ConvTranspose2d(3, 2, 4, stride=2, padding=1), (3, 4, 4), warmup=5),
-    lambda: gannorm.strict_spectral_norm(nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), (2, 5, 5), warmup=5),
+    lambda: gannorm.strict_spectral_norm(nn.Conv2d(3, 4, 3, stride=2, padding=1), input_shape=(3, 5, 5), warmup=5),
+    lambda: gannorm.strict_spectral_norm(nn.Conv2d(4, 4, 3, padding=1, groups=2, dilation=2), input_shape=(4, 6, 6),
+                                         warmup=5),
+    lambda: gannorm.strict_spectral_norm(nn.ConvTranspose2d(3, 2, 4, stride=2, padding=1), input_shape=(3, 4, 4),
+                                         warmup=5),
+    lambda: gannorm.strict_spectral_norm(nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), input_shape=(2, 5, 5),
+                                         warmup=5),
 ])
 def test_hand_written_backward_passes_gradcheck(make):
     layer = make().double().eval()  # eval: the stored vectors are constants, sigma = <u, W v>

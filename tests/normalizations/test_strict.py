@@ -51,7 +51,7 @@ CASES = [
 
 @pytest.mark.parametrize("make,input_shape", CASES)
 def test_strict_sigma_matches_dense_operator(make, input_shape):
-    layer = gannorm.strict_spectral_norm(make(), input_shape, warmup=3000)
+    layer = gannorm.strict_spectral_norm(make(), input_shape=input_shape, warmup=3000)
     expected = dense_operator_norm(layer, input_shape)
     sigma = gannorm.sigmas(layer)[f"{key(layer)}/sigma"]
     assert sigma == pytest.approx(expected, rel=1e-4)
@@ -78,7 +78,7 @@ def test_normalize_records_each_layers_input_shape():
 
 def test_strict_is_larger_than_reshaped_sigma_on_random_kernels():
     layer = nn.Conv2d(16, 16, 3, padding=1)
-    strict = gannorm.strict_spectral_norm(nn.Conv2d(16, 16, 3, padding=1), (16, 16, 16), warmup=500)
+    strict = gannorm.strict_spectral_norm(nn.Conv2d(16, 16, 3, padding=1), input_shape=(16, 16, 16), warmup=500)
     strict.parametrizations.weight.original.data.copy_(layer.weight.data)
     gannorm.reset_power_iteration(strict, 500)
     reshaped = float(torch.linalg.svdvals(layer.weight.detach().reshape(16, -1))[0])
@@ -87,8 +87,8 @@ def test_strict_is_larger_than_reshaped_sigma_on_random_kernels():
 
 def test_bad_input_shape():
     with pytest.raises(ValueError, match="channels"):
-        gannorm.strict_spectral_norm(nn.Conv2d(3, 4, 3), (4, 8, 8))
+        gannorm.strict_spectral_norm(nn.Conv2d(3, 4, 3), input_shape=(4, 8, 8))
     with pytest.raises(ValueError, match="input_shape"):
-        gannorm.strict_spectral_norm(nn.Conv2d(3, 4, 3), (3, 8))
+        gannorm.strict_spectral_norm(nn.Conv2d(3, 4, 3), input_shape=(3, 8))
     with pytest.raises(ValueError, match="strict_sn needs input_shape"):
         gannorm.normalize(nn.Sequential(nn.Conv2d(3, 4, 3)), "strict_sn")

@@ -167,15 +167,6 @@ def need_root(name: str, root: Path | None, expected: str, hint: str) -> Path:
     return root
 
 
-def need_pillow(name: str):
-    """Import and return ``PIL.Image`` or fail with a one-line install hint."""
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is installed in the dev env
-        raise DatasetError(f"{name}: needs Pillow to decode images (pip install pillow)") from None
-    return Image
-
-
 # ------------------------------------------------------------------------------------------ resize
 
 def quantize(x: torch.Tensor) -> torch.Tensor:

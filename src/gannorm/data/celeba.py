@@ -20,9 +20,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .archives import read_errors, zip_names
-from .base import Dataset, DatasetError, check_limit, loader, need_pillow, need_root, resize_uint8
+from .base import Dataset, DatasetError, check_limit, loader, need_root, resize_uint8
 
 ARCHIVE = "img_align_celeba.zip"
 FOLDER = "img_align_celeba"
@@ -62,7 +63,6 @@ def crop(image, source: str) -> np.ndarray:
 
 
 def _decode(items: list[tuple[str, Callable[[], bytes]]], resolution: int, path: Path) -> torch.Tensor:
-    Image = need_pillow("celeba")
     out = torch.empty((len(items), 3, resolution, resolution), dtype=torch.uint8)
     for i in range(0, len(items), _CHUNK):
         part = items[i:i + _CHUNK]

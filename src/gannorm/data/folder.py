@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
 
 from .archives import read_errors
-from .base import (ANY, Dataset, DatasetError, center_crop_box, check_limit, loader, need_pillow, need_root,
+from .base import (ANY, Dataset, DatasetError, center_crop_box, check_limit, loader, need_root,
                    quantize, resize_uint8)
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -54,8 +55,6 @@ def load_imagefolder(root: Path | None, resolution: int, *, channels: int = 3, l
     files = list_images(root)[:limit]
     if not files:
         raise DatasetError(f"imagefolder: no image files ({', '.join(EXTENSIONS)}) under {root}")
-    Image = need_pillow("imagefolder")
-    from PIL import ImageOps
     bilinear = getattr(getattr(Image, "Resampling", Image), "BILINEAR")
     out = torch.empty((len(files), channels, resolution, resolution), dtype=torch.uint8)
     for i, file in enumerate(files):

@@ -55,6 +55,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data import load_dataset
 from ..fileio import atomic_write
 from .frechet import feature_statistics, frechet_distance
 from .inception_score import inception_score
@@ -239,8 +240,6 @@ def _deterministic(seed: int) -> Iterator[None]:
 
 
 def _load_data(dataset: str, resolution: int | None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    from ..data import load_dataset  # local import: the pure metric modules never need the data package
-
     if dataset not in RECIPES:
         raise ValueError(f"no classifier recipe for dataset {dataset!r}; available: {', '.join(sorted(RECIPES))}")
     ds = load_dataset(dataset, resolution=resolution)

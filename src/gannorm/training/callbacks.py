@@ -3,7 +3,8 @@ checkpoints and the progress bar.
 
 The loop (:meth:`gannorm.training.Trainer.run`) calls, for every callback in order, ``on_start(trainer,
 resumed)`` once, ``on_step(trainer, scalars)`` after each generator step, and ``on_end(trainer, status)``
-once (``finished``, ``interrupted`` or ``diverged``; never after a step that diverged). A sweep or a
+once (``finished``, ``interrupted`` -- stopped on request, after a whole step --, ``diverged``, or
+``failed`` when an exception, or a second interrupt, ends the loop mid-step). A sweep or a
 distributed run adds its own callbacks without touching the loop.
 """
 from __future__ import annotations

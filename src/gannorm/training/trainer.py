@@ -357,20 +357,18 @@ class Trainer:
             self.folder.truncate_logs(self.step)
         self.logger = MetricSink(self.folder, tensorboard=t.tensorboard, resume_step=self.step if resumed else None)
         self.folder.write_status(Status("running", self.step))
-        start, status, callbacks = time.perf_counter(), "finished", list(self.callbacks)
+        start, status, callbacks = time.perf_counter(), "failed", list(self.callbacks)
         try:
             for cb in callbacks:
                 cb.on_start(self, resumed)
-            while self.step < t.steps:
-                scalars = self.train_step()
-                if not all(math.isfinite(v) for v in scalars.values()):
-                    status, self.last = "diverged", scalars
-                    break
-                for cb in callbacks:
-                    cb.on_step(self, scalars)
-                if self._stop_signal is not None:
-                    status = "interrupted"
-                    break
+            status = self._steps(callbacks)
+        except KeyboardInterrupt:  # a second signal: stop at once, keep the last checkpoint
+            self.folder.write_status(Status("interrupted", self.step, checkpoint_step=self.folder.checkpoint_step()))
+            raise
+        except Exception as err:
+            self.folder.write_status(Status("failed", self.step, reason=f"{type(err).__name__}: {err}",
+                                            checkpoint_step=self.folder.checkpoint_step()))
+            raise
         finally:
             try:
                 for cb in callbacks:
@@ -380,6 +378,19 @@ class Trainer:
         seconds = time.perf_counter() - start
         self._write_final_status(status, seconds)
         return RunResult(self.run_dir, status, self.step, dict(self.last), seconds)
+
+    def _steps(self, callbacks: Sequence[Callback]) -> str:
+        """Train until the last step, a divergence or a stop request; returns the status."""
+        while self.step < self.cfg.train.steps:
+            scalars = self.train_step()
+            if not all(math.isfinite(v) for v in scalars.values()):
+                self.last = scalars
+                return "diverged"
+            for cb in callbacks:
+                cb.on_step(self, scalars)
+            if self._stop_signal is not None:
+                return "interrupted"
+        return "finished"
 
     def _write_final_status(self, status: str, seconds: float) -> None:
         if status == "diverged":

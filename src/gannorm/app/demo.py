@@ -7,13 +7,14 @@ against LeCun's 1 -- the quantity the BSSN paper ties spectral normalization to.
 """
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
 
-from .init import fans, init_weights
-from .networks import SNGANCNNDiscriminator
-from .normalizations import normalize, normalized_layers, sigmas
+from ..init import fans, init_weights
+from ..networks import SNGANCNNDiscriminator
+from ..normalizations import normalize, normalized_layers, sigmas
 
 DEMO_METHODS = (("sn", {}), ("bsn", {}), ("bssn", {"scale": 1.4}), ("strict_sn", {"input_shape": (3, 32, 32)}))
 
@@ -61,5 +62,4 @@ def run_demo(seed: int = 0, width: float = 1.0, print_fn=print) -> dict[str, dic
 
 
 def _copy(model):
-    import copy
     return copy.deepcopy(model)

@@ -1,0 +1,121 @@
+"""The run folder: atomic creation, typed records, atomic truncation on resume, safe checkpoints."""
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from gannorm import runfolder as rf
+from gannorm.errors import GannormError, RunFolderError
+from gannorm.runfolder import EvalRecord, MetricsRow, RunFolder, Status
+
+
+def test_create_never_reuses_a_folder(tmp_path):
+    a = RunFolder.create(tmp_path / "runs", "x")
+    b = RunFolder.create(tmp_path / "runs", "x")
+    c = RunFolder.create(tmp_path / "runs", "x")
+    assert [p.path.name for p in (a, b, c)] == ["x", "x-2", "x-3"]
+    assert all(p.path.is_dir() for p in (a, b, c))
+
+
+def test_create_under_a_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunFolderError, match="cannot create a run folder in .*train.out_dir") as err:
+        RunFolder.create(tmp_path / "file" / "sub", "x")
+    assert "\n" not in str(err.value) and isinstance(err.value, GannormError)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: p / "missing", "does not exist"),
+    (lambda p: (p / "f").write_text("") or p / "f", "it is a file"),
+    (lambda p: (p / "empty").mkdir() or p / "empty", "is not a run folder"),
+])
+def test_open_refuses_what_is_not_a_run_folder(tmp_path, make, match):
+    with pytest.raises(RunFolderError, match=match):
+        RunFolder.open(make(tmp_path))
+
+
+def test_records_round_trip_through_the_files(tmp_path):
+    run = RunFolder.create(tmp_path, "r")
+    run.append_metrics(MetricsRow(3, {"loss_d": 0.5, "bad": float("nan"), "big": float("inf")}))
+    run.append_eval(EvalRecord(4, "ema", {"cfd": {"value": 1.5}}, {"num_generated": 10}))
+    run.write_status(Status("diverged", 7, reason="non-finite loss", checkpoint_step=5))
+    line = json.loads(run.metrics_file.read_text())
+    assert line == {"step": 3, "loss_d": 0.5, "bad": "nan", "big": "inf"}  # JSON has no NaN: strings on disk
+    (row,) = run.read_metrics()
+    assert row.step == 3 and row.values["loss_d"] == 0.5 and math.isnan(row.values["bad"])
+    assert row.values["big"] == float("inf")
+    assert run.read_eval() == [EvalRecord(4, "ema", {"cfd": {"value": 1.5}}, {"num_generated": 10})]
+    assert run.read_status() == Status("diverged", 7, reason="non-finite loss", checkpoint_step=5)
+    assert "seconds" not in json.loads(run.status_file.read_text())  # unset fields are not written
+
+
+def _fill(run: RunFolder, steps) -> None:
+    for s in steps:
+        run.append_metrics(MetricsRow(s, {"loss": float(s)}))
+        run.append_eval(EvalRecord(s, "raw", {"m": {"value": float(s)}}))
+        for path in (run.diagnostics_file, run.health_file):
+            with path.open("a") as fh:
+                fh.write(json.dumps({"step": s, "layers": {}}) + "\n")
+
+
+def test_truncate_keeps_each_step_at_most_once(tmp_path):
+    run = RunFolder.create(tmp_path, "r")
+    _fill(run, range(0, 11))
+    with run.metrics_file.open("a") as fh:
+        fh.write('{"step": 11, "lo')  # the torn last line of a killed run
+    run.truncate_logs(5)
+    _fill(run, range(6, 9))  # the resumed run records 6.. again
+    for name in rf.LOGS:
+        steps = [json.loads(line)["step"] for line in (run.path / name).read_text().splitlines()]
+        assert steps == list(range(0, 9)), name
+    with run.metrics_csv.open() as fh:
+        rows = fh.read().splitlines()
+    assert rows[0] == "step,loss" and [int(r.split(",")[0]) for r in rows[1:]] == list(range(0, 9))
+
+
+def test_truncation_is_atomic(tmp_path, monkeypatch):
+    run = RunFolder.create(tmp_path, "r")
+    _fill(run, range(0, 4))
+    before = run.metrics_file.read_text()
+
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        run.truncate_logs(1)
+    assert run.metrics_file.read_text() == before  # the old file, whole
+    assert sorted(p.name for p in run.path.iterdir() if p.name.startswith(".")) == []  # no temporary left
+
+
+def test_load_counts_unreadable_lines(tmp_path):
+    run = RunFolder.create(tmp_path, "r")
+    _fill(run, range(2))
+    with run.eval_file.open("a") as fh:
+        fh.write("not json\n[1, 2]\n")
+    records = run.load()
+    assert [r.step for r in records.metrics] == [0, 1] and [r.step for r in records.eval] == [0, 1]
+    assert [r.step for r in records.diagnostics] == [0, 1] and records.skipped == {rf.EVAL: 2}
+
+
+def test_checkpoints_load_safely_and_say_what_is_wrong(tmp_path):
+    run = RunFolder.create(tmp_path, "r")
+    with pytest.raises(RunFolderError, match="has no checkpoint.pt"):
+        run.load_checkpoint()
+    run.save_checkpoint({"step": 3, "w": torch.ones(2)})
+    assert run.checkpoint_step() == 3
+    data = run.checkpoint.read_bytes()
+    run.checkpoint.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(RunFolderError, match="truncated, damaged") as err:
+        run.load_checkpoint()
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
+    assert run.checkpoint_step() is None
+
+
+def test_reset_logs_removes_every_log(tmp_path):
+    run = RunFolder.create(tmp_path, "r")
+    _fill(run, range(3))
+    run.reset_logs()
+    assert not any((run.path / n).exists() for n in (*rf.LOGS, rf.METRICS_CSV))
