@@ -21,7 +21,7 @@ def test_demo_prints_the_variance_table(capsys):
 
 
 def test_demo_numbers_follow_the_theory():
-    from gannorm.demo import run_demo
+    from gannorm.app.demo import run_demo
     ratios = run_demo(width=0.25, print_fn=lambda *_: None)
     # strict SN divides by a larger sigma than SN: smaller effective variance in every conv layer
     for layer, r in ratios["sn"].items():
@@ -34,6 +34,13 @@ def test_demo_numbers_follow_the_theory():
 def test_no_command_prints_help_and_fails():
     proc = subprocess.run([sys.executable, "-m", "gannorm.cli"], capture_output=True, text=True)
     assert proc.returncode == 2 and "usage: gannorm" in proc.stdout
+
+
+def test_python_dash_m_gannorm_is_the_command_line():
+    proc = subprocess.run([sys.executable, "-m", "gannorm", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("gannorm ")
+    proc = subprocess.run([sys.executable, "-m", "gannorm", "train", "nosuchpreset"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("gannorm: error: unknown preset 'nosuchpreset'")
 
 
 TINY = ["data.resolution=8", "model.width=0.125", "train.batch_size_d=8", "train.batch_size_g=8",

@@ -1,4 +1,4 @@
-"""Parameter counts of the full-size networks against layer lists copied from the reference notes.
+"""Parameter counts of the full-size networks against layer lists copied from the official code bases.
 
 The expected counts are computed here, independently of the model code, from literal layer lists
 (the official BSN code for the CNN and the 128-px ResNet, see docs/networks.md;
