@@ -114,4 +114,5 @@ def test_r1_and_r2_ignore_the_other_batch():
 
 def test_orthogonal_regularization_scales_with_its_weight():
     lin = nn.Linear(4, 3, bias=False)
-    torch.testing.assert_close(P.orthogonal_regularization(lin, weight=3.0), 3.0 * P.orthogonal_regularization(lin, 1.0))
+    torch.testing.assert_close(P.orthogonal_regularization(lin, weight=3.0),
+                               3.0 * P.orthogonal_regularization(lin, 1.0))

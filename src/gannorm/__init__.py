@@ -7,6 +7,8 @@ Spectral normalization and its successors as PyTorch parametrizations, behind on
     gannorm.sigmas(D)                           # per-layer sigma estimates, for logging
     D_gn = gannorm.GradientNormalized(D, "gn")  # function-level: f / (||grad f|| + |f|)
     spec = gannorm.PENALTIES.get("r1")          # a gradient penalty: spec.fn(D, real, fake, spec.default_weight)
+    result = gannorm.train("digits", ["train.steps=500"])    # what `gannorm train digits train.steps=500` does
+    gannorm.RunFolder.open(result.run_dir).load()             # its logs as typed records
 """
 from .errors import ConfigError, GannormError
 from .gradnorm import GradientNormalized, gradient_normalize, penalty_gradient_normalize
@@ -21,21 +23,12 @@ from .penalties import PENALTIES
 
 __version__ = "0.1.0"
 
+# the application layer last: gannorm.train / gannorm.resume are `gannorm train` and `--resume` in Python
+from .app.training import resume, train  # noqa: E402
+from .errors import RunFolderError  # noqa: E402
+from .runfolder import RunFolder  # noqa: E402
+from .training import RunResult  # noqa: E402
 
-def train(config=None, overrides=()):
-    """Train a GAN: ``config`` is a preset name, a YAML path, a dict or a :class:`gannorm.config.Config`.
-
-    The same as ``gannorm train`` on the command line; returns a
-    :class:`gannorm.training.trainer.RunResult` (run folder, status, step).
-    """
-    from .training.trainer import train as _train
-    return _train(config, overrides)
-
-
-def resume(run_dir, overrides=()):
-    """Continue the run in ``run_dir`` exactly where its checkpoint left it."""
-    from .training.trainer import resume as _resume
-    return _resume(run_dir, overrides)
 
 __all__ = [
     "METHODS", "UPDATE_POLICIES", "INIT_SCHEMES", "PENALTIES", "BidirectionalSpectralNorm", "ConvOperatorNorm",
@@ -43,5 +36,5 @@ __all__ = [
     "bidirectional_spectral_norm", "convert_state_dict", "depthwise_separable_spectral_norm", "fans",
     "gradient_normalize", "init_weights", "leaky_relu_gain", "normalize", "normalized_layers",
     "penalty_gradient_normalize", "raw_weight", "remove", "reset_power_iteration", "sigmas", "spectral_norm",
-    "strict_spectral_norm", "update_after_step", "update_power_iteration", "train", "resume", "__version__",
+    "strict_spectral_norm", "update_after_step", "update_power_iteration", "train", "resume", "RunFolder", "RunFolderError", "RunResult", "__version__",
 ]

@@ -16,15 +16,17 @@ and the G losses are computed on them (``docs/methods.md``, function-level metho
 
       f_hat(x) = (1 - f(x)) / (||1 - grad_x f(x)||_2 + |1 - f(x)|)
 
-  with ``1`` the all-ones tensor of the input's shape. What the reference note found, by hand and
-  numerically: it is GN applied to ``g = 1 - f`` with the gradient norm taken of the gradient *shifted
-  by the constant vector 1*. So it has **no hard 1-Lipschitz bound** (on a linear piece
+  with ``1`` the all-ones tensor of the input's shape. Worked out by hand and checked numerically
+  (``tests/test_gradnorm.py``): it is GN applied to ``g = 1 - f`` with the gradient norm taken of the
+  gradient *shifted by the constant vector 1*. So it has **no hard 1-Lipschitz bound** (on a linear piece
   ``||grad f_hat|| <= ||grad f|| / ||1 - grad f||``, unbounded when ``grad f`` approaches 1), it is
   **not scale-invariant**, it flips the sign of f, and its outputs shrink to about
   ``1/sqrt(C*H*W)`` when ``||grad f|| << sqrt(C*H*W)`` (about 1/55 on CIFAR-10).
 
 Both refuse a discriminator with batch-coupling layers (BatchNorm, mean-only BN): the gradient of the
-summed output is the per-sample gradient only when samples do not interact.
+summed output is the per-sample gradient only when samples do not interact. The registry ``FUNCTIONS``
+maps the config names (``none``, ``gn``, ``pgn``) to :class:`FunctionSpec` entries, which
+:class:`GradientNormalized` calls through.
 """
 from __future__ import annotations
 

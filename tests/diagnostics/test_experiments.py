@@ -5,9 +5,9 @@ import math
 import pytest
 from PIL import Image
 
+from gannorm.app.experiments import EXPERIMENTS, run_experiment
 from gannorm.cli import main
-from gannorm.config import ConfigError
-from gannorm.diagnostics.experiments import run_experiment
+from gannorm.errors import ConfigError
 
 TINY = ["train.steps=4", "diagnostics.every=2", "model.width=0.125", "train.progress=false",
         "diagnostics.batch_size=16", "train.batch_size_d=16", "train.batch_size_g=16"]
@@ -20,7 +20,8 @@ def first_layer(run_dir, key):
 
 def test_gradients_experiment(tmp_path):
     result = run_experiment("gradients", TINY, tmp_path, only=["sn", "strict_sn"])
-    assert set(result.runs) == {"sn", "strict_sn"}
+    assert set(result.runs) == {"sn", "strict_sn"} and result.unfinished() == []
+    assert all(run.status.status == "finished" for run in result.runs.values())
     for fig in result.figures:
         img = Image.open(fig)
         assert img.size[0] > 600 and len(img.getcolors(1 << 20)) > 50
@@ -61,3 +62,5 @@ def test_bad_requests():
         run_experiment("gradients", ["train.out_dir=x"], "/nonexistent")
     with pytest.raises(KeyError, match="unknown experiment"):
         run_experiment("nope")
+    assert EXPERIMENTS.names() == ["gradients", "variance", "scale"]
+    assert all(e.description for e in EXPERIMENTS.entries())

@@ -1,11 +1,15 @@
 """The trainer records diagnostics every N steps without changing the training itself."""
 import json
 
+import pytest
 import torch
 
 from gannorm import config as config_mod
-from gannorm.training.io import load_checkpoint
-from gannorm.training.trainer import resume, train
+from gannorm.app.training import resume, train
+from gannorm.errors import ConfigError
+from gannorm.diagnostics.health import HealthWarning
+from gannorm.diagnostics.records import ProbeRecord
+from gannorm.runfolder import RunFolder, load_checkpoint
 
 TINY = ["data.name=digits", "data.resolution=8", "model.arch=cnn", "model.width=0.125",
         "normalization.method=bssn", "normalization.options={scale: 1.2}", "train.batch_size_d=16",
@@ -29,6 +33,8 @@ def test_records_at_init_every_n_and_at_the_end(tmp_path):
     assert layer["sigma1"] > 0 and layer["strict_sigma"] >= layer["sigma"] * 0.999  # operator >= reshaped norm
     assert set(recs[-1]["input_grad"]) == {"real", "fake", "interpolated"}
     assert recs[-1]["lipschitz_upper"] >= recs[-1]["lipschitz_lower"] > 0
+    typed = RunFolder.open(run).read_diagnostics()
+    assert [r.to_json() for r in typed] == recs and all(isinstance(r, ProbeRecord) for r in typed)
 
 
 def test_diagnostics_do_not_change_training(tmp_path):
@@ -48,8 +54,6 @@ def test_resume_keeps_records_up_to_the_checkpoint(tmp_path):
 
 
 def test_bad_settings_are_one_line_errors(tmp_path):
-    import pytest
-    from gannorm.config import ConfigError
     with pytest.raises(ConfigError, match=r"scale is not an option of method 'none'.*normalization.options=\{\}"):
         train(cfg(tmp_path, "normalization.method=none"))
     with pytest.raises(ConfigError, match="diagnostics.every"):
@@ -77,6 +81,20 @@ def test_warnings_are_printed_once_and_written_to_the_run(tmp_path, capsys):
     rows = [json.loads(line) for line in (run / "health.jsonl").read_text().splitlines()]
     layers = list(records(run)[0]["layers"])
     assert [(r["rule"], r["layer"], r["step"]) for r in rows] == [("exploding_gradient", n, 0) for n in layers]
+    assert [w.to_json() for w in RunFolder.open(run).read_health()] == rows
+    assert all(isinstance(w, HealthWarning) for w in RunFolder.open(run).read_health())
     err = capsys.readouterr().err
     assert err.count("gannorm health warning: step 0: exploding gradient in layer") == len(layers)
     assert "diagnostics.explode_abs" in err
+
+
+def test_a_resumed_run_does_not_repeat_its_warnings(tmp_path, capsys):
+    run = train(cfg(tmp_path, "train.steps=2", "diagnostics.every=1", "train.checkpoint_every=1",
+                    "diagnostics.explode_abs=1e-12")).run_dir
+    first = RunFolder.open(run).read_health()
+    assert first and {w.step for w in first} == {0}
+    capsys.readouterr()
+    resume(run, ["train.steps=4"])
+    assert RunFolder.open(run).read_health() == first
+    assert "gannorm health warning" not in capsys.readouterr().err
+    assert [r.step for r in RunFolder.open(run).read_diagnostics()] == [0, 1, 2, 3, 4]

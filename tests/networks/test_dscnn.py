@@ -6,8 +6,7 @@ from torch import nn
 import gannorm
 from gannorm.networks.dscnn import DSCNNDiscriminator
 from gannorm.networks.sngan_cnn import SNGANCNNDiscriminator
-from gannorm.normalizations.depthwise import DepthwiseSpectralNorm, apply_dssn, depthwise_sigma, is_depthwise
-from gannorm.normalizations.model import _layers, _record_input_shapes
+from gannorm.normalizations.depthwise import DepthwiseSpectralNorm, depthwise_sigma, is_depthwise
 from gannorm.normalizations.spectral import SpectralNorm
 
 
@@ -28,23 +27,11 @@ def test_structure_mirrors_the_cnn():
     assert D.linear.in_features == 4 * 4 * ref[-1].out_channels
 
 
-def _dssn(D, shape):
-    layers = _layers(D, ())
-    apply_dssn(layers, _record_input_shapes(D, layers, shape))
-    return D
-
-
 @pytest.mark.parametrize("norm", ["none", "sn", "dssn"])
 @pytest.mark.parametrize("channels", [3, 1])
 def test_forward_backward(norm, channels):
     D = DSCNNDiscriminator(32, channels, width=0.125)
-    if norm == "dssn":
-        if "dssn" in gannorm.METHODS.names():
-            gannorm.normalize(D, "dssn", input_shape=(channels, 32, 32))
-        else:
-            _dssn(D, (channels, 32, 32))
-    else:
-        gannorm.normalize(D, norm)
+    gannorm.normalize(D, norm, **({"input_shape": (channels, 32, 32)} if norm == "dssn" else {}))
     x = torch.randn(4, channels, 32, 32, requires_grad=True)
     out = D(x)
     assert out.shape == (4, 1)
@@ -54,7 +41,7 @@ def test_forward_backward(norm, channels):
 
 
 def test_dssn_layers():
-    D = _dssn(DSCNNDiscriminator(32, 3, width=0.125), (3, 32, 32))
+    D = gannorm.normalize(DSCNNDiscriminator(32, 3, width=0.125), "dssn", input_shape=(3, 32, 32))
     sizes = [32, 16, 16, 8, 8, 4]  # input size of each depthwise conv
     dws = [m for m in D.features if isinstance(m, nn.Conv2d) and is_depthwise(m)]
     assert len(dws) == len(sizes)

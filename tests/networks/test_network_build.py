@@ -1,6 +1,7 @@
 """Every arch builds at every supported resolution with every normalization; shapes, range, backward."""
 import pytest
 import torch
+from torch.nn.utils import parametrize
 
 import gannorm
 from gannorm.networks import NETWORKS, build_discriminator, build_generator
@@ -44,8 +45,10 @@ def test_build_forward_backward(arch, shape, method):
     (out.mean() + D(torch.randn(3, *shape)).mean()).backward()
     for name, p in [*G.named_parameters(), *D.named_parameters()]:
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
-    if method != "none":
-        assert any(True for _ in gannorm.normalized_layers(D)) or method.startswith("sn_gamma")
+    # every Conv/Linear of D, and nothing else, has its weight normalized (none: no layer)
+    layers = {n for n, m in D.named_modules() if isinstance(m, gannorm.normalizations.NORMALIZABLE)}
+    normalized = {n for n, m in D.named_modules() if parametrize.is_parametrized(m, "weight")}
+    assert normalized == (set() if method == "none" else layers)
 
 
 def test_generators_are_never_normalized():

@@ -149,9 +149,10 @@ class ProbeRecord:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ProbeRecord:
+        step = json_step(d, "diagnostics")
         note = d.get("lipschitz_upper_note")
         return cls(
-            step=json_step(d, "diagnostics"),
+            step=step,
             layers={str(k): LayerProbe.from_json(v) for k, v in _entries(d.get("layers"))},
             input_grad={str(k): GradStats.from_json(v) for k, v in _entries(d.get("input_grad"))},
             d_real=number(d.get("d_real")), d_fake=number(d.get("d_fake")), loss_d=number(d.get("loss_d")),

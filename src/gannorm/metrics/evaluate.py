@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..registry import Registry
@@ -94,13 +95,7 @@ def _batched(fn: Callable[[Tensor], dict[str, Tensor]], batch_size: int, progres
     def run(x: Tensor) -> dict[str, np.ndarray]:
         parts: dict[str, list[np.ndarray]] = {}
         chunks = list(x.split(batch_size))
-        bar = None
-        if progress:
-            try:
-                from tqdm import tqdm
-                bar = tqdm(total=len(x), desc=desc, unit="img", leave=False)
-            except ImportError:
-                bar = None
+        bar = tqdm(total=len(x), desc=desc, unit="img", leave=False) if progress else None
         with torch.no_grad():
             for chunk in chunks:
                 for k, v in fn(chunk).items():
@@ -252,7 +247,8 @@ class MetricSpec:
     description: str = ""
 
 
-def _check_metric(name: str, spec: MetricSpec) -> None:
+def check_metric(name: str, spec: MetricSpec) -> None:
+    """Refuse a metric whose extractor is unknown or cannot provide the outputs it needs (METRICS' check)."""
     provides = EXTRACTORS.get(spec.extractor).provides
     missing = sorted(set(spec.needs) - provides)
     if missing:
@@ -260,7 +256,7 @@ def _check_metric(name: str, spec: MetricSpec) -> None:
                          f"provide (it provides {', '.join(sorted(provides))}); pick another extractor or needs")
 
 
-METRICS: Registry[MetricSpec] = Registry("metric", check=_check_metric)
+METRICS: Registry[MetricSpec] = Registry("metric", check=check_metric)
 
 
 def _fd(fake: dict, real: dict, reference_stats=None) -> dict[str, float]:
