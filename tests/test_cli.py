@@ -70,8 +70,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["sample", str(tmp_path), "-n", "4"]) == 2
     assert "is not a run folder" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path)]) == 2
-    assert "has no checkpoint.pt" in capsys.readouterr().err
+    assert "is not a run folder" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing written
+    (tmp_path / "config.yaml").write_text("train:\n  steps: 3\n")
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "has no checkpoint.pt" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
 
 
 def test_list_shows_networks_datasets_losses_presets(capsys):

@@ -106,6 +106,7 @@ def _cmd_fid_stats(args: argparse.Namespace) -> int:
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     written = analyze(args.run, args.output)
+    print(written[-1].read_text())  # summary.md, always written last
     print(f"\nwrote {len(written)} file{'s' if len(written) != 1 else ''}:")
     for path in written:
         print(f"  {path}")
@@ -119,7 +120,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     print(f"experiment folder: {result.folder}")
     for path in [*result.figures, result.folder / "summary.md"]:
         print(f"  {path}")
-    bad = [v for v, run in result.runs.items() if run.status.get("status") not in ("finished", None)]
+    bad = result.unfinished()
     if bad:
         print(f"gannorm: variant(s) {', '.join(bad)} did not finish (see their status.json)", file=sys.stderr)
     return 0

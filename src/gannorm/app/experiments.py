@@ -352,5 +352,6 @@ def report_scale(folder: Path, runs: dict[str, RunRecords]) -> tuple[list[Path],
 
 EXPERIMENTS.register("gradients", Experiment(report_gradients, "per-layer gradient norms at init and over training: "
                                                                "none, LeCun, SN, strict SN, BSSN"))
-EXPERIMENTS.register("variance", Experiment(report_variance, "effective weight variance over training: SN vs LeCun init"))
+EXPERIMENTS.register("variance", Experiment(report_variance,
+                                            "effective weight variance over training: SN vs LeCun init"))
 EXPERIMENTS.register("scale", Experiment(report_scale, "classifier FD against the scale c: SSN vs BSSN"))

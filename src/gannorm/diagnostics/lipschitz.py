@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -255,7 +255,7 @@ class LipschitzRule:
     """
 
     bound: Rule
-    kind: str = "other"
+    kind: Literal["affine", "isometry", "other"] = "other"
     includes_hooks: bool = False
 
 
@@ -272,6 +272,7 @@ class RuleRegistry:
         self._rules: dict[type, LipschitzRule] = {}
 
     def add(self, module_type: type, rule: LipschitzRule) -> LipschitzRule:
+        """Use ``rule`` for ``module_type`` (replacing any earlier one); returns ``rule``."""
         if not isinstance(module_type, type) or not issubclass(module_type, nn.Module):
             raise TypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")
         if not callable(rule.bound):
@@ -298,6 +299,7 @@ class RuleRegistry:
         return module_type in self._rules
 
     def find(self, module: nn.Module) -> LipschitzRule | None:
+        """The rule for ``module`` (see the class docstring), or None."""
         for cls in type(module).__mro__:
             rule = self._rules.get(cls) or _declared_rule(cls)
             if rule is not None:

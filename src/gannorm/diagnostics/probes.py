@@ -2,9 +2,11 @@
 
 :func:`probe` returns one :class:`~gannorm.diagnostics.records.ProbeRecord` (a line of
 ``diagnostics.jsonl``, see :mod:`gannorm.diagnostics`) for a discriminator, a loss and a batch of real
-and fake samples. It leaves no trace on the model: the gradients are taken with ``torch.autograd.grad`` (no ``.grad`` is written), the buffers (power-iteration
-vectors, running means) are restored afterwards, and the training flag is kept, so the probe sees the
-loss exactly as the training step does.
+and fake samples. It leaves no trace on the model: the gradients are taken with ``torch.autograd.grad``
+(no ``.grad`` is written), the buffers (power-iteration vectors, running means) are restored
+afterwards, and the training flag is kept, so the probe sees the loss exactly as the training step
+does. Non-finite gradient norms are kept as NaN/Inf in the record (the health rules look for them) and
+written as null.
 
 The per-layer quantities are pure functions of tensors (:func:`weight_statistics`,
 :func:`reference_ratios`, :func:`summarize`) and are tested against direct computations.

@@ -149,7 +149,8 @@ class SNGANResNetDiscriminator(nn.Module):
 
 class GlobalPool(nn.Module):
     """``x.sum(dims)`` or ``x.mean(dims)`` over every dim after the channels: the discriminator's global
-    pooling as a module, for :meth:`SNGANResNetDiscriminator.lipschitz_structure` (an affine map)."""
+    pooling as a module, for :meth:`SNGANResNetDiscriminator.lipschitz_structure`. It is linear (operator
+    norm ``sqrt(H W)`` for the sum, ``1 / sqrt(H W)`` for the mean), which ``lipschitz_affine`` declares."""
 
     lipschitz_affine = True
 
