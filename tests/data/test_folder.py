@@ -75,13 +75,6 @@ def test_imagefolder_errors(tmp_path, folder):
         load_dataset("imagefolder", folder, resolution=8)
 
 
-def test_missing_pillow_is_a_clear_error(tmp_path, monkeypatch):
-    (tmp_path / "a.png").write_bytes(b"x")
-    monkeypatch.setitem(sys.modules, "PIL", None)
-    with pytest.raises(DatasetError, match=r"needs Pillow.*pip install pillow"):
-        load_dataset("imagefolder", tmp_path, resolution=8)
-
-
 def _empty(tmp_path):
     d = tmp_path / "empty"
     d.mkdir()

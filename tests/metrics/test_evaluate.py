@@ -8,6 +8,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
+from gannorm.app.training import train
 from gannorm.cli import main
 from gannorm.data import load_dataset
 from gannorm.metrics.evaluate import METRICS, EvalOptions, evaluate, flat
@@ -80,7 +81,6 @@ def test_eval_command_writes_json_for_ema_and_raw(tmp_path, cache, monkeypatch, 
 
 
 def test_trainer_evaluates_every_n_steps(tmp_path):
-    from gannorm.training.trainer import train
     result = train("ring8", [f"train.out_dir={tmp_path}", "train.steps=4", "train.eval_every=2",
                              "train.eval_num_samples=200", "train.progress=false", "train.tensorboard=false",
                              "data.options={n: 1000}"])
