@@ -119,3 +119,21 @@ def test_reset_logs_removes_every_log(tmp_path):
     _fill(run, range(3))
     run.reset_logs()
     assert not any((run.path / n).exists() for n in (*rf.LOGS, rf.METRICS_CSV))
+
+
+def test_concurrent_creation_gives_distinct_folders(tmp_path):
+    """Many threads claiming the same name at once: each gets its own folder (check-then-create would race)."""
+    import threading
+
+    got, barrier = [], threading.Barrier(8)
+
+    def claim():
+        barrier.wait()
+        got.append(RunFolder.create(tmp_path, "same").path)
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 8 and sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in got)

@@ -7,7 +7,7 @@ import sys
 from . import __version__
 from .app.evaluation import evaluate_run, fid_stats, format_results
 from .app.experiments import EXPERIMENTS, run_experiment
-from .app.analysis import analyze
+from .app.analysis import SUMMARY, analyze
 from .app.sampling import sample_to_png
 from .app.training import resume, train, train_variants, variants_table
 from .config import load_variants, preset_names
@@ -118,7 +118,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     result = run_experiment(args.name, args.overrides, args.out, only)
     print(result.summary)
     print(f"experiment folder: {result.folder}")
-    for path in [*result.figures, result.folder / "summary.md"]:
+    for path in [*result.figures, result.folder / SUMMARY]:
         print(f"  {path}")
     bad = result.unfinished()
     if bad:

@@ -26,6 +26,7 @@ from .metrics.evaluate import METRICS
 from .networks import NETWORKS
 from .normalizations import METHODS
 from .normalizations.model import method_options
+from .penalties import PENALTIES
 
 
 @dataclass
@@ -75,8 +76,8 @@ class TrainConfig:
     loss: str = "hinge"                  # a loss from ``gannorm list``
     real_hflip: bool = False             # flip each real image horizontally with probability 0.5 (GN-GAN data)
     g_reuses_d_z: bool = False           # official CNN code: the G step reuses the last D step's z
-    penalty: Literal["none", "wgan_gp", "lp", "zero_gp", "r1", "r2"] = "none"  # a gradient penalty on D
-    penalty_weight: float | None = None  # None: the standard weight (10 for GP/LP/0-GP, gamma 10 for R1/R2)
+    penalty: str = "none"                # a gradient penalty on D: none or a name from gannorm.PENALTIES
+    penalty_weight: float | None = None  # None: the penalty's standard weight (its registry entry)
     penalty_every: int = 1               # lazy regularization: apply every k D steps, weight times k
     weight_clip: float = 0.0             # clip D's raw weights to [-c, c] after each D step (0: off)
     ortho_reg: float = 0.0               # orthogonal regularization weight on D (BigGAN form; 0: off)
@@ -343,6 +344,9 @@ def validate(cfg: Config) -> None:
                                  ("train.loss", cfg.train.loss, LOSSES)):
         if value not in registry:
             raise ConfigError(f"config key {key}: {value!r} is not one of {', '.join(registry.names())}")
+    if cfg.train.penalty != "none" and cfg.train.penalty not in PENALTIES:
+        raise ConfigError(f"config key train.penalty: {cfg.train.penalty!r} is not one of none, "
+                          f"{', '.join(PENALTIES.names())}")
     t = cfg.train
     for key, value, low in (("train.steps", t.steps, 1), ("train.n_dis", t.n_dis, 1),
                             ("train.batch_size_d", t.batch_size_d, 1), ("train.batch_size_g", t.batch_size_g, 1),

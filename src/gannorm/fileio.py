@@ -33,11 +33,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text), mode="w")
 
 
-def unique_dir(base: Path) -> Path:
-    """``base`` if it does not exist, else the first free ``base-2``, ``base-3``, ... (never reuses a folder)."""
-    if not base.exists():
-        return base
-    i = 2
-    while (base.parent / f"{base.name}-{i}").exists():
-        i += 1
-    return base.parent / f"{base.name}-{i}"
+def claim_dir(parent: str | os.PathLike, name: str) -> Path:
+    """Create and return a new folder ``parent/name``, or ``name-2``, ``name-3``, ... if taken.
+
+    Each candidate is claimed with one ``mkdir``, which fails if the folder exists: two processes
+    starting at once get two different folders, and an existing folder is never reused. ``OSError``
+    (a read-only place, a file in the way) propagates to the caller, which names the config key.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    i = 1
+    while True:
+        path = parent / (name if i == 1 else f"{name}-{i}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            i += 1
+            continue
+        return path

@@ -38,7 +38,7 @@ from .config import Config
 from .diagnostics.health import HealthWarning
 from .diagnostics.records import ProbeRecord
 from .errors import RunFolderError
-from .fileio import atomic_write, atomic_write_text
+from .fileio import atomic_write, atomic_write_text, claim_dir
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
@@ -223,20 +223,11 @@ class RunFolder:
         Claiming the name is one ``mkdir``, which fails if the folder exists: two processes starting at
         once get two different folders, and an existing run is never reused.
         """
-        parent = Path(parent)
         try:
-            parent.mkdir(parents=True, exist_ok=True)
-            for i in range(1, 100_000):
-                path = parent / (name if i == 1 else f"{name}-{i}")
-                try:
-                    path.mkdir()
-                except FileExistsError:
-                    continue
-                return cls(path)
+            return cls(claim_dir(parent, name))
         except OSError as err:
             raise RunFolderError(f"cannot create a run folder in {parent}: {err.strerror or err}; choose another "
                                  "place with train.out_dir=DIR") from None
-        raise RunFolderError(f"{parent} holds too many runs named {name}; choose another train.run_name")
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "RunFolder":

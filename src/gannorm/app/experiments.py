@@ -23,9 +23,10 @@ from typing import Callable, Sequence
 from ..config import load_variants
 from ..diagnostics.records import ProbeRecord
 from ..errors import ConfigError
-from ..fileio import atomic_write_text, unique_dir
+from ..fileio import atomic_write_text, claim_dir
 from ..registry import Registry
 from ..runfolder import RunRecords
+from .analysis import SUMMARY
 from .analysis.figures import new_figure, save_png
 from .analysis.reading import load_run
 from .analysis.series import Series, finite, gradient_ratio, layer_names, layer_series, metric_series
@@ -76,8 +77,7 @@ def run_experiment(name: str, overrides: Sequence[str] = (), out_dir: str | Path
     preset = f"experiment_{name}"
     variants = load_variants(preset)
     _check_request(name, variants, overrides, only)
-    folder = unique_dir(Path(out_dir) / f"experiment-{name}")
-    folder.mkdir(parents=True)
+    folder = claim_dir(out_dir, f"experiment-{name}")
     start = time.perf_counter()
     runs: dict[str, RunRecords] = {}
     for variant, extra in variants.items():
@@ -89,7 +89,7 @@ def run_experiment(name: str, overrides: Sequence[str] = (), out_dir: str | Path
     figures, summary = experiment.report(folder, runs)
     seconds = time.perf_counter() - start
     summary += f"\nWall time: {seconds:.0f} s for {len(runs)} runs.\n"
-    atomic_write_text(folder / "summary.md", summary)
+    atomic_write_text(folder / SUMMARY, summary)
     return ExperimentResult(folder, runs, figures, summary, seconds)
 
 
