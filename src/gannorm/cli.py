@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import traceback
+from typing import NoReturn
 
 from . import __version__
 from .app.evaluation import evaluate_run, fid_stats, format_results
@@ -20,6 +23,8 @@ from .networks import NETWORKS
 from .normalizations import METHODS
 from .runfolder import CHECKPOINT, CONFIG, DIAGNOSTICS, EVAL, METRICS as METRICS_FILE, METRICS_CSV, SAMPLES
 
+EXIT_USER_ERROR = 2   # a mistake in the input: one line on stderr, no traceback
+EXIT_BUG = 1          # anything else: the traceback, then a line saying it is a bug in gannorm
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
 
@@ -83,7 +88,8 @@ def _train_variants(preset: str, overrides: list[str]) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    path = sample_to_png(args.run, args.num, args.output, seed=args.seed, use_ema=not args.no_ema)
+    path = sample_to_png(args.run, args.num, args.output, seed=args.seed, use_ema=not args.no_ema,
+                         overwrite=args.overwrite)
     print(f"wrote {args.num} samples to {path}")
     return 0
 
@@ -99,7 +105,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_fid_stats(args: argparse.Namespace) -> int:
     info = fid_stats(args.dataset, args.output, root=args.root, resolution=args.resolution, num=args.num,
-                     seed=args.seed, inception_weights=args.inception_weights, backend=args.backend)
+                     seed=args.seed, inception_weights=args.inception_weights, backend=args.backend,
+                     overwrite=args.overwrite)
     print(f"wrote mu and sigma of {info['num']} images ({info['real_split']}) to {info['path']}")
     return 0
 
@@ -146,8 +153,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors in gannorm's form: one line, ``gannorm: error: ...``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"gannorm: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="gannorm", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="GAN training that does not blow up: spectral normalization and its successors.",
         epilog=EXAMPLES + "\nRun 'gannorm COMMAND --help' for the options of a command.")
@@ -170,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="samples.png", help="output PNG file (default samples.png)")
     p.add_argument("--seed", type=int, default=0, help="seed for z (default 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator even if the run has an EMA copy")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("eval", help="evaluate a run's checkpoint (EMA and raw G) and write the result as JSON",
@@ -200,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--inception-weights", default=None, metavar="PATH")
     p.add_argument("--backend", default="auto", choices=["auto", "pth", "fid-helper"])
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=_cmd_fid_stats)
 
     p = sub.add_parser("analyze", help="figures and a summary of a run's diagnostics (gradients, sigmas, variance)",
@@ -233,7 +249,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line (an error message that slipped a newline in)."""
+    return re.sub(r"\s*\n\s*", " ", str(text)).strip()
+
+
+def os_error_text(err: OSError) -> str:
+    """A file-system error in one line naming the path: ``Permission denied: /x/y (check ...)``."""
+    if not err.filename:
+        return one_line(str(err))
+    paths = f"{err.filename} -> {err.filename2}" if err.filename2 else f"{err.filename}"
+    return f"{err.strerror or type(err).__name__}: {paths} (check the path and its permissions)"
+
+
+def _user_error(message: str) -> int:
+    print(f"gannorm: error: {one_line(message)}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def _bug(err: Exception) -> int:
+    traceback.print_exc()
+    print(f"gannorm: this is a bug in gannorm ({type(err).__name__}), not a mistake in your input; please "
+          "report it with the traceback above", file=sys.stderr)
+    return EXIT_BUG
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status.
+
+    A user mistake (:class:`GannormError`, or a file-system error such as a missing file or a read-only
+    folder) prints one line ``gannorm: error: ...`` and returns 2; any other exception is a bug in
+    gannorm: its traceback is printed, then a line saying so, and the status is 1.
+    """
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may also follow options (gannorm experiment gradients --out DIR train.steps=100)
@@ -243,19 +290,18 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USER_ERROR
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("gannorm: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except GannormError as err:
-        print(f"gannorm: error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-        print(f"gannorm: error: {msg}", file=sys.stderr)
-        return 2
+        return _user_error(str(err))
+    except OSError as err:
+        return _user_error(os_error_text(err))
+    except Exception as err:  # noqa: BLE001 -- the last resort: say it is ours
+        return _bug(err)
 
 
 if __name__ == "__main__":

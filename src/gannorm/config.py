@@ -9,16 +9,17 @@ registry (loss, normalization, architecture, dataset) are checked against it in 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import yaml
 
 from .data import DATASETS
-from .errors import ConfigError
+from .errors import ConfigError, OptionError
 from .gradnorm import FUNCTIONS
 from .init import SCHEMES
 from .losses import LOSSES
@@ -305,17 +306,39 @@ def resolve_path(name_or_path: str) -> Path:
     return preset
 
 
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds (``{}`` if empty); a one-line ConfigError naming the file."""
+    try:
+        mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err)}; fix the syntax there") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text file (expected YAML)") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (data:, model:, train:, ...), "
+                          f"got a {type(mapping).__name__}")
+    return mapping
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's error in one line: the problem and where (its own text spans several lines)."""
+    problem = getattr(err, "problem", None)
+    mark = getattr(err, "problem_mark", None)
+    if not problem:
+        return " ".join(str(err).split())
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+    opened = f" ({context} started at line {start.line + 1})" if context and start is not None else ""
+    return f"{problem}{where}{opened}"
+
+
 def load(name_or_path: str | None = None, overrides: Sequence[str] = ()) -> Config:
     """The default config, updated by a YAML file or preset, then by ``key=value`` overrides."""
-    mapping: dict[str, Any] = {}
-    if name_or_path:
-        path = resolve_path(name_or_path)
-        try:
-            mapping = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-        if not isinstance(mapping, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(mapping).__name__}")
+    mapping = _read_yaml(resolve_path(name_or_path)) if name_or_path else {}
     mapping.pop("variants", None)  # a comparison preset's list of runs (see load_variants)
     cfg = from_dict(mapping)
     return apply_overrides(cfg, overrides)
@@ -326,8 +349,7 @@ def load_variants(name_or_path: str) -> dict[str, list[str]]:
 
     A comparison preset trains the same base config once per variant (``gannorm train compare_digits``).
     """
-    mapping = yaml.safe_load(resolve_path(name_or_path).read_text()) or {}
-    variants = mapping.get("variants") or {}
+    variants = _read_yaml(resolve_path(name_or_path)).get("variants") or {}
     if not isinstance(variants, dict) or not all(isinstance(v, list) for v in variants.values()):
         raise ConfigError(f"config {name_or_path}: variants must map names to lists of key=value overrides")
     return {str(k): [str(x) for x in v] for k, v in variants.items()}
@@ -337,52 +359,136 @@ def dump(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+# ------------------------------------------------------------------------------------ validation
+@dataclass(frozen=True)
+class Range:
+    """Where a numeric config value must lie: ``test(value)``, and ``text`` saying it in words.
+
+    Every range also requires a finite value; ``None`` (an optional key left unset) always passes, and
+    each element of a list (``optim.betas_d``) is checked.
+    """
+    test: Callable[[float], bool]
+    text: str
+
+    def holds(self, value: Any) -> bool:
+        if value is None:
+            return True
+        if isinstance(value, tuple):
+            return all(self.holds(v) for v in value)
+        return not (isinstance(value, float) and not math.isfinite(value)) and self.test(value)
+
+
+def at_least(low: float) -> Range:
+    return Range(lambda v: v >= low, f">= {low}")
+
+
+POSITIVE = Range(lambda v: v > 0, "> 0")
+UNIT = Range(lambda v: 0 <= v < 1, "in [0, 1)")
+SEED = Range(lambda v: 0 <= v < 2**32, "in [0, 2**32)")
+
+#: every numeric config key and its range (``gannorm.config.validate`` checks them in this order)
+RANGES: tuple[tuple[str, Range], ...] = (
+    ("data.resolution", at_least(1)),
+    ("model.width", POSITIVE), ("model.z_dim", at_least(1)),
+    ("normalization.function_eps", at_least(0)),
+    ("optim.lr_d", POSITIVE), ("optim.lr_g", POSITIVE), ("optim.betas_d", UNIT), ("optim.betas_g", UNIT),
+    ("optim.eps", POSITIVE), ("optim.lr_decay_start", at_least(0)),
+    ("train.steps", at_least(1)), ("train.n_dis", at_least(1)),
+    ("train.batch_size_d", at_least(1)), ("train.batch_size_g", at_least(1)),
+    ("train.penalty_weight", at_least(0)), ("train.penalty_every", at_least(1)),
+    ("train.weight_clip", at_least(0)), ("train.ortho_reg", at_least(0)),
+    ("train.cr_weight", at_least(0)), ("train.cr_translate", Range(lambda v: 0 <= v < 0.5, "in [0, 0.5)")),
+    ("train.ema_decay", UNIT), ("train.ema_start", at_least(0)), ("train.seed", SEED), ("train.threads", at_least(0)),
+    ("train.eval_every", at_least(0)), ("train.eval_num_samples", at_least(2)),
+    ("train.log_every", at_least(1)), ("train.sample_every", at_least(1)), ("train.checkpoint_every", at_least(1)),
+    ("train.num_samples_grid", at_least(1)),
+    ("diagnostics.every", at_least(0)), ("diagnostics.batch_size", at_least(2)),
+    ("diagnostics.explode_growth", POSITIVE), ("diagnostics.explode_abs", POSITIVE),
+    ("diagnostics.vanish_ratio", POSITIVE), ("diagnostics.saturate_gap", POSITIVE),
+)
+
+#: every config key that names a registry entry, the registry, and the names allowed besides its entries
+NAMES: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
+    ("data.name", DATASETS, ()), ("model.arch", NETWORKS, ()), ("model.d_init", SCHEMES, ("official",)),
+    ("normalization.method", METHODS, ()), ("normalization.function", FUNCTIONS, ()),
+    ("train.loss", LOSSES, ()), ("train.penalty", PENALTIES, ("none",)), ("train.eval_metrics", METRICS, ()),
+)
+
+
+def lookup(cfg: Config, key: str) -> Any:
+    """The value of the dotted ``key`` (``"optim.lr_d"``) in ``cfg``."""
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _known(registry: Any) -> list[str]:
+    return registry.names() if hasattr(registry, "names") else list(registry)
+
+
 def validate(cfg: Config) -> None:
-    """Check registry-backed names and numeric ranges; raises a one-line ConfigError."""
-    for key, value, registry in (("data.name", cfg.data.name, DATASETS), ("model.arch", cfg.model.arch, NETWORKS),
-                                 ("normalization.method", cfg.normalization.method, METHODS),
-                                 ("train.loss", cfg.train.loss, LOSSES)):
-        if value not in registry:
-            raise ConfigError(f"config key {key}: {value!r} is not one of {', '.join(registry.names())}")
-    if cfg.train.penalty != "none" and cfg.train.penalty not in PENALTIES:
-        raise ConfigError(f"config key train.penalty: {cfg.train.penalty!r} is not one of none, "
-                          f"{', '.join(PENALTIES.names())}")
-    t = cfg.train
-    for key, value, low in (("train.steps", t.steps, 1), ("train.n_dis", t.n_dis, 1),
-                            ("train.batch_size_d", t.batch_size_d, 1), ("train.batch_size_g", t.batch_size_g, 1),
-                            ("train.log_every", t.log_every, 1), ("train.sample_every", t.sample_every, 1),
-                            ("train.checkpoint_every", t.checkpoint_every, 1), ("train.threads", t.threads, 0),
-                            ("train.num_samples_grid", t.num_samples_grid, 1), ("model.z_dim", cfg.model.z_dim, 1),
-                            ("train.eval_every", t.eval_every, 0), ("train.eval_num_samples", t.eval_num_samples, 2),
-                            ("optim.lr_decay_start", cfg.optim.lr_decay_start, 0)):
-        if value < low:
-            raise ConfigError(f"config key {key}: must be >= {low}, got {value}")
-    for name in t.eval_metrics:
-        if name not in METRICS:
-            raise ConfigError(f"config key train.eval_metrics: {name!r} is not one of {', '.join(METRICS.names())}")
-    if cfg.normalization.function not in FUNCTIONS:
-        raise ConfigError(f"config key normalization.function: {cfg.normalization.function!r} is not one of "
-                          f"{', '.join(FUNCTIONS.names())}")
-    if t.cr_weight < 0 or not 0.0 <= t.cr_translate < 0.5:
-        raise ConfigError("config keys train.cr_weight (>= 0) and train.cr_translate (in [0, 0.5)) are out of range")
-    if t.penalty_every < 1:
-        raise ConfigError(f"config key train.penalty_every: must be >= 1, got {t.penalty_every}")
-    if not 0.0 <= t.ema_decay < 1.0:
-        raise ConfigError(f"config key train.ema_decay: must be in [0, 1), got {t.ema_decay}")
-    if cfg.model.width <= 0:
-        raise ConfigError(f"config key model.width: must be > 0, got {cfg.model.width}")
-    n = cfg.normalization
+    """Check registry-backed names, numeric ranges and the options of the method, network and dataset.
+
+    Raises a one-line :class:`ConfigError` naming the key and what it accepts.
+    """
+    for key, registry, extra in NAMES:
+        value = lookup(cfg, key)
+        for name in value if isinstance(value, tuple) else (value,):
+            if name not in extra and name not in registry:
+                raise ConfigError(f"config key {key}: {name!r} is not one of {', '.join([*extra, *_known(registry)])}")
+    for key, allowed in RANGES:
+        value = lookup(cfg, key)
+        if not allowed.holds(value):
+            raise ConfigError(f"config key {key}: must be {allowed.text}"
+                              f"{' (each)' if isinstance(value, tuple) else ''}, got {_show(value)}")
+    _check_method_options(cfg.normalization)
+    _check_model_and_data(cfg)
+
+
+def _show(value: Any) -> str:
+    return str(list(value)) if isinstance(value, tuple) else str(value)
+
+
+def _check_method_options(n: NormalizationConfig) -> None:
+    spec = METHODS.get(n.method)
     allowed = method_options(n.method)
     unknown = sorted(set(n.options) - set(allowed) - {"input_shape"})
     if unknown:
         raise ConfigError(f"config key normalization.options: {', '.join(unknown)} is not an option of method "
                           f"{n.method!r} (allowed: {', '.join(allowed) or 'none'}); a preset's options stay when "
                           "you change normalization.method: also set normalization.options={} (or the new options)")
-    if cfg.model.d_init != "official" and cfg.model.d_init not in SCHEMES:
-        raise ConfigError(f"config key model.d_init: {cfg.model.d_init!r} is not one of official, {', '.join(SCHEMES)}")
-    d = cfg.diagnostics
-    if d.every < 0 or d.batch_size < 2:
-        raise ConfigError("config keys diagnostics.every (>= 0) and diagnostics.batch_size (>= 2) are out of range")
-    if min(d.explode_growth, d.explode_abs, d.vanish_ratio, d.saturate_gap) <= 0:
-        raise ConfigError("config keys diagnostics.explode_growth, explode_abs, vanish_ratio and saturate_gap "
-                          "must be > 0")
+    missing = [o for o in spec.required_options() if o not in n.options]
+    if missing:
+        raise ConfigError(f"config key normalization.options.{missing[0]}: method {n.method!r} needs it "
+                          f"(e.g. normalization.options.{missing[0]}=...)")
+    check = getattr(spec, "check_options", None)
+    if check is not None:
+        try:
+            check({k: v for k, v in n.options.items() if k != "input_shape"})
+        except OptionError as err:
+            raise ConfigError(f"config key normalization.options.{err.option}: {err}") from None
+
+
+def _check_model_and_data(cfg: Config) -> None:
+    """The network's options, its data kind and resolution against the dataset, and the dataset's options."""
+    m, d = cfg.model, cfg.data
+    spec, data = NETWORKS.get(m.arch), DATASETS.get(d.name)
+    for key, options in (("model.g_options", m.g_options), ("model.d_options", m.d_options)):
+        unknown = sorted(set(options) - set(spec.options))
+        if unknown:
+            raise ConfigError(f"config key {key}: {', '.join(unknown)} is not an option of network {m.arch!r} "
+                              f"(allowed: {', '.join(spec.options) or 'none'})")
+    unknown = sorted(set(d.options) - set(data.options))
+    if unknown:
+        raise ConfigError(f"config key data.options: {', '.join(unknown)} is not an option of dataset {d.name!r} "
+                          f"(allowed: {', '.join(data.options) or 'none'})")
+    vectors = data.resolutions == ()  # a dataset of points takes no resolution
+    if vectors != (spec.kind == "vector"):
+        fits = [e.name for e in NETWORKS.entries() if (e.obj.kind == "vector") == vectors]
+        raise ConfigError(f"config key model.arch: network {m.arch!r} is for {spec.kind}s, but dataset {d.name!r} "
+                          f"holds {'vector' if vectors else 'image'}s; use one of {', '.join(fits)}")
+    resolution = d.resolution if d.resolution is not None else data.default_resolution
+    if not vectors and resolution is not None and not spec.supports(resolution):
+        raise ConfigError(f"config key data.resolution: network {m.arch!r} supports {spec.resolutions_text()}, "
+                          f"not {resolution}; set data.resolution or choose another model.arch")

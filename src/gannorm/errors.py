@@ -18,3 +18,15 @@ class ConfigError(GannormError, ValueError):
 
 class RunFolderError(GannormError, ValueError):
     """A path is not a usable run folder, or one of its files is damaged."""
+
+
+class OptionError(GannormError, ValueError):
+    """An option of a registered entry (a method, a loss, a penalty) is out of range or of the wrong type.
+
+    ``option`` is the option's name, so that the config layer can name its full key
+    (``normalization.options.scale``); ``str()`` is the one-line message.
+    """
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option

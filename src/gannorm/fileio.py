@@ -10,23 +10,36 @@ from typing import Any, Callable
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Write ``path`` through a temporary file in the same folder, then rename it into place.
 
-    A crash or a signal mid-write leaves the previous file intact, never a truncated one.
+    A crash or a signal mid-write leaves the previous file intact, never a truncated one. A failed
+    write (a full disk, a read-only place) removes the temporary file and raises ``OSError`` whose
+    message names ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _naming(err, path) from err
     try:
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(err, OSError) and err.filename is None:
+            raise _naming(err, path) from err
         raise
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """The same error, naming the file the user asked for (not a temporary one)."""
+    return type(err)(err.errno, f"cannot write {path}: {err.strerror or err}") if err.errno else \
+        OSError(f"cannot write {path}: {err}")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -21,7 +21,9 @@ name         term added to the D loss
 R2 keep the conventional factor 1/2 of their definition (``weight`` is the paper's gamma), so
 ``r1(..., weight=10)`` is 5 E[||grad D||^2]; ``r1`` ignores ``fake`` and ``r2`` ignores ``real``.
 Every term is differentiable with respect to D's parameters (double backprop). Each entry's
-``default_weight`` is the standard weight from the literature (10 for all five).
+``default_weight`` is the standard weight from the literature (10 for all five);
+``PenaltySpec.check_weight(weight)`` refuses a weight that is negative or not finite (a one-line
+:class:`gannorm.errors.OptionError`), as do the two constraints below for their own numbers.
 
 Two weight constraints stay plain functions: :func:`weight_clip_` clips D's raw weights in place
 after each D step (WGAN, ``c = 0.01``), and :func:`orthogonal_regularization` is
@@ -29,12 +31,15 @@ after each D step (WGAN, ``c = 0.01``), and :func:`orthogonal_regularization` is
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+from .errors import OptionError
 from .fastgrad import fast_conv_grads
 from .init import raw_weight
 from .normalizations.model import NORMALIZABLE
@@ -86,6 +91,11 @@ def r2(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,  # noqa: ARG0
     return weight / 2 * input_gradient_norms(D, fake).square().mean()
 
 
+def _check_nonnegative(option: str, value: float, why: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise OptionError(option, f"{option} must be a finite number >= 0, got {value!r} ({why})")
+
+
 @dataclass(frozen=True)
 class PenaltySpec:
     """A gradient penalty: ``fn(D, real, fake, weight, *, generator=None)``, its standard weight, a description."""
@@ -93,6 +103,11 @@ class PenaltySpec:
     fn: Callable[..., Tensor]
     default_weight: float
     description: str
+
+    def check_weight(self, weight: float) -> None:
+        """Refuse a weight that is not a finite number >= 0 (a one-line :class:`OptionError` naming ``weight``)."""
+        _check_nonnegative("weight", weight, "the penalty term is multiplied by it; 0 turns it off, a negative "
+                           "weight rewards large gradients")
 
 
 PENALTIES: Registry[PenaltySpec] = Registry("penalty")
@@ -113,6 +128,9 @@ def weight_clip_(D: nn.Module, c: float = 0.01) -> None:
 
     ``c`` is a bound on the weights, not a loss weight (WGAN's clipping constant).
     """
+    if isinstance(c, bool) or not isinstance(c, numbers.Real) or not math.isfinite(c) or c <= 0:
+        raise OptionError("c", f"c must be a finite number > 0, got {c!r} (weights are clipped to [-c, c]; "
+                          "0 would zero the discriminator)")
     for p in D.parameters():
         p.clamp_(-c, c)
 
@@ -123,6 +141,7 @@ def orthogonal_regularization(D: nn.Module, weight: float = 1e-4, off_diagonal: 
     ``W`` is each Conv/Linear weight reshaped to ``[out, -1]`` (the raw weight of normalized layers),
     with the Gram matrix taken over output units. ``weight`` is the paper's beta (1e-4 in BigGAN).
     """
+    _check_nonnegative("weight", weight, "the regularization term is multiplied by it")
     total = torch.zeros(())
     for m in D.modules():
         if isinstance(m, NORMALIZABLE):

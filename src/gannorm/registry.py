@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterator, TypeVar
 
+from .errors import GannormError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError, ValueError):
+class UnknownNameError(GannormError, KeyError, ValueError):
     """Raised for a name that is not registered; ``str()`` is a readable one-line message.
 
     It is a ``KeyError`` (a failed lookup) and a ``ValueError`` (a bad argument value), so either

@@ -404,3 +404,37 @@ class RunFolder:
             if skipped + bad:
                 out.skipped[name] = skipped + bad
         return out
+
+
+# ------------------------------------------------------------------------------------------ loading weights
+def load_state_checked(module: torch.nn.Module, state_dict: Any, what: str, path: str | os.PathLike) -> None:
+    """Load ``state_dict`` into ``module`` after checking that its names and shapes are the module's.
+
+    ``what`` names the module in the message ("the generator", "the discriminator"); ``path`` is the
+    checkpoint it came from. The first mismatch (a missing, extra or differently shaped entry) is a
+    one-line :class:`RunFolderError`, not PyTorch's list of every key: it happens when the config
+    building ``module`` (model.arch, model.width, the network options, normalization.method) is not
+    the one the checkpoint was trained with.
+    """
+    fix = ("the config (model.arch, model.width, model options, normalization) differs from the one the "
+           "checkpoint was trained with; restore the run's config.yaml or train a new run")
+    if not isinstance(state_dict, dict):
+        raise RunFolderError(f"checkpoint {path} holds no weights for {what} (got a {type(state_dict).__name__})")
+    expected = module.state_dict()
+    for name, tensor in expected.items():
+        if name not in state_dict:
+            raise RunFolderError(f"checkpoint {path} holds {what} without {name} (the config builds it with shape "
+                                 f"{_shape(tensor)}): {fix}")
+        got = state_dict[name]
+        if isinstance(tensor, torch.Tensor) and (not isinstance(got, torch.Tensor) or got.shape != tensor.shape):
+            raise RunFolderError(f"checkpoint {path} holds {what} with {name} of shape {_shape(got)}, the config "
+                                 f"builds {_shape(tensor)}: {fix}")
+    extra = [name for name in state_dict if name not in expected]
+    if extra:
+        raise RunFolderError(f"checkpoint {path} holds {what} with {extra[0]} of shape {_shape(state_dict[extra[0]])}, "
+                             f"which the config does not build: {fix}")
+    module.load_state_dict(state_dict)
+
+
+def _shape(value: Any) -> str:
+    return str(list(value.shape)) if isinstance(value, torch.Tensor) else f"? (a {type(value).__name__})"

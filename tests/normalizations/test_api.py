@@ -62,9 +62,9 @@ def test_normalize_asks_the_entry_for_input_shapes():
     def model():
         return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 5 * 5, 1))
 
-    with pytest.raises(ValueError, match="strict_sn needs input_shape=\\(C, H, W\\)"):
+    with pytest.raises(ValueError, match="'strict_sn': needs input_shape=\\(C, H, W\\)"):
         gannorm.normalize(model(), "strict_sn")
-    with pytest.raises(ValueError, match="unknown option\\(s\\) input_shape for normalization 'sn'"):
+    with pytest.raises(ValueError, match="normalization 'sn': unknown option\\(s\\) input_shape"):
         gannorm.normalize(model(), "sn", input_shape=(2, 5, 5))
     m = gannorm.normalize(model(), "strict_sn", input_shape=(2, 5, 5), warmup=0)
     assert m[0].parametrizations.weight[0].input_shape == (2, 5, 5)

@@ -5,6 +5,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import gannorm
+from gannorm.errors import OptionError
 
 
 def small_d():
@@ -25,9 +26,9 @@ def test_unknown_method_lists_the_known_ones():
 
 
 def test_unknown_and_missing_options():
-    with pytest.raises(ValueError, match=r"unknown option\(s\) scale for normalization 'sn'; allowed: .*n_power"):
+    with pytest.raises(OptionError, match=r"normalization 'sn': unknown option\(s\) scale; allowed: .*n_power"):
         gannorm.normalize(small_d(), "sn", scale=2.0)
-    with pytest.raises(ValueError, match=r"'bssn' requires option\(s\) scale"):
+    with pytest.raises(OptionError, match=r"normalization 'bssn': requires option\(s\) scale"):
         gannorm.normalize(small_d(), "bssn")
 
 
@@ -45,7 +46,7 @@ def test_every_layer_is_normalized_and_none_does_nothing():
 def test_exclude_and_double_normalization():
     d = gannorm.normalize(small_d(), "sn", exclude=["5"])
     assert not parametrize.is_parametrized(d[5])
-    with pytest.raises(ValueError, match="already parametrized; call gannorm.remove"):
+    with pytest.raises(ValueError, match="already normalized; call gannorm.remove"):
         gannorm.normalize(d, "bsn")
 
 

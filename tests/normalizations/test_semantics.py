@@ -1,4 +1,4 @@
-"""The behaviours users rely on, for every power-iteration method."""
+"""The behaviours users rely on, for every registered normalization method."""
 import copy
 import io
 
@@ -7,14 +7,30 @@ import torch
 from torch import nn
 
 import gannorm
+from gannorm.normalizations.mean_sn import MeanOnlyBatchNorm
 
-METHODS = [("sn", {}), ("ssn", {"scale": 1.3}), ("bsn", {}), ("bssn", {"scale": 1.3}),
-           ("strict_sn", {"input_shape": (3, 8, 8)}), ("sn_gamma_shared", {}), ("sn_gamma_layer", {})]
+#: a value for each option some method requires (looked up by option, never by method)
+REQUIRED = {"scale": 1.3}
+INPUT_SHAPE = (3, 8, 8)
+
+
+def options_for(name):
+    spec = gannorm.METHODS.get(name)
+    opts = {o: REQUIRED[o] for o in spec.required_options()}
+    if spec.needs_input_shapes:
+        opts["input_shape"] = INPUT_SHAPE
+    return opts
+
+
+METHODS = [(name, options_for(name)) for name in gannorm.METHODS.names()]
+STEP_METHODS = [(n, o) for n, o in METHODS if "update" in gannorm.METHODS.get(n).options()]
 
 
 def small_d():
+    # a strided conv, a depthwise conv (DSSN's exact DFT sigma) and a linear; MSN follows the last conv
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.LeakyReLU(0.1), nn.Conv2d(8, 8, 4, 2, 1),
-                         nn.LeakyReLU(0.1), nn.Flatten(), nn.Linear(8 * 4 * 4, 1))
+                         nn.LeakyReLU(0.1), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.LeakyReLU(0.1),
+                         nn.Flatten(), nn.Linear(8 * 4 * 4, 1))
 
 
 def vectors(model):
@@ -30,6 +46,13 @@ def method(request):
     return request.param
 
 
+def test_the_table_covers_every_method_and_the_small_d_exercises_them():
+    assert [m for m, _ in METHODS] == gannorm.METHODS.names()
+    d = gannorm.normalize(small_d(), "dssn", input_shape=INPUT_SHAPE)
+    assert isinstance(d[4].parametrizations.weight[0], gannorm.normalizations.depthwise.DepthwiseSpectralNorm)
+    assert isinstance(gannorm.normalize(small_d(), "msn")[4].msn, MeanOnlyBatchNorm)
+
+
 def test_iteration_runs_only_in_training_mode(method):
     name, opts = method
     d = gannorm.normalize(small_d(), name, **opts)
@@ -41,7 +64,8 @@ def test_iteration_runs_only_in_training_mode(method):
     assert torch.equal(y1, y2)  # and deterministic
     d.train()
     d(x)
-    assert not same(before, vectors(d))  # train: one persisted iteration per forward
+    if before:
+        assert not same(before, vectors(d))  # train: one persisted iteration per forward
 
 
 def test_no_graph_through_the_vectors(method):
@@ -95,6 +119,7 @@ def test_grad_through_vectors_reproduces_the_tf_gradient():
     assert torch.equal(p._u, dp._u)  # the persisted vectors are the same either way
 
 
+@pytest.mark.parametrize("method", STEP_METHODS, ids=[m for m, _ in STEP_METHODS])
 def test_step_policy_advances_once_per_optimizer_step(method):
     name, opts = method
     d = gannorm.normalize(small_d(), name, update="step", **opts)
@@ -202,25 +227,53 @@ def test_deepcopy_after_forward(method):
     d(x).sum().backward()
     e = copy.deepcopy(d)
     assert torch.equal(d.eval()(x), e.eval()(x))
+    before = {k: v.clone() for k, v in d.state_dict().items()}
     e.train()(x)
-    assert not same(vectors(d), vectors(e))  # independent buffers
-    if name == "sn_gamma_shared":
-        gammas = {id(p.gamma) for m in e.modules() if isinstance(p := m, gannorm.GammaScale)}
-        assert len(gammas) == 1  # sharing survives the copy
+    assert all(torch.equal(before[k], v) for k, v in d.state_dict().items())  # independent buffers
+    if vectors(d):
+        assert not same(vectors(d), vectors(e))
+    gammas = [{id(p.gamma) for p in m.modules() if isinstance(p, gannorm.GammaScale)} for m in (d, e)]
+    assert len(gammas[0]) == len(gammas[1])  # a shared gamma stays shared in the copy
+    assert not gammas[0] & gammas[1]
 
 
-def test_remove_leaves_the_effective_weight(method):
+def test_remove_leaves_a_plain_network_computing_the_eval_mode_function(method):
     name, opts = method
+    torch.manual_seed(0)
     d = gannorm.normalize(small_d(), name, **opts)
+    plain_keys = set(small_d().state_dict())
     x = torch.randn(4, 3, 8, 8)
-    d(x)
+    with torch.no_grad():  # move the learnable extras (gamma, MSN gain/bias) away from their start
+        for p in d.parameters():
+            if p.ndim <= 1:
+                p.add_(0.3 * torch.randn_like(p))
+    d(x)  # one training forward: vectors and running means move
     d.eval()
     y = d(x)
-    vec = vectors(d)
     gannorm.remove(d.train())
     assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in d.modules())
-    torch.testing.assert_close(d(x), y)
-    assert vec  # it had vectors before
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in d.modules())
+    assert [type(m) for m in d.modules()] == [type(m) for m in small_d().modules()]  # no extra submodules
+    assert set(d.state_dict()) == plain_keys
+    torch.testing.assert_close(d(x), y)  # in training mode too: nothing batch-dependent is left
+    fresh = small_d()
+    fresh.load_state_dict(d.state_dict())
+    torch.testing.assert_close(fresh(x), y)
+
+
+def test_remove_folds_msn_into_the_layer():
+    conv = nn.Conv2d(2, 3, 3, bias=False)
+    d = gannorm.normalize(nn.Sequential(conv), "msn", warmup=50)
+    with torch.no_grad():
+        conv.msn.weight.copy_(torch.tensor([2.0, -0.5, 1.5]))
+        conv.msn.bias.copy_(torch.tensor([0.1, 0.2, -0.3]))
+        conv.msn.running_mean.copy_(torch.tensor([1.0, -2.0, 0.5]))
+    w = conv.weight.detach().clone()  # W / sigma in training mode; eval uses the same stored vectors
+    gannorm.remove(d)
+    gain, shift = torch.tensor([2.0, -0.5, 1.5]), torch.tensor([0.1, 0.2, -0.3])
+    torch.testing.assert_close(conv.weight, gain.view(3, 1, 1, 1) * w, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(conv.bias, shift - gain * torch.tensor([1.0, -2.0, 0.5]))
+    assert not hasattr(conv, "msn") and type(conv) is nn.Conv2d
 
 
 def test_torch_compile_runs(method):

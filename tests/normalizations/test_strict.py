@@ -90,5 +90,5 @@ def test_bad_input_shape():
         gannorm.strict_spectral_norm(nn.Conv2d(3, 4, 3), input_shape=(4, 8, 8))
     with pytest.raises(ValueError, match="input_shape"):
         gannorm.strict_spectral_norm(nn.Conv2d(3, 4, 3), input_shape=(3, 8))
-    with pytest.raises(ValueError, match="strict_sn needs input_shape"):
+    with pytest.raises(ValueError, match="'strict_sn': needs input_shape"):
         gannorm.normalize(nn.Sequential(nn.Conv2d(3, 4, 3)), "strict_sn")

@@ -1,18 +1,43 @@
 """``gannorm eval`` and ``gannorm fid-stats``: evaluate a run's checkpoint, build reference statistics."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from ..config import from_dict
 from ..data import load_dataset
-from ..errors import GannormError
+from ..errors import GannormError, RunFolderError
 from ..fileio import atomic_write_text
-from ..metrics.evaluate import EvalOptions, evaluate, make_extractor, real_subset
-from ..metrics.frechet import feature_statistics, save_statistics
+from ..metrics.evaluate import METRICS, EvalOptions, evaluate, make_extractor, real_subset
+from ..metrics.frechet import feature_statistics, load_statistics, save_statistics
+from ..metrics.inception import InceptionWeightsHashError
 from ..runfolder import RunFolder
-from .sampling import load_generator
+from .sampling import checkpoint_config, load_generator, prepare_output, write_output
+
+
+@contextlib.contextmanager
+def inception_errors() -> Iterator[None]:
+    """A wrong Inception weights file (its SHA-256 is not the expected one) as a one-line GannormError."""
+    try:
+        yield
+    except InceptionWeightsHashError as err:
+        raise GannormError(" ".join(str(err).split())) from None
+
+
+def check_options(options: EvalOptions) -> None:
+    """Refuse bad evaluation options before any work: unknown metrics, too few samples, a bad --reference."""
+    for name in options.metrics:
+        METRICS.get(name)  # a one-line error listing the known metrics
+    for what, value, low in (("--num-samples", options.num_samples, 2), ("--num-real", options.num_real, 2),
+                             ("--batch-size", options.batch_size, 1)):
+        if value is not None and value < low:
+            raise GannormError(f"{what} must be >= {low}, got {value}")
+    if options.reference_stats:
+        try:
+            load_statistics(options.reference_stats)
+        except (OSError, ValueError) as err:  # load_statistics' one-line errors, all about the file
+            raise GannormError(f"--reference: {' '.join(str(err).split())}") from None
 
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path | None = None) -> dict[str, Any]:
@@ -21,17 +46,22 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
     Writes ``{"step", "results": {"ema": ..., "raw": ...}}`` as JSON to ``output`` (default
     ``RUN/eval_step<step>.json``) and returns it.
     """
+    check_options(options)
     folder = RunFolder.open(run_dir)
     state = folder.load_checkpoint()  # read once; both generators come from it
-    step, cfg = int(state["step"]), from_dict(state["config"])
+    cfg = checkpoint_config(state, folder.checkpoint)
+    if not isinstance(state.get("step"), int):
+        raise RunFolderError(f"checkpoint {folder.checkpoint} records no step: it is not a gannorm checkpoint")
+    step = state["step"]
+    path = prepare_output(output, ".json", overwrite=True) if output else folder.eval_result_path(step)
     data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.resolution, **cfg.data.options)
     results = {}
     for kind in (["ema"] if state.get("G_ema") is not None else []) + ["raw"]:
         g, _, _ = load_generator(folder.path, use_ema=(kind == "ema"), state=state)
-        results[kind] = evaluate(g, data, cfg.model.z_dim, options)
+        with inception_errors():
+            results[kind] = evaluate(g, data, cfg.model.z_dim, options)
     out = {"run": str(folder.path), "step": step, "results": results}
-    path = Path(output) if output else folder.eval_result_path(step)
-    atomic_write_text(path, json.dumps(out, indent=1) + "\n")
+    write_output(path, lambda p: atomic_write_text(p, json.dumps(out, indent=1) + "\n"))
     out["path"] = str(path)
     return out
 
@@ -50,17 +80,22 @@ def format_results(out: dict[str, Any]) -> str:
 
 def fid_stats(dataset: str, output: str | Path, *, root: str | None = None, resolution: int | None = None,
               num: int | None = None, seed: int = 0, batch_size: int = 50, inception_weights: str | None = None,
-              backend: str = "auto", progress: bool = True) -> dict[str, Any]:
-    """Write TTUR-compatible ``mu``/``sigma`` of the Inception pool3 features of ``dataset`` to ``output``."""
-    output = Path(output)
-    if output.suffix != ".npz":
-        raise GannormError(f"output {output} must be an .npz file")
+              backend: str = "auto", progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Write TTUR-compatible ``mu``/``sigma`` of the Inception pool3 features of ``dataset`` to ``output``.
+
+    An existing ``output`` is refused unless ``overwrite``; the file is written atomically.
+    """
+    output = prepare_output(output, ".npz", overwrite)
+    if num is not None and num < 2:
+        raise GannormError(f"fid-stats needs at least 2 images (-n), got {num}")
     data = load_dataset(dataset, root, resolution)
     if data.kind != "image":
         raise GannormError(f"fid-stats needs an image dataset; {dataset} holds {data.kind}s")
     x, protocol = real_subset(data, num or len(data), seed)
-    extract, desc = make_extractor("inception", dataset=dataset, resolution=data.shape[-1], batch_size=batch_size,
-                                   progress=progress, inception_weights=inception_weights, inception_backend=backend)
+    with inception_errors():
+        extract, desc = make_extractor("inception", dataset=dataset, resolution=data.shape[-1],
+                                       batch_size=batch_size, progress=progress,
+                                       inception_weights=inception_weights, inception_backend=backend)
     mu, sigma = feature_statistics(extract(x)["features"])
-    save_statistics(output, mu, sigma)
+    write_output(output, lambda path: save_statistics(path, mu, sigma))
     return {"path": str(output), "num": len(x), **protocol, **desc}

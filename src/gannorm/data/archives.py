@@ -2,13 +2,17 @@
 
 Every member name passes :func:`safe_member_name`: an absolute name or one with a ``..`` component
 makes the whole archive refused (a :class:`DatasetError`), even though nothing is written to disk,
-since such an archive is malformed or hostile.
+since such an archive is malformed or hostile. So does any member that is not a regular file or a
+directory -- a symbolic or hard link (in a tar, or a symlink stored in a zip), a device, a FIFO: a
+dataset archive holds plain files, and a link could make a later extraction by some other tool write
+outside its folder.
 """
 from __future__ import annotations
 
 import contextlib
 import pickle
 import re
+import stat
 import tarfile
 import zipfile
 import zlib
@@ -63,27 +67,43 @@ def iter_tar(path: str | Path, select: Callable[[str], bool],
     members whose normalised name satisfies ``select``.
 
     The archive is read sequentially (``r|*``), so each ``file`` must be consumed before asking
-    for the next member. Every member seen (and every link target) is checked with
-    :func:`safe_member_name`; iteration may be stopped early (the archive is then closed).
+    for the next member. Every member seen is checked with :func:`safe_member_name` and
+    :func:`_check_tar_kind` (links and special files are refused); iteration may be stopped early
+    (the archive is then closed).
     """
     with read_errors(what, path):
         with tarfile.open(path, mode="r|*") as tar:
             for member in tar:
                 name = safe_member_name(member.name, path)
-                if member.issym() or member.islnk():
-                    safe_member_name(member.linkname, path)
-                    continue  # never follow links
+                _check_tar_kind(member, path)
                 if member.isfile() and select(name):
                     f = tar.extractfile(member)
                     if f is not None:
                         yield name, member.size, f
 
 
+def _check_tar_kind(member: tarfile.TarInfo, archive: str | Path) -> None:
+    if member.isfile() or member.isdir():
+        return
+    if member.issym() or member.islnk():
+        kind = "symbolic link" if member.issym() else "hard link"
+        raise DatasetError(f"{archive}: refusing archive member {member.name!r} (a {kind} to {member.linkname!r}; "
+                           "a dataset archive holds regular files only)")
+    raise DatasetError(f"{archive}: refusing archive member {member.name!r} (a device, FIFO or other special file; "
+                       "a dataset archive holds regular files only)")
+
+
 def zip_names(zf: zipfile.ZipFile, path: str | Path) -> list[tuple[str, str]]:
-    """``(original, normalised)`` names of the regular file members, all names checked first."""
+    """``(original, normalised)`` names of the regular file members, all names checked first.
+
+    A member stored as a symbolic link (Unix mode in ``external_attr``) is refused like an unsafe name.
+    """
     out = []
     for info in zf.infolist():
         clean = safe_member_name(info.filename, path)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise DatasetError(f"{path}: refusing archive member {info.filename!r} (a symbolic link; a dataset "
+                               "archive holds regular files only)")
         if not info.is_dir():
             out.append((info.filename, clean))
     return out

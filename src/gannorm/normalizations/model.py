@@ -8,9 +8,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..errors import OptionError
 from .base import PowerIterationNorm
 from .gamma import GammaScale
-from .methods import METHODS, MethodSpec
+from .mean_sn import MeanOnlyBatchNorm, fold_mean_norm
+from .methods import METHODS
 
 NORMALIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
                 nn.Linear)
@@ -60,19 +62,6 @@ def method_options(method: str) -> list[str]:
     return METHODS.get(method).options()
 
 
-def _check_options(method: str, spec: MethodSpec, options: dict) -> None:
-    allowed = spec.options()
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        extra = ", input_shape" if spec.needs_input_shapes else ""
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for normalization {method!r}; "
-                         f"allowed: {', '.join(allowed) or 'none'}{extra}")
-    missing = [p for p in spec.required_options() if p not in options]
-    if missing:
-        raise ValueError(f"normalization {method!r} requires option(s) {', '.join(missing)} "
-                         f"(e.g. gannorm.normalize(model, {method!r}, {missing[0]}=...))")
-
-
 def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **options) -> nn.Module:
     """Apply the named normalization to every Conv/ConvTranspose/Linear layer of ``model``.
 
@@ -80,20 +69,25 @@ def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **o
     arguments (for example ``scale=1.4`` for ``"bssn"``). ``exclude`` lists layer names (or name
     prefixes) to leave alone. A method whose entry says ``needs_input_shapes`` (``"strict_sn"``,
     ``"dssn"``) takes ``input_shape=(C, H, W)``, the shape of one model input: each layer's own input
-    shape is recorded by one dry forward. Returns the model (modified in place).
+    shape is recorded by one dry forward. The options are checked first (unknown, missing or out of
+    range: a one-line :class:`gannorm.errors.OptionError`), so a refused call leaves the model as it
+    was. Returns the model (modified in place).
     """
     spec = METHODS.get(method)
+    try:
+        spec.check_options(options)
+        if spec.needs_input_shapes and "input_shape" not in options:
+            raise OptionError("input_shape", "needs input_shape=(C, H, W), the shape of one input to the model")
+    except OptionError as err:
+        raise OptionError(err.option, f"normalization {method!r}: {err}") from None
     layers = _layers(model, exclude)
     for name, m in layers:
-        if parametrize.is_parametrized(m):
-            raise ValueError(f"layer {name or type(m).__name__!r} is already parametrized; "
+        if parametrize.is_parametrized(m) or hasattr(m, "msn"):
+            raise ValueError(f"layer {name or type(m).__name__!r} is already normalized; "
                              "call gannorm.remove(model) before normalizing it again")
-    input_shape = options.pop("input_shape", None) if spec.needs_input_shapes else None
-    _check_options(method, spec, options)
+    input_shape = options.pop("input_shape", None)
     if not spec.needs_input_shapes:
         spec.apply(layers, **options)
-    elif input_shape is None:
-        raise ValueError(f"{method} needs input_shape=(C, H, W), the shape of one input to the model")
     else:
         spec.apply(layers, _record_input_shapes(model, layers, input_shape), **options)
     return model
@@ -162,11 +156,19 @@ def reset_power_iteration(model: nn.Module, n_iterations: int | None = None) -> 
 
 
 def remove(model: nn.Module) -> nn.Module:
-    """Remove every parametrization, leaving each layer's *effective* weight as a plain parameter.
+    """Undo :func:`normalize`: every parametrization, hook and submodule a method attached is removed.
 
-    No extra power iteration is run (torch runs one in training mode, pytorch#68421).
+    Each layer keeps its *effective* weight (``scale * W / sigma``, times gamma for the gamma methods;
+    the bias times gamma) as a plain parameter, computed from the stored vectors: no extra power
+    iteration is run (torch runs one in training mode, pytorch#68421). MSN's mean-only batch norm is
+    folded into its layer in its eval-mode form (running mean, gain and bias; see
+    :func:`gannorm.normalizations.mean_sn.fold_mean_norm`). The result is a plain network that computes
+    what the normalized model computes in eval mode. Returns the model.
     """
     for _, m, tensor_name, plist in list(_parametrizations(model)):
         plist.eval()  # evaluate with the stored vectors
         parametrize.remove_parametrizations(m, tensor_name, leave_parametrized=True)
+    for m in list(model.modules()):
+        if isinstance(getattr(m, "msn", None), MeanOnlyBatchNorm):
+            fold_mean_norm(m)
     return model

@@ -78,7 +78,8 @@ class ConvOperatorNorm(PowerIterationNorm):
         self._init_buffers(weight)
 
     # the forward operator and its adjoint -------------------------------------------------
-    def _apply(self, weight: Tensor):
+    # (not named ``_apply``: that is nn.Module's hook through which .to(), .double() and .cuda() move the buffers)
+    def _operator(self, weight: Tensor):
         conv, conv_t = _CONV_FN[self.nd], _CONV_T_FN[self.nd]
         if self.transposed:
             return lambda x: conv_t(x, weight, None, self.stride, self.padding, self.output_padding,
@@ -94,7 +95,7 @@ class ConvOperatorNorm(PowerIterationNorm):
         return apply
 
     def maps(self, weight: Tensor):
-        apply = self._apply(weight)
+        apply = self._operator(weight)
         in_shape = (1, *self.input_shape)
         conv, conv_t = _CONV_FN[self.nd], _CONV_T_FN[self.nd]
         if self.transposed:
@@ -132,7 +133,7 @@ class ConvOperatorNorm(PowerIterationNorm):
     def initial_vectors(self, weight: Tensor) -> list[tuple[Tensor, Tensor]]:
         v = weight.new_empty((1, *self.input_shape)).normal_()
         with torch.no_grad():
-            out_shape = self._apply(weight)(torch.zeros_like(v)).shape
+            out_shape = self._operator(weight)(torch.zeros_like(v)).shape
         return [(weight.new_empty(out_shape).normal_(), v)]
 
     def extra_repr(self) -> str:

@@ -39,6 +39,7 @@ from ..penalties import PENALTIES, orthogonal_regularization, weight_clip_
 from ..runfolder import CHECKPOINT, SAMPLES, EvalRecord, RunFolder, Status
 from .callbacks import Callback, default_callbacks
 from .ema import EMA
+from .finite import first_non_finite, locate, named_grads
 from .logger import MetricSink
 from .state import num_threads, private_rng
 
@@ -112,6 +113,7 @@ class Trainer:
         self.logger: MetricSink | None = None
         self._stop_signal: int | None = None
         self._in_run = False
+        self.non_finite: str | None = None  # what went non-finite first, once a step has diverged
         if resume is not None:
             self.folder = RunFolder.open(resume)
             self._load(self.folder.load_checkpoint())
@@ -220,21 +222,28 @@ class Trainer:
             terms.append(t.cr_weight * consistency_loss(d_real, d_aug))
         return sum(terms) if terms else None
 
-    def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+    def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, who: str) -> bool:
+        """Backward and optimizer step; False (and no step) if a gradient is not finite."""
         opt.zero_grad(set_to_none=True)
         # only the optimizer's parameters: GN and penalties differentiate w.r.t. their own input leaves,
         # whose gradients nobody reads (this skips D's first-layer input gradient in those steps)
         params = [p for group in opt.param_groups for p in group["params"] if p.requires_grad]
-        if self.scaler is None:
-            loss.backward(inputs=params)
-            opt.step()
-        else:
+        if self.scaler is not None:  # fp16: the scaler skips steps with inf gradients by design
             self.scaler.scale(loss).backward(inputs=params)
             self.scaler.step(opt)
             self.scaler.update()
+            return True
+        loss.backward(inputs=params)
+        bad = first_non_finite(named_grads(self.D if who == "D" else self.G, who))
+        if bad is not None:
+            self.non_finite = f"{bad} is not finite"
+            opt.zero_grad(set_to_none=True)
+            return False
+        opt.step()
+        return True
 
     def _d_step(self) -> dict[str, Any]:
-        """One discriminator step; returns its tensors (``total`` is non-finite if it diverged)."""
+        """One discriminator step; returns its tensors (``ok`` is False if something was not finite)."""
         t = self.cfg.train
         real = self._real_batch()
         z = self._z(t.batch_size_d)
@@ -246,34 +255,37 @@ class Trainer:
         self.d_steps += 1
         reg = self._regularizers(real, fake, d_real)
         total = loss if reg is None else loss + reg
-        out = {"z": z, "loss": loss, "reg": reg, "total": total, "d_real": d_real, "d_fake": d_fake}
-        if torch.isfinite(total):
-            self._backward_step(total, self.opt_d)
-            if t.weight_clip > 0:
-                weight_clip_(self.D, t.weight_clip)
-        return out
+        ok = bool(torch.isfinite(total)) and self._backward_step(total, self.opt_d, "D")
+        if ok and t.weight_clip > 0:
+            weight_clip_(self.D, t.weight_clip)
+        return {"z": z, "loss": loss, "reg": reg, "total": total, "d_real": d_real, "d_fake": d_fake, "ok": ok}
 
-    def _g_step(self, z: torch.Tensor) -> torch.Tensor:
+    def _g_step(self, z: torch.Tensor) -> tuple[torch.Tensor, bool]:
         self.D.requires_grad_(False)
         try:
             with self._autocast():
                 g_loss = self.loss.g(self.D(self.G(z)).float())
-            if torch.isfinite(g_loss):
-                self._backward_step(g_loss, self.opt_g)
+            ok = bool(torch.isfinite(g_loss)) and self._backward_step(g_loss, self.opt_g, "G")
         finally:
             self.D.requires_grad_(True)
-        return g_loss
+        return g_loss, ok
 
     def train_step(self) -> dict[str, float]:
-        """One generator step (after ``n_dis`` discriminator steps); returns scalars to log."""
+        """One generator step (after ``n_dis`` discriminator steps); returns scalars to log.
+
+        If a loss or a gradient is not finite, no optimizer step applies it, ``self.non_finite`` names
+        the first non-finite quantity, and the returned scalars hold the non-finite loss (or gradient norm).
+        """
         t = self.cfg.train
         self._set_lr(self.step)
         for _ in range(t.n_dis):
             d = self._d_step()
-            if not torch.isfinite(d["total"]):
-                return {"loss_d": d["total"].item()}
+            if not d["ok"]:
+                return {"loss_d": d["total"].item() if self.non_finite is None else math.nan}
         z = d["z"] if (t.g_reuses_d_z and t.batch_size_g == t.batch_size_d) else self._z(t.batch_size_g)
-        g_loss = self._g_step(z)
+        g_loss, ok = self._g_step(z)
+        if not ok:
+            return {"loss_d": d["loss"].item(), "loss_g": g_loss.item() if self.non_finite is None else math.nan}
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.G, self.step)
@@ -363,11 +375,11 @@ class Trainer:
                 cb.on_start(self, resumed)
             status = self._steps(callbacks)
         except KeyboardInterrupt:  # a second signal: stop at once, keep the last checkpoint
-            self.folder.write_status(Status("interrupted", self.step, checkpoint_step=self.folder.checkpoint_step()))
+            self._try_status(Status("interrupted", self.step, checkpoint_step=self.folder.checkpoint_step()))
             raise
         except Exception as err:
-            self.folder.write_status(Status("failed", self.step, reason=f"{type(err).__name__}: {err}",
-                                            checkpoint_step=self.folder.checkpoint_step()))
+            self._try_status(Status("failed", self.step, reason=f"{type(err).__name__}: {err}",
+                                    checkpoint_step=self.folder.checkpoint_step()))
             raise
         finally:
             try:
@@ -383,8 +395,10 @@ class Trainer:
         """Train until the last step, a divergence or a stop request; returns the status."""
         while self.step < self.cfg.train.steps:
             scalars = self.train_step()
-            if not all(math.isfinite(v) for v in scalars.values()):
+            if self.non_finite is not None or not all(math.isfinite(v) for v in scalars.values()):
                 self.last = scalars
+                if self.non_finite is None:
+                    self.non_finite = locate((("G", self.G), ("D", self.D)), scalars)
                 return "diverged"
             for cb in callbacks:
                 cb.on_step(self, scalars)
@@ -392,11 +406,17 @@ class Trainer:
                 return "interrupted"
         return "finished"
 
+    def _try_status(self, status: Status) -> None:
+        """Record how the run failed, if the disk lets us (the original error is what the user must see)."""
+        try:
+            self.folder.write_status(status)
+        except OSError:
+            pass
+
     def _write_final_status(self, status: str, seconds: float) -> None:
         if status == "diverged":
-            bad = ", ".join(f"{k}={v}" for k, v in self.last.items() if not math.isfinite(v))
-            self.folder.write_status(Status("diverged", self.step, reason=f"non-finite loss at G step "
-                                            f"{self.step + 1}: {bad}", checkpoint_step=self.folder.checkpoint_step()))
+            self.folder.write_status(Status("diverged", self.step, reason=f"at G step {self.step + 1}: "
+                                            f"{self.non_finite}", checkpoint_step=self.folder.checkpoint_step()))
         else:
             self.folder.write_status(Status(status, self.step, seconds=round(seconds, 2)))
 
