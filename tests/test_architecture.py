@@ -26,6 +26,7 @@ LAYERS = {
     "registry": 0, "errors": 0, "fileio": 0,
     "init": 1, "losses": 1, "augment": 1, "fastgrad": 1, "images": 1, "normalizations": 1, "gradnorm": 1,
     "penalties": 1, "networks": 1, "data": 1, "metrics": 1, "diagnostics": 1,
+    "stability": 1,
     "config": 2, "runfolder": 2,
     "training": 3,
     "app": 4, "cli": 4, "__main__": 4, "__init__": 4,

@@ -13,6 +13,7 @@ A run folder holds everything one training run writes::
     samples.png         the latest fixed-z sample grid; ``samples/step_NNNNNNN.png`` every one of them
     tensorboard/        TensorBoard event files (when tensorboard is installed)
     analysis/           what ``gannorm analyze`` writes
+    tags.json           where the run sits in a sweep (sweep, run id, variant, grid cell, seed), for sweep runs
 
 Everything above the libraries (the trainer, ``eval``, ``sample``, ``analyze``, ``experiment``) reads and
 writes runs through :class:`RunFolder`. Every step-keyed log holds each step at most once: a resumed run
@@ -52,6 +53,7 @@ SAMPLES = "samples.png"
 SAMPLES_DIR = "samples"
 TENSORBOARD = "tensorboard"
 ANALYSIS = "analysis"
+TAGS = "tags.json"
 #: the step-keyed JSONL logs (each step at most once after any number of resumes)
 LOGS = (METRICS, EVAL, DIAGNOSTICS, HEALTH)
 #: files whose presence marks a folder as a run folder
@@ -230,6 +232,19 @@ class RunFolder:
                                  "place with train.out_dir=DIR") from None
 
     @classmethod
+    def create_at(cls, path: str | os.PathLike) -> "RunFolder":
+        """Make exactly the new folder ``path`` (a sweep names its runs); an existing one is an error."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()
+        except FileExistsError:
+            raise RunFolderError(f"run folder {path} exists already; resume it or choose another") from None
+        except OSError as err:
+            raise RunFolderError(f"cannot create the run folder {path}: {err.strerror or err}") from None
+        return cls(path)
+
+    @classmethod
     def open(cls, path: str | os.PathLike) -> "RunFolder":
         """An existing run folder; a one-line :class:`RunFolderError` if ``path`` is not one."""
         path = Path(path)
@@ -310,6 +325,17 @@ class RunFolder:
         except (OSError, ValueError):
             return None
         return Status.from_json(data) if isinstance(data, dict) else None
+
+    def write_tags(self, tags: dict[str, Any]) -> None:
+        """``tags.json``: plain JSON describing the run's place in a sweep (or any grouping)."""
+        atomic_write_text(self.path / TAGS, json.dumps(tags, indent=1, sort_keys=True) + "\n")
+
+    def read_tags(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.path / TAGS).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     # ---------------------------------------------------------------- logs
     def _append(self, path: Path, obj: dict[str, Any]) -> None:

@@ -289,7 +289,8 @@ def test_torch_compile_runs(method):
     before = vectors(ref)
     for k, v in vectors(d).items():  # the in-place vector update happened under compile too
         torch.testing.assert_close(v, before[k], rtol=1e-5, atol=1e-6)
-    assert not same(start, vectors(d))
+    if start:
+        assert not same(start, vectors(d))
 
 
 def test_torch_compile_with_inductor():

@@ -136,8 +136,10 @@ def flatten(obj, prefix=""):
 
 
 def assert_same_checkpoint(a: dict, b: dict) -> None:
-    """Every leaf equal: tensors bitwise (``torch.equal``, same dtype), everything else ``==``."""
+    """Every leaf equal: tensors bitwise (``torch.equal``, same dtype), everything else ``==`` (but the
+    config's output folder, which differs by design)."""
     fa, fb = dict(flatten(a)), dict(flatten(b))
+    fa.pop("config/train/out_dir/"), fb.pop("config/train/out_dir/")
     assert fa.keys() == fb.keys()
     for key in ("G/", "D/", "G_ema/", "opt_g/state/", "opt_d/state/"):
         assert any(k.startswith(key) and isinstance(v, torch.Tensor) for k, v in fa.items()), key
@@ -271,7 +273,7 @@ def test_sigkill_anywhere_then_resume_equals_the_uninterrupted_run(tmp_path, see
     kinds, rng = plan(seed)
     for kind in kinds:
         start = step_of_checkpoint(run)
-        assert (start is None) == (kind == "first") or kind != "first"
+        assert start is None or kind != "first"
         env, aim, wait = moment(kind, start or 0, rng)
         child = Child(["--resume", str(run)] if start is not None else ["ring8", *overrides(out, seed)],
                       tmp_path / "child.log", **env)

@@ -33,6 +33,7 @@ from .base import (ANY, Dataset, DatasetError, center_crop_box, check_limit, loa
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VALUE_RANGES = ("auto", "[0,255]", "[0,1]", "[-1,1]")
+NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file
 _CHUNK = 1024
 
 
@@ -111,9 +112,12 @@ def load_npy(root: Path | None, resolution: int | None, *, value_range: str = "a
         raise DatasetError(f"npy: expected a .npy file of images [N, H, W, C] at {path} (save one with numpy.save "
                            "and pass data.root=FILE)")
     with read_errors("npy", path, "a .npy file saved with numpy.save (no pickled objects)"):
+        with open(path, "rb") as fh:
+            magic = fh.read(len(NPY_MAGIC))
+        if magic != NPY_MAGIC:  # numpy would call any other file "pickled data"
+            kind = "an .npz archive" if magic.startswith(b"PK") else "some other file"
+            raise DatasetError(f"npy: {path} is {kind}, not a single .npy array (save one with numpy.save)")
         arr = np.load(path, allow_pickle=False, mmap_mode="r")
-    if not isinstance(arr, np.ndarray):  # e.g. an .npz archive
-        raise DatasetError(f"npy: {path} is not a single .npy array (save one with numpy.save)")
     if arr.ndim == 3:
         arr = arr[..., None]
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3) or 0 in arr.shape:

@@ -254,6 +254,7 @@ class MetricSpec:
     options: Callable[[EvalContext], dict[str, Any]] = _nothing
     protocol: Callable[[EvalContext], dict[str, Any]] = _nothing
     description: str = ""
+    lower_is_better: bool = True          # the direction of the headline "value" (sweeps rank runs by it)
 
 
 def check_metric(name: str, spec: MetricSpec) -> None:
@@ -313,13 +314,13 @@ def _mixture_modes(ctx: EvalContext) -> dict[str, Any]:
 PROBS = frozenset({"probs"})
 METRICS.register("fid", MetricSpec("inception", _fd, options=_reference_stats, protocol=_reference_protocol,
                                    description="Frechet Inception Distance (pool3, 2048-d)"))
-METRICS.register("is", MetricSpec("inception", _is, PROBS,
+METRICS.register("is", MetricSpec("inception", _is, PROBS, lower_is_better=False,
                                   description="Inception Score (1008-way unbiased logits, 10 splits)"))
 METRICS.register("kid", MetricSpec("inception", _kid, options=_seed,
                                    description="Kernel Inception Distance (cubic kernel, 100 subsets)"))
 METRICS.register("cfd", MetricSpec("classifier", _fd,
                                    description="Frechet distance on the digits classifier's features"))
-METRICS.register("cis", MetricSpec("classifier", _is, PROBS,
+METRICS.register("cis", MetricSpec("classifier", _is, PROBS, lower_is_better=False,
                                    description="classifier Inception Score (digits classifier, 10 splits)"))
 METRICS.register("ckid", MetricSpec("classifier", _kid, options=_seed,
                                     description="KID on the digits classifier's features"))

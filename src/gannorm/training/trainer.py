@@ -78,11 +78,12 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """Build everything from a :class:`Config`, then :meth:`run` it. ``resume`` continues a run folder.
 
-    ``callbacks`` replaces the default ones (:func:`gannorm.training.callbacks.default_callbacks`);
+    ``run_dir`` is the exact new folder to create (default: ``train.out_dir/train.run_name``, with a
+    ``-2``, ``-3``, ... suffix if taken). ``callbacks`` replaces the default ones (:func:`gannorm.training.callbacks.default_callbacks`);
     add to ``trainer.callbacks`` to keep them and plug in more.
     """
 
-    def __init__(self, cfg: Config, *, resume: str | Path | None = None,
+    def __init__(self, cfg: Config, *, resume: str | Path | None = None, run_dir: str | Path | None = None,
                  callbacks: Sequence[Callback] | None = None) -> None:
         validate(cfg)
         self.cfg = cfg
@@ -117,6 +118,8 @@ class Trainer:
         if resume is not None:
             self.folder = RunFolder.open(resume)
             self._load(self.folder.load_checkpoint())
+        elif run_dir is not None:  # exactly this folder (a sweep's run), created only now
+            self.folder = RunFolder.create_at(run_dir)
         else:  # created only now: the config, the data and the models are known to be good
             name = t.run_name or f"{cfg.data.name}-{cfg.model.arch}-{cfg.normalization.method}-s{t.seed}"
             self.folder = RunFolder.create(t.out_dir, name)

@@ -1,0 +1,210 @@
+"""``gannorm sweep``: run a sweep's runs on local worker processes or as Ray tasks, and record them.
+
+The sweep folder ``DIR`` holds ``sweep.json`` (the sweep as run), ``runs/<run id>/`` (one run folder
+per run), ``results.sqlite`` (the store) and ``.lock``. One driver at a time works on a folder (an
+``flock`` on ``.lock``, released by the kernel if the driver dies); its workers die with it. Started
+again after any kill, a sweep skips the runs that ended, resumes the partial ones from their
+checkpoints, and records each run exactly once.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import fcntl
+import json
+import multiprocessing
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from ...errors import GannormError
+from ...fileio import atomic_write_text
+from ...runfolder import STATUS, RunFolder
+from .results import RunRow, SweepResults
+from .spec import RunSpec, SweepSpec, expand, load_sweep, run_config
+from .store import DB, connect, final_metrics, read_results, record_run, write_meta
+from .worker import ENDED, RunOutcome, RunTask, die_with_parent, run_one
+
+SPEC_FILE = "sweep.json"
+RUNS = "runs"
+LOCK = ".lock"
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    folder: Path
+    results: SweepResults
+    ran: int                  # runs trained (or resumed) by this call
+    skipped: int              # runs that had ended before
+    seconds: float
+
+
+def default_threads(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+@contextlib.contextmanager
+def sweep_lock(folder: Path) -> Iterator[None]:
+    """Hold the sweep folder's lock, or fail at once with a one-line error if another driver holds it."""
+    fh = open(folder / LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GannormError(f"another gannorm sweep is running in {folder}; wait for it or use another "
+                               "--out DIR") from None
+        yield
+    finally:
+        fh.close()
+
+
+def _meta(spec: SweepSpec) -> dict:
+    return {"name": spec.name, "metric": spec.metric, "lower_is_better": spec.lower_is_better,
+            "success": spec.success, "grid_keys": list(spec.grid), "variants": list(spec.variants),
+            "spec": {**asdict(spec), "variants": {k: list(v) for k, v in spec.variants.items()}}}
+
+
+def _task(spec: SweepSpec, run: RunSpec, folder: Path, threads: int) -> RunTask:
+    tags = {"sweep": spec.name, "run_id": run.run_id, "variant": run.variant, "cell": run.cell, "seed": run.seed}
+    return RunTask(run.run_id, spec.base, run.overrides, str(folder / RUNS / run.run_id), threads, tags)
+
+
+def record(con, spec: SweepSpec, run: RunSpec, task: RunTask, outcome: RunOutcome | None = None) -> RunRow:
+    """Write one run's row (from its run folder, the source of truth) into the store."""
+    folder = RunFolder(task.run_dir)
+    status = folder.read_status()
+    state = outcome.status if outcome is not None else (status.status if status else "pending")
+    error = outcome.error if outcome is not None else (status.reason if status else None)
+    row = RunRow(run.run_id, run.variant, run.cell, run.seed, state, final_metrics(folder) if folder.path.is_dir()
+                 else {}, error, task.run_dir, status.seconds if status else None)
+    cfg = folder.read_config_dict() if folder.path.is_dir() else {}
+    record_run(con, row, cfg, folder=folder if folder.path.is_dir() else None)
+    return row
+
+
+def run_sweep(sweep: str, out: str | Path | None = None, *, workers: int = 1, threads: int | None = None,
+              ray: bool = False, ray_address: str | None = None,
+              announce: Callable[[str], None] = lambda _msg: None) -> SweepOutcome:
+    """Run every run of ``sweep`` not yet ended into ``out`` (default ``runs/sweep-<name>``)."""
+    spec = load_sweep(sweep)
+    if workers < 1:
+        raise GannormError(f"--workers must be >= 1, got {workers}")
+    folder = Path(out or Path("runs") / f"sweep-{spec.name}")
+    folder.mkdir(parents=True, exist_ok=True)
+    threads = threads or default_threads(workers)
+    start = time.perf_counter()
+    with sweep_lock(folder):
+        atomic_write_text(folder / SPEC_FILE, json.dumps(_meta(spec)["spec"], indent=1, default=str) + "\n")
+        con = connect(folder / DB)
+        try:
+            write_meta(con, _meta(spec))
+            pending, runs = [], expand(spec)
+            for run in runs:
+                task = _task(spec, run, folder, threads)
+                status = RunFolder(task.run_dir).read_status()
+                if status is not None and status.status in ENDED:
+                    record(con, spec, run, task)
+                else:
+                    pending.append((run, task))
+            announce(f"sweep {spec.name}: {len(pending)} of {len(runs)} runs to train ({workers} worker(s) x {threads} thread(s)) in {folder}")
+            execute = _execute_ray if ray else _execute_local
+            for run, task, outcome in execute(pending, workers, ray_address):
+                row = record(con, spec, run, task, outcome)
+                announce(f"  {row.run_id}: {row.status}" + (f" ({row.error})" if row.error else ""))
+        finally:
+            con.close()
+    results = read_results(folder / DB)
+    return SweepOutcome(folder, results, len(pending), len(results.runs) - len(pending),
+                        time.perf_counter() - start)
+
+
+def _execute_local(pending: Sequence[tuple[RunSpec, RunTask]], workers: int, _address=None):
+    """Run the tasks on ``workers`` spawned processes (each dies with the driver); yields as they end."""
+    if not pending:
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent) as pool:
+        futures = {pool.submit(run_one, task): (run, task) for run, task in pending}
+        for future in cf.as_completed(futures):
+            run, task = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as err:  # the worker process itself died (out of memory, a signal)
+                outcome = RunOutcome(run.run_id, "failed", f"the worker process died: {type(err).__name__}: {err}")
+            yield run, task, outcome
+
+
+def _execute_ray(pending: Sequence[tuple[RunSpec, RunTask]], workers: int, address: str | None):
+    """Run each task as a Ray task on a local Ray instance (or the cluster at ``address``)."""
+    try:
+        import ray  # optional dependency: pip install "gannorm[ray]"
+    except ImportError:
+        raise GannormError("--ray needs Ray: pip install \"gannorm[ray]\" (or pip install ray)") from None
+    if not pending:
+        return
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs = {"address": address} if address else {"num_cpus": workers * pending[0][1].threads}
+        ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+    try:
+        remote = ray.remote(num_cpus=pending[0][1].threads)(run_one)
+        refs = {remote.remote(task): (run, task) for run, task in pending}
+        waiting = list(refs)
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            run, task = refs[done[0]]
+            try:
+                outcome = ray.get(done[0])
+            except Exception as err:
+                outcome = RunOutcome(run.run_id, "failed", f"the Ray task failed: {type(err).__name__}: {err}")
+            yield run, task, outcome
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def rebuild(folder: str | Path) -> Path:
+    """Make ``results.sqlite`` anew from the run folders (the source of truth) and ``sweep.json``."""
+    folder = Path(folder)
+    spec_file = folder / SPEC_FILE
+    if not spec_file.is_file():
+        raise GannormError(f"{folder} is not a sweep folder: it has no {SPEC_FILE} (run 'gannorm sweep' first)")
+    raw = json.loads(spec_file.read_text())
+    spec = SweepSpec(**{**raw, "overrides": tuple(raw["overrides"]), "seeds": tuple(raw["seeds"]),
+                        "variants": {k: tuple(v) for k, v in raw["variants"].items()},
+                        "grid": {k: tuple(v) for k, v in raw["grid"].items()}})
+    with sweep_lock(folder):
+        return _rebuild(folder, spec)
+
+
+def _rebuild(folder: Path, spec: SweepSpec) -> Path:
+    db = folder / DB
+    tmp = folder / f".{DB}.rebuild"
+    for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        p.unlink(missing_ok=True)
+    con = connect(tmp)
+    try:
+        write_meta(con, _meta(spec))
+        for run in expand(spec):
+            record(con, spec, run, _task(spec, run, folder, 1))
+    finally:
+        con.close()
+    for suffix in ("-wal", "-shm"):  # the old store's journal must not be applied to the new one
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    os.replace(tmp, db)
+    return db
+
+
+def is_stale(folder: str | Path) -> bool:
+    """Whether the store is missing, or older than a run folder's status."""
+    folder = Path(folder)
+    db = folder / DB
+    if not db.is_file():
+        return True
+    newest = max((p.stat().st_mtime for p in (folder / RUNS).glob(f"*/{STATUS}")), default=0.0)
+    return newest > db.stat().st_mtime
+
+
+__all__ = ["SweepOutcome", "default_threads", "is_stale", "rebuild", "record", "run_config", "run_sweep"]

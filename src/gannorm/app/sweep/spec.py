@@ -1,0 +1,184 @@
+"""A sweep file, and its expansion into runs with stable ids.
+
+A sweep is a YAML file (or the name of one shipped in ``gannorm/configs/sweeps``)::
+
+    base: digits                 # a preset or a YAML path
+    overrides: [train.steps=600] # applied to every run
+    variants:                    # named override lists (optional)
+      sn:   [normalization.method=sn, "normalization.options={}"]
+      bssn: [normalization.method=bssn, "normalization.options={scale: 1.4}"]
+    grid:                        # every combination (optional)
+      optim.lr_d: [2.0e-4, 1.0e-3]
+    seeds: 5                     # or a list [0, 1, 2]
+    metric: cfd                  # the headline metric; its registry entry says whether lower is better
+    success: {max: 10.0}         # what counts as a successful run (default: finished with a finite metric)
+
+It expands to variants x grid cells x seeds runs. A run's id is its variant, seed and a hash of its
+resolved config, so the same run gets the same id (and run folder) every time the sweep is started.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from ... import config as config_mod
+from ...config import Config, ConfigError
+from ...metrics.evaluate import METRICS, default_metrics
+
+SWEEP_DIR = config_mod.PRESET_DIR / "sweeps"
+#: config keys a sweep sets itself, per run
+RESERVED = ("train.seed", "train.out_dir", "train.run_name")
+#: config keys that do not change what a run computes (left out of its id)
+NOT_IN_ID = ("train.out_dir", "train.run_name", "train.progress", "train.threads", "train.tensorboard")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    base: str
+    overrides: tuple[str, ...] = ()
+    variants: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"base": ()})
+    grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0,)
+    metric: str = "cfd"
+    success: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def lower_is_better(self) -> bool:
+        return METRICS.get(self.metric).lower_is_better
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: where it sits in the sweep and the overrides that make its config."""
+    run_id: str
+    variant: str
+    cell: dict[str, Any]
+    seed: int
+    overrides: tuple[str, ...]        # applied to the base config, without train.out_dir/run_name
+
+
+def sweep_names() -> list[str]:
+    return sorted(p.stem for p in SWEEP_DIR.glob("*.yaml"))
+
+
+def _resolve(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"sweep file {name_or_path!r} not found (or use one of: {', '.join(sweep_names())})")
+        return path
+    shipped = SWEEP_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        raise ConfigError(f"unknown sweep {name_or_path!r}; known: {', '.join(sweep_names())}")
+    return shipped
+
+
+def _list(value: Any, key: str, path: Path) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"sweep {path}: {key} must be a list, got {type(value).__name__}")
+    return value
+
+
+def load_sweep(name_or_path: str) -> SweepSpec:
+    """Read and check a sweep file (a one-line ConfigError for anything wrong in it)."""
+    path = _resolve(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"sweep file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict) or "base" not in raw:
+        raise ConfigError(f"sweep file {path} must be a mapping with at least a 'base:' preset or config file")
+    unknown = sorted(set(raw) - {"base", "overrides", "variants", "grid", "seeds", "metric", "success"})
+    if unknown:
+        raise ConfigError(f"sweep {path}: unknown key(s) {', '.join(unknown)} (allowed: base, overrides, variants, "
+                          "grid, seeds, metric, success)")
+    variants = raw.get("variants") or {"base": []}
+    if not isinstance(variants, dict):
+        raise ConfigError(f"sweep {path}: variants must map names to lists of key=value overrides")
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise ConfigError(f"sweep {path}: grid must map config keys to lists of values")
+    seeds = raw.get("seeds", 1)
+    seeds = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) else _list(seeds, "seeds", path)
+    if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ConfigError(f"sweep {path}: seeds must be a count >= 1 or a list of seeds >= 0")
+    success = raw.get("success") or {}
+    if not isinstance(success, dict) or set(success) - {"min", "max"}:
+        raise ConfigError(f"sweep {path}: success must be a mapping with 'min' and/or 'max' on the metric")
+    spec = SweepSpec(name=path.stem, base=str(raw["base"]),
+                     overrides=tuple(str(o) for o in _list(raw.get("overrides"), "overrides", path)),
+                     variants={str(k): tuple(str(o) for o in _list(v, f"variants.{k}", path))
+                               for k, v in variants.items()},
+                     grid={str(k): tuple(_list(v, f"grid.{k}", path)) for k, v in grid.items()},
+                     seeds=tuple(seeds), metric=str(raw.get("metric", "cfd")),
+                     success={k: float(v) for k, v in success.items()})
+    _check(spec, path)
+    return spec
+
+
+def _check(spec: SweepSpec, path: Path) -> None:
+    if spec.metric not in METRICS:
+        raise ConfigError(f"sweep {path}: metric {spec.metric!r} is not one of {', '.join(METRICS.names())}")
+    for key in [*spec.grid, *(o.split("=", 1)[0].strip() for o in spec.overrides)]:
+        if key in RESERVED:
+            raise ConfigError(f"sweep {path}: {key} is set by the sweep for each run (seeds: the 'seeds:' key, "
+                              "where the runs go: --out DIR)")
+    if any(len(v) == 0 for v in spec.grid.values()):
+        raise ConfigError(f"sweep {path}: every grid key needs at least one value")
+    runs = expand(spec)
+    for run in {id(r): r for r in (runs[0], runs[-1])}.values():  # the configs resolve (names, types, ranges)
+        config_mod.validate(run_config(spec, run))
+
+
+def _value_text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def _evaluation_overrides(spec: SweepSpec) -> list[str]:
+    """Make sure every run evaluates the headline metric, at least at its last step."""
+    base = config_mod.load(spec.base, spec.overrides)
+    extra = []
+    if base.train.eval_every <= 0:
+        extra.append(f"train.eval_every={base.train.steps}")
+    metrics = list(base.train.eval_metrics) or list(default_metrics(base.data.name))
+    if spec.metric not in metrics:
+        extra.append(f"train.eval_metrics=[{', '.join([*metrics, spec.metric])}]")
+    return extra
+
+
+def _run_id(variant: str, seed: int, cfg: Config) -> str:
+    resolved = config_mod.to_dict(cfg)
+    for key in NOT_IN_ID:
+        section, name = key.split(".")
+        resolved.get(section, {}).pop(name, None)
+    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{variant}-s{seed}-{digest}"
+
+
+def expand(spec: SweepSpec) -> list[RunSpec]:
+    """Every run of the sweep: variants x grid cells x seeds, in that order."""
+    evaluation = _evaluation_overrides(spec)
+    keys = list(spec.grid)
+    runs = []
+    for variant, extra in spec.variants.items():
+        for values in itertools.product(*(spec.grid[k] for k in keys)):
+            cell = dict(zip(keys, values))
+            for seed in spec.seeds:
+                overrides = (*spec.overrides, *evaluation, *extra,
+                             *(f"{k}={_value_text(v)}" for k, v in cell.items()), f"train.seed={seed}")
+                cfg = config_mod.load(spec.base, overrides)
+                runs.append(RunSpec(_run_id(variant, seed, cfg), variant, cell, seed, tuple(overrides)))
+    return runs
+
+
+def run_config(spec: SweepSpec, run: RunSpec, extra: Sequence[str] = ()) -> Config:
+    return config_mod.load(spec.base, [*run.overrides, *extra])

@@ -1,0 +1,77 @@
+"""One run of a sweep, in whatever process executes it (a local worker or a Ray task).
+
+:func:`run_one` starts the run in its own folder, resumes it from its checkpoint, or leaves it alone if
+it has already ended; it never raises for a run that fails: the outcome says so.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ... import config as config_mod
+from ...runfolder import RunFolder
+from ...training import Trainer
+
+#: a run with one of these statuses has ended; starting the sweep again does not train it again
+ENDED = ("finished", "diverged", "failed")
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """What a worker needs to run one run: the config, the exact run folder, its tags and threads."""
+    run_id: str
+    base: str
+    overrides: tuple[str, ...]
+    run_dir: str
+    threads: int
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    status: str                 # finished, diverged, failed, interrupted
+    error: str | None = None
+    seconds: float = 0.0
+    skipped: bool = False       # the run had ended before this sweep started
+
+
+def die_with_parent() -> None:
+    """Make this worker process get SIGKILL when the sweep's driver dies (Linux), so that no orphan keeps
+    writing to a run folder that a restarted sweep resumes."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: the sweep's lock still keeps a second driver out
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def run_one(task: RunTask) -> RunOutcome:
+    """Train, resume or skip one run; returns how it ended (exceptions become ``failed``)."""
+    start = time.perf_counter()
+    folder = RunFolder(task.run_dir)
+    status = folder.read_status() if folder.path.is_dir() else None
+    if status is not None and status.status in ENDED:
+        return RunOutcome(task.run_id, status.status, status.reason, 0.0, skipped=True)
+    cfg = config_mod.load(task.base, [*task.overrides, f"train.threads={task.threads}", "train.progress=false"])
+    try:
+        if folder.has_checkpoint():
+            trainer = Trainer(cfg, resume=folder.path)
+        else:
+            if folder.path.exists():  # killed before its first checkpoint: nothing to keep
+                shutil.rmtree(folder.path)
+            trainer = Trainer(cfg, run_dir=folder.path)
+            trainer.folder.write_tags(task.tags)
+        result = trainer.run()
+    except Exception as err:  # a failed run is a result, never a crash of the sweep
+        return RunOutcome(task.run_id, "failed", f"{type(err).__name__}: {err}", time.perf_counter() - start)
+    reason = (folder.read_status().reason if result.status == "diverged" else None)
+    return RunOutcome(task.run_id, result.status, reason, time.perf_counter() - start)
+
