@@ -109,3 +109,16 @@ def test_a_crash_marks_the_run_failed_and_resume_records_each_step_once(tmp_path
     train_rows = [json.loads(x)["step"] for x in folder.metrics_file.read_text().splitlines()
                   if "loss_d" in json.loads(x)]
     assert train_rows == list(range(1, 9))
+
+
+def test_sample_grids_go_to_tensorboard_as_images(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    c = config_mod.load("digits", ["train.progress=false", "data.resolution=8", "model.width=0.125",
+                                   "train.batch_size_d=8", "train.batch_size_g=8", "train.steps=4",
+                                   "train.sample_every=2", "train.eval_every=0", "diagnostics.every=0",
+                                   f"train.out_dir={tmp_path}"])
+    result = Trainer(c).run()
+    acc = EventAccumulator(str(result.run_dir / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert "samples" in acc.Tags()["images"]
+    events = acc.Images("samples")
+    assert [e.step for e in events] == [2, 4] and events[-1].width >= 64 and events[-1].height >= 64

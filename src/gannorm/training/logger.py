@@ -33,6 +33,11 @@ class MetricSink:
             for k, v in scalars.items():
                 self._tb.add_scalar(k, float(v), step)
 
+    def image(self, tag: str, step: int, picture) -> None:
+        """An RGB uint8 picture ``[H, W, 3]`` (a sample grid) as a TensorBoard image."""
+        if self._tb is not None:
+            self._tb.add_image(tag, picture, step, dataformats="HWC")
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()

@@ -303,7 +303,8 @@ class Trainer:
 
     @torch.no_grad()
     def save_samples(self) -> Path:
-        """The fixed-z grid of the sampling generator (eval mode) to ``samples.png`` and ``samples/``."""
+        """The fixed-z grid of the sampling generator (eval mode) to ``samples.png``, ``samples/`` and
+        TensorBoard."""
         g = self.sampler()
         was = g.training
         g.eval()
@@ -319,6 +320,8 @@ class Trainer:
         path = self.folder.sample_path(self.step)
         images.save_png(path, picture)
         images.save_png(self.folder.samples_file, picture)
+        if self.logger is not None:
+            self.logger.image("samples", self.step, picture)
         return path
 
     def evaluate(self) -> dict[str, float]:

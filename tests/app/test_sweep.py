@@ -1,0 +1,118 @@
+"""Sweeps: spec expansion with stable ids, the results store, restart after SIGKILL, the lock, Ray."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gannorm.app.sweep import DB, expand, load_sweep, read_results, rebuild, run_sweep
+from gannorm.app.sweep.runner import is_stale, sweep_lock
+from gannorm.errors import ConfigError, GannormError
+
+TINY = ["train.steps=12", "model.d_options={hidden: 16}", "model.g_options={hidden: 16}",
+        "train.checkpoint_every=4", "train.tensorboard=false", "train.batch_size_d=16", "train.batch_size_g=16",
+        "train.eval_num_samples=200"]
+
+
+def sweep_file(tmp_path, name="tiny", seeds=2, grid=True, extra=()):
+    spec = {"base": "ring8", "overrides": [*TINY, *extra],
+            "variants": {"sn": ["normalization.method=sn"], "none": ["normalization.method=none"]},
+            "seeds": seeds, "metric": "modes"}
+    if grid:
+        spec["grid"] = {"optim.lr_d": [2.0e-4, 1.0e-3]}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
+
+
+def rows(folder):
+    with sqlite3.connect(folder / DB) as con:
+        return con.execute("SELECT run_id, status, final FROM runs ORDER BY run_id").fetchall()
+
+
+def test_expansion_is_variants_x_cells_x_seeds_with_stable_ids(tmp_path):
+    spec = load_sweep(str(sweep_file(tmp_path, seeds=3)))
+    runs = expand(spec)
+    assert len(runs) == 2 * 2 * 3 and len({r.run_id for r in runs}) == 12
+    assert [r.run_id for r in runs] == [r.run_id for r in expand(load_sweep(str(sweep_file(tmp_path, seeds=3))))]
+    assert {(r.variant, r.cell["optim.lr_d"], r.seed) for r in runs} == {
+        (v, lr, s) for v in ("sn", "none") for lr in (2.0e-4, 1.0e-3) for s in range(3)}
+    # the headline metric is evaluated at the end even though the base config does not evaluate
+    assert any(o.startswith("train.eval_every=") for o in runs[0].overrides)
+
+
+@pytest.mark.parametrize("body,match", [
+    ({"overrides": []}, "at least a 'base:'"),
+    ({"base": "ring8", "seedz": 2}, "unknown key"),
+    ({"base": "ring8", "grid": {"train.seed": [1, 2]}}, "set by the sweep"),
+    ({"base": "ring8", "seeds": 0}, "seeds must be"),
+    ({"base": "ring8", "metric": "fidd"}, "metric 'fidd'"),
+    ({"base": "ring8", "success": {"below": 3}}, "success must be"),
+    ({"base": "ring8", "variants": {"x": ["normalization.method=nope"]}}, "normalization.method"),
+])
+def test_bad_sweep_files_are_one_line_errors(tmp_path, body, match):
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps(body))
+    with pytest.raises(ConfigError, match=match) as err:
+        load_sweep(str(path))
+    assert "\n" not in str(err.value)
+
+
+def test_a_sweep_records_every_run_once_and_a_restart_skips_them(tmp_path):
+    out = tmp_path / "out"
+    first = run_sweep(str(sweep_file(tmp_path)), out, workers=2)
+    assert first.ran == 8 and len(first.results.runs) == 8
+    assert all(r.status == "finished" and r.final["modes"] > 0 for r in first.results.runs)
+    before = rows(out)
+    again = run_sweep(str(sweep_file(tmp_path)), out, workers=2)
+    assert (again.ran, again.skipped) == (0, 8) and rows(out) == before
+    # the store is an index over the run folders: rebuilt from them, it holds the same
+    (out / DB).unlink()
+    assert is_stale(out)
+    rebuild(out)
+    assert rows(out) == before and not is_stale(out)
+    res = read_results(out / DB)
+    assert res.metric == "modes" and res.lower_is_better and res.grid_keys == ["optim.lr_d"]
+    assert all(len(res.series[r.run_id]) >= 1 for r in res.runs)
+
+
+def test_runs_are_deterministic_whatever_the_worker_count(tmp_path):
+    a = run_sweep(str(sweep_file(tmp_path, seeds=1, grid=False)), tmp_path / "a", workers=1, threads=1)
+    b = run_sweep(str(sweep_file(tmp_path, seeds=1, grid=False)), tmp_path / "b", workers=2, threads=1)
+    assert {r.run_id: r.final for r in a.results.runs} == {r.run_id: r.final for r in b.results.runs}
+
+
+def test_a_second_driver_on_the_same_folder_is_refused(tmp_path):
+    (tmp_path / "out").mkdir()
+    with sweep_lock(tmp_path / "out"):
+        with pytest.raises(GannormError, match="another gannorm sweep is running"):
+            run_sweep(str(sweep_file(tmp_path)), tmp_path / "out")
+
+
+def test_sigkill_then_restart_records_each_run_exactly_once(tmp_path):
+    """The driver is killed mid-sweep (its workers die with it); started again, it resumes partial runs
+    from their checkpoints, and ends with the same per-run results as an uninterrupted sweep."""
+    spec = sweep_file(tmp_path, extra=["train.steps=40"])
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "gannorm", "sweep", str(spec), "--out", str(out), "--workers", "2", "--no-report"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once some runs ended and others are part-way
+        done = list(out.glob("runs/*/status.json"))
+        if len([p for p in done if '"finished"' in p.read_text()]) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # the workers get SIGKILL from the kernel when the driver dies
+    restarted = run_sweep(str(spec), out, workers=2)
+    reference = run_sweep(str(spec), tmp_path / "reference", workers=2)
+    got = rows(out)
+    assert len(got) == 8 and len({r[0] for r in got}) == 8 and all(r[1] == "finished" for r in got)
+    assert got == rows(tmp_path / "reference")  # bitwise the same final metrics
+    assert restarted.skipped >= 2
