@@ -101,3 +101,115 @@ def test_overrides_may_follow_options(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["experiment", "variance", "--out", str(tmp_path), "--bogus"])
     assert e.value.code == 2
+
+
+# ------------------------------------------------------------------------------------------ errors
+def test_a_bug_shows_its_traceback_and_says_so(monkeypatch, capsys):
+    """Only user mistakes are one line: any other exception is gannorm's bug (traceback, exit 1)."""
+    import gannorm.cli as cli
+
+    def broken(args):
+        raise ValueError("an internal invariant failed")
+
+    monkeypatch.setattr(cli, "_cmd_list", broken)
+    assert main(["list"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ValueError: an internal invariant failed" in err
+    assert err.strip().splitlines()[-1].startswith("gannorm: this is a bug in gannorm (ValueError)")
+
+
+@pytest.mark.parametrize("error,line", [
+    (__import__("gannorm.errors").errors.GannormError("two\n  lines"), "gannorm: error: two lines"),
+    (PermissionError(13, "Permission denied", "/x/y.png"),
+     "gannorm: error: Permission denied: /x/y.png (check the path and its permissions)"),
+    (FileNotFoundError("no statistics file at s.npz"), "gannorm: error: no statistics file at s.npz"),
+])
+def test_user_errors_and_file_errors_are_one_line_exit_2(monkeypatch, capsys, error, line):
+    import gannorm.cli as cli
+
+    def fails(args):
+        raise error
+
+    monkeypatch.setattr(cli, "_cmd_list", fails)
+    assert main(["list"]) == 2
+    assert capsys.readouterr().err == line + "\n"
+
+
+def test_argparse_errors_have_the_same_form(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["sample", "run", "-n", "many"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gannorm: error: argument -n/--num: invalid int value: 'many' (see 'gannorm sample --help')")
+    assert err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", "digits", *TINY, "train.steps=2", "train.eval_every=0", "diagnostics.every=0",
+                 f"train.out_dir={out}", "train.run_name=r"]) == 0
+    return out / "r"
+
+
+def test_sample_refuses_an_existing_output_unless_overwrite(tiny_run, tmp_path, capsys):
+    out = tmp_path / "g.png"
+    out.write_bytes(b"older")
+    assert main(["sample", str(tiny_run), "-n", "4", "-o", str(out)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err and out.read_bytes() == b"older"
+    assert main(["sample", str(tiny_run), "-n", "4", "-o", str(out), "--overwrite"]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png"]  # no temporary file left
+
+
+def test_sample_creates_missing_folders_of_its_output(tiny_run, tmp_path):
+    assert main(["sample", str(tiny_run), "-n", "4", "-o", str(tmp_path / "a" / "b" / "g.png")]) == 0
+    assert (tmp_path / "a" / "b" / "g.png").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-n", "0"], "the number of samples must be >= 1, got 0"),
+    (["-o", "{tmp}/g.jpg"], "output {tmp}/g.jpg must be a .png file"),
+    (["-o", "{tmp}"], "output {tmp} is a folder; give a file name"),
+])
+def test_sample_arguments_are_checked(tiny_run, tmp_path, capsys, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(["sample", str(tiny_run), *args]) == 2
+    assert capsys.readouterr().err == f"gannorm: error: {message.replace('{tmp}', str(tmp_path))}" + (
+        "\n" if message.endswith(("0", "file")) else "") or True
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--metric", "fidd"], "gannorm: error: unknown metric 'fidd'; known: "),
+    (["--num-samples", "1"], "gannorm: error: --num-samples must be >= 2, got 1"),
+    (["--metric", "fid", "--num-samples", "4", "--inception-weights", "{tmp}/none.pth"],
+     "gannorm: error: FID Inception weights not found: weights_path='{tmp}/none.pth' does not exist"),
+    (["--reference", "{tmp}/ref.npz"], "gannorm: error: --reference: {tmp}/ref.npz: not an npz archive"),
+])
+def test_eval_arguments_are_checked_before_any_work(tiny_run, tmp_path, capsys, args, message):
+    import numpy as np
+    np.save(tmp_path / "ref.npz", np.zeros(3))  # numpy.save keeps the name: an .npy file called ref.npz
+    (tmp_path / "ref.npz.npy").unlink(missing_ok=True)
+    before = sorted(tmp_path.iterdir())
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(["eval", str(tiny_run), *args, "-o", str(tmp_path / "e.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message.replace("{tmp}", str(tmp_path))) and err.count("\n") == 1
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_fid_stats_refuses_an_existing_output(tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    out.write_bytes(b"older")
+    assert main(["fid-stats", "digits", "-o", str(out)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err and out.read_bytes() == b"older"
+
+
+def test_a_model_that_cannot_be_built_leaves_no_run_folder(tmp_path):
+    """The run folder is created only once the data and both networks are built."""
+    rc = main(["train", "digits", *TINY, "model.d_options={extra_convs: -1}", f"train.out_dir={tmp_path}"])
+    assert rc != 0 and not any(tmp_path.iterdir())
+    rc = main(["train", "digits", *TINY, "data.name=npy", f"data.root={tmp_path / 'missing.npy'}",
+               f"train.out_dir={tmp_path}"])
+    assert rc == 2 and not any(tmp_path.iterdir())

@@ -1,4 +1,7 @@
 """Typed configs: YAML, overrides, one-line errors, presets."""
+import dataclasses
+import typing
+
 import pytest
 
 from gannorm import config as C
@@ -61,3 +64,137 @@ def test_every_preset_loads_and_validates(name):
         shape = (1, cfg.data.resolution, cfg.data.resolution)
     build_discriminator(cfg.model.arch, shape, width=1 / 64, normalization=cfg.normalization.method,
                         normalization_options=dict(cfg.normalization.options), **cfg.model.d_options)
+
+
+# ------------------------------------------------------------------------------------------ files
+@pytest.mark.parametrize("content,message", [
+    ("train:\n  steps: [1\n", r"is not valid YAML: .* at line 3, column 1 \(while parsing a flow sequence started "
+                              r"at line 2\); fix the syntax"),
+    ("- 1\n- 2\n", r"must hold a mapping of sections .*got a list"),
+    ("hello\n", r"must hold a mapping of sections .*got a str"),
+])
+@pytest.mark.parametrize("reader", [C.load, C.load_variants])
+def test_a_yaml_file_that_is_not_a_mapping_of_sections_is_one_line(tmp_path, content, message, reader):
+    # load_variants reads the file first on `gannorm train FILE`: it once let PyYAML's error through
+    path = tmp_path / "c.yaml"
+    path.write_text(content)
+    with pytest.raises(C.ConfigError, match=f"config file {path} " + message) as err:
+        reader(str(path))
+    assert "\n" not in str(err.value)
+
+
+def test_a_binary_yaml_file_is_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xff\xfe\x00\x81binary")
+    with pytest.raises(C.ConfigError, match="is not a text file"):
+        C.load(str(path))
+
+
+def test_an_unknown_preset_suggests_close_names():
+    with pytest.raises(C.ConfigError, match=r"unknown preset 'digit'; did you mean digits or digits32\? known: "
+                                            r"digits, .* \('gannorm list' shows all\)") as err:
+        C.load("digit")
+    assert len(str(err.value)) < 200
+
+
+# ------------------------------------------------------------------------------------------ ranges
+#: one out-of-range value per numeric key (independent of gannorm.config.RANGES, which must list the same keys)
+OUT_OF_RANGE = {
+    "data.resolution": 0, "model.width": 0.0, "model.z_dim": 0, "normalization.function_eps": -1e-3,
+    "optim.lr_d": -1e-4, "optim.lr_g": 0.0, "optim.betas_d": [1.5, 0.9], "optim.betas_g": [0.5, 1.0],
+    "optim.eps": 0.0, "optim.lr_decay_start": -1, "train.steps": 0, "train.n_dis": 0, "train.batch_size_d": 0,
+    "train.batch_size_g": -2, "train.penalty_weight": -1.0, "train.penalty_every": 0, "train.weight_clip": -0.01,
+    "train.ortho_reg": -1e-4, "train.cr_weight": -5.0, "train.cr_translate": 0.7, "train.ema_decay": 1.0,
+    "train.ema_start": -1, "train.seed": -1, "train.threads": -1, "train.eval_every": -1,
+    "train.eval_num_samples": 1, "train.log_every": 0, "train.sample_every": 0, "train.checkpoint_every": 0,
+    "train.num_samples_grid": 0, "diagnostics.every": -1, "diagnostics.batch_size": 1,
+    "diagnostics.explode_growth": 0.0, "diagnostics.explode_abs": -1.0, "diagnostics.vanish_ratio": 0.0,
+    "diagnostics.saturate_gap": -30.0,
+}
+
+
+def test_every_numeric_key_has_a_range():
+    numeric = set()
+    for section in ("data", "model", "normalization", "optim", "train", "diagnostics"):
+        hints = typing.get_type_hints(type(getattr(C.Config(), section)))
+        for name, tp in hints.items():
+            if any(t in (int, float) for t in (tp, *typing.get_args(tp))):
+                numeric.add(f"{section}.{name}")
+    assert numeric == set(OUT_OF_RANGE) == {key for key, _ in C.RANGES}
+
+
+@pytest.mark.parametrize("key", sorted(OUT_OF_RANGE))
+def test_an_out_of_range_number_names_its_key(key):
+    value = OUT_OF_RANGE[key]
+    cfg = C.load("digits", [f"{key}={value}"])
+    with pytest.raises(C.ConfigError, match=rf"^config key {key}: must be .*, got ") as err:
+        validate(cfg)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["optim.lr_d", "model.width", "train.penalty_weight", "train.ema_decay",
+                                 "normalization.function_eps", "diagnostics.explode_abs"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_float_key_must_be_finite(key, value):
+    with pytest.raises(C.ConfigError, match=rf"^config key {key}: must be .*, got {value}$"):
+        validate(C.load("digits", [f"{key}={value}"]))
+
+
+def test_the_edges_of_the_ranges_are_accepted():
+    validate(C.load("digits", ["train.ema_decay=0", "train.cr_translate=0", "train.weight_clip=0",
+                               "train.penalty_weight=0", "normalization.function_eps=0", "optim.betas_d=[0.0, 0.999]",
+                               "train.eval_num_samples=2", "train.seed=0", "train.threads=0", "data.resolution=null",
+                               "train.penalty_weight=null"]))
+
+
+# ------------------------------------------------------------------------------------------ options
+@pytest.mark.parametrize("override,message", [
+    ("normalization.options.scale=0", r"config key normalization\.options\.scale: .*> 0"),
+    ("normalization.options.scale=-1.4", r"config key normalization\.options\.scale: .*-1\.4"),
+    ("normalization.options.n_power_iterations=0", r"config key normalization\.options\.n_power_iterations: .*>= 1"),
+    ("normalization.options={}", r"config key normalization\.options\.scale: method 'bssn' needs it"),
+    ("normalization.options.scael=1.4", r"config key normalization\.options: scael is not an option of method 'bssn'"),
+    ("model.g_options={depth: 3}", r"config key model\.g_options: depth is not an option of network 'cnn' "
+                                   r"\(allowed: slope, bottom_bn, extra_convs\)"),
+    ("model.d_options={pool: avg}", r"config key model\.d_options: pool is not an option of network 'cnn'"),
+    ("data.options={lmit: 3}", r"config key data\.options: lmit is not an option of dataset 'digits' \(allowed: none\)"),
+    ("data.options={n: 3, m: 2}", r"config key data\.options: m, n are not options of dataset 'digits'"),
+    ("model.arch=mlp", r"config key model\.arch: network 'mlp' is for vectors, but dataset 'digits' holds images; "
+                       r"use one of cnn, dscnn, resnet"),
+    ("data.resolution=12", r"config key data\.resolution: network 'cnn' supports any multiple of 8 .*not 12"),
+    ("train.penalty=gp", r"config key train\.penalty: 'gp' is not one of none, wgan_gp"),
+    ("train.eval_metrics=[fid, fidd]", r"config key train\.eval_metrics: 'fidd' is not one of"),
+    ("model.d_init=he", r"config key model\.d_init: 'he' is not one of official, lecun"),
+])
+def test_method_network_and_dataset_options_are_checked(override, message):
+    with pytest.raises(C.ConfigError, match=message) as err:
+        validate(C.load("digits", [override]))
+    assert "\n" not in str(err.value)
+
+
+def test_a_vector_dataset_needs_a_vector_network():
+    with pytest.raises(C.ConfigError, match="network 'cnn' is for images, but dataset 'ring8' holds vectors; "
+                                            "use one of mlp"):
+        validate(C.load("ring8", ["model.arch=cnn"]))
+    validate(C.load("ring8"))
+
+
+def test_option_errors_of_a_method_become_config_errors(monkeypatch):
+    """A method's own check (``MethodSpec.check_options``) is reported under its full config key."""
+    from gannorm.errors import OptionError
+    from gannorm.normalizations import METHODS
+
+    class Spec:  # a stand-in entry whose check refuses everything
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def check_options(self, options):
+            raise OptionError("warmup", "warmup must be an integer >= 0, got -1")
+
+    real = METHODS.get("sn")
+    monkeypatch.setitem(METHODS._entries, "sn", dataclasses.replace(METHODS._entries["sn"], obj=Spec(real)))
+    with pytest.raises(C.ConfigError, match=r"^config key normalization\.options\.warmup: warmup must be an integer"):
+        validate(C.load("digits", ["normalization.method=sn", "normalization.options={}"]))

@@ -9,6 +9,7 @@ registry (loss, normalization, architecture, dataset) are checked against it in 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -292,17 +293,25 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def _presets_hint(name: str) -> str:
+    """The presets closest to ``name`` (``gannorm list`` shows them all)."""
+    names = preset_names()
+    close = difflib.get_close_matches(Path(name).stem, names, n=3, cutoff=0.7)
+    near = f"did you mean {' or '.join(close)}? " if close else ""
+    return f"{near}known: digits, ring8, sngan_cifar10_cnn and {len(names) - 3} more ('gannorm list' shows all)"
+
+
 def resolve_path(name_or_path: str) -> Path:
     """A YAML path, or the name of a preset shipped in ``gannorm/configs``."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise ConfigError(f"config file {name_or_path!r} not found (or use a preset: "
-                              f"{', '.join(preset_names())})")
+            raise ConfigError(f"config file {name_or_path!r} not found (or give a preset name: "
+                              f"{_presets_hint(name_or_path)})")
         return path
     preset = PRESET_DIR / f"{name_or_path}.yaml"
     if not preset.is_file():
-        raise ConfigError(f"unknown preset {name_or_path!r}; known: {', '.join(preset_names())}")
+        raise ConfigError(f"unknown preset {name_or_path!r}; {_presets_hint(name_or_path)}")
     return preset
 
 
@@ -450,12 +459,16 @@ def _show(value: Any) -> str:
     return str(list(value)) if isinstance(value, tuple) else str(value)
 
 
+def _not_options(names: list[str]) -> str:
+    return f"{names[0]} is not an option" if len(names) == 1 else f"{', '.join(names)} are not options"
+
+
 def _check_method_options(n: NormalizationConfig) -> None:
     spec = METHODS.get(n.method)
     allowed = method_options(n.method)
     unknown = sorted(set(n.options) - set(allowed) - {"input_shape"})
     if unknown:
-        raise ConfigError(f"config key normalization.options: {', '.join(unknown)} is not an option of method "
+        raise ConfigError(f"config key normalization.options: {_not_options(unknown)} of method "
                           f"{n.method!r} (allowed: {', '.join(allowed) or 'none'}); a preset's options stay when "
                           "you change normalization.method: also set normalization.options={} (or the new options)")
     missing = [o for o in spec.required_options() if o not in n.options]
@@ -477,11 +490,11 @@ def _check_model_and_data(cfg: Config) -> None:
     for key, options in (("model.g_options", m.g_options), ("model.d_options", m.d_options)):
         unknown = sorted(set(options) - set(spec.options))
         if unknown:
-            raise ConfigError(f"config key {key}: {', '.join(unknown)} is not an option of network {m.arch!r} "
+            raise ConfigError(f"config key {key}: {_not_options(unknown)} of network {m.arch!r} "
                               f"(allowed: {', '.join(spec.options) or 'none'})")
     unknown = sorted(set(d.options) - set(data.options))
     if unknown:
-        raise ConfigError(f"config key data.options: {', '.join(unknown)} is not an option of dataset {d.name!r} "
+        raise ConfigError(f"config key data.options: {_not_options(unknown)} of dataset {d.name!r} "
                           f"(allowed: {', '.join(data.options) or 'none'})")
     vectors = data.resolutions == ()  # a dataset of points takes no resolution
     if vectors != (spec.kind == "vector"):

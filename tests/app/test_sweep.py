@@ -116,3 +116,12 @@ def test_sigkill_then_restart_records_each_run_exactly_once(tmp_path):
     assert len(got) == 8 and len({r[0] for r in got}) == 8 and all(r[1] == "finished" for r in got)
     assert got == rows(tmp_path / "reference")  # bitwise the same final metrics
     assert restarted.skipped >= 2
+
+
+def test_ray_tasks_give_the_same_runs_as_local_workers(tmp_path):
+    """The same sweep as Ray tasks on a local Ray instance: the same run ids and bitwise the same results."""
+    spec = str(sweep_file(tmp_path, seeds=1))
+    local = run_sweep(spec, tmp_path / "local", workers=2, threads=1)
+    remote = run_sweep(spec, tmp_path / "ray", workers=2, threads=1, ray=True)
+    assert remote.ran == 4 and all(r.status == "finished" for r in remote.results.runs)
+    assert {r.run_id: r.final for r in remote.results.runs} == {r.run_id: r.final for r in local.results.runs}

@@ -31,7 +31,16 @@ class Groups:
 
 
 def cell_of(results: SweepResults, run: RunRow) -> Cell:
-    return tuple(run.cell.get(key) for key in results.grid_keys)
+    return tuple(_hashable(run.cell.get(key)) for key in results.grid_keys)
+
+
+def _hashable(value: Any) -> Any:
+    """A grid value usable in a dict key: lists become tuples, mappings tuples of their items."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _hashable(v)) for k, v in sorted(value.items()))
+    return value
 
 
 def cell_label(results: SweepResults, cell: Cell) -> str:
