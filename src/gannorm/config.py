@@ -253,15 +253,16 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
         parts, value = parse_override(item)
         obj: Any = cfg
         for i, part in enumerate(parts[:-1]):
-            child = getattr(obj, part, None) if dataclasses.is_dataclass(obj) else None
+            path = ".".join(parts[: i + 1])
             if isinstance(obj, dict):
                 obj = obj.setdefault(part, {})
-                continue
-            if child is None or part not in _hints(type(obj)):
-                path = ".".join(parts[: i + 1])
+            elif part in _hints(type(obj)):
+                obj = getattr(obj, part)
+            else:
                 allowed = ", ".join(f.name for f in dataclasses.fields(obj))
                 raise ConfigError(f"unknown config key {path!r}; allowed: {allowed}")
-            obj = child
+            if not (isinstance(obj, dict) or dataclasses.is_dataclass(obj)):
+                raise ConfigError(f"config key {path} holds a value, not keys: write {path}=VALUE")
         last = parts[-1]
         if isinstance(obj, dict):
             obj[last] = value
@@ -453,6 +454,10 @@ def validate(cfg: Config) -> None:
                               f"{' (each)' if isinstance(value, tuple) else ''}, got {_show(value)}")
     _check_method_options(cfg.normalization)
     _check_model_and_data(cfg)
+    name = cfg.train.run_name
+    if name and (name in (".", "..") or "/" in name or "\\" in name or "\0" in name):
+        raise ConfigError(f"config key train.run_name: {name!r} is not a folder name; give a plain name (the runs go "
+                          "in train.out_dir)")
 
 
 def _show(value: Any) -> str:

@@ -49,6 +49,44 @@ def test_tar_evil_link_target_is_refused(tmp_path):
         list(iter_tar(path, lambda n: True))
 
 
+@pytest.mark.parametrize("kind, target, what", [
+    (tarfile.SYMTYPE, "data_batch_2", "a symbolic link"), (tarfile.SYMTYPE, "/etc/passwd", "a symbolic link"),
+    (tarfile.LNKTYPE, "d/one", "a hard link"), (tarfile.FIFOTYPE, "", "a device, FIFO"),
+    (tarfile.CHRTYPE, "", "a device, FIFO"),
+])
+def test_tar_links_and_special_files_are_refused(tmp_path, kind, target, what):
+    path = tmp_path / "a.tar"
+    with tarfile.open(path, "w") as tar:
+        add_tar_member(tar, "d/one", b"1")
+        info = tarfile.TarInfo("d/link")
+        info.type, info.linkname = kind, target
+        tar.addfile(info)
+    with pytest.raises(DatasetError, match=f"refusing archive member 'd/link' \\({what}") as e:
+        list(iter_tar(path, lambda n: False))  # refused even when the member is not selected
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_tar_directories_are_fine(tmp_path):
+    path = tmp_path / "a.tar"
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("d")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+        add_tar_member(tar, "d/one", b"1")
+    assert [(n, f.read()) for n, _, f in iter_tar(path, lambda n: True)] == [("d/one", b"1")]
+
+
+def test_zip_symlink_member_is_refused(tmp_path):
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("ok.jpg", b"x")
+        info = zipfile.ZipInfo("link.jpg")
+        info.external_attr = (0o120777) << 16  # S_IFLNK | 0777
+        zf.writestr(info, "/etc/passwd")
+    with zipfile.ZipFile(path) as zf, pytest.raises(DatasetError, match="'link.jpg' \\(a symbolic link"):
+        zip_names(zf, path)
+
+
 def test_tar_streams_selected_members(tmp_path):
     path = tmp_path / "a.tar.gz"
     with tarfile.open(path, "w:gz") as tar:

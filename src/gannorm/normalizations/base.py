@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from . import power_iteration as pi
-from .options import UPDATE_POLICIES, check_options
+from .options import check_options
 TRANSPOSED_CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)  # weight [in, out/g, *k]
 
 
