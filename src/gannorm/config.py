@@ -3,8 +3,9 @@
 A config has five sections (``data``, ``model``, ``normalization``, ``optim``, ``train``); a YAML file
 or an override names a field by its dotted path (``train.steps=2000``,
 ``normalization.options.scale=1.4``). Unknown keys and ill-typed values fail with a one-line
-:class:`ConfigError` naming the key and what is allowed. Fields whose values come from a
-registry (loss, normalization, architecture, dataset) are checked against it in :func:`validate`.
+:class:`ConfigError` naming the key and what is allowed. :func:`validate` checks the rest: names
+against their registries (:data:`NAMES`), every number against its range (:data:`RANGES`), and the
+options of the normalization method, the network and the dataset against their registry entries.
 """
 from __future__ import annotations
 

@@ -30,3 +30,7 @@ class OptionError(GannormError, ValueError):
     def __init__(self, option: str, message: str) -> None:
         super().__init__(message)
         self.option = option
+
+
+class InputError(GannormError, ValueError):
+    """An input the user gave (a file, a dataset for a metric) is not what gannorm needs."""

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from .fastgrad import fast_conv_grads
 from .registry import Registry
+from .errors import ConfigError
 
 _COUPLING = (nn.modules.batchnorm._BatchNorm,)
 
@@ -46,7 +47,7 @@ def check_per_sample(model: nn.Module, method: str = "gradient normalization") -
     """Refuse models whose outputs couple samples (BatchNorm in training mode and friends)."""
     for name, m in model.named_modules():
         if isinstance(m, _COUPLING) or getattr(m, "couples_samples", False):
-            raise ValueError(f"{method} needs a discriminator without batch-coupling layers, but "
+            raise ConfigError(f"{method} needs a discriminator without batch-coupling layers, but "
                              f"{name or type(m).__name__} ({type(m).__name__}) mixes samples; remove it (or use "
                              "a per-sample normalization such as SN)")
 

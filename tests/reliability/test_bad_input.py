@@ -200,11 +200,10 @@ CASES = [
     # -- run folders and checkpoints
     Case("resume-other-arch", ["train", "--resume", "run"],
          r"checkpoint run/checkpoint\.pt holds the (generator|discriminator) (with|without) \S+",
-         copy_run(edit_config(model__arch="dscnn")), pending="Trainer._load must use runfolder.load_state_checked"),
+         copy_run(edit_config(model__arch="dscnn"))),
     Case("resume-other-method", ["train", "--resume", "run"],
          r"checkpoint run/checkpoint\.pt holds the discriminator (with|without) \S+",
-         copy_run(edit_config(normalization__method="none", normalization__options={})),
-         pending="Trainer._load must use runfolder.load_state_checked"),
+         copy_run(edit_config(normalization__method="none", normalization__options={}))),
     Case("resume-truncated-checkpoint", ["train", "--resume", "run"],
          r"checkpoint run/checkpoint\.pt cannot be loaded: it is truncated", copy_run(truncate_checkpoint)),
     Case("sample-truncated-checkpoint", ["sample", "run", "-n", "4", "-o", "g.png"],

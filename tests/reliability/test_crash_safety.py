@@ -303,11 +303,12 @@ def test_sigkill_anywhere_then_resume_equals_the_uninterrupted_run(tmp_path, see
         rc = child.finish()
         assert killed or rc == 0, child.stderr_text()[-3000:]
         kills += killed
-        aims.append(aim if killed else f"{aim} (not reached: the child ended first)")
+        aims.append(f"{aim} (step {child.last_step()})" if killed else f"{aim} (not reached: the child ended first)")
         assert_checkpoints_load(run, max(child.last_step(), start or 0), aim)
         mid_write += any(n.startswith(".checkpoint.pt") for n in temporaries(run))
         if run.is_dir() and step_of_checkpoint(run) is None:  # killed before its first checkpoint: start again
             shutil.rmtree(run)
+    print(f"seed {seed}: {kills} SIGKILLs: " + "; ".join(aims))
     assert kills == KILLS_PER_SEED, "; ".join(aims)
     child = Child(["--resume", str(run)], tmp_path / "child.log")
     assert child.finish() == 0, child.stderr_text()[-3000:]

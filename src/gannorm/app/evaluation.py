@@ -68,10 +68,12 @@ def format_results(out: dict[str, Any]) -> str:
 
 def fid_stats(dataset: str, output: str | Path, *, root: str | None = None, resolution: int | None = None,
               num: int | None = None, seed: int = 0, batch_size: int = 50, inception_weights: str | None = None,
-              backend: str = "auto", progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+              backend: str = "auto", progress: bool = True, overwrite: bool = False,
+              download: bool = False) -> dict[str, Any]:
     """Write TTUR-compatible ``mu``/``sigma`` of the Inception pool3 features of ``dataset`` to ``output``.
 
-    An existing ``output`` is refused unless ``overwrite``; the file is written atomically.
+    An existing ``output`` is refused unless ``overwrite``; the file is written atomically. The Inception
+    weights are downloaded only with ``download`` (otherwise a missing file is a one-line error).
     """
     output = prepare_output(output, ".npz", overwrite)
     if num is not None and num < 2:
@@ -81,7 +83,8 @@ def fid_stats(dataset: str, output: str | Path, *, root: str | None = None, reso
         raise GannormError(f"fid-stats needs an image dataset; {dataset} holds {data.kind}s")
     x, protocol = real_subset(data, num or len(data), seed)
     extract, desc = make_extractor("inception", dataset=dataset, resolution=data.shape[-1], batch_size=batch_size,
-                                   progress=progress, inception_weights=inception_weights, inception_backend=backend)
+                                   progress=progress, inception_weights=inception_weights, inception_backend=backend,
+                                   download=download)
     mu, sigma = feature_statistics(extract(x)["features"])
     write_output(output, lambda path: save_statistics(path, mu, sigma))
     return {"path": str(output), "num": len(x), **protocol, **desc}

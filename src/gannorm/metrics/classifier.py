@@ -60,6 +60,7 @@ from ..fileio import atomic_write
 from .frechet import feature_statistics, frechet_distance
 from .inception_score import inception_score
 from .kid import kernel_inception_distance
+from ..errors import InputError
 
 __all__ = ["DigitsClassifier", "ClassifierRecipe", "RECIPES", "get_classifier", "train_classifier",
            "classifier_metrics", "split_indices", "default_cache_dir", "FEATURE_DIM"]
@@ -241,10 +242,10 @@ def _deterministic(seed: int) -> Iterator[None]:
 
 def _load_data(dataset: str, resolution: int | None) -> tuple[torch.Tensor, torch.Tensor, str]:
     if dataset not in RECIPES:
-        raise ValueError(f"no classifier recipe for dataset {dataset!r}; available: {', '.join(sorted(RECIPES))}")
+        raise InputError(f"no classifier recipe for dataset {dataset!r}; available: {', '.join(sorted(RECIPES))}")
     ds = load_dataset(dataset, resolution=resolution)
     if ds.kind != "image" or ds.labels is None or ds.shape[0] != 1:
-        raise ValueError(f"{dataset}: the classifier needs labelled one-channel images, got {ds!r}")
+        raise InputError(f"{dataset}: the classifier needs labelled one-channel images, got {ds!r}")
     digest = hashlib.sha256()
     digest.update(str(tuple(ds.data.shape)).encode())
     digest.update(ds.data.numpy().tobytes())
@@ -348,7 +349,7 @@ def get_classifier(dataset: str = "digits", resolution: int | None = 16,
     retrained over with a ``RuntimeWarning``. The model is returned in eval mode.
     """
     if dataset not in RECIPES:
-        raise ValueError(f"no classifier recipe for dataset {dataset!r}; available: {', '.join(sorted(RECIPES))}")
+        raise InputError(f"no classifier recipe for dataset {dataset!r}; available: {', '.join(sorted(RECIPES))}")
     data = _load_data(dataset, resolution)
     resolution = int(data[0].shape[-1])
     recipe_hash = _recipe_hash(dataset, resolution, RECIPES[dataset], data[2])

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..fileio import atomic_write
+from ..errors import InputError
 
 __all__ = ["feature_statistics", "frechet_distance", "save_statistics", "load_statistics"]
 
@@ -122,21 +123,21 @@ def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ValueError(f"{path}: not an npz archive (a single {type(data).__name__}); {expected}")
+            raise InputError(f"{path}: not an npz archive (a single {type(data).__name__}); {expected}")
         with data:
             missing = [k for k in ("mu", "sigma") if k not in data.files]
             if missing:
-                raise ValueError(f"{path}: missing key(s) {', '.join(missing)} (found: "
+                raise InputError(f"{path}: missing key(s) {', '.join(missing)} (found: "
                                  f"{', '.join(data.files) or 'none'}); {expected}")
             mu, sigma = data["mu"], data["sigma"]
     except ValueError as e:
         msg = " ".join(str(e).split())
         if msg.startswith(f"{path}: "):
-            raise ValueError(msg) from None
-        raise ValueError(f"{path}: cannot read statistics ({msg}); {expected}") from None
+            raise InputError(msg) from None
+        raise InputError(f"{path}: cannot read statistics ({msg}); {expected}") from None
     except (OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: cannot read statistics ({type(e).__name__}: {e}); {expected}") from None
+        raise InputError(f"{path}: cannot read statistics ({type(e).__name__}: {e}); {expected}") from None
     try:
         return _check_stats(mu, sigma, "")
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise InputError(f"{path}: {e}") from None

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from .inception import FIDInceptionV3, freeze, preprocess
+from ..errors import InputError
 
 __all__ = [
     "FID_HELPER_PACKAGE", "FID_HELPER_FILENAME", "FID_HELPER_SHA1", "FidHelperNotInstalledError",
@@ -82,7 +83,7 @@ def load_fid_helper_torchscript(path: Optional[Union[str, Path]] = None, *, chec
             for block in iter(lambda: f.read(1 << 22), b""):
                 h.update(block)
         if h.hexdigest() != FID_HELPER_SHA1:
-            raise ValueError(f"SHA-1 mismatch for {path}: got {h.hexdigest()}, expected {FID_HELPER_SHA1}; "
+            raise InputError(f"SHA-1 mismatch for {path}: got {h.hexdigest()}, expected {FID_HELPER_SHA1}; "
                              f"reinstall: {_PIP_LINE}")
     with warnings.catch_warnings():  # torch >= 2.10 marks torch.jit as deprecated; the file is TorchScript
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.*deprecated", category=DeprecationWarning)

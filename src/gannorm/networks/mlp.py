@@ -17,13 +17,14 @@ from torch import Tensor, nn
 
 from ..init import init_weights
 from .blocks import channels as _ch
+from ..errors import ConfigError
 
 
 def _check(depth: int, hidden: int) -> None:
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
-        raise ValueError(f"depth must be an integer >= 0, got {depth!r}")
+        raise ConfigError(f"depth must be an integer >= 0, got {depth!r}")
     if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 1:
-        raise ValueError(f"hidden must be an integer >= 1, got {hidden!r}")
+        raise ConfigError(f"hidden must be an integer >= 1, got {hidden!r}")
 
 
 def _stack(n_in: int, n_out: int, depth: int, hidden: int, activation) -> nn.Sequential:

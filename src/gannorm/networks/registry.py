@@ -35,6 +35,7 @@ from .dscnn import DSCNNDiscriminator
 from .mlp import MLPDiscriminator, MLPGenerator
 from .sngan_cnn import BOTTOM_BN, SNGANCNNDiscriminator, SNGANCNNGenerator
 from .sngan_resnet import POOLS, SNGANResNetDiscriminator, SNGANResNetGenerator
+from ..errors import ConfigError
 
 KINDS = ("image", "vector")
 
@@ -84,25 +85,25 @@ class NetworkSpec:
         except TypeError:
             ok = False
         if not ok:
-            raise ValueError(f"data_shape must be a tuple of positive integers, got {data_shape!r}")
+            raise ConfigError(f"data_shape must be a tuple of positive integers, got {data_shape!r}")
         if self.kind == "image":
             if len(shape) != 3:
-                raise ValueError(f"network {arch!r} is for images: data_shape must be (C, H, W) with H == W; "
+                raise ConfigError(f"network {arch!r} is for images: data_shape must be (C, H, W) with H == W; "
                                  f"got {shape}")
             if shape[1] != shape[2]:
-                raise ValueError(f"network {arch!r} needs square images (H == W); got data_shape {shape}")
+                raise ConfigError(f"network {arch!r} needs square images (H == W); got data_shape {shape}")
             if not self.supports(shape[1]):
-                raise ValueError(f"network {arch!r} supports resolutions {self.resolutions_text()}; "
+                raise ConfigError(f"network {arch!r} supports resolutions {self.resolutions_text()}; "
                                  f"got {shape[1]}")
         elif len(shape) != 1:
-            raise ValueError(f"network {arch!r} is for vectors: data_shape must be (D,); got {shape}")
+            raise ConfigError(f"network {arch!r} is for vectors: data_shape must be (D,); got {shape}")
         return shape
 
     def resolve_options(self, arch: str, options: Mapping[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             allowed = ", ".join(f"{k} (default {v!r})" for k, v in self.options.items()) or "none"
-            raise ValueError(f"unknown option(s) {', '.join(unknown)} for network {arch!r}; allowed: {allowed}")
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)} for network {arch!r}; allowed: {allowed}")
         return {**self.options, **options}
 
 
@@ -119,7 +120,7 @@ def get_spec(arch: str) -> NetworkSpec:
 
 def _check_width(width: float) -> None:
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ValueError(f"width must be a number > 0, got {width!r}")
+        raise ConfigError(f"width must be a number > 0, got {width!r}")
 
 
 def build_generator(arch: str, data_shape: Sequence[int], *, z_dim: int = 128, width: float = 1.0,
@@ -130,7 +131,7 @@ def build_generator(arch: str, data_shape: Sequence[int], *, z_dim: int = 128, w
     options = spec.resolve_options(arch, arch_options)
     _check_width(width)
     if isinstance(z_dim, bool) or not isinstance(z_dim, int) or z_dim < 1:
-        raise ValueError(f"z_dim must be an integer >= 1, got {z_dim!r}")
+        raise ConfigError(f"z_dim must be an integer >= 1, got {z_dim!r}")
     return spec.generator(shape, z_dim=z_dim, width=width, **options)
 
 
@@ -146,7 +147,7 @@ def build_discriminator(arch: str, data_shape: Sequence[int], *, width: float = 
     (``lecun``, ``xavier``, ``kaiming``, ``normal``, ``trunc_normal``: normal distribution, zero biases).
     """
     if init != "official" and init not in SCHEMES:
-        raise ValueError(f"unknown D init {init!r}; known: official, {', '.join(SCHEMES)}")
+        raise ConfigError(f"unknown D init {init!r}; known: official, {', '.join(SCHEMES)}")
     spec = get_spec(arch)
     shape = spec.check_data_shape(arch, data_shape)
     options = spec.resolve_options(arch, arch_options)

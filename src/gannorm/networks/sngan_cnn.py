@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from .blocks import channels as _ch
 from .blocks import normal_, trunc_normal_
+from ..errors import ConfigError
 
 RESOLUTIONS = {32: 4, 48: 6, 64: 8}  # official image size -> bottom size mg (image = 8 * mg)
 BOTTOM_BN = ("flat", "channel")
@@ -38,7 +39,7 @@ BOTTOM_BN = ("flat", "channel")
 
 def _bottom(resolution: int) -> int:
     if not isinstance(resolution, int) or resolution % 8 or resolution < 8:
-        raise ValueError(f"the SNGAN CNN needs a resolution divisible by 8 (official: 32, 48, 64), got {resolution}")
+        raise ConfigError(f"the SNGAN CNN needs a resolution divisible by 8 (official: 32, 48, 64), got {resolution}")
     return resolution // 8
 
 
@@ -55,7 +56,7 @@ class SNGANCNNDiscriminator(nn.Module):
                  extra_convs: int = 0) -> None:
         super().__init__()
         if not isinstance(extra_convs, int) or extra_convs < 0:
-            raise ValueError(f"extra_convs must be an integer >= 0, got {extra_convs!r}")
+            raise ConfigError(f"extra_convs must be an integer >= 0, got {extra_convs!r}")
         mg = _bottom(resolution)
         c = [_ch(n, width) for n in (64, 64, 128, 128, 256, 256, 512)]
         specs = [(channels, c[0], 3, 1), (c[0], c[1], 4, 2), (c[1], c[2], 3, 1), (c[2], c[3], 4, 2),
@@ -102,7 +103,7 @@ class SNGANCNNGenerator(nn.Module):
                  bottom_bn: str = "flat") -> None:
         super().__init__()
         if bottom_bn not in BOTTOM_BN:
-            raise ValueError(f"bottom_bn must be one of {', '.join(BOTTOM_BN)}; got {bottom_bn!r}")
+            raise ConfigError(f"bottom_bn must be one of {', '.join(BOTTOM_BN)}; got {bottom_bn!r}")
         self.mg = _bottom(resolution)
         c = [_ch(n, width) for n in (512, 256, 128, 64)]
         self.c0, self.z_dim, self.bottom_bn = c[0], z_dim, bottom_bn

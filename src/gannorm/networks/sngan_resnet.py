@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from .blocks import DBlock, DBlockOptimized, GBlock, variance_scaling_
 from .blocks import channels as _ch
+from ..errors import ConfigError
 
 POOLS = ("sum", "mean")
 
@@ -76,7 +77,7 @@ def layout(resolution: int) -> ResNetLayout:
     try:
         return LAYOUTS[resolution]
     except (KeyError, TypeError):
-        raise ValueError(f"the SNGAN ResNet supports resolutions {', '.join(map(str, LAYOUTS))} "
+        raise ConfigError(f"the SNGAN ResNet supports resolutions {', '.join(map(str, LAYOUTS))} "
                          f"(official: {', '.join(map(str, OFFICIAL_RESOLUTIONS))}); got {resolution}") from None
 
 
@@ -116,7 +117,7 @@ class SNGANResNetDiscriminator(nn.Module):
     def __init__(self, resolution: int = 32, channels: int = 3, width: float = 1.0, pool: str = "sum") -> None:
         super().__init__()
         if pool not in POOLS:
-            raise ValueError(f"pool must be one of {', '.join(POOLS)}; got {pool!r}")
+            raise ConfigError(f"pool must be one of {', '.join(POOLS)}; got {pool!r}")
         lay = layout(resolution)
         c = [_ch(n, width) for n in lay.d_channels]
         blocks: list[nn.Module] = [DBlockOptimized(channels, c[0])]
@@ -157,7 +158,7 @@ class GlobalPool(nn.Module):
     def __init__(self, mode: str) -> None:
         super().__init__()
         if mode not in POOLS:
-            raise ValueError(f"pool must be one of {', '.join(POOLS)}; got {mode!r}")
+            raise ConfigError(f"pool must be one of {', '.join(POOLS)}; got {mode!r}")
         self.mode = mode
 
     def forward(self, x: Tensor) -> Tensor:

@@ -36,7 +36,7 @@ from ..metrics.evaluate import EvalOptions, evaluate, flat
 from ..networks import build_discriminator, build_generator
 from ..normalizations import update_after_step
 from ..penalties import PENALTIES, orthogonal_regularization, weight_clip_
-from ..runfolder import CHECKPOINT, SAMPLES, EvalRecord, RunFolder, Status
+from ..runfolder import CHECKPOINT, SAMPLES, EvalRecord, RunFolder, Status, load_state_checked
 from .callbacks import Callback, default_callbacks
 from .ema import EMA
 from .finite import first_non_finite, locate, named_grads
@@ -153,10 +153,11 @@ class Trainer:
         }
 
     def _load(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
+        """Continue from a checkpoint; a checkpoint of another network or method is a one-line error."""
+        load_state_checked(self.G, state["G"], "the generator", self.folder.checkpoint)
+        load_state_checked(self.D, state["D"], "the discriminator", self.folder.checkpoint)
         if self.ema is not None and state.get("G_ema") is not None:
-            self.ema.load_state_dict(state["G_ema"])
+            load_state_checked(self.ema.model, state["G_ema"], "the EMA generator", self.folder.checkpoint)
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         if self.scaler is not None and state.get("scaler"):
