@@ -3,9 +3,9 @@
 A program (a notebook, a sweep worker) may call ``gannorm.train`` many times. Each call here trains a
 tiny ring8 MLP for two steps, with TensorBoard on in every other call and diagnostics plus evaluation
 in every tenth one, then removes its run folder. After a warm-up of 50 calls the resident memory may
-grow by at most 30 MB over the remaining 150, and the open file descriptors and live threads must be
-exactly what they were before the first call, after every call past the warm-up; no trainer, module,
-optimizer or run folder object outlives its call.
+grow by at most 30 MB over the remaining 150; the open file descriptors and live threads must be the
+same after every call past the warm-up, and no more than before the first call; and no trainer,
+module, optimizer or run folder object may outlive its call.
 """
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ def call(i: int, out) -> None:
 
 def test_200_train_calls_in_one_process_keep_memory_fds_and_threads_flat(tmp_path):
     start = time.perf_counter()
+    gc.collect()  # what earlier tests in this process left to the collector (open files among it)
     before = {"rss": rss_mb(), "fds": open_fds(), "threads": threading.active_count()}
     rss, fds, threads, seconds = [], [], [], []
     for i in range(CALLS):
@@ -79,8 +80,10 @@ def test_200_train_calls_in_one_process_keep_memory_fds_and_threads_flat(tmp_pat
               f"{max(seconds):.3f} s, total {time.perf_counter() - start:.1f} s")
     print(report)
     assert growth < RSS_BOUND_MB, report
-    assert fds[WARMUP - 1:] == [before["fds"]] * (CALLS - WARMUP + 1), report
-    assert threads[WARMUP - 1:] == [before["threads"]] * (CALLS - WARMUP + 1), report
+    # after the warm-up, the same after every call; and no more than before the first call
+    assert fds[WARMUP - 1:] == [fds[WARMUP - 1]] * (CALLS - WARMUP + 1) and fds[-1] <= before["fds"], report
+    assert threads[WARMUP - 1:] == [threads[WARMUP - 1]] * (CALLS - WARMUP + 1), report
+    assert threads[-1] <= before["threads"], report
     gc.collect()
     kinds = (Trainer, RunFolder, torch.nn.Module, torch.optim.Optimizer)
     alive = [t.__name__ for t in map(type, gc.get_objects()) if issubclass(t, kinds)]  # type(): no proxy lookups

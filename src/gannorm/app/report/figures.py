@@ -154,8 +154,12 @@ def _band(ax, series: list[list[tuple[int, float]]], label: str, color: str) -> 
     seen = np.isfinite(grid).any(axis=0)
     x, grid = np.asarray(steps)[seen], grid[:, seen]
     q1, med, q3 = np.nanquantile(grid, [0.25, 0.5, 0.75], axis=0)
-    ax.plot(x, med, color=color, label=f"{label} ({len(series)} runs)")
-    ax.fill_between(x, q1, q3, color=color, alpha=0.25, linewidth=0)
+    marker = "o" if len(x) < 12 else None  # a run evaluated only a few times still shows its points
+    ax.plot(x, med, color=color, marker=marker, label=f"{label} ({len(series)} runs)")
+    if len(x) > 1:
+        ax.fill_between(x, q1, q3, color=color, alpha=0.25, linewidth=0)
+    else:
+        ax.errorbar(x, med, yerr=[med - q1, q3 - med], color=color, capsize=4, linewidth=0)
 
 
 # ----------------------------------------------------------------------------------- sample grids
