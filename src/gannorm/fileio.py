@@ -7,6 +7,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+TEMPORARY_SUFFIX = ".tmp"
+#: the temporary files :func:`atomic_write` makes next to their target (``.<name>.<random>.tmp``)
+TEMPORARY_GLOB = f".*{TEMPORARY_SUFFIX}"
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Write ``path`` through a temporary file in the same folder, then rename it into place.
 
@@ -17,7 +22,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     except OSError as err:
         raise _naming(err, path) from err
     try:

@@ -39,7 +39,7 @@ from .config import Config
 from .diagnostics.health import HealthWarning
 from .diagnostics.records import ProbeRecord
 from .errors import RunFolderError
-from .fileio import atomic_write, atomic_write_text, claim_dir
+from .fileio import TEMPORARY_GLOB, atomic_write, atomic_write_text, claim_dir
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
@@ -410,6 +410,13 @@ class RunFolder:
         csv.writer(buf).writerows(keep)
         atomic_write_text(self.metrics_csv, buf.getvalue())
         self._csv_columns = rows[0]
+
+    def remove_temporaries(self) -> list[Path]:
+        """Delete the half-written temporary files a killed write left (never a finished file); returns them."""
+        found = sorted(self.path.glob(TEMPORARY_GLOB)) + sorted(self.samples_dir.glob(TEMPORARY_GLOB))
+        for path in found:
+            path.unlink(missing_ok=True)
+        return found
 
     def reset_logs(self) -> None:
         """A fresh start: remove every log (a new run in a folder that held an older one)."""

@@ -130,7 +130,7 @@ class Evaluation(Callback):
     def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
         if due(trainer.step, self.every, trainer.cfg.train.steps):
             scores = trainer.evaluate()
-            trainer.logger.log(trainer.step, scores)
+            trainer.logger.log(trainer.step, scores, csv_row=False)  # the CSV's columns are the training rows
             trainer.last = {**trainer.last, **scores}
 
 

@@ -115,6 +115,7 @@ class Trainer:
         self._stop_signal: int | None = None
         self._in_run = False
         self.non_finite: str | None = None  # what went non-finite first, once a step has diverged
+        self._resumed = resume is not None
         if resume is not None:
             self.folder = RunFolder.open(resume)
             self._load(self.folder.load_checkpoint())
@@ -371,17 +372,22 @@ class Trainer:
 
     def _loop(self) -> RunResult:
         t = self.cfg.train
-        resumed = self.step > 0
-        if resumed:
+        resumed = self._resumed or self.step > 0
+        if resumed:  # what a killed run left: half-written temporaries, log rows after the checkpoint
+            self.folder.remove_temporaries()
             self.folder.truncate_logs(self.step)
         self.logger = MetricSink(self.folder, tensorboard=t.tensorboard, resume_step=self.step if resumed else None)
         self.folder.write_status(Status("running", self.step))
         start, status, callbacks = time.perf_counter(), "failed", list(self.callbacks)
         try:
-            for cb in callbacks:
-                cb.on_start(self, resumed)
-            status = self._steps(callbacks)
-        except KeyboardInterrupt:  # a second signal: stop at once, keep the last checkpoint
+            try:
+                for cb in callbacks:
+                    cb.on_start(self, resumed)
+                status = self._steps(callbacks)
+            finally:
+                for cb in callbacks:
+                    cb.on_end(self, status)
+        except KeyboardInterrupt:  # a second signal (even during the stop's checkpoint): keep the last checkpoint
             self._try_status(Status("interrupted", self.step, checkpoint_step=self.folder.checkpoint_step()))
             raise
         except Exception as err:
@@ -389,11 +395,7 @@ class Trainer:
                                     checkpoint_step=self.folder.checkpoint_step()))
             raise
         finally:
-            try:
-                for cb in callbacks:
-                    cb.on_end(self, status)
-            finally:
-                self.logger.close()
+            self.logger.close()
         seconds = time.perf_counter() - start
         self._write_final_status(status, seconds)
         return RunResult(self.run_dir, status, self.step, dict(self.last), seconds)
