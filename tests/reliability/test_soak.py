@@ -63,6 +63,8 @@ def test_200_train_calls_in_one_process_keep_memory_fds_and_threads_flat(tmp_pat
     start = time.perf_counter()
     gc.collect()  # what earlier tests in this process left to the collector (open files among it)
     before = {"rss": rss_mb(), "fds": open_fds(), "threads": threading.active_count()}
+    kinds = (Trainer, RunFolder, torch.nn.Module, torch.optim.Optimizer)
+    alive_before = {id(o) for o in gc.get_objects() if issubclass(type(o), kinds)}  # earlier tests' objects
     rss, fds, threads, seconds = [], [], [], []
     for i in range(CALLS):
         t0 = time.perf_counter()
@@ -85,6 +87,6 @@ def test_200_train_calls_in_one_process_keep_memory_fds_and_threads_flat(tmp_pat
     assert threads[WARMUP - 1:] == [threads[WARMUP - 1]] * (CALLS - WARMUP + 1), report
     assert threads[-1] <= before["threads"], report
     gc.collect()
-    kinds = (Trainer, RunFolder, torch.nn.Module, torch.optim.Optimizer)
-    alive = [t.__name__ for t in map(type, gc.get_objects()) if issubclass(t, kinds)]  # type(): no proxy lookups
+    alive = [type(o).__name__ for o in gc.get_objects()  # type(): no proxy lookups
+             if issubclass(type(o), kinds) and id(o) not in alive_before]
     assert alive == [], alive[:10]

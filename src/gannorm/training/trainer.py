@@ -424,7 +424,7 @@ class Trainer:
 
     def _write_final_status(self, status: str, seconds: float) -> None:
         if status == "diverged":
-            self.folder.write_status(Status("diverged", self.step, reason=f"at G step {self.step + 1}: "
+            self.folder.write_status(Status("diverged", self.step, reason=f"non-finite at G step {self.step + 1}: "
                                             f"{self.non_finite}", checkpoint_step=self.folder.checkpoint_step()))
         else:
             self.folder.write_status(Status(status, self.step, seconds=round(seconds, 2)))
