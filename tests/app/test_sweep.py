@@ -125,3 +125,17 @@ def test_ray_tasks_give_the_same_runs_as_local_workers(tmp_path):
     remote = run_sweep(spec, tmp_path / "ray", workers=2, threads=1, ray=True)
     assert remote.ran == 4 and all(r.status == "finished" for r in remote.results.runs)
     assert {r.run_id: r.final for r in remote.results.runs} == {r.run_id: r.final for r in local.results.runs}
+
+
+def test_a_diverging_run_is_a_failed_result_not_a_crash(tmp_path):
+    path = tmp_path / "boom.yaml"
+    path.write_text(json.dumps({"base": "ring8", "overrides": TINY, "seeds": 1, "metric": "modes",
+                                "variants": {"ok": [], "boom": ["optim.lr_d=1.0e30", "optim.lr_g=1.0e30"]}}))
+    outcome = run_sweep(str(path), tmp_path / "out")
+    status = {r.variant: r.status for r in outcome.results.runs}
+    assert status == {"ok": "finished", "boom": "diverged"}
+    boom = next(r for r in outcome.results.runs if r.variant == "boom")
+    assert "non-finite" in boom.error
+    from gannorm.stability import summarize
+    summary = summarize([boom.final.get("modes", float("nan"))])
+    assert (summary.n, summary.successes) == (1, 0)  # counted as a run and a failure
