@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from gannorm.app.sweep import DB, expand, load_sweep, read_results, rebuild, run_sweep
+from gannorm.app.sweep import DB, expand, load_sweep, read_results, rebuild, run_sweep, sweep_names
 from gannorm.app.sweep.runner import is_stale, sweep_lock
 from gannorm.errors import ConfigError, GannormError
 
@@ -139,3 +139,13 @@ def test_a_diverging_run_is_a_failed_result_not_a_crash(tmp_path):
     from gannorm.stability import summarize
     summary = summarize([boom.final.get("modes", float("nan"))])
     assert (summary.n, summary.successes) == (1, 0)  # counted as a run and a failure
+
+
+@pytest.mark.parametrize("name", sweep_names())
+def test_every_shipped_sweep_loads_and_expands(name):
+    spec = load_sweep(name)
+    runs = expand(spec)
+    n_cells = 1
+    for values in spec.grid.values():
+        n_cells *= len(values)
+    assert len(runs) == len(spec.variants) * n_cells * len(spec.seeds) == len({r.run_id for r in runs})
