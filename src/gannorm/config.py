@@ -10,6 +10,8 @@ options of the normalization method, the network and the dataset against their r
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import sys
 import difflib
 import math
 import types
@@ -105,6 +107,8 @@ class TrainConfig:
     out_dir: str = "runs"
     run_name: str | None = None          # default: <data>-<arch>-<method>-<seed>
     tensorboard: bool = True             # also write TensorBoard scalars (if tensorboard is installed)
+    wandb: bool = False                  # also log to Weights & Biases (pip install wandb; WANDB_MODE=offline works)
+    wandb_project: str = "gannorm"       # the W&B project
     progress: bool = True                # progress bar on stderr
 
 
@@ -459,6 +463,9 @@ def validate(cfg: Config) -> None:
     if name and (name in (".", "..") or "/" in name or "\\" in name or "\0" in name):
         raise ConfigError(f"config key train.run_name: {name!r} is not a folder name; give a plain name (the runs go "
                           "in train.out_dir)")
+    if cfg.train.wandb and "wandb" not in sys.modules and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("config key train.wandb: needs the wandb package (pip install wandb), or set "
+                          "train.wandb=false")
 
 
 def _show(value: Any) -> str:

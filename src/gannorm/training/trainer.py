@@ -41,6 +41,7 @@ from .callbacks import Callback, default_callbacks
 from .ema import EMA
 from .finite import first_non_finite, locate, named_grads
 from .logger import MetricSink
+from .wandb_log import WandbRun
 from .state import num_threads, private_rng
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -376,7 +377,8 @@ class Trainer:
         if resumed:  # what a killed run left: half-written temporaries, log rows after the checkpoint
             self.folder.remove_temporaries()
             self.folder.truncate_logs(self.step)
-        self.logger = MetricSink(self.folder, tensorboard=t.tensorboard, resume_step=self.step if resumed else None)
+        self.logger = MetricSink(self.folder, tensorboard=t.tensorboard, resume_step=self.step if resumed else None,
+                                 wandb=WandbRun.start(self.folder, self.cfg) if t.wandb else None)
         self.folder.write_status(Status("running", self.step))
         start, status, callbacks = time.perf_counter(), "failed", list(self.callbacks)
         try:
