@@ -36,9 +36,9 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from .errors import ConfigError
 from .fastgrad import fast_conv_grads
 from .registry import Registry
-from .errors import ConfigError
 
 _COUPLING = (nn.modules.batchnorm._BatchNorm,)
 

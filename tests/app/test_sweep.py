@@ -149,3 +149,22 @@ def test_every_shipped_sweep_loads_and_expands(name):
     for values in spec.grid.values():
         n_cells *= len(values)
     assert len(runs) == len(spec.variants) * n_cells * len(spec.seeds) == len({r.run_id for r in runs})
+
+
+@pytest.mark.slow
+def test_a_50_run_sweep_records_every_run_once_with_the_driver_memory_flat(tmp_path):
+    spec = sweep_file(tmp_path, seeds=25, grid=False, extra=["train.steps=3", "train.checkpoint_every=3"])
+    rss = []
+
+    def announce(message):
+        with open("/proc/self/status") as fh:
+            rss.append(next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:")))
+
+    outcome = run_sweep(str(spec), tmp_path / "out", workers=2, threads=1, announce=announce)
+    got = rows(tmp_path / "out")
+    assert len(got) == 50 and len({r[0] for r in got}) == 50 and all(r[1] == "finished" for r in got)
+    per_run = rss[1:]  # the first message comes before any run
+    assert len(per_run) == 50
+    growth = max(per_run[10:]) - per_run[10]
+    assert growth < 15, f"driver RSS grew {growth:.1f} MB over the last 40 runs ({per_run[10]:.0f} MB at run 10)"
+    assert outcome.ran == 50

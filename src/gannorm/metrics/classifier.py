@@ -56,11 +56,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import load_dataset
+from ..errors import InputError
 from ..fileio import atomic_write
 from .frechet import feature_statistics, frechet_distance
 from .inception_score import inception_score
 from .kid import kernel_inception_distance
-from ..errors import InputError
 
 __all__ = ["DigitsClassifier", "ClassifierRecipe", "RECIPES", "get_classifier", "train_classifier",
            "classifier_metrics", "split_indices", "default_cache_dir", "FEATURE_DIM"]

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from ..fileio import atomic_write
 from ..errors import InputError
+from ..fileio import atomic_write
 
 __all__ = ["feature_statistics", "frechet_distance", "save_statistics", "load_statistics"]
 

@@ -40,8 +40,8 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .inception import FIDInceptionV3, freeze, preprocess
 from ..errors import InputError
+from .inception import FIDInceptionV3, freeze, preprocess
 
 __all__ = [
     "FID_HELPER_PACKAGE", "FID_HELPER_FILENAME", "FID_HELPER_SHA1", "FidHelperNotInstalledError",

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..init import init_weights
 from .blocks import channels as _ch
-from ..errors import ConfigError
 
 
 def _check(depth: int, hidden: int) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from torch import nn
 
+from ..errors import ConfigError
 from ..init import SCHEMES, init_weights
 from ..normalizations import METHODS, normalize
 from ..registry import Registry, UnknownNameError
@@ -35,7 +36,6 @@ from .dscnn import DSCNNDiscriminator
 from .mlp import MLPDiscriminator, MLPGenerator
 from .sngan_cnn import BOTTOM_BN, SNGANCNNDiscriminator, SNGANCNNGenerator
 from .sngan_resnet import POOLS, SNGANResNetDiscriminator, SNGANResNetGenerator
-from ..errors import ConfigError
 
 KINDS = ("image", "vector")
 

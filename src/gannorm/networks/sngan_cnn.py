@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from .blocks import channels as _ch
 from .blocks import normal_, trunc_normal_
-from ..errors import ConfigError
 
 RESOLUTIONS = {32: 4, 48: 6, 64: 8}  # official image size -> bottom size mg (image = 8 * mg)
 BOTTOM_BN = ("flat", "channel")

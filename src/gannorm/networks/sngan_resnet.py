@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from .blocks import DBlock, DBlockOptimized, GBlock, variance_scaling_
 from .blocks import channels as _ch
-from ..errors import ConfigError
 
 POOLS = ("sum", "mean")
 

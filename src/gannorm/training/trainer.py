@@ -117,15 +117,21 @@ class Trainer:
         self._in_run = False
         self.non_finite: str | None = None  # what went non-finite first, once a step has diverged
         self._resumed = resume is not None
-        if resume is not None:
-            self.folder = RunFolder.open(resume)
-            self._load(self.folder.load_checkpoint())
-        elif run_dir is not None:  # exactly this folder (a sweep's run), created only now
-            self.folder = RunFolder.create_at(run_dir)
-        else:  # created only now: the config, the data and the models are known to be good
-            name = t.run_name or f"{cfg.data.name}-{cfg.model.arch}-{cfg.normalization.method}-s{t.seed}"
-            self.folder = RunFolder.create(t.out_dir, name)
+        self.folder = self._open_folder(resume, run_dir)
         self.folder.write_config(cfg)
+
+    def _open_folder(self, resume: str | Path | None, run_dir: str | Path | None) -> RunFolder:
+        """The run folder, opened (and the checkpoint loaded) or created only now, when the config, the data
+        and the models are known to be good."""
+        if resume is not None:
+            folder = self.folder = RunFolder.open(resume)
+            self._load(folder.load_checkpoint())
+            return folder
+        if run_dir is not None:  # exactly this folder (a sweep's run)
+            return RunFolder.create_at(run_dir)
+        c = self.cfg
+        name = c.train.run_name or f"{c.data.name}-{c.model.arch}-{c.normalization.method}-s{c.train.seed}"
+        return RunFolder.create(c.train.out_dir, name)
 
     @property
     def run_dir(self) -> Path:
