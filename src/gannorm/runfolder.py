@@ -173,6 +173,15 @@ def _parse(records: Iterable[dict[str, Any]], parse: Callable[[dict[str, Any]], 
     return out, bad
 
 
+def _json_object(path: Path) -> dict[str, Any] | None:
+    """A small JSON file holding one object, or None if it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _step_of(line: str) -> int | None:
     try:
         obj = json.loads(line)
@@ -320,22 +329,15 @@ class RunFolder:
         atomic_write_text(self.status_file, json.dumps(status.to_json(), indent=1) + "\n")
 
     def read_status(self) -> Status | None:
-        try:
-            data = json.loads(self.status_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return Status.from_json(data) if isinstance(data, dict) else None
+        data = _json_object(self.status_file)
+        return None if data is None else Status.from_json(data)
 
     def write_tags(self, tags: dict[str, Any]) -> None:
         """``tags.json``: plain JSON describing the run's place in a sweep (or any grouping)."""
         atomic_write_text(self.path / TAGS, json.dumps(tags, indent=1, sort_keys=True) + "\n")
 
     def read_tags(self) -> dict[str, Any]:
-        try:
-            data = json.loads((self.path / TAGS).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return _json_object(self.path / TAGS) or {}
 
     # ---------------------------------------------------------------- logs
     def _append(self, path: Path, obj: dict[str, Any]) -> None:
