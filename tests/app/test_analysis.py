@@ -14,7 +14,7 @@ from gannorm.runfolder import MetricsRow
 
 LAYERS = ["net.0", "net.2", "net.4"]          # net.2 is a BSN layer: sigma1/sigma2
 STEPS = [100, 200, 300, 400, 500]
-FIGURES = ["gradients.png", "sigmas.png", "variance.png", "input_gradients.png", "lipschitz.png"]
+FIGURES = ["gradients.png", "sigmas.png", "variance.png", "input_gradients.png", "lipschitz.png", "mean_drift.png"]
 WARNING = "grad norm of net.4 is 3.2e+04, above 1e+03: D's last layer is exploding"
 
 
@@ -26,12 +26,26 @@ def grad_eff(layer: int, probe: int) -> float:
     return 2.0 * grad_raw(layer, probe) + 0.5 * layer
 
 
-def layer_record(i: int, p: int) -> dict:
+def act_mean(layer: int, probe: int) -> float:
+    return 0.1 * (layer + 1) * (1 + probe)           # the channel means drift with training
+
+
+def act_std(layer: int, probe: int) -> float:
+    return 1.0 + 0.25 * probe
+
+
+def sparsity(layer: int, probe: int) -> float:
+    return 0.01 * (layer + 1) + 0.002 * probe
+
+
+def layer_record(i: int, p: int, drift: bool = True) -> dict:
     rec = {"kind": "Linear" if i == 2 else "Conv2d", "fan_in": 27 * (i + 1), "fan_out": 64,
            "sigma": 1.0 + 0.1 * i + 0.01 * p, "sigma1": None, "sigma2": None, "strict_sigma": None,
            "raw_spectral": 3.0 + p, "raw_frobenius": 5.0 + p,
            "grad_raw": grad_raw(i, p), "grad_effective": grad_eff(i, p),
            "var_ratio": 0.4 + 0.1 * i + 0.05 * p, "ref_xavier": 0.1 * (i + 1), "ref_kaiming": 2.0}
+    if drift:
+        rec.update(act_mean=act_mean(i, p), act_std=act_std(i, p), grad_sparsity=sparsity(i, p))
     if i == 1:                                      # the BSN layer
         rec.update(sigma1=1.0 + 0.02 * p, sigma2=1.1 + 0.03 * p)
     if i == 0:
@@ -41,9 +55,9 @@ def layer_record(i: int, p: int) -> dict:
     return rec
 
 
-def probe(p: int) -> dict:
+def probe(p: int, drift: bool = True) -> dict:
     return {"step": STEPS[p],
-            "layers": {name: layer_record(i, p) for i, name in enumerate(LAYERS)},
+            "layers": {name: layer_record(i, p, drift) for i, name in enumerate(LAYERS)},
             "input_grad": {"real": {"mean": 1.0 + p, "min": 0.5 + p, "max": 2.0 + p},
                            "fake": {"mean": 0.8 + p, "min": 0.1, "max": 3.0 + p},
                            "interpolated": {"mean": 0.9 + p, "min": None, "max": 2.5 + p}},
@@ -51,11 +65,11 @@ def probe(p: int) -> dict:
             "lipschitz_upper": 10.0 * 3 ** p, "lipschitz_lower": None if p == 1 else 0.8 + p}
 
 
-def make_run(root, name="run", truncated=False, diagnostics=True, metrics=True):
+def make_run(root, name="run", truncated=False, diagnostics=True, metrics=True, drift=True):
     run = root / name
     run.mkdir(parents=True)
     if diagnostics:
-        text = "".join(json.dumps(probe(p)) + "\n" for p in range(len(STEPS)))
+        text = "".join(json.dumps(probe(p, drift)) + "\n" for p in range(len(STEPS)))
         if truncated:
             text += json.dumps(probe(0))[:57]         # killed mid-write
         (run / "diagnostics.jsonl").write_text(text)
@@ -142,6 +156,26 @@ def test_summary_has_layers_warning_and_gradient_ratio(analyzed):
     assert f"| last | 500 | net.0 / net.4 | {last_raw:.4g} | {last_eff:.4g} |" in text
     assert f"upper bound (product of layer norms): {10.0 * 3 ** 4:.4g}" in text
     assert "| cfd | 500 | 7.25 |" in text
+
+
+def test_summary_has_the_mean_drift_of_each_layer(analyzed):
+    run, _ = analyzed
+    text = (run / "analysis" / "summary.md").read_text()
+    assert "## Mean drift and gradient sparsity" in text
+    for i, name in enumerate(LAYERS):
+        d0, d1 = act_mean(i, 0) / act_std(i, 0), act_mean(i, 4) / act_std(i, 4)
+        assert (f"| {name} | {d0:.4g} | {d1:.4g} | {d1 - d0:.4g} | {act_mean(i, 0):.4g} | {act_mean(i, 4):.4g} | "
+                f"{act_std(i, 0):.4g} | {act_std(i, 4):.4g} | {sparsity(i, 0):.4g} | {sparsity(i, 4):.4g} |") in text
+    records = load_run(run).diagnostics
+    assert layer_series(records, "drift")["net.2"][1] == pytest.approx(
+        [act_mean(1, p) / act_std(1, p) for p in range(5)])
+
+
+def test_records_without_drift_get_no_drift_figure(tmp_path):
+    run = make_run(tmp_path, drift=False)              # diagnostics written before drift was measured
+    written = analyze(run)
+    assert [p.name for p in written] == [*FIGURES[:-1], "summary.md"]
+    assert "not recorded (diagnostics written before" in written[-1].read_text()
 
 
 def test_truncated_last_line_is_tolerated(tmp_path):

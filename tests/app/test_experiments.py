@@ -55,6 +55,40 @@ def test_scale_experiment_reads_method_and_scale(tmp_path):
     assert (result.folder / "scale.png").is_file()
 
 
+def _fmt(v):
+    return "-" if v is None else f"{v:.3g}"
+
+
+def test_mean_drift_experiment_numbers_match_the_logs(tmp_path):
+    result = run_experiment("mean_drift", TINY, tmp_path)
+    assert set(result.runs) == {"none", "sn", "msn"} and result.unfinished() == []
+    names = {f.name for f in result.figures}
+    assert names == {"mean_drift.png", "gradient_sparsity.png"}
+    for fig in result.figures:
+        img = Image.open(fig)
+        assert img.size[0] > 1000 and len(img.getcolors(1 << 20)) > 50
+    text = (result.folder / "summary.md").read_text()
+    assert text.startswith("# Experiment: mean_drift") and "Verdict: SN's layers" in text
+    for variant in ("none", "sn", "msn"):
+        recs = [json.loads(line) for line in (result.folder / variant / "diagnostics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in recs] == [0, 2, 4]
+        assert len(recs[0]["layers"]) == 12                    # 11 convs (extra_convs: 1) + the linear
+        for name, first in recs[0]["layers"].items():
+            last = recs[-1]["layers"][name]
+            d0, d1 = first["act_mean"] / first["act_std"], last["act_mean"] / last["act_std"]
+            later = sorted(v for r in recs[1:] if (v := r["layers"][name]["grad_sparsity"]) is not None)
+            median = None if not later else (later[len(later) // 2] if len(later) % 2
+                                             else (later[len(later) // 2 - 1] + later[len(later) // 2]) / 2)
+            centred = variant == "msn" and first["act_mean"] < 1e-6 * first["act_std"]  # beta = 0 at init
+            mark = " (centred)" if centred else ""
+            row = (f"| {name}{mark} | {_fmt(d0)} | {_fmt(d1)} | {_fmt(d1 - d0)} | {_fmt(first['act_mean'])} / "
+                   f"{_fmt(last['act_mean'])} | {_fmt(first['act_std'])} / {_fmt(last['act_std'])} | "
+                   f"{_fmt(first['grad_sparsity'])} | {_fmt(median)} |")
+            assert row in text, row
+    # MSN centres every strided conv but the first, and the last conv: 3 of them here
+    assert text.count("(centred) |") == 3 and "MSN at the 3 layers it centres" in text
+
+
 def test_bad_requests():
     with pytest.raises(ConfigError, match="unknown variant"):
         run_experiment("gradients", TINY, "/nonexistent", only=["nope"])
@@ -62,5 +96,5 @@ def test_bad_requests():
         run_experiment("gradients", ["train.out_dir=x"], "/nonexistent")
     with pytest.raises(KeyError, match="unknown experiment"):
         run_experiment("nope")
-    assert EXPERIMENTS.names() == ["gradients", "variance", "scale"]
+    assert EXPERIMENTS.names() == ["gradients", "variance", "scale", "mean_drift"]
     assert all(e.description for e in EXPERIMENTS.entries())

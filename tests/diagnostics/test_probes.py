@@ -3,6 +3,7 @@ import copy
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -43,6 +44,8 @@ def test_probe_matches_direct_computations(method):
         m, p = ref.get_submodule(name), plain.get_submodule(name)
         raw = gannorm.raw_weight(m)
         assert e.grad_raw == pytest.approx(float(raw.grad.norm()), rel=1e-5)
+        g = raw.grad.double().numpy()
+        assert e.grad_sparsity == float(np.mean(np.abs(g) <= 1e-2 * np.sqrt(np.mean(g ** 2))))
         assert e.grad_effective == pytest.approx(float(p.weight.grad.norm()), rel=1e-5)
         assert e.raw_spectral == pytest.approx(float(torch.linalg.svdvals(raw.detach().reshape(raw.shape[0], -1))[0]),
                                                   rel=1e-5)
@@ -129,7 +132,7 @@ def test_record_step_json_and_scalars():
                          "lipschitz_lower"]
     assert list(obj["layers"]["0"]) == ["kind", "fan_in", "fan_out", "sigma", "sigma1", "sigma2", "strict_sigma",
                                         "raw_spectral", "raw_frobenius", "var_ratio", "grad_raw", "grad_effective",
-                                        "ref_xavier", "ref_kaiming"]
+                                        "ref_xavier", "ref_kaiming", "act_mean", "act_std", "grad_sparsity"]
     with torch.no_grad():
         assert obj["loss_d"] == pytest.approx(float(HINGE(d(x), d(x.flip(0)))), rel=1e-5)
     head = headline_scalars(rec)
@@ -139,9 +142,12 @@ def test_record_step_json_and_scalars():
         rec.input_grad["real"].mean
     ratios = [e.var_ratio for e in rec.layers.values()]
     assert (head["diag/var_ratio_min"], head["diag/var_ratio_max"]) == (min(ratios), max(ratios))
+    assert head["diag/drift_max"] == max(e.act_mean / e.act_std for e in rec.layers.values())
     flat = flat_scalars(rec)
     assert flat["diag/2/grad_raw"] == rec.layers["2"].grad_raw and flat["diag/0/sigma1"] == first.sigma1
     assert "diag/5/sigma1" not in flat and "diag/0/ref_xavier" not in flat and "diag/0/fan_in" not in flat
+    assert flat["diag/2/drift"] == rec.layers["2"].act_mean / rec.layers["2"].act_std
+    assert flat["diag/0/grad_sparsity"] == rec.layers["0"].grad_sparsity
     assert set(flat_scalars(rec, ["2"])) == {k for k in flat if not k.startswith(("diag/0/", "diag/5/"))}
 
 

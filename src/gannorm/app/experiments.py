@@ -8,7 +8,9 @@ a ``summary.md`` into the experiment folder ``<out>/experiment-<name>[-N]/``:
                normalization (official and LeCun init), SN, strict SN and BSSN;
 ``variance``   the effective weight variance ratio ``fan_in * Var(W_eff)`` per layer over training, SN
                against plain LeCun initialisation;
-``scale``      classifier Frechet distance against the scale c of SSN and BSSN.
+``scale``      classifier Frechet distance against the scale c of SSN and BSSN;
+``mean_drift`` each layer's output channel means against their spread (mean drift) and the sparsity of
+               the weight gradients over training, with no normalization, SN and MSN.
 """
 from __future__ import annotations
 
@@ -20,10 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..config import load_variants
+from ..config import from_dict, load_variants
+from ..data import load_dataset
+from ..diagnostics.probes import SPARSITY_TAU, layers
 from ..diagnostics.records import ProbeRecord
 from ..errors import ConfigError
 from ..fileio import atomic_write_text, claim_dir
+from ..networks import build_discriminator
+from ..normalizations.mean_sn import MeanOnlyBatchNorm
 from ..registry import Registry
 from ..runfolder import RunRecords
 from .analysis import SUMMARY
@@ -350,8 +356,252 @@ def report_scale(folder: Path, runs: dict[str, RunRecords]) -> tuple[list[Path],
     return figures, "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------------------ mean drift
+#: a layer has drifted when its drift ratio act_mean / act_std grew by this much from initialisation: its
+#: channel means moved half a within-channel standard deviation further from zero (for a Gaussian channel
+#: that moves the share of entries on the majority side of the activation's kink from 69% to 84% if it
+#: started at 0.5 std)
+DRIFT_MARGIN = 0.5
+#: below this median change the drift is called negligible
+DRIFT_NEGLIGIBLE = 0.1
+
+
+@dataclass(frozen=True)
+class DriftRow:
+    """One layer of one variant: drift ratio, channel means and spread at init and at the last probe, and
+    the raw-weight gradient's sparsity at init and its median over the probes after init."""
+    variant: str
+    layer: str
+    centred: bool                      # a mean-only batch norm (MSN) follows the layer
+    drift_init: float | None
+    drift_end: float | None
+    mean_init: float | None
+    mean_end: float | None
+    std_init: float | None
+    std_end: float | None
+    sparsity_init: float | None
+    sparsity_median: float | None
+
+    @property
+    def change(self) -> float | None:
+        a, b = finite(self.drift_init), finite(self.drift_end)
+        return b - a if a is not None and b is not None else None
+
+
+def _centred_layers(run: RunRecords) -> set[str]:
+    """The layers of the run's D that a mean-only batch norm follows (MSN's), found by rebuilding D from
+    the run's config (cheap: no training)."""
+    cfg = from_dict(run.config)
+    m, n = cfg.model, cfg.normalization
+    shape = load_dataset(cfg.data.name, cfg.data.root, cfg.data.resolution, **cfg.data.options).shape
+    D = build_discriminator(m.arch, shape, width=m.width, normalization=n.method,
+                            normalization_options=dict(n.options), init=m.d_init, **m.d_options)
+    return {name for name, module in layers(D) if isinstance(getattr(module, "msn", None), MeanOnlyBatchNorm)}
+
+
+def _drift_rows(variant: str, run: RunRecords) -> list[DriftRow]:
+    init, end, centred = run.diagnostics[0], run.diagnostics[-1], _centred_layers(run)
+    rows = []
+    for name in layer_names(run.diagnostics):
+        later = [v for r in run.diagnostics[1:] if (v := finite(_layer_value(r, name, "grad_sparsity"))) is not None]
+        rows.append(DriftRow(variant, name, name in centred, _layer_value(init, name, "drift"),
+                             _layer_value(end, name, "drift"), _layer_value(init, name, "act_mean"),
+                             _layer_value(end, name, "act_mean"), _layer_value(init, name, "act_std"),
+                             _layer_value(end, name, "act_std"), _layer_value(init, name, "grad_sparsity"),
+                             _median(later)))
+    return rows
+
+
+def _drift_table(rows: Sequence[DriftRow]) -> list[str]:
+    lines = ["| layer | drift at init | drift at end | change | act_mean init / end | act_std init / end | "
+             "grad sparsity at init | median grad sparsity after init |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mark = " (centred)" if r.centred else ""
+        lines.append(f"| {r.layer}{mark} | {_fmt(r.drift_init)} | {_fmt(r.drift_end)} | {_fmt(r.change)} | "
+                     f"{_fmt(r.mean_init)} / {_fmt(r.mean_end)} | {_fmt(r.std_init)} / {_fmt(r.std_end)} | "
+                     f"{_fmt(r.sparsity_init)} | {_fmt(r.sparsity_median)} |")
+    return lines
+
+
+def _median_of(rows: Sequence[DriftRow], key: Callable[[DriftRow], float | None]) -> float | None:
+    return _median([v for r in rows if (v := finite(key(r))) is not None])
+
+
+def _drift_words(change: float) -> str:
+    if change >= DRIFT_MARGIN:
+        return "drift"
+    if change >= DRIFT_NEGLIGIBLE:
+        return "drift a little (less than the margin)"
+    return "do not drift noticeably"
+
+
+def _hidden(rows: Sequence[DriftRow]) -> list[DriftRow]:
+    """The rows of the hidden layers: all but the last (D's output has no activation after it)."""
+    return list(rows[:-1])
+
+
+def _variant_drift(variant: str, rows: Sequence[DriftRow]) -> str:
+    """One line: a variant's median change, median drift at init and end, drifted layers, largest change
+    (hidden layers)."""
+    rows = _hidden(rows)
+    changed = [r for r in rows if r.change is not None]
+    if not changed:
+        return f"- {variant}: no drift recorded"
+    big = max(changed, key=lambda r: r.change)
+    drifted = sum(r.change >= DRIFT_MARGIN for r in changed)
+    return (f"- {variant}: median change over hidden layers {_fmt(_median_of(rows, lambda r: r.change))} (median drift "
+            f"{_fmt(_median_of(rows, lambda r: r.drift_init))} at init, "
+            f"{_fmt(_median_of(rows, lambda r: r.drift_end))} at the end); {drifted} of {len(changed)} layers "
+            f"moved by >= {DRIFT_MARGIN}; largest: {big.layer} {_fmt(big.drift_init)} -> {_fmt(big.drift_end)}")
+
+
+@dataclass(frozen=True)
+class MsnComparison:
+    """MSN against SN: median drift at the layers MSN centres (SN's at init too), median change at the others."""
+    centred: list[str]
+    msn_end: float | None
+    sn_end: float | None
+    sn_init: float | None
+    msn_change: float | None
+    sn_change: float | None
+
+    @property
+    def far_below(self) -> bool:
+        """MSN's centred layers end at less than half SN's drift at the same layers."""
+        return self.msn_end is not None and self.sn_end is not None and self.msn_end < 0.5 * self.sn_end
+
+
+def _compare_msn(sn: Sequence[DriftRow], msn: Sequence[DriftRow]) -> MsnComparison:
+    centred = [r.layer for r in msn if r.centred]  # forward order
+
+    def median(rows: Sequence[DriftRow], inside: bool, key: Callable[[DriftRow], float | None]) -> float | None:
+        return _median_of([r for r in _hidden(rows) if (r.layer in centred) == inside], key)
+
+    return MsnComparison(centred, median(msn, True, lambda r: r.drift_end), median(sn, True, lambda r: r.drift_end),
+                         median(sn, True, lambda r: r.drift_init), median(msn, False, lambda r: r.change),
+                         median(sn, False, lambda r: r.change))
+
+
+def _msn_lines(c: MsnComparison) -> list[str]:
+    if not c.centred or c.msn_end is None or c.sn_end is None:
+        return ["- MSN: no drift recorded at layers with a mean-only batch norm."]
+    how = ("far below SN's (less than half)" if c.far_below else
+           "below SN's, by less than a factor 2" if c.msn_end < c.sn_end else "not below SN's")
+    return [f"- MSN at the {len(c.centred)} layers it centres ({', '.join(c.centred)}): median drift at the end "
+            f"{_fmt(c.msn_end)} (its learned bias |beta| over the spread); SN at the same layers {_fmt(c.sn_end)} "
+            f"({_fmt(c.sn_init)} at init): {how}.",
+            f"- MSN's other layers: median change {_fmt(c.msn_change)} (SN's same layers: {_fmt(c.sn_change)})."]
+
+
+def _claim(sn: Sequence[DriftRow], msn: MsnComparison | None) -> str:
+    """The verdict on 'SN drifts and MSN does not', from the numbers."""
+    change = _median_of(_hidden(sn), lambda r: r.change)
+    if change is None:
+        return "Verdict: no drift recorded for SN."
+    text = f"Verdict: SN's layers {_drift_words(change)} over this run (median change {_fmt(change)})"
+    if change < DRIFT_MARGIN:
+        text += "; the mean drift the MSN paper describes is small at this scale (one seed, a short run)"
+    if msn is not None and msn.msn_end is not None and msn.sn_end is not None:
+        text += (f"; MSN's centred layers end {'well' if msn.far_below else 'not well'} below SN's "
+                 f"({_fmt(msn.msn_end)} vs {_fmt(msn.sn_end)})")
+        if msn.far_below and msn.sn_init is not None and msn.sn_end - msn.sn_init < DRIFT_NEGLIGIBLE:
+            text += (f", but SN's were as far from zero at init ({_fmt(msn.sn_init)}): the gap is MSN's centring, "
+                     "not drift that SN gained")
+        holds = change >= DRIFT_MARGIN and msn.far_below
+        text += ". 'SN drifts and MSN does not' is " + ("shown here" if holds else "not shown here")
+    return text + "."
+
+
+def _sparsity_lines(rows: dict[str, list[DriftRow]]) -> list[str]:
+    """Each variant's median (over layers) of the median gradient sparsity after init; SN against the others."""
+    med = {v: _median_of(r, lambda x: x.sparsity_median) for v, r in rows.items()}
+    lines = ["", f"Gradient sparsity (fraction of the raw-weight gradient's entries with |g| <= {SPARSITY_TAU:g} "
+             "RMS(g); a dense Gaussian gradient has about 0.008), median over layers of each layer's median after "
+             "init:"]
+    lines += [f"- {v}: {_fmt(m)}" for v, m in med.items()]
+    sn = med.get("sn")
+    for other in ("none", "msn"):
+        o = med.get(other)
+        if sn is None or o is None:
+            continue
+        word = ("higher" if sn > 1.25 * o and sn - o > 0.005 else
+                "lower" if o > 1.25 * sn and o - sn > 0.005 else "about the same (within 25% or 0.005)")
+        lines.append(f"- SN against {other}: {word} ({_fmt(sn)} vs {_fmt(o)}).")
+    return lines
+
+
+def _median_over_layers(run: RunRecords, key: str) -> Series:
+    points = [(r.step, m) for r in run.diagnostics
+              if (m := _median([v for e in r.layers.values() if (v := finite(e.value(key))) is not None]))
+              is not None]
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def _plot_per_layer(runs: dict[str, RunRecords], rows: dict[str, list[DriftRow]], key: str, ylabel: str,
+                    title: str, path: Path, symlog: bool = False) -> Path:
+    """Panel 1: each variant's median over layers of ``key``; then a panel per variant, a line per layer
+    (dashed: the layers a mean-only batch norm follows). ``symlog``: y linear up to 1, logarithmic above
+    (zero stays visible, and so does a blow-up)."""
+    import matplotlib
+    cmap = matplotlib.colormaps["viridis"]
+    fig, axes = new_figure(1 + len(runs), width=5.2, height=4.4)
+    for variant, run in runs.items():
+        axes[0].plot(*_median_over_layers(run, key), marker=".", label=variant)
+    axes[0].set_title("median over layers")
+    axes[0].legend()
+    for ax, (variant, run) in zip(axes[1:], runs.items()):
+        centred = {r.layer for r in rows[variant] if r.centred}
+        names, series = layer_names(run.diagnostics), layer_series(run.diagnostics, key)
+        for i, name in enumerate(names):
+            if name in series:
+                ax.plot(*series[name], ls="--" if name in centred else "-",
+                        color=cmap(0.9 * i / max(1, len(names) - 1)), label=name)
+        ax.set_title(variant + (" (dashed: mean-only BN)" if centred else ""))
+        ax.legend(fontsize=6, ncol=2)
+    for ax in axes:
+        ax.set_xlabel("generator step")
+        ax.set_ylabel(ylabel)
+        if symlog:
+            ax.set_yscale("symlog", linthresh=1.0)
+            ax.set_ylim(bottom=0.0)
+            ax.set_ylabel(ylabel + " (linear to 1, log above)")
+    fig.suptitle(title)
+    return save_png(fig, path)
+
+
+def report_mean_drift(folder: Path, runs: dict[str, RunRecords]) -> tuple[list[Path], str]:
+    usable = {v: r for v, r in runs.items() if r.diagnostics}
+    rows = {v: _drift_rows(v, r) for v, r in usable.items()}
+    figures = [_plot_per_layer(usable, rows, "drift", "act_mean / act_std", "Mean drift of each D layer's output "
+                               "(mean |channel mean| / within-channel std)", folder / "mean_drift.png", symlog=True),
+               _plot_per_layer(usable, rows, "grad_sparsity", f"fraction of |g| <= {SPARSITY_TAU:g} RMS(g)",
+                               "Sparsity of each D layer's weight gradient", folder / "gradient_sparsity.png")]
+    lines = ["# Experiment: mean_drift", "",
+             "The SNGAN CNN D (quarter width, 11 convs + linear) on the 16x16 digits with no normalization, SN and",
+             "MSN. Drift = act_mean / act_std of each layer's output (after MSN's mean-only batch norm where there",
+             "is one; `(centred)` in the tables): the mean over channels of |channel mean| over the root-mean",
+             "within-channel std, real and fake probe batches pooled. The MSN paper's claim: SN's layer outputs",
+             f"drift away from zero mean during training, MSN's do not. A layer drifted if its drift grew by >= "
+             f"{DRIFT_MARGIN}.", ""]
+    for variant, vrows in rows.items():
+        run = usable[variant]
+        lines += [f"## {variant} (probes at steps {run.diagnostics[0].step} to {run.diagnostics[-1].step}; "
+                  f"status {_status(run)}; {len(run.health)} health warnings)", "", *_drift_table(vrows), ""]
+    lines += ["## Summary", "", *[_variant_drift(v, r) for v, r in rows.items()]]
+    msn = _compare_msn(rows["sn"], rows["msn"]) if "sn" in rows and "msn" in rows else None
+    if msn is not None:
+        lines += _msn_lines(msn)
+    if "sn" in rows:
+        lines += ["", _claim(rows["sn"], msn)]
+    lines += [*_sparsity_lines(rows), "",
+              "Figures: `mean_drift.png` (drift per layer over training), `gradient_sparsity.png`."]
+    return figures, "\n".join(lines) + "\n"
+
+
 EXPERIMENTS.register("gradients", Experiment(report_gradients, "per-layer gradient norms at init and over training: "
                                                                "none, LeCun, SN, strict SN, BSSN"))
 EXPERIMENTS.register("variance", Experiment(report_variance,
                                             "effective weight variance over training: SN vs LeCun init"))
 EXPERIMENTS.register("scale", Experiment(report_scale, "classifier FD against the scale c: SSN vs BSSN"))
+EXPERIMENTS.register("mean_drift", Experiment(report_mean_drift, "mean drift of each layer's output and gradient "
+                                                                 "sparsity over training: none, SN, MSN"))

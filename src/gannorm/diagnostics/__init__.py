@@ -1,4 +1,5 @@
-"""The BSSN paper's analysis on your own model: probes, Lipschitz bounds, health warnings, typed records.
+"""The BSSN paper's analysis (and the MSN paper's mean drift) on your own model: probes, Lipschitz bounds,
+health warnings, typed records.
 
 Files a run writes when ``diagnostics.every > 0`` (one JSON object per line, floats or null; the
 records are :class:`ProbeRecord` and :class:`HealthWarning`, each with ``to_json``/``from_json``):
@@ -13,8 +14,11 @@ records are :class:`ProbeRecord` and :class:`HealthWarning`, each with ``to_json
                   "raw_spectral": 3.1, "raw_frobenius": 5.2,      # ||W||_2 and ||W||_F of the trainable weight
                   "var_ratio": 0.41,                              # fan_in * Var(W_eff); LeCun = 1
                   "grad_raw": 0.01, "grad_effective": 0.03,       # ||dL/dW||_F w.r.t. the raw and the effective weight
-                  "ref_xavier": 0.09, "ref_kaiming": 1.98},       # the variance ratio under Xavier and Kaiming init
-        ...},
+                  "ref_xavier": 0.09, "ref_kaiming": 1.98,        # the variance ratio under Xavier and Kaiming init
+                  "act_mean": 0.02, "act_std": 0.05,              # mean |channel mean| and RMS channel std of the
+                                                                  #  layer's output (real + fake pooled): mean drift
+                  "grad_sparsity": 0.03},                         # share of dL/dW entries with |g| <= 0.01 RMS(g)
+        ...},                                                     # (the last three: absent in older files)
      "input_grad": {"real": {"mean": .., "min": .., "max": ..},   # per-sample ||grad_x D(x)||_2
                     "fake": {...}, "interpolated": {...}},
      "d_real": 0.3, "d_fake": -0.2,                               # mean raw D outputs
@@ -32,9 +36,9 @@ Figures and a summary of a run: ``gannorm analyze RUN``; the paper's experiments
 """
 from .health import HealthMonitor, HealthRules, HealthWarning, check
 from .lipschitz import explain_upper_bound, lipschitz_lower_bound, lipschitz_upper_bound, operator_norm
-from .probes import flat_scalars, headline_scalars, probe
+from .probes import SPARSITY_TAU, flat_scalars, gradient_sparsity, headline_scalars, probe
 from .records import GradStats, LayerProbe, ProbeRecord
 
-__all__ = ["GradStats", "HealthMonitor", "HealthRules", "HealthWarning", "LayerProbe", "ProbeRecord", "check",
-           "explain_upper_bound", "flat_scalars", "headline_scalars", "lipschitz_lower_bound",
-           "lipschitz_upper_bound", "operator_norm", "probe"]
+__all__ = ["GradStats", "HealthMonitor", "HealthRules", "HealthWarning", "LayerProbe", "ProbeRecord", "SPARSITY_TAU",
+           "check", "explain_upper_bound", "flat_scalars", "gradient_sparsity", "headline_scalars",
+           "lipschitz_lower_bound", "lipschitz_upper_bound", "operator_norm", "probe"]

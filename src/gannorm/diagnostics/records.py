@@ -60,6 +60,14 @@ class LayerProbe:
     ``var_ratio``: ``fan_in * Var(W_eff)`` (LeCun = 1); ``grad_raw``/``grad_effective``: ``||dL/dW||_F``
     w.r.t. the raw and the effective weight; ``ref_xavier``/``ref_kaiming``: the variance ratio that
     Xavier and Kaiming initialisation give this layer.
+
+    Added later (:data:`OPTIONAL_QUANTITIES`: written only when measured, so older lines round-trip
+    unchanged): ``act_mean``, the mean over output channels of ``|mu_c|``, ``mu_c`` the channel's mean
+    over the probe batch (real and fake outputs pooled; all positions) of the layer's output after its
+    own forward hooks (MSN's mean-only batch norm); ``act_std``, the root mean over channels of the
+    within-channel variance of the same output; ``grad_sparsity``, the fraction of the raw-weight
+    gradient's entries with ``|g| <= tau * RMS(g)`` (see :mod:`gannorm.diagnostics.probes`).
+    :attr:`drift` is ``act_mean / act_std``.
     """
 
     kind: str | None = None
@@ -76,16 +84,33 @@ class LayerProbe:
     grad_effective: float | None = None
     ref_xavier: float | None = None
     ref_kaiming: float | None = None
+    act_mean: float | None = None
+    act_std: float | None = None
+    grad_sparsity: float | None = None
+
+    @property
+    def drift(self) -> float | None:
+        """``act_mean / act_std``: how far the channel means sit from zero, in within-channel standard
+        deviations (None when either is missing; NaN when not finite or ``act_std`` is 0)."""
+        if self.act_mean is None or self.act_std is None:
+            return None
+        if not (math.isfinite(self.act_mean) and math.isfinite(self.act_std)) or self.act_std == 0:
+            return math.nan
+        return self.act_mean / self.act_std
 
     def value(self, key: str) -> float | None:
-        """The float quantity ``key`` (``grad_raw``, ``sigma1``, ...); ``ValueError`` for a non-float key."""
+        """The float quantity ``key`` (``grad_raw``, ``sigma1``, ..., or the derived ``drift``);
+        ``ValueError`` for a non-float key."""
+        if key == "drift":
+            return self.drift
         if key not in QUANTITIES:
-            raise ValueError(f"unknown per-layer quantity {key!r}; known: {', '.join(QUANTITIES)}")
+            raise ValueError(f"unknown per-layer quantity {key!r}; known: {', '.join(QUANTITIES)}, drift")
         return getattr(self, key)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "fan_in": self.fan_in, "fan_out": self.fan_out}
-        out.update({k: finite_or_none(getattr(self, k)) for k in QUANTITIES})
+        out.update({k: finite_or_none(getattr(self, k)) for k in QUANTITIES
+                    if k not in OPTIONAL_QUANTITIES or getattr(self, k) is not None})
         return out
 
     @classmethod
@@ -97,6 +122,10 @@ class LayerProbe:
 
 #: the float quantities of a :class:`LayerProbe`, in JSON order
 QUANTITIES: tuple[str, ...] = tuple(f.name for f in fields(LayerProbe) if f.name not in ("kind", "fan_in", "fan_out"))
+
+#: quantities added after the first format: a record writes them only when it has them (older lines,
+#: read and written back, stay byte for byte the same)
+OPTIONAL_QUANTITIES: tuple[str, ...] = ("act_mean", "act_std", "grad_sparsity")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from ...diagnostics.probes import SPARSITY_TAU
 from ...runfolder import RunRecords
 from .figures import new_figure, save_png
 from .reading import run_name
@@ -295,10 +296,37 @@ def plot_lipschitz(run: RunRecords, path: str | os.PathLike) -> Path | None:
     return save_png(fig, Path(path))
 
 
+def plot_mean_drift(run: RunRecords, path: str | os.PathLike) -> Path | None:
+    """Left: each layer's mean drift ``act_mean / act_std`` (channel means of its output, in within-channel
+    standard deviations) over training. Right: the sparsity of each layer's raw-weight gradient.
+    Writes nothing (None) for records without them (runs of gannorm before they were measured)."""
+    drift, sparsity = layer_series(run.diagnostics, "drift"), layer_series(run.diagnostics, "grad_sparsity")
+    if not drift and not sparsity:
+        return None
+    layers = [n for n in layer_names(run.diagnostics) if n in drift or n in sparsity]
+    colors = _layer_colors(layers)
+    fig, axes = new_figure(2)
+    for ax, series, title, ylabel in (
+            (axes[0], drift, "mean drift of each layer's output", "act_mean / act_std (mean |channel mean| / std)"),
+            (axes[1], sparsity, "sparsity of the weight gradient", f"fraction of |g| <= {SPARSITY_TAU:g} RMS(g)")):
+        ax.set_title(title)
+        ax.set_xlabel("generator step")
+        if not series:
+            ax.set_ylabel(ylabel)
+            _no_data(ax, "not recorded")
+            continue
+        log = _y_scale(ax, _all_values(series), ylabel, span=100.0)
+        _plot_layers(ax, series, colors, log)
+    fig.suptitle(f"{run_name(run)}: mean drift and gradient sparsity per layer")
+    _layer_key(fig, axes, layers, colors)
+    return save_png(fig, Path(path))
+
+
 FIGURES: dict[str, Callable[[RunRecords, Path], Path | None]] = {
     "gradients.png": plot_gradients,
     "sigmas.png": plot_sigmas,
     "variance.png": plot_variance,
     "input_gradients.png": plot_input_gradients,
     "lipschitz.png": plot_lipschitz,
+    "mean_drift.png": plot_mean_drift,
 }

@@ -1,4 +1,5 @@
-"""The Markdown summary of ``gannorm analyze``: what was run, per-layer tables, bounds, warnings, scores."""
+"""The Markdown summary of ``gannorm analyze``: what was run, per-layer tables, bounds, mean drift,
+warnings, scores."""
 from __future__ import annotations
 
 import math
@@ -6,10 +7,11 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from ...diagnostics.probes import SPARSITY_TAU
 from ...diagnostics.records import ProbeRecord
 from ...runfolder import DIAGNOSTICS, HEALTH, MetricsRow, RunRecords
 from .reading import NO_DIAGNOSTICS_HINT, run_name
-from .series import describe_run, gradient_ratio, last_eval
+from .series import describe_run, gradient_ratio, last_eval, layer_names
 
 _TABLE_KEYS = ("grad_raw", "grad_effective", "var_ratio", "sigma")
 
@@ -90,6 +92,33 @@ def _probes(run: RunRecords) -> list[str]:
                     f"- lower bound (largest input-gradient norm): {fmt(last.lipschitz_lower)}", ""]
 
 
+def _drift_row(name: str, first: ProbeRecord, last: ProbeRecord) -> str:
+    a, b = first.layers.get(name), last.layers.get(name)
+    d0, d1 = (None if e is None else e.drift for e in (a, b))
+    change = d1 - d0 if d0 is not None and d1 is not None else None
+    cells = [d0, d1, change] + [None if e is None else e.value(k) for k in ("act_mean", "act_std")
+                                for e in (a, b)] + [None if e is None else e.grad_sparsity for e in (a, b)]
+    return f"| {name} | " + " | ".join(fmt(v) for v in cells) + " |"
+
+
+def _mean_drift(run: RunRecords) -> list[str]:
+    """Each layer's mean drift (act_mean / act_std) and gradient sparsity at the first and last probe."""
+    diag = run.diagnostics
+    if not diag:
+        return []
+    lines = ["## Mean drift and gradient sparsity (first probe -> last probe)", ""]
+    if not any(e.act_mean is not None or e.grad_sparsity is not None for r in diag for e in r.layers.values()):
+        return lines + ["not recorded (diagnostics written before gannorm measured them)", ""]
+    first, last = diag[0], diag[-1]
+    lines += [f"Drift = act_mean / act_std: the mean |channel mean| of the layer's output over its within-channel "
+              f"standard deviation; sparsity: fraction of the raw-weight gradient's entries with "
+              f"|g| <= {SPARSITY_TAU:g} RMS(g). First probe: step {first.step}; last: step {last.step}.", "",
+              "| layer | drift first | drift last | change | act_mean first | act_mean last | act_std first | "
+              "act_std last | grad sparsity first | grad sparsity last |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [_drift_row(name, first, last) for name in layer_names(diag)]
+    return lines + [""]
+
+
 def _health(run: RunRecords) -> list[str]:
     lines = [f"## Health warnings ({len(run.health)})", ""]
     for w in run.health:
@@ -114,8 +143,9 @@ def _scores(run: RunRecords) -> list[str]:
 
 def summarize(run: RunRecords, figures: Sequence[str | os.PathLike] = ()) -> str:
     """The run's analysis as Markdown: what was run, per-layer tables at the first and last probe,
-    the first/last-layer gradient ratio, the Lipschitz bounds, health warnings and the last evaluation."""
-    lines = [*_header(run), *_probes(run), *_health(run), *_scores(run)]
+    the first/last-layer gradient ratio, the Lipschitz bounds, each layer's mean drift and gradient
+    sparsity from the first to the last probe, health warnings and the last evaluation."""
+    lines = [*_header(run), *_probes(run), *_mean_drift(run), *_health(run), *_scores(run)]
     if figures:
         lines += ["## Figures", "", *[f"- {Path(f).name}" for f in figures], ""]
     return "\n".join(lines)
