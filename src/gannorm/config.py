@@ -1,6 +1,7 @@
 """Typed run configuration: dataclasses loaded from YAML, with ``key=value`` overrides.
 
-A config has five sections (``data``, ``model``, ``normalization``, ``optim``, ``train``); a YAML file
+A config has six sections (``data``, ``model``, ``normalization``, ``optim``, ``train``, ``diagnostics``)
+and a header ``about`` (what a preset reproduces; documentation, never read by training); a YAML file
 or an override names a field by its dotted path (``train.steps=2000``,
 ``normalization.options.scale=1.4``). Unknown keys and ill-typed values fail with a one-line
 :class:`ConfigError` naming the key and what is allowed. :func:`validate` checks the rest: names
@@ -27,7 +28,7 @@ from .errors import ConfigError, OptionError
 from .gradnorm import FUNCTIONS
 from .init import SCHEMES
 from .losses import LOSSES
-from .metrics.evaluate import METRICS
+from .metrics.evaluate import METRICS, default_metrics
 from .networks import NETWORKS
 from .normalizations import METHODS
 from .normalizations.model import method_options
@@ -92,6 +93,12 @@ class TrainConfig:
                                          # (official CNN code); false: only in the G step (official ResNet)
     ema_decay: float = 0.0               # EMA of G (0: off; 0.9999 in the GN-GAN configs)
     ema_start: int = 0                   # G step where the EMA starts
+    ema_buffers: Literal["copy", "average"] = "copy"  # G's buffers in the EMA: copied from G, or the floating
+                                         # ones (BN running stats) averaged with ema_decay as the GN-GAN code
+                                         # does; power-iteration vectors are always copied (gannorm.training.ema)
+    sample_mode: Literal["eval", "train"] = "eval"    # G draws samples and evaluation batches in eval mode (BN
+                                         # running stats) or train mode (batch stats, as the GN-GAN code; the
+                                         # buffers stay as they were); see gannorm.training.sample_mode
     seed: int = 0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False          # NHWC memory format for G, D and image batches (faster convs on CPU)
@@ -100,6 +107,8 @@ class TrainConfig:
     eval_every: int = 0                  # evaluate every N G steps and at the end (0: off)
     eval_metrics: tuple[str, ...] = ()   # metric names (empty: the dataset's default, see 'gannorm list')
     eval_num_samples: int = 1000         # generated samples per evaluation (real: as many, or the dataset size)
+    best_metric: str = ""                # checkpoint_best.pt at each evaluation that improves on this metric
+                                         # ("": the first evaluated metric; "none": no best checkpoint)
     log_every: int = 50
     sample_every: int = 500
     checkpoint_every: int = 500
@@ -126,6 +135,18 @@ class DiagnosticsConfig:
 
 
 @dataclass
+class AboutConfig:
+    """What a preset reproduces, for people and ``gannorm list --presets``; training never reads it.
+
+    It describes the preset as shipped: overrides do not change it.
+    """
+    paper: str = "none"                  # the paper ("none": one of gannorm's own jobs)
+    code: str = ""                       # the official code the settings come from, if any
+    follows: Literal["paper", "code", "none"] = "none"  # where the settings come from, where the two differ
+    deviations: tuple[str, ...] = ()     # where the preset differs from the paper or the code (each in words)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -133,6 +154,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    about: AboutConfig = field(default_factory=AboutConfig)
 
 
 # ------------------------------------------------------------------------------------ typing
@@ -459,6 +481,7 @@ def validate(cfg: Config) -> None:
                               f"{' (each)' if isinstance(value, tuple) else ''}, got {_show(value)}")
     _check_method_options(cfg.normalization)
     _check_model_and_data(cfg)
+    _check_best_metric(cfg.train, evaluated_metrics(cfg))
     name = cfg.train.run_name
     if name and (name in (".", "..") or "/" in name or "\\" in name or "\0" in name):
         raise ConfigError(f"config key train.run_name: {name!r} is not a folder name; give a plain name (the runs go "
@@ -466,6 +489,34 @@ def validate(cfg: Config) -> None:
     if cfg.train.wandb and "wandb" not in sys.modules and importlib.util.find_spec("wandb") is None:
         raise ConfigError("config key train.wandb: needs the wandb package (pip install wandb), or set "
                           "train.wandb=false")
+
+
+def evaluated_metrics(cfg: Config) -> tuple[str, ...]:
+    """The metrics an evaluation during training computes: ``train.eval_metrics`` or the dataset's default."""
+    return tuple(cfg.train.eval_metrics) or tuple(default_metrics(cfg.data.name))
+
+
+def best_metric(cfg: Config) -> str | None:
+    """The metric ``checkpoint_best.pt`` is chosen by, or None (no evaluation during training, or ``none``)."""
+    t = cfg.train
+    if t.eval_every <= 0 or t.best_metric == "none":
+        return None
+    return t.best_metric or evaluated_metrics(cfg)[0]
+
+
+def _check_best_metric(t: TrainConfig, evaluated: tuple[str, ...]) -> None:
+    name = t.best_metric
+    if name in ("", "none"):
+        return
+    if name not in METRICS:
+        raise ConfigError(f"config key train.best_metric: {name!r} is not one of none, {', '.join(_known(METRICS))} "
+                          "(or leave it empty: the first evaluated metric)")
+    if t.eval_every <= 0:
+        raise ConfigError(f"config key train.best_metric: {name} needs evaluations during training; set "
+                          "train.eval_every=N, or train.best_metric=none")
+    if name not in evaluated:
+        raise ConfigError(f"config key train.best_metric: {name} is not evaluated during training (the metrics: "
+                          f"{', '.join(evaluated)}); add it to train.eval_metrics or choose one of those")
 
 
 def _show(value: Any) -> str:

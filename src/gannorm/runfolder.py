@@ -4,6 +4,8 @@ A run folder holds everything one training run writes::
 
     config.yaml         the resolved config (``gannorm train --resume`` reads it back)
     checkpoint.pt       the latest checkpoint (atomic; loaded with ``weights_only=True``)
+    checkpoint_best.pt  the checkpoint of the best evaluation so far by ``train.best_metric`` (with the record)
+    best.json           that record in plain JSON: the metric, its direction, the step, the value, the generator
     status.json         running / finished / interrupted / diverged, the step, and why
     metrics.jsonl       one row per logged step: losses, D outputs, sigmas, evaluation and diagnostics scalars
     metrics.csv         the training rows of metrics.jsonl as CSV (columns fixed by the first row)
@@ -42,6 +44,10 @@ from .errors import RunFolderError
 from .fileio import TEMPORARY_GLOB, atomic_write, atomic_write_text, claim_dir
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_BEST = "checkpoint_best.pt"
+BEST = "best.json"
+#: the checkpoints a command can name (``gannorm sample/eval/export --checkpoint``)
+CHECKPOINTS = {"latest": CHECKPOINT, "best": CHECKPOINT_BEST}
 CONFIG = "config.yaml"
 STATUS = "status.json"
 METRICS = "metrics.jsonl"
@@ -105,6 +111,32 @@ class EvalRecord:
     def from_json(cls, d: dict[str, Any]) -> "EvalRecord":
         return cls(int(d["step"]), str(d.get("generator", "raw")), dict(d.get("metrics") or {}),
                    dict(d.get("protocol") or {}))
+
+
+@dataclass
+class BestRecord:
+    """The best evaluation so far by one metric (``best.json``, and ``"best"`` in ``checkpoint_best.pt``)."""
+    metric: str
+    step: int
+    value: float
+    generator: str                        # the generator evaluated: ema or raw
+    lower_is_better: bool = True
+
+    def better_than(self, other: "BestRecord | None") -> bool:
+        """Whether this value beats ``other`` (by this record's direction); a tie keeps the earlier one."""
+        if not math.isfinite(self.value):
+            return False
+        if other is None or other.metric != self.metric or not math.isfinite(other.value):
+            return True
+        return self.value < other.value if self.lower_is_better else self.value > other.value
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "BestRecord":
+        return cls(str(d["metric"]), int(d["step"]), float(d["value"]), str(d.get("generator", "raw")),
+                   bool(d.get("lower_is_better", True)))
 
 
 @dataclass
@@ -271,6 +303,8 @@ class RunFolder:
         return self.path / name
 
     checkpoint = property(lambda self: self.path / CHECKPOINT)
+    best_checkpoint = property(lambda self: self.path / CHECKPOINT_BEST)
+    best_file = property(lambda self: self.path / BEST)
     config_file = property(lambda self: self.path / CONFIG)
     status_file = property(lambda self: self.path / STATUS)
     metrics_file = property(lambda self: self.path / METRICS)
@@ -297,10 +331,41 @@ class RunFolder:
     def save_checkpoint(self, state: dict) -> None:
         save_checkpoint(self.checkpoint, state)
 
-    def load_checkpoint(self) -> dict:
-        if not self.has_checkpoint():
+    def checkpoint_file(self, which: str = "latest") -> Path:
+        """The path of the ``latest`` or the ``best`` checkpoint (:data:`CHECKPOINTS`)."""
+        if which not in CHECKPOINTS:
+            raise RunFolderError(f"unknown checkpoint {which!r}; choose one of {', '.join(CHECKPOINTS)}")
+        return self.path / CHECKPOINTS[which]
+
+    def load_checkpoint(self, which: str = "latest") -> dict:
+        """The ``latest`` checkpoint (``checkpoint.pt``) or the ``best`` one (``checkpoint_best.pt``)."""
+        path = self.checkpoint_file(which)
+        if which == "best" and not path.is_file():
+            raise RunFolderError(f"{self.path} has no {CHECKPOINT_BEST}: it is written when an evaluation during "
+                                 "training (train.eval_every > 0) improves on train.best_metric; use the latest "
+                                 "checkpoint instead")
+        if not path.is_file():
             raise RunFolderError(f"{self.path} has no {CHECKPOINT} (train one with 'gannorm train')")
-        return load_checkpoint(self.checkpoint)
+        return load_checkpoint(path)
+
+    def save_best(self, state: dict, record: BestRecord) -> None:
+        """``checkpoint_best.pt`` (``state`` with the record under ``"best"``), then ``best.json``; each atomic.
+
+        A kill between the two leaves ``best.json`` naming the previous best: the trainer's resume finds the
+        newer evaluation in ``eval.jsonl`` at the step it resumes from and writes both again.
+        """
+        save_checkpoint(self.best_checkpoint, {**state, "best": record.to_json()})
+        atomic_write_text(self.best_file, json.dumps(record.to_json(), indent=1) + "\n")
+
+    def read_best(self) -> BestRecord | None:
+        """The record of ``checkpoint_best.pt`` (from ``best.json``), or None if either is missing or unreadable."""
+        data = _json_object(self.best_file)
+        if data is None or not self.best_checkpoint.is_file():
+            return None
+        try:
+            return BestRecord.from_json(data)
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def checkpoint_step(self) -> int | None:
         """The step of the checkpoint on disk, or None if there is none or it cannot be read."""

@@ -168,3 +168,16 @@ def test_a_50_run_sweep_records_every_run_once_with_the_driver_memory_flat(tmp_p
     growth = max(per_run[10:]) - per_run[10]
     assert growth < 15, f"driver RSS grew {growth:.1f} MB over the last 40 runs ({per_run[10]:.0f} MB at run 10)"
     assert outcome.ran == 50
+
+
+def test_run_ids_hash_only_changed_values(tmp_path):
+    """A key set to its default, or the preset's ``about`` text, leaves the id alone; a real change moves it."""
+    from gannorm.app.sweep.spec import _run_id
+    from gannorm import config as config_mod
+    base = config_mod.load("ring8")
+    same = config_mod.load("ring8", [f"train.ema_buffers={base.train.ema_buffers}", "about.paper=something else"])
+    moved = config_mod.load("ring8", ["optim.lr_d=0.00123"])
+    assert _run_id("v", 0, same) == _run_id("v", 0, base)
+    assert _run_id("v", 0, moved) != _run_id("v", 0, base)
+    opts = config_mod.load("ring8", ["normalization.method=ssn", "normalization.options={scale: 1.4}"])
+    assert _run_id("v", 0, opts) != _run_id("v", 0, base)

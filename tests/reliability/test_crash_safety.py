@@ -54,7 +54,8 @@ def overrides(out_dir: Path, seed: int) -> list[str]:
             "train.log_every=1", f"train.checkpoint_every={CHECKPOINT_EVERY}", "train.sample_every=1000",
             f"train.eval_every={EVAL_EVERY}", "train.eval_num_samples=200", f"diagnostics.every={DIAGNOSTICS_EVERY}",
             "diagnostics.batch_size=16", "train.ema_decay=0.9", "optim.lr_decay=linear",
-            "diagnostics.explode_growth=1e-6", "diagnostics.saturate_gap=1e-9"]
+            "diagnostics.explode_growth=1e-6", "diagnostics.saturate_gap=1e-9",
+            "train.best_metric=none"]  # best checkpoints: tests/training/test_best_checkpoint.py
 
 
 # ------------------------------------------------------------------------------------------ the child

@@ -91,7 +91,7 @@ def test_the_callers_global_rng_does_not_change_the_result(tmp_path):
 def test_a_crash_marks_the_run_failed_and_resume_records_each_step_once(tmp_path):
     c = cfg(tmp_path, "train.steps=8", "train.eval_every=2", "train.checkpoint_every=4", "train.log_every=1",
             "diagnostics.every=2", "diagnostics.batch_size=8", "diagnostics.bounds=false",
-            "train.eval_num_samples=64")
+            "train.eval_num_samples=64", "train.best_metric=none")  # no best checkpoint: it also saves the latest
     trainer = Trainer(c)
     rec = Recorder(fail_at=6)  # after step 6's evaluation and diagnostics; the checkpoint is at step 4
     trainer.callbacks.append(rec)

@@ -8,9 +8,10 @@ from typing import Any
 from ..data import load_dataset
 from ..errors import GannormError, RunFolderError
 from ..fileio import atomic_write_text
-from ..metrics.evaluate import METRICS, EvalOptions, evaluate, make_extractor, real_subset
+from ..metrics.evaluate import METRICS, EvalOptions, make_extractor, real_subset
 from ..metrics.frechet import feature_statistics, load_statistics, save_statistics
 from ..runfolder import RunFolder
+from ..training.sample_mode import evaluate_generator
 from .sampling import checkpoint_config, load_generator, prepare_output, write_output
 
 
@@ -29,33 +30,37 @@ def check_options(options: EvalOptions) -> None:
             raise GannormError(f"--reference: {' '.join(str(err).split())}") from None
 
 
-def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path | None = None) -> dict[str, Any]:
-    """Evaluate the EMA (if the run has one) and the raw generator of ``run_dir``'s checkpoint.
+def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path | None = None,
+                 checkpoint: str = "latest") -> dict[str, Any]:
+    """Evaluate the EMA (if the run has one) and the raw generator of ``run_dir``'s ``latest`` or ``best``
+    checkpoint, each sampling in the run's ``train.sample_mode``.
 
-    Writes ``{"step", "results": {"ema": ..., "raw": ...}}`` as JSON to ``output`` (default
+    Writes ``{"step", "checkpoint", "results": {"ema": ..., "raw": ...}}`` as JSON to ``output`` (default
     ``RUN/eval_step<step>.json``) and returns it.
     """
     check_options(options)
     folder = RunFolder.open(run_dir)
-    state = folder.load_checkpoint()  # read once; both generators come from it
-    cfg = checkpoint_config(state, folder.checkpoint)
+    state = folder.load_checkpoint(checkpoint)  # read once; both generators come from it
+    cfg = checkpoint_config(state, folder.checkpoint_file(checkpoint))
     if not isinstance(state.get("step"), int):
-        raise RunFolderError(f"checkpoint {folder.checkpoint} records no step: it is not a gannorm checkpoint")
+        raise RunFolderError(f"checkpoint {folder.checkpoint_file(checkpoint)} records no step: it is not a gannorm "
+                             "checkpoint")
     step = state["step"]
     path = prepare_output(output, ".json", overwrite=True) if output else folder.eval_result_path(step)
     data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.resolution, **cfg.data.options)
     results = {}
     for kind in (["ema"] if state.get("G_ema") is not None else []) + ["raw"]:
-        g, _, _ = load_generator(folder.path, use_ema=(kind == "ema"), state=state)
-        results[kind] = evaluate(g, data, cfg.model.z_dim, options)
-    out = {"run": str(folder.path), "step": step, "results": results}
+        g, _, _ = load_generator(folder.path, use_ema=(kind == "ema"), state=state, checkpoint=checkpoint)
+        results[kind] = evaluate_generator(g, cfg.train.sample_mode, data, cfg.model.z_dim, options)
+    out = {"run": str(folder.path), "step": step, "checkpoint": checkpoint, "results": results}
     write_output(path, lambda p: atomic_write_text(p, json.dumps(out, indent=1) + "\n"))
     out["path"] = str(path)
     return out
 
 
 def format_results(out: dict[str, Any]) -> str:
-    lines = [f"run {out['run']} at G step {out['step']}"]
+    which = " (the best checkpoint)" if out.get("checkpoint") == "best" else ""
+    lines = [f"run {out['run']} at G step {out['step']}{which}"]
     for kind, res in out["results"].items():
         p = res["protocol"]
         lines.append(f"  {kind} generator ({p['num_generated']} generated vs {p['num_real']} real; {p['real_split']}):")

@@ -19,6 +19,7 @@ from .. import images
 from ..errors import GannormError, RunFolderError
 from ..networks import build_generator
 from ..runfolder import RunFolder, load_state_checked
+from ..training.sample_mode import sampling
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -66,44 +67,54 @@ def checkpoint_config(state: dict, path: str | os.PathLike) -> config_mod.Config
     return config_mod.from_dict(state["config"])
 
 
-def load_generator(run_dir: str | Path, use_ema: bool = True,
-                   state: dict | None = None) -> tuple[nn.Module, config_mod.Config, tuple[int, ...]]:
-    """``(G in eval mode, config, data_shape)`` from ``run_dir``'s checkpoint (EMA copy if present).
+def load_generator(run_dir: str | Path, use_ema: bool = True, state: dict | None = None,
+                   checkpoint: str = "latest") -> tuple[nn.Module, config_mod.Config, tuple[int, ...]]:
+    """``(G in eval mode, config, data_shape)`` from ``run_dir``'s ``latest`` or ``best`` checkpoint (the EMA
+    copy if present and ``use_ema``).
 
-    ``state`` is the already loaded checkpoint, if the caller has it (it is then not read again).
+    ``state`` is the already loaded checkpoint, if the caller has it (it is then not read again). The
+    config's ``train.sample_mode`` says how G draws samples (:func:`gannorm.training.sample_mode.sampling`).
     """
     folder = RunFolder.open(run_dir)
-    state = folder.load_checkpoint() if state is None else state
-    cfg = checkpoint_config(state, folder.checkpoint)
+    state = folder.load_checkpoint(checkpoint) if state is None else state
+    path = folder.checkpoint_file(checkpoint)
+    cfg = checkpoint_config(state, path)
     data_shape = tuple(state.get("data_shape") or ())
     if not data_shape:
-        raise RunFolderError(f"checkpoint {folder.checkpoint} does not record the data shape; it is too old to "
-                             "sample")
+        raise RunFolderError(f"checkpoint {path} does not record the data shape; it is too old to sample")
     m = cfg.model
     g = build_generator(m.arch, data_shape, z_dim=m.z_dim, width=m.width, **m.g_options)
     ema = use_ema and state.get("G_ema") is not None
-    load_state_checked(g, state["G_ema"] if ema else state.get("G"), "the generator", folder.checkpoint)
+    load_state_checked(g, state["G_ema"] if ema else state.get("G"), "the generator", path)
     return g.eval(), cfg, data_shape
 
 
+def sample_z(n: int, z_dim: int, seed: int) -> torch.Tensor:
+    """The z of ``gannorm sample -n n --seed seed``: ``torch.randn(n, z_dim)`` from a generator seeded by ``seed``."""
+    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+
+
 @torch.no_grad()
-def sample(run_dir: str | Path, n: int, seed: int = 0, use_ema: bool = True) -> torch.Tensor:
-    """``n`` samples ``[n, *data_shape]`` from the run's generator, z drawn with ``seed``."""
+def sample(run_dir: str | Path, n: int, seed: int = 0, use_ema: bool = True,
+           checkpoint: str = "latest") -> torch.Tensor:
+    """``n`` samples ``[n, *data_shape]`` from the run's generator, z drawn with ``seed``, in batches of 256
+    (in the run's ``train.sample_mode``: with ``train``, each batch normalizes with its own statistics)."""
     if n < 1:
         raise GannormError(f"the number of samples must be >= 1, got {n} (-n)")
-    g, cfg, _ = load_generator(run_dir, use_ema)
-    z = torch.randn(n, cfg.model.z_dim, generator=torch.Generator().manual_seed(seed))
-    return torch.cat([g(chunk) for chunk in z.split(256)])
+    g, cfg, _ = load_generator(run_dir, use_ema, checkpoint=checkpoint)
+    z = sample_z(n, cfg.model.z_dim, seed)
+    with sampling(g, cfg.train.sample_mode):
+        return torch.cat([g(chunk) for chunk in z.split(256)])
 
 
 def sample_to_png(run_dir: str | Path, n: int, output: str | Path, seed: int = 0, use_ema: bool = True,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, checkpoint: str = "latest") -> Path:
     """Draw ``n`` samples into the PNG ``output`` (an image grid, or a scatter plot of 2-D points).
 
     An existing ``output`` is refused unless ``overwrite``; the file is written atomically.
     """
     output = prepare_output(output, ".png", overwrite)
-    x = sample(run_dir, n, seed, use_ema)
+    x = sample(run_dir, n, seed, use_ema, checkpoint)
     picture = images.image_grid(x, min_cell=64) if x.ndim == 4 else images.scatter_plot(x)
     write_output(output, lambda path: images.save_png(path, picture))
     return output

@@ -1,5 +1,5 @@
 """What happens around the training steps, as callbacks: logging, diagnostics, samples, evaluation,
-checkpoints and the progress bar.
+the best checkpoint, checkpoints and the progress bar.
 
 The loop (:meth:`gannorm.training.Trainer.run`) calls, for every callback in order, ``on_start(trainer,
 resumed)`` once, ``on_step(trainer, scalars)`` after each generator step, and ``on_end(trainer, status)``
@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from ..config import Config
+from ..config import Config, best_metric
 from ..diagnostics.health import HealthMonitor, HealthRules
 from ..diagnostics.probes import flat_scalars, headline_scalars
+from ..metrics.evaluate import METRICS
 from ..normalizations import sigmas
+from ..runfolder import BestRecord, EvalRecord
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -134,9 +136,52 @@ class Evaluation(Callback):
             trainer.last = {**trainer.last, **scores}
 
 
+class BestCheckpoint(Callback):
+    """After each evaluation that beats every earlier one by ``metric``: ``checkpoint_best.pt`` and ``best.json``
+    (:meth:`gannorm.training.Trainer.save_best`, which also writes the latest checkpoint at that step).
+
+    Lower or higher is better as the metric's registry entry says; a tie keeps the earlier step. On a
+    resume the best so far is the record of ``checkpoint_best.pt`` in ``best.json`` (if it is of this metric
+    and not after the resumed step); an evaluation in ``eval.jsonl`` at the resumed step that beats it (a
+    run killed while writing the best files) is saved again from the resumed state, which is that step's.
+    """
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.lower_is_better = METRICS.get(metric).lower_is_better
+        self.best: BestRecord | None = None
+
+    def record(self, evaluation: EvalRecord) -> BestRecord | None:
+        """The evaluation as a candidate record, or None if it lacks the metric."""
+        value = evaluation.metrics.get(self.metric, {}).get("value")
+        if value is None:
+            return None
+        return BestRecord(self.metric, evaluation.step, float(value), evaluation.generator, self.lower_is_better)
+
+    def consider(self, trainer: "Trainer", evaluation: EvalRecord) -> None:
+        candidate = self.record(evaluation)
+        if candidate is not None and candidate.better_than(self.best):
+            trainer.save_best(candidate)
+            self.best = candidate
+
+    def on_start(self, trainer: "Trainer", resumed: bool) -> None:
+        best = trainer.folder.read_best() if resumed else None
+        self.best = best if best is not None and best.metric == self.metric and best.step <= trainer.step else None
+        if resumed:  # the log was cut at the resumed step: its last evaluation may be one the best file missed
+            at_step = [e for e in trainer.folder.read_eval() if e.step == trainer.step]
+            if at_step:
+                self.consider(trainer, at_step[-1])
+
+    def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
+        evaluation = trainer.last_eval
+        if evaluation is not None and evaluation.step == trainer.step:
+            self.consider(trainer, evaluation)
+
+
 class Checkpoints(Callback):
     """A checkpoint at the start of a new run (a run folder always holds a loadable one), every
-    ``train.checkpoint_every`` steps, at the end, and when the run is interrupted."""
+    ``train.checkpoint_every`` steps, at the end, and when the run is interrupted; none when this step's
+    was already written (by :class:`BestCheckpoint`)."""
 
     def __init__(self, every: int) -> None:
         self.every = every
@@ -146,11 +191,11 @@ class Checkpoints(Callback):
             trainer.save()
 
     def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
-        if due(trainer.step, self.every, trainer.cfg.train.steps):
+        if due(trainer.step, self.every, trainer.cfg.train.steps) and trainer.saved_step != trainer.step:
             trainer.save()
 
     def on_end(self, trainer: "Trainer", status: str) -> None:
-        if status == "interrupted":
+        if status == "interrupted" and trainer.saved_step != trainer.step:
             trainer.save()
 
 
@@ -164,5 +209,8 @@ def default_callbacks(cfg: Config) -> list[Callback]:
     out.append(SampleGrid(t.sample_every))
     if t.eval_every > 0:
         out.append(Evaluation(t.eval_every))
+    metric = best_metric(cfg)
+    if metric is not None:
+        out.append(BestCheckpoint(metric))
     out.append(Checkpoints(t.checkpoint_every))
     return out

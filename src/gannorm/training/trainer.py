@@ -32,15 +32,16 @@ from ..diagnostics.probes import probe
 from ..diagnostics.records import ProbeRecord
 from ..gradnorm import GradientNormalized
 from ..losses import LOSSES
-from ..metrics.evaluate import EvalOptions, evaluate, flat
+from ..metrics.evaluate import EvalOptions, flat
 from ..networks import build_discriminator, build_generator
 from ..normalizations import update_after_step
 from ..penalties import PENALTIES, orthogonal_regularization, weight_clip_
-from ..runfolder import CHECKPOINT, SAMPLES, EvalRecord, RunFolder, Status, load_state_checked
+from ..runfolder import CHECKPOINT, SAMPLES, BestRecord, EvalRecord, RunFolder, Status, load_state_checked
 from .callbacks import Callback, default_callbacks
 from .ema import EMA
 from .finite import first_non_finite, locate, named_grads
 from .logger import MetricSink
+from .sample_mode import evaluate_generator, sampling
 from .wandb_log import WandbRun
 from .state import num_threads, private_rng
 
@@ -102,7 +103,7 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=o.betas_g, eps=o.eps)
         update_after_step(self.opt_d, self.D)  # persists u once per D step for update="step" layers
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
-        self.ema = EMA(self.G, t.ema_decay, t.ema_start) if t.ema_decay > 0 else None
+        self.ema = EMA(self.G, t.ema_decay, t.ema_start, t.ema_buffers) if t.ema_decay > 0 else None
         self.loss = LOSSES.get(t.loss)
         self.penalty = None if t.penalty == "none" else PENALTIES.get(t.penalty)
         self.rng = torch.Generator().manual_seed(t.seed + 1)
@@ -111,6 +112,8 @@ class Trainer:
         self.step = 0
         self.d_steps = 0
         self.last: dict[str, float] = {}
+        self.last_eval: EvalRecord | None = None  # the latest evaluation of this session
+        self.saved_step: int | None = None        # the step of the latest checkpoint this session wrote
         self.callbacks: list[Callback] = list(default_callbacks(cfg) if callbacks is None else callbacks)
         self.logger: MetricSink | None = None
         self._stop_signal: int | None = None
@@ -178,6 +181,18 @@ class Trainer:
 
     def save(self) -> None:
         self.folder.save_checkpoint(self.state_dict())
+        self.saved_step = self.step
+
+    def save_best(self, record: BestRecord) -> None:
+        """The latest checkpoint, then ``checkpoint_best.pt`` and ``best.json``, at this step.
+
+        The latest checkpoint comes first, so a resume never starts before the best step: the best file
+        always holds a state of the run's own history.
+        """
+        state = self.state_dict()
+        self.folder.save_checkpoint(state)
+        self.saved_step = self.step
+        self.folder.save_best(state, record)
 
     # ------------------------------------------------------------------ pieces of a step
     def _autocast(self):
@@ -312,15 +327,10 @@ class Trainer:
 
     @torch.no_grad()
     def save_samples(self) -> Path:
-        """The fixed-z grid of the sampling generator (eval mode) to ``samples.png``, ``samples/`` and
-        TensorBoard."""
-        g = self.sampler()
-        was = g.training
-        g.eval()
-        try:
+        """The fixed-z grid of the sampling generator (in ``train.sample_mode``, one batch) to ``samples.png``,
+        ``samples/`` and TensorBoard."""
+        with sampling(self.sampler(), self.cfg.train.sample_mode) as g:
             out = g(self.fixed_z.to(self.device)).float().cpu()
-        finally:
-            g.train(was)
         if self.data.kind == "image":
             picture = images.image_grid(out, min_cell=64)
         else:
@@ -334,13 +344,14 @@ class Trainer:
         return path
 
     def evaluate(self) -> dict[str, float]:
-        """Evaluate the sampling generator (EMA if any, eval mode); appends to ``eval.jsonl``."""
+        """Evaluate the sampling generator (EMA if any, in ``train.sample_mode``); appends to ``eval.jsonl``."""
         t = self.cfg.train
-        result = evaluate(self.sampler(), self.data, self.cfg.model.z_dim,
-                          EvalOptions(metrics=t.eval_metrics, num_samples=t.eval_num_samples, seed=t.seed,
-                                      progress=False), device=self.device)
+        result = evaluate_generator(self.sampler(), t.sample_mode, self.data, self.cfg.model.z_dim,
+                                    EvalOptions(metrics=t.eval_metrics, num_samples=t.eval_num_samples, seed=t.seed,
+                                                progress=False), device=self.device)
         generator = "ema" if self.ema is not None else "raw"
-        self.folder.append_eval(EvalRecord(self.step, generator, result["metrics"], result["protocol"]))
+        self.last_eval = EvalRecord(self.step, generator, result["metrics"], result["protocol"])
+        self.folder.append_eval(self.last_eval)
         return flat(result)
 
     def probe(self) -> ProbeRecord:

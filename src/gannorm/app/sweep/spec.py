@@ -35,7 +35,8 @@ SWEEP_DIR = config_mod.PRESET_DIR / "sweeps"
 #: config keys a sweep sets itself, per run
 RESERVED = ("train.seed", "train.out_dir", "train.run_name")
 #: config keys that do not change what a run computes (left out of its id)
-NOT_IN_ID = ("train.out_dir", "train.run_name", "train.progress", "train.threads", "train.tensorboard")
+#: (``about`` is the preset's description, never read by training)
+NOT_IN_ID = ("train.out_dir", "train.run_name", "train.progress", "train.threads", "train.tensorboard", "about")
 
 
 @dataclass(frozen=True)
@@ -155,12 +156,35 @@ def _evaluation_overrides(spec: SweepSpec) -> list[str]:
     return extra
 
 
+def _changed(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` that differ from ``defaults`` (recursively, for nested sections)."""
+    out = {}
+    for key, value in values.items():
+        default = defaults.get(key)
+        if key in defaults and value == default:
+            continue
+        if isinstance(value, dict) and isinstance(default, dict) and set(default) <= set(value):
+            out[key] = _changed(value, default)
+        else:
+            out[key] = value
+    return out
+
+
 def _run_id(variant: str, seed: int, cfg: Config) -> str:
+    """``<variant>-s<seed>-<hash>``; the hash covers the config's values that differ from the defaults.
+
+    Hashing only the changes keeps a sweep's ids stable when a later gannorm adds a config key with a
+    default (its runs are not retrained); keys that do not change what a run computes are left out.
+    """
     resolved = config_mod.to_dict(cfg)
     for key in NOT_IN_ID:
-        section, name = key.split(".")
-        resolved.get(section, {}).pop(name, None)
-    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        section, _, name = key.partition(".")
+        if name:
+            resolved.get(section, {}).pop(name, None)
+        else:
+            resolved.pop(section, None)
+    changed = _changed(resolved, config_mod.to_dict(Config()))
+    digest = hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{variant}-s{seed}-{digest}"
 
 
