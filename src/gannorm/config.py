@@ -480,6 +480,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key {key}: must be {allowed.text}"
                               f"{' (each)' if isinstance(value, tuple) else ''}, got {_show(value)}")
     _check_method_options(cfg.normalization)
+    _check_batch_coupling(cfg)
     _check_model_and_data(cfg)
     _check_best_metric(cfg.train, evaluated_metrics(cfg))
     name = cfg.train.run_name
@@ -489,6 +490,22 @@ def validate(cfg: Config) -> None:
     if cfg.train.wandb and "wandb" not in sys.modules and importlib.util.find_spec("wandb") is None:
         raise ConfigError("config key train.wandb: needs the wandb package (pip install wandb), or set "
                           "train.wandb=false")
+
+
+def _check_batch_coupling(cfg: Config) -> None:
+    """GN/PGN and the per-sample gradient penalties need D's output for one sample to depend on that sample
+    only; a method that normalizes with batch statistics (the entry's ``couples_samples``) breaks that."""
+    n, method = cfg.normalization, METHODS.get(cfg.normalization.method)
+    if not method.couples_samples:
+        return
+    if FUNCTIONS.get(n.function).per_sample:
+        raise ConfigError(f"config key normalization.function: {n.function} needs per-sample D outputs, but "
+                          f"normalization.method {n.method!r} uses batch statistics; use a per-sample method (sn, "
+                          "layer_norm, weight_norm, ...) or normalization.function=none")
+    if cfg.train.penalty != "none":
+        raise ConfigError(f"config key train.penalty: {cfg.train.penalty} penalizes per-sample input gradients, but "
+                          f"normalization.method {n.method!r} uses batch statistics; use a per-sample method (sn, "
+                          "layer_norm, weight_norm, ...) or train.penalty=none")
 
 
 def evaluated_metrics(cfg: Config) -> tuple[str, ...]:

@@ -11,16 +11,20 @@ scheme             weight distribution (``fan_in``/``fan_out`` from :func:`fans`
 ``kaiming``        N(0, gain^2 / fan_in), gain = sqrt(2 / (1 + a^2)) for leaky slope ``a``
 ``normal``         N(0, std^2), std 0.02                       (the official DCGAN/SNGAN code)
 ``trunc_normal``   N(0, std^2) truncated at +-2 std, std 0.02  (TF's truncated_normal, official D)
+``wn_arpit``       orthogonal directions, gains ``g = sqrt(c fan_in / fan_out)``  (Arpit et al. 2019,
+                   for weight normalization; see :func:`init_wn_arpit`)
 =================  =====================================================================
 
 ``distribution="uniform"`` draws the first three from U(-b, b) with the same variance
 (``b = sqrt(3) * std``), e.g. ``init_weights(G, "xavier", distribution="uniform", gain=2 ** 0.5)`` is
 TF's ``variance_scaling(2.0, fan_avg, uniform)`` used by the official ResNet. Normalized layers get
-fresh power-iteration vectors afterwards (see :func:`gannorm.reset_power_iteration`).
+fresh power-iteration vectors afterwards (see :func:`gannorm.reset_power_iteration`); a
+weight-normalized layer gets ``g = ||v||`` per unit, so its effective weight is the drawn weight.
 """
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -28,8 +32,10 @@ from torch.nn.utils import parametrize
 
 from .normalizations.base import TRANSPOSED_CONVS
 from .normalizations.model import NORMALIZABLE, reset_power_iteration
+from .normalizations.spectral import default_dim
+from .normalizations.weight_norm import WeightNorm, weight_norm_layers
 
-SCHEMES = ("lecun", "xavier", "kaiming", "normal", "trunc_normal")
+SCHEMES = ("lecun", "xavier", "kaiming", "normal", "trunc_normal", "wn_arpit")
 
 
 def raw_weight(module: nn.Module) -> Tensor:
@@ -75,9 +81,18 @@ def _std(scheme: str, fan_in: int, fan_out: int, gain: float | None, slope: floa
 @torch.no_grad()
 def init_weights(model: nn.Module, scheme: str, *, distribution: str = "normal", gain: float | None = None,
                  slope: float = 0.0, std: float = 0.02, bias: float = 0.0) -> nn.Module:
-    """Initialise every Conv/ConvTranspose/Linear layer of ``model`` with ``scheme``; returns the model."""
+    """Initialise every Conv/ConvTranspose/Linear layer of ``model`` with ``scheme``; returns the model.
+
+    ``"wn_arpit"`` is :func:`init_wn_arpit` (it takes no ``distribution``, ``gain`` or ``std``; the
+    LeakyReLU slopes are read from the model).
+    """
     if scheme not in SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; known: {', '.join(SCHEMES)}")
+    if scheme == "wn_arpit":
+        if distribution != "normal" or gain is not None:
+            raise ValueError("scheme 'wn_arpit' draws orthogonal directions with the gains of Arpit et al.; it takes "
+                             "no distribution or gain")
+        return init_wn_arpit(model, bias=bias)
     if distribution not in ("normal", "uniform"):
         raise ValueError(f"distribution must be 'normal' or 'uniform', got {distribution!r}")
     if distribution == "uniform" and scheme in ("normal", "trunc_normal"):
@@ -94,8 +109,176 @@ def init_weights(model: nn.Module, scheme: str, *, distribution: str = "normal",
             nn.init.uniform_(w, -math.sqrt(3.0) * s, math.sqrt(3.0) * s)
         else:
             nn.init.normal_(w, 0.0, s)
-        b = m.parametrizations.bias.original if parametrize.is_parametrized(m, "bias") else m.bias
-        if b is not None:
-            nn.init.constant_(b, bias)
+        _init_bias(m, bias)
+    for m, p in weight_norm_layers(model):
+        p.reset_gain(raw_weight(m))
+    reset_power_iteration(model)
+    return model
+
+
+def _init_bias(module: nn.Module, value: float) -> None:
+    b = module.parametrizations.bias.original if parametrize.is_parametrized(module, "bias") else module.bias
+    if b is not None:
+        nn.init.constant_(b, value)
+
+
+
+# ------------------------------------------------------------------------------- Arpit et al. (2019)
+def arpit_g(fan_in: int, fan_out: int, activation_gain: float = 2.0, residual_blocks: int = 1) -> float:
+    """The weight-norm gain ``g = sqrt(c * fan_in / fan_out / B)`` of :func:`init_wn_arpit`.
+
+    ``c`` is ``activation_gain`` (2 for a ReLU after the layer, ``2 / (1 + a^2)`` for a LeakyReLU(a),
+    1 for none) and ``B`` is ``residual_blocks`` for the last layer of a residual branch (else 1).
+    """
+    return math.sqrt(activation_gain * fan_in / fan_out / residual_blocks)
+
+
+def _activation_gain(module: nn.Module) -> float | None:
+    """``2 / (1 + a^2)`` for ReLU (a = 0) or LeakyReLU(a): the inverse of what it keeps of E[h^2]; else None."""
+    if isinstance(module, nn.ReLU):
+        return 2.0
+    if isinstance(module, nn.LeakyReLU):
+        return leaky_relu_gain(float(module.negative_slope)) ** 2
+    return None
+
+
+def _flatten(modules: Iterable[nn.Module]) -> Iterable[nn.Module]:
+    for m in modules:
+        if type(m) is nn.Sequential:
+            yield from _flatten(m.children())
+        else:
+            yield m
+
+
+class _ForwardWalk:
+    """What the rule needs, read from a model's description of its forward (``lipschitz_structure()``,
+    see :mod:`gannorm.diagnostics.lipschitz`; a module without one is read as its children in order).
+
+    ``order``: the layers in forward order. ``gains[layer]``: the activation gain ``c`` of the ReLU or
+    LeakyReLU that follows the layer in its chain (1 if none does before the next layer or a branch
+    sum). ``residual_last``: the last layer of every branch with an activation in a module whose
+    forward sums several branches (a residual block; a branch without activation is a shortcut).
+    ``blocks``: the number of such residual blocks, ``B``.
+    """
+
+    def __init__(self) -> None:
+        self.order: list[nn.Module] = []
+        self.gains: dict[nn.Module, float] = {}
+        self.residual_last: set[nn.Module] = set()
+        self.blocks = 0
+
+    def module(self, module: nn.Module) -> bool:
+        """Walk a container; returns whether it has an activation (is nonlinear)."""
+        structure = getattr(module, "lipschitz_structure", None)
+        if not callable(structure):
+            return self.chain(module.children())
+        branches = structure()
+        if len(branches) == 1:
+            return self.chain(m for _, m in branches[0])
+        nonlinear = False
+        for branch in branches:
+            start = len(self.order)
+            if self.chain(m for _, m in branch):
+                nonlinear = True
+                if len(self.order) > start:
+                    self.residual_last.add(self.order[-1])
+        self.blocks += nonlinear
+        return nonlinear
+
+    def chain(self, modules: Iterable[nn.Module]) -> bool:
+        pending, nonlinear = None, False
+        for m in _flatten(modules):
+            gain = _activation_gain(m)
+            if isinstance(m, NORMALIZABLE):
+                self.order.append(m)
+                self.gains[m] = 1.0
+                pending = m
+            elif gain is not None:
+                nonlinear = True
+                if pending is not None:
+                    self.gains[pending] = gain
+                pending = None
+            elif callable(getattr(m, "lipschitz_structure", None)) or next(m.children(), None) is not None:
+                nonlinear = self.module(m) or nonlinear
+                pending = None
+            # anything else (pooling, flatten, identity, dropout) keeps the pending layer
+        return nonlinear
+
+
+def _orthogonal_rows(weight: Tensor, dim: int, g: float) -> Tensor:
+    """Orthogonal rows (``torch.nn.init.orthogonal_`` of the ``[units, rest]`` matrix), each rescaled to norm
+    ``g``, in the layout of ``weight`` (``dim``: the units' dim)."""
+    moved = weight.movedim(dim, 0)
+    q = torch.empty(moved.shape[0], moved[0].numel(), dtype=torch.float32, device=weight.device)
+    nn.init.orthogonal_(q)
+    q = q * (g / torch.linalg.vector_norm(q, dim=1, keepdim=True))
+    return q.reshape(moved.shape).movedim(0, dim).to(weight.dtype)
+
+
+def _weight_norm_of(module: nn.Module) -> WeightNorm | None:
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    return next((p for p in module.parametrizations.weight if isinstance(p, WeightNorm)), None)
+
+
+@torch.no_grad()
+def _set_directions_and_gain(module: nn.Module, g: float) -> None:
+    wn = _weight_norm_of(module)
+    w = raw_weight(module)
+    if wn is None:  # a plain (or otherwise normalized) layer: the weight is the effective g * v / ||v||
+        w.copy_(_orthogonal_rows(w, default_dim(module), g))
+    else:
+        w.copy_(_orthogonal_rows(w, wn.dim, 1.0))
+        wn.g.fill_(g)
+
+
+@torch.no_grad()
+def init_wn_arpit(model: nn.Module, bias: float = 0.0) -> nn.Module:
+    """The initialization of Arpit, Campos and Bengio for weight-normalized ReLU networks (NeurIPS 2019,
+    "How to Initialize your Network? Robust Initialization for WeightNorm & ResNets", arXiv 1906.02341).
+
+    Every layer ``W_eff = g * v / ||v||`` (one gain per output unit) gets orthogonal directions ``v``
+    (orthogonal rows of the ``[out, in*k*k]`` matrix; orthonormal columns when there are more rows than
+    columns), zero biases and, as in the paper's proposed initialization (and ``proposed_init`` with
+    ``orthogonal`` weights in the authors' code, victorcampos7/weightnorm-init)::
+
+        g = sqrt(c * fan_in / fan_out)          c = 2 for a layer followed by a ReLU, 1 for none
+
+    which preserves the norm of the hidden activations ``||h_l|| = ||h_{l-1}||`` in a plain ReLU network
+    at any depth (a unit-norm random direction keeps ``||h||^2 / fan_in`` of ``E<v, h>^2``, ``fan_out``
+    units add up, and the ReLU halves it). ``fan_in``/``fan_out`` are :func:`fans` (``in*k*k`` and
+    ``out*k*k`` for a conv, so their ratio is ``in / out``). In a residual network ``h_b = h_{b-1} +
+    F_b(h_{b-1})`` the last layer of each residual branch gets ``c = 1 / B`` with ``B`` the number of
+    residual blocks, so ``||F_b(h)||^2 = ||h||^2 / B`` and the norm grows at most by ``(1 + 1/B)^B < e``
+    over the whole network; a shortcut's 1x1 conv gets ``c = 1`` (norm-preserving), as in the authors'
+    code. (Their wide ResNet counts ``B`` per stage; gannorm's discriminators have no stages, so ``B``
+    counts every residual block of the model.)
+
+    gannorm's adaptations: a LeakyReLU(a) after a layer gives ``c = 2 / (1 + a^2)``, Kaiming's factor
+    (the fraction of ``E[h^2]`` it keeps is ``(1 + a^2) / 2``); the slopes are read from the model's
+    ``nn.LeakyReLU`` modules, and a functional ReLU from the model's ``lipschitz_structure()``. In a
+    pre-activation block (``ReLU -> conv -> ReLU -> conv``, the SNGAN ResNet D), the leading ReLU halves
+    the branch input, so the growth is at most ``(1 + 1/(2B))^B < sqrt(e)``. The model's output layer
+    (the last layer of its forward; the paper leaves its classifier out of the rule) gets ``g = 1``: a
+    unit-norm projection. Which layer follows which is read from the model's ``lipschitz_structure()``
+    (gannorm's networks have it), or, for a module without one, from its submodules in registration order.
+
+    A weight-normalized layer (``normalization.method=weight_norm``) gets ``v`` and ``g``; any other layer
+    gets the effective weight ``g * v / ||v||`` itself, so initializing and then normalizing gives the
+    same weights as normalizing and then initializing. Returns the model.
+    """
+    walk = _ForwardWalk()
+    walk.chain([model])
+    missing = [name for name, m in model.named_modules() if isinstance(m, NORMALIZABLE) and m not in walk.gains]
+    if missing:
+        raise ValueError(f"wn_arpit: layer {missing[0]!r} is not in the forward the model describes "
+                         "(lipschitz_structure()), so its gain is unknown; describe it or use another init")
+    for m in walk.order:
+        if m is walk.order[-1]:
+            g = 1.0
+        else:
+            g = arpit_g(*fans(m), walk.gains[m], walk.blocks if m in walk.residual_last else 1)
+        _set_directions_and_gain(m, g)
+        _init_bias(m, bias)
     reset_power_iteration(model)
     return model

@@ -8,6 +8,9 @@ conv ``k*k*cin*cout + cout``, linear ``in*out (+ out)``, BatchNorm ``2*c``.
 import pytest
 
 import gannorm
+from torch import nn
+from gannorm.normalizations import ChannelBatchNorm, WeightNorm
+from gannorm.normalizations.mean_sn import MeanOnlyBatchNorm
 from gannorm.networks import build_discriminator, build_generator
 
 
@@ -146,10 +149,13 @@ def test_normalization_keeps_the_parameter_count(arch, shape, method):
     d = build_discriminator(arch, shape, width=width, normalization=method,
                             normalization_options=NORM_OPTIONS.get(method))
     extra = {"sn_gamma_shared": 1, "sn_gamma_layer": _layer_count(base)}.get(method, 0)
-    if method == "msn":  # a gain and a bias per channel of every mean-only batch norm
-        from gannorm.normalizations.mean_sn import MeanOnlyBatchNorm
-        extra = sum(2 * m.weight.numel() for m in d.modules() if isinstance(m, MeanOnlyBatchNorm))
-        assert extra > 0 or arch == "mlp"
+    # a gain and a bias per channel of every added feature norm; a gain per output unit of weight norm
+    added = [m for m in d.modules() if isinstance(m, (MeanOnlyBatchNorm, ChannelBatchNorm, nn.GroupNorm))]
+    if added:
+        extra = sum(2 * m.weight.numel() for m in added)
+    extra += sum(m.g.numel() for m in d.modules() if isinstance(m, WeightNorm))
+    if method in ("msn", "batch_norm", "layer_norm", "weight_norm"):
+        assert extra > 0 or (arch == "mlp" and method == "msn")
     assert n_params(d) == n_params(base) + extra
 
 

@@ -241,6 +241,12 @@ def test_remove_leaves_a_plain_network_computing_the_eval_mode_function(method):
     name, opts = method
     torch.manual_seed(0)
     d = gannorm.normalize(small_d(), name, **opts)
+    if not gannorm.METHODS.get(name).removable:  # layer norm cannot be folded into a weight: refused, model intact
+        before = {k: v.clone() for k, v in d.state_dict().items()}
+        with pytest.raises(ValueError, match="cannot be folded"):
+            gannorm.remove(d)
+        assert all(torch.equal(before[k], v) for k, v in d.state_dict().items())
+        return
     plain_keys = set(small_d().state_dict())
     x = torch.randn(4, 3, 8, 8)
     with torch.no_grad():  # move the learnable extras (gamma, MSN gain/bias) away from their start

@@ -290,9 +290,14 @@ def test_gn_refuses_batchnorm_and_unknown_functions(tmp_path, monkeypatch):
                                   "(BatchNorm1d) mixes samples; remove it (or use a per-sample normalization such "
                                   "as SN)")
     # MSN's mean-only batch norm couples samples too
-    with pytest.raises(ValueError, match="^gn needs a discriminator without batch-coupling layers, but "
-                                         r"features\.\d+\.msn \(MeanOnlyBatchNorm\) mixes samples"):
+    # (refused by the config, from the method's registry entry: couples_samples)
+    with pytest.raises(ValueError, match="^config key normalization.function: gn needs per-sample D outputs, but "
+                                         "normalization.method 'msn' uses batch statistics"):
         Trainer(cfg(tmp_path, "normalization.method=msn", "normalization.options={}", "normalization.function=gn"))
+    for method in ("msn", "batch_norm"):
+        with pytest.raises(ValueError, match=f"^config key train.penalty: r1 penalizes per-sample input gradients, "
+                                             f"but normalization.method '{method}' uses batch statistics"):
+            Trainer(cfg(tmp_path, f"normalization.method={method}", "normalization.options={}", "train.penalty=r1"))
     assert not list(tmp_path.iterdir())  # refused before any run folder was made
 
 

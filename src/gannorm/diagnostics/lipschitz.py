@@ -27,8 +27,12 @@
   Dropout, PixelShuffle: 1), activations (ReLU, LeakyReLU ``max(1, |slope|)``, Tanh, Hardtanh, ELU
   ``max(1, alpha)``, CELU, Softplus, Softsign, ...: the sup of ``|f'|``, Sigmoid 1/4), max pooling
   (``sqrt`` of the number of windows an element can fall in), ``nn.Sequential``, MSN's mean-only
-  batch norm (part of its conv's affine map) and :class:`~gannorm.gradnorm.GradientNormalized` (always
-  ``None``: GN is only piecewise 1-Lipschitz).
+  batch norm and the ``batch_norm`` method's batch norm (eval mode: part of their layer's affine map),
+  group and layer norm (``nn.GroupNorm``, the ``layer_norm`` method's: ``max |gamma| / sqrt(eps)``, their
+  exact Lipschitz constant for a uniform gamma, reached on a constant input; a layer followed by one
+  is bounded as the layer, then the norm) and :class:`~gannorm.gradnorm.GradientNormalized` (always
+  ``None``: GN is only piecewise 1-Lipschitz). A weight-normalized layer is affine like any other:
+  its operator norm is that of its effective weight ``g * v / ||v||``.
 
   A network describes itself, without importing this module: a method ``lipschitz_structure()``
   returns its forward as a list of *branches* whose outputs are summed, each branch a *chain* of
@@ -61,6 +65,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..gradnorm import GradientNormalized
+from ..normalizations.feature_norms import post_norm
 from ..normalizations.mean_sn import MeanOnlyBatchNorm
 
 __all__ = [
@@ -457,9 +462,35 @@ class BoundContext:
             full = f"{prefix}.{name}" if prefix and not name.startswith(":") else prefix + name
             if type(m) is nn.Sequential and not _has_hooks(m):
                 out += self._flatten(list(m.named_children()), full)
+            elif (split := _split_post_norm(m, full)) is not None:
+                out += split
             else:
                 out.append((full, m))
         return out
+
+
+class _LayerWithoutPostNorm(nn.Module):
+    """A layer's own forward without its hooks: the stand-in for a layer followed by a non-affine
+    normalization (``layer_norm``), which :func:`_split_post_norm` bounds as the next item of the chain."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer.forward(x)  # forward(), not __call__: the hook is left out
+
+
+def _split_post_norm(module: nn.Module, name: str) -> list[tuple[str, nn.Module]] | None:
+    """``[(name, layer without hook), (name.ln, norm)]`` for a layer whose only hook applies a non-affine
+    normalization after it (a layer norm); None otherwise (an affine one, a batch norm, stays merged)."""
+    found = post_norm(module)
+    if found is None:
+        return None
+    kind, norm = found
+    if _kind(norm) == "affine" or module._forward_pre_hooks or set(module._forward_hooks.values()) != {kind.hook}:
+        return None
+    return [(name, _LayerWithoutPostNorm(module)), (f"{name}.{kind.attr}" if name else kind.attr, norm)]
 
 
 def _kind(module: nn.Module) -> str | None:
@@ -543,6 +574,15 @@ def _structure_rule(module: nn.Module, input_shape: tuple[int, ...], ctx: BoundC
     return total
 
 
+def _group_norm_rule(module: nn.GroupNorm, input_shape: tuple[int, ...], ctx: BoundContext) -> float:
+    """Group norm (layer norm is one group): in each group, centring is a projection (norm 1) and
+    ``y -> y / sqrt(||y||^2 / n + eps)`` has Jacobian eigenvalues ``1/s`` and ``eps/s^3`` with
+    ``s = sqrt(||y||^2 / n + eps) >= sqrt(eps)``: its Lipschitz constant is ``1/sqrt(eps)``, reached where the
+    group is constant. Times the per-channel gain: ``max |gamma| / sqrt(eps)``."""
+    gamma = 1.0 if module.weight is None else float(module.weight.detach().abs().max())
+    return gamma / math.sqrt(module.eps)
+
+
 def _gradient_normalized_rule(module: GradientNormalized, input_shape: tuple[int, ...], ctx: BoundContext) -> None:
     label = repr(ctx.qualify("")) if ctx.qualify("") else "the model"
     return ctx.fail(f"{label} is {module.kind.upper()}-normalized (GradientNormalized): GN is only piecewise "
@@ -584,6 +624,8 @@ def _register_builtin() -> None:
     for t in (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d):
         RULES.register(t, _max_pool_rule)
     RULES.register(nn.Sequential, _sequential_rule)
+    RULES.register(nn.GroupNorm, _group_norm_rule)
+    RULES.add(_LayerWithoutPostNorm, AFFINE_RULE)
     RULES.register(GradientNormalized, _gradient_normalized_rule)
 
 

@@ -10,23 +10,29 @@ or the per-layer functions directly. Those share one signature::
 :func:`depthwise_separable_spectral_norm` require ``input_shape=(C, H, W)``). Every option is range
 checked (:mod:`.options`): a bad value is a one-line :class:`gannorm.errors.OptionError`.
 :func:`remove` undoes :func:`normalize`.
+
+The SNGAN paper's baselines are registered too: :func:`weight_norm` (a parametrization,
+:mod:`.weight_norm`) and batch/layer normalization after the layers (:mod:`.feature_norms`).
 """
 from .base import PowerIterationNorm
 from .bidirectional import BidirectionalSpectralNorm, bidirectional_spectral_norm
 from .convert import convert_state_dict
 from .depthwise import depthwise_separable_spectral_norm
+from .feature_norms import ChannelBatchNorm
 from .gamma import GammaScale
 from .methods import MethodSpec
 from .options import OPTION_CHECKS, UPDATE_POLICIES, OptionCheck
-from .model import (METHODS, NORMALIZABLE, method_options, normalize, normalized_layers, remove, reset_power_iteration,
-                    sigmas, update_after_step, update_power_iteration)
+from .model import (METHODS, NORMALIZABLE, is_normalized, method_options, normalize, normalized_layers, remove,
+                    reset_power_iteration, sigmas, update_after_step, update_power_iteration)
 from .spectral import SpectralNorm, spectral_norm
 from .strict import ConvOperatorNorm, strict_spectral_norm
+from .weight_norm import WeightNorm, weight_norm
 
 __all__ = [
     "UPDATE_POLICIES", "OPTION_CHECKS", "OptionCheck", "PowerIterationNorm", "SpectralNorm",
     "BidirectionalSpectralNorm", "ConvOperatorNorm", "GammaScale", "METHODS", "MethodSpec", "method_options",
     "NORMALIZABLE", "normalize", "normalized_layers", "remove", "reset_power_iteration", "sigmas",
     "update_after_step", "update_power_iteration", "spectral_norm", "bidirectional_spectral_norm",
-    "strict_spectral_norm", "depthwise_separable_spectral_norm", "convert_state_dict",
+    "strict_spectral_norm", "depthwise_separable_spectral_norm", "convert_state_dict", "weight_norm", "WeightNorm",
+    "ChannelBatchNorm", "is_normalized",
 ]

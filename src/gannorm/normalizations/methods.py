@@ -4,7 +4,11 @@ Each entry is a :class:`MethodSpec`: a function ``apply(layers, **options)`` tha
 ``(name, module)`` in ``layers`` (every Conv/ConvTranspose/Linear of a model, in module order), whose
 keyword arguments are the method's options, and what the method needs from the caller
 (``needs_input_shapes``: ``apply(layers, input_shapes, **options)`` gets each layer's input shape,
-recorded by :func:`gannorm.normalize` from ``input_shape=(C, H, W)``). Every option has a range check
+recorded by :func:`gannorm.normalize` from ``input_shape=(C, H, W)``), and three capabilities callers
+read instead of method names: ``couples_samples`` (it adds layers with batch statistics, so GN/PGN and
+per-sample gradient penalties cannot use it), ``removable`` (:func:`gannorm.remove` can turn the model
+back into a plain network) and ``normalizes_weights`` (every layer's weight becomes a parametrization,
+as opposed to the feature normalizations, which add layers). Every option has a range check
 (``checks``, by default :data:`gannorm.normalizations.options.OPTION_CHECKS`; a registration whose
 ``apply`` takes an option without one is refused), and :meth:`MethodSpec.check_options` -- called by
 :func:`gannorm.normalize` before the model is touched, and by the config validation -- refuses unknown,
@@ -24,11 +28,13 @@ from ..errors import OptionError
 from ..registry import Registry
 from .bidirectional import bidirectional_spectral_norm
 from .depthwise import apply_dssn
+from .feature_norms import BATCH_NORM, LAYER_NORM, apply_post_norm
 from .gamma import attach_gamma, new_gamma
 from .mean_sn import attach_mean_norm, msn_targets
-from .options import OPTION_CHECKS, OptionCheck, check_options
+from .options import FEATURE_NORM_CHECKS, OPTION_CHECKS, OptionCheck, check_options
 from .spectral import spectral_norm
 from .strict import strict_spectral_norm
+from .weight_norm import weight_norm
 
 Layers = Sequence[tuple[str, nn.Module]]
 
@@ -38,13 +44,25 @@ _NOT_OPTIONS = ("layers", "input_shapes")
 @dataclass(frozen=True)
 class MethodSpec:
     """One normalization method: ``apply``, whether it needs per-layer input shapes, a one-line description,
-    and the range check of each option (``checks``: option name -> :class:`OptionCheck`)."""
+    the range check of each option (``checks``: option name -> :class:`OptionCheck`) and its capabilities.
+
+    ``couples_samples``: the method adds layers that use batch statistics in training (MSN's mean-only
+    batch norm, batch norm), so a sample's output depends on the rest of the batch; function-level
+    GN/PGN and per-sample gradient penalties need a discriminator without them. ``removable``:
+    :func:`gannorm.remove` turns a model normalized by this method into a plain network computing its
+    eval-mode function (layer norm is not affine and cannot be folded away). ``normalizes_weights``:
+    every layer's ``weight`` becomes a parametrization (false for ``none`` and the feature
+    normalizations, which add a normalization after the layers instead).
+    """
 
     apply: Callable[..., None]
     needs_input_shapes: bool = False
     description: str = ""
     checks: Mapping[str, OptionCheck] = field(default_factory=lambda: MappingProxyType(OPTION_CHECKS), compare=False,
                                               repr=False)
+    couples_samples: bool = False
+    removable: bool = True
+    normalizes_weights: bool = True
 
     def __post_init__(self) -> None:
         if self.needs_input_shapes != ("input_shapes" in inspect.signature(self.apply).parameters):
@@ -143,7 +161,20 @@ def _msn(layers: Layers, momentum: float = 0.1, n_power_iterations: int = 1, eps
         attach_mean_norm(modules[name], momentum)
 
 
-METHODS.register("none", MethodSpec(_none, description="no normalization (the baseline)"))
+def _batch_norm(layers: Layers, momentum: float = 0.1, eps: float = 1e-5) -> None:
+    apply_post_norm(layers, BATCH_NORM, "batch_norm", eps, momentum)
+
+
+def _layer_norm(layers: Layers, eps: float = 1e-5) -> None:
+    apply_post_norm(layers, LAYER_NORM, "layer_norm", eps)
+
+
+def _weight_norm(layers: Layers) -> None:
+    for _, m in layers:
+        weight_norm(m)
+
+
+METHODS.register("none", MethodSpec(_none, description="no normalization (the baseline)", normalizes_weights=False))
 METHODS.register("sn", MethodSpec(_sn, description="spectral normalization of the [out, in*k*k] kernel "
                                   "(Miyato et al. 2018)"))
 METHODS.register("ssn", MethodSpec(_ssn, description="scaled SN: scale * W / sigma (requires scale)"))
@@ -156,9 +187,19 @@ METHODS.register("sn_gamma_shared", MethodSpec(_sn_gamma(True), description="SN 
 METHODS.register("sn_gamma_layer", MethodSpec(_sn_gamma(False), description="SN times a learnable gamma per layer"))
 METHODS.register("msn", MethodSpec(_msn, description="mean spectral normalization: SN plus mean-only batch norm "
                                    "after the strided convs but the first and after the last conv (Subramanian "
-                                   "and Chong 2019)"))
+                                   "and Chong 2019)", couples_samples=True))
 METHODS.register("dssn", MethodSpec(apply_dssn, needs_input_shapes=True, description="depthwise-separable SN: "
                                     "exact DFT sigma for depthwise convs on their input shape, SN elsewhere "
                                     "(requires input_shape=(C, H, W))"))
 METHODS.register("strict_sn", MethodSpec(_strict_sn, needs_input_shapes=True, description="operator norm of each "
                                          "convolution on its input shape (requires input_shape=(C, H, W))"))
+METHODS.register("batch_norm", MethodSpec(_batch_norm, description="batch normalization (per channel, batch "
+                                         "statistics) after every layer but the first and the last (the SNGAN paper's "
+                                         "baseline; not per-sample: GN/PGN refuse it)", checks=FEATURE_NORM_CHECKS,
+                                         couples_samples=True, normalizes_weights=False))
+METHODS.register("layer_norm", MethodSpec(_layer_norm, description="layer normalization (each sample over (C, H, W), "
+                                          "per-channel gain and bias) after every layer but the first and the last "
+                                          "(the SNGAN paper's baseline; gannorm.remove cannot fold it)",
+                                          checks=FEATURE_NORM_CHECKS, removable=False, normalizes_weights=False))
+METHODS.register("weight_norm", MethodSpec(_weight_norm, description="weight normalization g * v / ||v|| per output "
+                                           "unit, g learned (Salimans and Kingma 2016; the SNGAN paper's baseline)"))

@@ -10,6 +10,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import OptionError
 from .base import PowerIterationNorm
+from .feature_norms import fold_post_norm, post_norm
 from .gamma import GammaScale
 from .mean_sn import MeanOnlyBatchNorm, fold_mean_norm
 from .methods import METHODS
@@ -82,7 +83,7 @@ def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **o
         raise OptionError(err.option, f"normalization {method!r}: {err}") from None
     layers = _layers(model, exclude)
     for name, m in layers:
-        if parametrize.is_parametrized(m) or hasattr(m, "msn"):
+        if is_normalized(m):
             raise ValueError(f"layer {name or type(m).__name__!r} is already normalized; "
                              "call gannorm.remove(model) before normalizing it again")
     input_shape = options.pop("input_shape", None)
@@ -91,6 +92,11 @@ def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **o
     else:
         spec.apply(layers, _record_input_shapes(model, layers, input_shape), **options)
     return model
+
+
+def is_normalized(layer: nn.Module) -> bool:
+    """Whether a method of :data:`METHODS` touched ``layer``: a parametrization, MSN's or a feature norm's hook."""
+    return parametrize.is_parametrized(layer) or hasattr(layer, "msn") or post_norm(layer) is not None
 
 
 def _parametrizations(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, nn.ModuleList]]:
@@ -160,15 +166,27 @@ def remove(model: nn.Module) -> nn.Module:
 
     Each layer keeps its *effective* weight (``scale * W / sigma``, times gamma for the gamma methods;
     the bias times gamma) as a plain parameter, computed from the stored vectors: no extra power
-    iteration is run (torch runs one in training mode, pytorch#68421). MSN's mean-only batch norm is
-    folded into its layer in its eval-mode form (running mean, gain and bias; see
-    :func:`gannorm.normalizations.mean_sn.fold_mean_norm`). The result is a plain network that computes
-    what the normalized model computes in eval mode. Returns the model.
+    iteration is run (torch runs one in training mode, pytorch#68421); a weight-normalized layer keeps
+    ``g * v / ||v||``. MSN's mean-only batch norm and the ``batch_norm`` method's batch norm are folded
+    into their layers in their eval-mode form (running statistics, gain and bias; see
+    :func:`gannorm.normalizations.mean_sn.fold_mean_norm` and
+    :func:`gannorm.normalizations.feature_norms.fold_post_norm`). The result is a plain network that
+    computes what the normalized model computes in eval mode. A ``layer_norm`` model is refused with a
+    one-line ``ValueError`` before anything changes: a layer norm is not affine, so no plain layer
+    computes it. Returns the model.
     """
+    for name, m in model.named_modules():
+        found = post_norm(m)
+        if found is not None and not found[0].foldable:
+            raise ValueError(f"gannorm.remove: layer {name or type(m).__name__!r} is followed by a "
+                             f"{type(found[1]).__name__} (layer_norm), which is not affine and cannot be folded into "
+                             "its weight; rebuild the model without normalization instead")
     for _, m, tensor_name, plist in list(_parametrizations(model)):
         plist.eval()  # evaluate with the stored vectors
         parametrize.remove_parametrizations(m, tensor_name, leave_parametrized=True)
     for m in list(model.modules()):
         if isinstance(getattr(m, "msn", None), MeanOnlyBatchNorm):
             fold_mean_norm(m)
+        if post_norm(m) is not None:
+            fold_post_norm(m)
     return model

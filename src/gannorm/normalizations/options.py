@@ -65,6 +65,13 @@ OPTION_CHECKS: dict[str, OptionCheck] = {
     "dim": OptionCheck(is_int, "an integer", "the weight dimension of the output channels"),
 }
 
+#: the checks of the feature normalizations (batch_norm, layer_norm), where ``eps`` is added to a variance
+FEATURE_NORM_CHECKS: dict[str, OptionCheck] = {
+    **OPTION_CHECKS,
+    "eps": OptionCheck(lambda x: is_real(x) and x > 0, "a finite number > 0",
+                       "added to the variance before its square root: 0 divides by zero on a constant feature"),
+}
+
 
 def check_option(name: str, value: Any, checks: Mapping[str, OptionCheck] = OPTION_CHECKS) -> None:
     """Raise :class:`OptionError` if ``value`` is not acceptable for the option ``name``."""
