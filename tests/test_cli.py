@@ -88,7 +88,7 @@ def test_list_shows_networks_datasets_losses_presets(capsys):
 def test_comparison_preset_trains_every_variant(tmp_path, capsys):
     assert main(["train", "compare_digits", *TINY, f"train.out_dir={tmp_path}", "train.eval_every=0"]) == 0
     out = capsys.readouterr().out
-    for name in ["none", "sn", "bssn", "gn", "pgn", "wgan_gp", "r1"]:
+    for name in ["none", "sn", "bssn", "gn", "pgn", "wgan_gp", "r1", "batch_norm", "layer_norm", "weight_norm"]:
         assert f"| {name} | finished | 3 |" in out
         assert (tmp_path / f"compare_digits-{name}" / "checkpoint.pt").is_file()
 
