@@ -3,6 +3,8 @@
 The trainer checks the gradients before every optimizer step (a non-finite gradient is never applied)
 and the losses of every step; when one is not finite, :func:`locate` names the first non-finite
 quantity in the order the forward pass meets them, so the run's ``status.json`` says what blew up.
+On several ranks the check is agreed (:func:`agreed_non_finite`), so that every rank skips the same
+step and stops at the same one.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..normalizations import sigmas
+from .distributed import Ranks
 
 
 def first_non_finite(named: Sequence[tuple[str, Tensor]]) -> str | None:
@@ -23,6 +26,13 @@ def first_non_finite(named: Sequence[tuple[str, Tensor]]) -> str | None:
     if bool(ok.all()):
         return None
     return named[int((~ok).nonzero()[0])][0]
+
+
+def agreed_non_finite(named: Sequence[tuple[str, Tensor]], ranks: Ranks) -> str | None:
+    """:func:`first_non_finite`, the same on every rank: None only if every rank's tensors are finite, else
+    the first name found in rank order (one all-reduce of a flag; the names are exchanged only then)."""
+    bad = first_non_finite(named)
+    return ranks.first(bad) if ranks.any(bad is not None) else None
 
 
 def named_grads(model: nn.Module, prefix: str) -> list[tuple[str, Tensor]]:

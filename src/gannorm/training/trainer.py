@@ -8,6 +8,10 @@ checkpoint, so a resumed run produces bitwise the same weights as an uninterrupt
 The loop itself is :meth:`Trainer.run`; logging, diagnostics, samples, evaluation, checkpoints and the
 progress bar are callbacks (:mod:`gannorm.training.callbacks`). The trainer leaves its caller's process
 state as it found it: torch's thread count, the global RNG, and the signal handlers are restored.
+
+Started by ``torchrun`` (``WORLD_SIZE`` > 1), every rank runs this same loop on its shard of each global
+batch, with the gradients summed over the ranks after each backward (:mod:`gannorm.training.distributed`,
+``docs/distributed.md``); the callbacks, and every write to the run folder, run on rank 0 only.
 """
 from __future__ import annotations
 
@@ -38,8 +42,9 @@ from ..normalizations import update_after_step
 from ..penalties import PENALTIES, orthogonal_regularization, weight_clip_
 from ..runfolder import CHECKPOINT, SAMPLES, BestRecord, EvalRecord, RunFolder, Status, load_state_checked
 from .callbacks import Callback, default_callbacks
+from .distributed import DEFAULT_TIMEOUT, check_supported, ranks_from_env, setup, sync_batch_norm, synced
 from .ema import EMA
-from .finite import first_non_finite, locate, named_grads
+from .finite import agreed_non_finite, locate, named_grads
 from .logger import MetricSink
 from .sample_mode import evaluate_generator, sampling
 from .wandb_log import WandbRun
@@ -82,7 +87,8 @@ class Trainer:
 
     ``run_dir`` is the exact new folder to create (default: ``train.out_dir/train.run_name``, with a
     ``-2``, ``-3``, ... suffix if taken). ``callbacks`` replaces the default ones (:func:`gannorm.training.callbacks.default_callbacks`);
-    add to ``trainer.callbacks`` to keep them and plug in more.
+    add to ``trainer.callbacks`` to keep them and plug in more. In a run of several ranks (``torchrun``) the
+    callbacks run on rank 0 only, which alone creates and writes the run folder.
     """
 
     def __init__(self, cfg: Config, *, resume: str | Path | None = None, run_dir: str | Path | None = None,
@@ -90,7 +96,10 @@ class Trainer:
         validate(cfg)
         self.cfg = cfg
         t = cfg.train
-        self.device = resolve_device(t.device)
+        # torchrun's WORLD_SIZE, RANK, LOCAL_RANK; train.dist_timeout once the config has that key
+        self.ranks = ranks_from_env(getattr(t, "dist_timeout", DEFAULT_TIMEOUT))
+        check_supported(cfg, self.ranks.world)
+        self.device = setup(self.ranks, resolve_device(t.device))
         if t.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("config key train.precision: fp16 needs a GPU; use bf16 on the CPU")
         self.amp_dtype = AMP_DTYPES[t.precision]
@@ -121,7 +130,8 @@ class Trainer:
         self.non_finite: str | None = None  # what went non-finite first, once a step has diverged
         self._resumed = resume is not None
         self.folder = self._open_folder(resume, run_dir)
-        self.folder.write_config(cfg)
+        if self.ranks.main:
+            self.folder.write_config(cfg)
 
     def _open_folder(self, resume: str | Path | None, run_dir: str | Path | None) -> RunFolder:
         """The run folder, opened (and the checkpoint loaded) or created only now, when the config, the data
@@ -131,10 +141,10 @@ class Trainer:
             self._load(folder.load_checkpoint())
             return folder
         if run_dir is not None:  # exactly this folder (a sweep's run)
-            return RunFolder.create_at(run_dir)
+            return RunFolder(self.ranks.from_main(lambda: RunFolder.create_at(run_dir).path))
         c = self.cfg
         name = c.train.run_name or f"{c.data.name}-{c.model.arch}-{c.normalization.method}-s{c.train.seed}"
-        return RunFolder.create(c.train.out_dir, name)
+        return RunFolder(self.ranks.from_main(lambda: RunFolder.create(c.train.out_dir, name).path))
 
     @property
     def run_dir(self) -> Path:
@@ -144,6 +154,8 @@ class Trainer:
         m, n, t = self.cfg.model, self.cfg.normalization, self.cfg.train
         shape = tuple(self.data.shape)
         G = build_generator(m.arch, shape, z_dim=m.z_dim, width=m.width, **m.g_options).to(self.device)
+        if self.ranks.distributed:  # BatchNorm over the global batch; the same state-dict keys
+            G = sync_batch_norm(G)
         D = build_discriminator(m.arch, shape, width=m.width, normalization=n.method,
                                 normalization_options=dict(n.options), init=m.d_init, **m.d_options).to(self.device)
         if t.channels_last:
@@ -201,7 +213,8 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _z(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.cfg.model.z_dim, generator=self.rng).to(self.device)
+        """This rank's shard of ``n`` (the global batch) latent vectors drawn from the shared stream."""
+        return self.ranks.shard(torch.randn(n, self.cfg.model.z_dim, generator=self.rng)).to(self.device)
 
     def lr_factor(self, step: int) -> float:
         """The learning-rate multiplier at G step ``step`` (1, or linear to 0 from ``optim.lr_decay_start``)."""
@@ -227,41 +240,57 @@ class Trainer:
         return _bn_running_stats(self.G, not frozen)
 
     def _real_batch(self) -> torch.Tensor:
+        """The global real batch of a D step (on the CPU; every rank draws all of it, then takes its shard)."""
         t = self.cfg.train
         real = self.data.sample(t.batch_size_d, self.rng)
         if t.real_hflip and real.ndim == 4:
             flip = torch.rand(len(real), generator=self.rng) < 0.5
             real = torch.where(flip.view(-1, 1, 1, 1), real.flip(-1), real)
-        return self.to_device(real)
+        return real
 
-    def _regularizers(self, real: torch.Tensor, fake: torch.Tensor, d_real: torch.Tensor) -> torch.Tensor | None:
-        """The configured gradient penalty, orthogonal regularization and consistency term of this D step."""
+    def _regularizers(self, batch: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                      d_real: torch.Tensor) -> torch.Tensor | None:
+        """The configured gradient penalty, orthogonal regularization and consistency term of this D step.
+
+        ``batch`` is the global real batch and ``real`` this rank's shard of it on the device; the penalty's
+        interpolation weights and the consistency term's augmentation are this shard's rows of the global draws.
+        """
         t = self.cfg.train
         terms = []
         if self.penalty is not None and self.d_steps % t.penalty_every == 0:
             weight = (self.penalty.default_weight if t.penalty_weight is None else t.penalty_weight) * t.penalty_every
-            terms.append(self.penalty.fn(self.D, real, fake, weight, generator=self.rng))
+            with self.ranks.shard_stream(self.rng, t.batch_size_d) as generator:
+                terms.append(self.penalty.fn(self.D, real, fake, weight, generator=generator))
         if t.ortho_reg > 0:
             terms.append(orthogonal_regularization(self.D, t.ortho_reg).to(real.device))
         if t.cr_weight > 0:
+            augmented = self.to_device(self.ranks.shard(flip_translate(batch, t.cr_translate, self.rng)))
             with self._autocast():
-                d_aug = self.D(flip_translate(real, t.cr_translate, self.rng)).float()
+                d_aug = self.D(augmented).float()
             terms.append(t.cr_weight * consistency_loss(d_real, d_aug))
         return sum(terms) if terms else None
 
     def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, who: str) -> bool:
-        """Backward and optimizer step; False (and no step) if a gradient is not finite."""
+        """Backward and optimizer step; False (and no step) if a gradient is not finite.
+
+        On several ranks ``loss`` is this rank's shard mean: it is scaled by ``1/N`` and the gradients are
+        summed over the ranks, which gives every rank the gradient of the global batch's mean.
+        """
         opt.zero_grad(set_to_none=True)
         # only the optimizer's parameters: GN and penalties differentiate w.r.t. their own input leaves,
         # whose gradients nobody reads (this skips D's first-layer input gradient in those steps)
         params = [p for group in opt.param_groups for p in group["params"] if p.requires_grad]
+        if self.ranks.distributed:
+            loss = loss * self.ranks.loss_scale
         if self.scaler is not None:  # fp16: the scaler skips steps with inf gradients by design
             self.scaler.scale(loss).backward(inputs=params)
+            self.ranks.sum_grads(params)
             self.scaler.step(opt)
             self.scaler.update()
             return True
         loss.backward(inputs=params)
-        bad = first_non_finite(named_grads(self.D if who == "D" else self.G, who))
+        self.ranks.sum_grads(params)
+        bad = agreed_non_finite(named_grads(self.D if who == "D" else self.G, who), self.ranks)
         if bad is not None:
             self.non_finite = f"{bad} is not finite"
             opt.zero_grad(set_to_none=True)
@@ -270,39 +299,51 @@ class Trainer:
         return True
 
     def _d_step(self) -> dict[str, Any]:
-        """One discriminator step; returns its tensors (``ok`` is False if something was not finite)."""
+        """One discriminator step; returns its global scalars as tensors (the means over the global batch),
+        this rank's ``z``, and ``ok`` (False if something was not finite)."""
         t = self.cfg.train
-        real = self._real_batch()
+        batch = self._real_batch()
+        real = self.to_device(self.ranks.shard(batch))
         z = self._z(t.batch_size_d)
         with self._autocast():
             with torch.no_grad(), self.frozen_bn_stats(not t.g_bn_stats_in_d_step):
-                fake = self.G(z)  # train mode: batch statistics
+                fake = self.G(z)  # train mode: batch statistics (of the global batch, on several ranks)
             d_real, d_fake = self.D(real).float(), self.D(fake).float()
             loss = self.loss.d(d_real, d_fake)
         self.d_steps += 1
-        reg = self._regularizers(real, fake, d_real)
+        reg = self._regularizers(batch, real, fake, d_real)
         total = loss if reg is None else loss + reg
-        ok = bool(torch.isfinite(total)) and self._backward_step(total, self.opt_d, "D")
+        parts = [loss, total, d_real.detach().mean(), d_fake.detach().mean(), *([] if reg is None else [reg])]
+        means = self.ranks.mean(torch.stack([p.detach().float() for p in parts]))  # one all-reduce
+        ok = bool(torch.isfinite(means[1])) and self._backward_step(total, self.opt_d, "D")
         if ok and t.weight_clip > 0:
             weight_clip_(self.D, t.weight_clip)
-        return {"z": z, "loss": loss, "reg": reg, "total": total, "d_real": d_real, "d_fake": d_fake, "ok": ok}
+        return {"z": z, "loss": means[0], "reg": None if reg is None else means[4], "total": means[1],
+                "d_real": means[2], "d_fake": means[3], "ok": ok}
 
     def _g_step(self, z: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """One generator step on this rank's ``z``; returns the global loss and whether it was applied."""
         self.D.requires_grad_(False)
         try:
             with self._autocast():
                 g_loss = self.loss.g(self.D(self.G(z)).float())
-            ok = bool(torch.isfinite(g_loss)) and self._backward_step(g_loss, self.opt_g, "G")
+            global_loss = self.ranks.mean(g_loss.detach())
+            ok = bool(torch.isfinite(global_loss)) and self._backward_step(g_loss, self.opt_g, "G")
         finally:
             self.D.requires_grad_(True)
-        return g_loss, ok
+        return global_loss, ok
 
     def train_step(self) -> dict[str, float]:
         """One generator step (after ``n_dis`` discriminator steps); returns scalars to log.
 
         If a loss or a gradient is not finite, no optimizer step applies it, ``self.non_finite`` names
         the first non-finite quantity, and the returned scalars hold the non-finite loss (or gradient norm).
+        On several ranks the scalars are those of the global batch, the same on every rank.
         """
+        with synced(self.G, self.ranks.distributed):
+            return self._train_step()
+
+    def _train_step(self) -> dict[str, float]:
         t = self.cfg.train
         self._set_lr(self.step)
         for _ in range(t.n_dis):
@@ -318,7 +359,7 @@ class Trainer:
             self.ema.update(self.G, self.step)
         extra = {} if d["reg"] is None else {"penalty": d["reg"].item()}
         return {**extra, "loss_d": d["loss"].item(), "loss_g": g_loss.item(),
-                "d_real": d["d_real"].detach().mean().item(), "d_fake": d["d_fake"].detach().mean().item(),
+                "d_real": d["d_real"].item(), "d_fake": d["d_fake"].item(),
                 "lr_factor": self.lr_factor(self.step - 1)}
 
     # ------------------------------------------------------------------ outputs
@@ -389,20 +430,16 @@ class Trainer:
                 self._in_run = False
 
     def _loop(self) -> RunResult:
-        t = self.cfg.train
         resumed = self._resumed or self.step > 0
-        if resumed:  # what a killed run left: half-written temporaries, log rows after the checkpoint
-            self.folder.remove_temporaries()
-            self.folder.truncate_logs(self.step)
-        self.logger = MetricSink(self.folder, tensorboard=t.tensorboard, resume_step=self.step if resumed else None,
-                                 wandb=WandbRun.start(self.folder, self.cfg) if t.wandb else None)
-        self.folder.write_status(Status("running", self.step))
-        start, status, callbacks = time.perf_counter(), "failed", list(self.callbacks)
+        callbacks = self._open_logs(resumed)
+        start, status = time.perf_counter(), "failed"
         try:
             try:
                 for cb in callbacks:
                     cb.on_start(self, resumed)
-                status = self._steps(callbacks)
+                ended = self._steps(callbacks)
+                self._check_ranks_agree()
+                status = ended
             finally:
                 for cb in callbacks:
                     cb.on_end(self, status)
@@ -414,10 +451,36 @@ class Trainer:
                                     checkpoint_step=self.folder.checkpoint_step()))
             raise
         finally:
-            self.logger.close()
+            if self.logger is not None:
+                self.logger.close()
         seconds = time.perf_counter() - start
         self._write_final_status(status, seconds)
+        self.ranks.barrier()  # no rank exits (torchrun would stop the others) before rank 0 has written it all
         return RunResult(self.run_dir, status, self.step, dict(self.last), seconds)
+
+    def _open_logs(self, resumed: bool) -> list[Callback]:
+        """Rank 0: tidy a resumed folder, open the metric sink, mark the run running; returns the callbacks
+        this rank runs (all of them on rank 0, none on the others)."""
+        if not self.ranks.main:
+            self.logger = None
+            return []
+        t = self.cfg.train
+        if resumed:  # what a killed run left: half-written temporaries, log rows after the checkpoint
+            self.folder.remove_temporaries()
+            self.folder.truncate_logs(self.step)
+        self.logger = MetricSink(self.folder, tensorboard=t.tensorboard, resume_step=self.step if resumed else None,
+                                 wandb=WandbRun.start(self.folder, self.cfg) if t.wandb else None)
+        self.folder.write_status(Status("running", self.step))
+        return list(self.callbacks)
+
+    def _check_ranks_agree(self) -> None:
+        """Several ranks: check that they all hold this state bitwise (rank 0's checkpoint stands for them)."""
+        if not self.ranks.distributed:
+            return
+        compared = self.ranks.check_agree(self.state_dict(), self.step)
+        if self.ranks.main:
+            print(f"gannorm: the {self.ranks.world} ranks agree bitwise at G step {self.step} ({compared} entries "
+                  "of G, D, the EMA, the optimizers and the RNG states)", file=sys.stderr)
 
     def _steps(self, callbacks: Sequence[Callback]) -> str:
         """Train until the last step, a divergence or a stop request; returns the status."""
@@ -430,18 +493,22 @@ class Trainer:
                 return "diverged"
             for cb in callbacks:
                 cb.on_step(self, scalars)
-            if self._stop_signal is not None:
+            if self.ranks.any(self._stop_signal is not None):  # a stop asked of one rank stops them all
                 return "interrupted"
         return "finished"
 
     def _try_status(self, status: Status) -> None:
         """Record how the run failed, if the disk lets us (the original error is what the user must see)."""
+        if not self.ranks.main:
+            return
         try:
             self.folder.write_status(status)
         except OSError:
             pass
 
     def _write_final_status(self, status: str, seconds: float) -> None:
+        if not self.ranks.main:
+            return
         if status == "diverged":
             self.folder.write_status(Status("diverged", self.step, reason=f"non-finite at G step {self.step + 1}: "
                                             f"{self.non_finite}", checkpoint_step=self.folder.checkpoint_step()))
