@@ -143,8 +143,8 @@ def test_a_float_key_must_be_finite(key, value):
 def test_the_edges_of_the_ranges_are_accepted():
     validate(C.load("digits", ["train.ema_decay=0", "train.cr_translate=0", "train.weight_clip=0",
                                "train.penalty_weight=0", "normalization.function_eps=0", "optim.betas_d=[0.0, 0.999]",
-                               "train.eval_num_samples=2", "train.seed=0", "train.threads=0", "data.resolution=null",
-                               "train.penalty_weight=null"]))
+                               "train.eval_num_samples=2", "train.eval_metrics=[cfd]", "train.seed=0", "train.threads=0",
+                               "data.resolution=null", "train.penalty_weight=null"]))  # cfd: 2 samples suffice
 
 
 # ------------------------------------------------------------------------------------------ options
@@ -198,3 +198,47 @@ def test_option_errors_of_a_method_become_config_errors(monkeypatch):
     monkeypatch.setitem(METHODS._entries, "sn", dataclasses.replace(METHODS._entries["sn"], obj=Spec(real)))
     with pytest.raises(C.ConfigError, match=r"^config key normalization\.options\.warmup: warmup must be an integer"):
         validate(C.load("digits", ["normalization.method=sn", "normalization.options={}"]))
+
+
+# ------------------------------------------------------------------------------------- train.eval_protocol
+@pytest.mark.parametrize("overrides,message", [
+    (["train.eval_protocol.fidd.num_samples=5"], r"config key train\.eval_protocol: 'fidd' is not a metric; known: "),
+    (["train.eval_protocol.fid.num_samples=1"], r"config key train\.eval_protocol\.fid\.num_samples: must be an "
+                                                r"integer >= 2, got 1"),  # checked, though digits does not evaluate fid
+    (["train.eval_protocol.cis.splits=0"], r"config key train\.eval_protocol\.cis\.splits: must be an integer >= 1, "
+                                           r"got 0"),
+    (["train.eval_protocol.cis.num_samples=5"], r"config key train\.eval_protocol\.cis\.splits: 10 splits need at "
+                                                r"least 10 generated samples, but num_samples is 5"),
+    (["train.eval_num_samples=5"], r"config key train\.eval_protocol\.cis\.splits: 10 splits need at least 10 "
+                                   r"generated samples, but num_samples is 5"),  # the default count, too
+    (["train.eval_protocol.cfd.num_real=1"], r"config key train\.eval_protocol\.cfd\.num_real: must be an integer "
+                                             r">= 2 or all, got 1"),
+    (["train.eval_protocol.cis.num_real=100"], r"config key train\.eval_protocol\.cis\.num_real: cis reads no real "
+                                               r"images; drop num_real"),
+    (["train.eval_protocol.ckid.subset_size=2000"], r"config key train\.eval_protocol\.ckid\.subset_size: 2000 is more "
+                                                    r"than the samples it draws from \(1000"),
+    (["train.eval_metrics=[fid]", "train.eval_protocol.fid.reference=missing.npz"],
+     r"config key train\.eval_protocol\.fid\.reference: no statistics file missing\.npz; write it with "
+     r"'gannorm fid-stats DATASET -o missing\.npz'"),
+    (["train.eval_protocol=[fid]"], r"config key train\.eval_protocol: \['fid'\] is not a mapping"),
+])
+def test_the_evaluation_protocol_is_checked(overrides, message):
+    with pytest.raises(C.ConfigError, match="^" + message) as err:
+        validate(C.load("digits", overrides))  # digits evaluates cfd, cis and ckid on 1,000 samples
+    assert "\n" not in str(err.value)
+
+
+def test_the_protocol_is_checked_when_it_is_used_or_given():
+    validate(C.load("digits", ["train.eval_every=0", "train.eval_num_samples=5"]))  # nothing evaluates: no check
+    with pytest.raises(C.ConfigError, match=r"train\.eval_protocol\.cis\.splits: must be"):
+        validate(C.load("digits", ["train.eval_every=0", "train.eval_protocol.cis.splits=-1"]))  # a typo still is
+
+
+def test_evaluation_options_carry_the_protocol():
+    cfg = C.load("digits", ["train.seed=7", "train.eval_num_samples=300",
+                            "train.eval_protocol={cis: {num_samples: 500, splits: 5}}"])
+    options = C.evaluation_options(cfg)
+    assert options.metrics == ("cfd", "cis", "ckid") and options.num_samples == 300 and options.seed == 7
+    assert options.protocol == {"cis": {"num_samples": 500, "splits": 5}} and options.progress is False
+    options.protocol["cis"]["splits"] = 2  # a copy of the mapping: the config is not changed through it
+    assert cfg.train.eval_protocol == {"cis": {"num_samples": 500, "splits": 5}}

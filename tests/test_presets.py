@@ -1,12 +1,20 @@
-"""The paper presets' ``about`` headers and ``gannorm list --presets``."""
+"""The paper presets' ``about`` headers, ``gannorm list --presets``, their evaluation protocols and the commands
+of docs/reproduction.md."""
 import dataclasses
+import re
+import shlex
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from gannorm import config as C
 from gannorm.cli import main
 from gannorm.errors import ConfigError
+from gannorm.metrics.evaluate import metric_protocols
+from gannorm.metrics.frechet import save_statistics
+from gannorm.metrics.protocol import MetricProtocol
 
 PAPER_FAMILIES = ("sngan_", "bssn_", "gn_", "pgn_")
 PAPER_PRESETS = [n for n in C.preset_names() if n.startswith(PAPER_FAMILIES)]
@@ -81,3 +89,90 @@ def test_list_presets_prints_paper_follows_and_deviations(capsys):
         assert all(d in block for d in about.deviations)
     for name in OWN_JOBS:
         assert f"\n{name}: gannorm's own job (no paper)" in out
+
+
+# ------------------------------------------------------------------------------------- evaluation protocols
+BSSN_CODE = [n for n in PAPER_PRESETS if n.startswith("bssn_")] + ["sngan_gamma_cifar10"]
+GN_CODE = [n for n in PAPER_PRESETS if n.startswith(("gn_", "pgn_"))]
+SNGAN_COLLECTIONS = ["sngan_cifar10_cnn", "sngan_cifar10_resnet"]
+#: the training-set sizes of the paper datasets (gannorm.data), to resolve num_real: all and the caps
+DATASET_SIZES = {"cifar10": 50_000, "stl10": 100_000, "celeba": 202_599, "imagefolder": 1_281_167}
+
+
+def resolved(name):
+    cfg = C.load(name)
+    C.validate(cfg)
+    options = C.evaluation_options(cfg)
+    return cfg, metric_protocols(options.metrics, options, DATASET_SIZES[cfg.data.name])
+
+
+def test_every_paper_preset_evaluates_during_training():
+    assert set(BSSN_CODE) | set(GN_CODE) | set(SNGAN_COLLECTIONS) == set(PAPER_PRESETS)
+    for name in PAPER_PRESETS:
+        cfg, plans = resolved(name)
+        assert cfg.train.eval_every > 0 and set(plans) == {"fid", "is"} and C.best_metric(cfg) == "fid", name
+        assert plans["is"].num_samples == 50_000 and plans["is"].settings["splits"] == 10, name
+        assert "evaluation: the code's" in " ".join(cfg.about.deviations), name
+
+
+@pytest.mark.parametrize("name", BSSN_CODE)
+def test_the_bssn_code_protocol(name):
+    """Every 10k iterations; IS on 50k samples with the first 1000 logits; FID on 10k generated vs 5k real."""
+    cfg, plans = resolved(name)
+    assert cfg.train.eval_every == 10_000 and cfg.train.sample_mode == "eval"
+    assert plans["is"] == MetricProtocol(50_000, None, {"splits": 10, "logits": 1000})
+    assert plans["fid"] == MetricProtocol(10_000, 5_000, {"reference": None})
+
+
+@pytest.mark.parametrize("name", GN_CODE + SNGAN_COLLECTIONS)
+def test_the_gn_gan_and_pytorch_gan_collections_protocol(name, tmp_path):
+    """Every 5k steps; IS and FID on 50k samples, FID against the whole training set (or its statistics file)."""
+    cfg, plans = resolved(name)
+    size = DATASET_SIZES[cfg.data.name]
+    assert cfg.train.eval_every == 5_000
+    assert plans["is"] == MetricProtocol(50_000, None, {"splits": 10, "logits": 1008})
+    assert plans["fid"] == MetricProtocol(50_000, size, {"reference": None})
+    stats = tmp_path / "train.npz"
+    save_statistics(stats, np.zeros(4), np.eye(4))
+    with_file = C.load(name, [f"train.eval_protocol.fid.reference={stats}"])  # the preset's num_real stays; unused
+    options = C.evaluation_options(with_file)
+    assert metric_protocols(options.metrics, options, size)["fid"] == MetricProtocol(50_000, None,
+                                                                                      {"reference": str(stats)})
+
+
+def test_a_preset_evaluating_fewer_metrics_keeps_the_others_protocol_unused():
+    cfg = C.load("bssn_cifar10_scale", ["train.eval_metrics=[fid]"])
+    C.validate(cfg)
+    options = C.evaluation_options(cfg)
+    assert set(metric_protocols(options.metrics, options, 50_000)) == {"fid"}
+
+
+# ------------------------------------------------------------------------------------- docs/reproduction.md
+REPRODUCTION = Path(__file__).resolve().parents[1] / "docs" / "reproduction.md"
+
+
+def commands(prefix):
+    """Every ``prefix ...`` command written in backticks on the reproduction page, split as a shell would."""
+    return [shlex.split(m) for m in re.findall(r"`(" + re.escape(prefix) + r" [^`]+)`", REPRODUCTION.read_text())]
+
+
+def test_every_training_command_on_the_reproduction_page_validates():
+    trains = [argv for argv in commands("gannorm train") if argv[2] != "PRESET"]  # PRESET: the page's pattern
+    assert len(trains) >= 35
+    for argv in trains:
+        preset, overrides = argv[2], [a.replace("=DIR", "=/data") for a in argv[3:]]
+        assert "data.root=/data" in overrides, argv
+        C.validate(C.load(preset, overrides))
+    assert {argv[2] for argv in trains} == set(PAPER_PRESETS)  # every paper preset has its cells
+
+
+def test_every_sweep_on_the_reproduction_page_is_shipped():
+    sweeps = {argv[2] for argv in commands("gannorm sweep")} - {"NAME"}  # NAME: the page's pattern
+    assert sweeps == {f"bssn_{d}_{b}" for d in ("cifar10", "stl10", "celeba") for b in ("scale", "lr", "ndis5")}
+    assert all((C.PRESET_DIR / "sweeps" / f"{name}.yaml").is_file() for name in sweeps)
+
+
+def test_the_reproduction_page_claims_no_result():
+    text = REPRODUCTION.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "`gannorm train" in line]
+    assert rows and all(line.rstrip().endswith("| not run (needs a GPU) |") for line in rows)

@@ -10,6 +10,7 @@ options of the normalization method, the network and the dataset against their r
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import sys
@@ -28,7 +29,7 @@ from .errors import ConfigError, OptionError
 from .gradnorm import FUNCTIONS
 from .init import SCHEMES
 from .losses import LOSSES
-from .metrics.evaluate import METRICS, default_metrics
+from .metrics.evaluate import METRICS, EvalOptions, default_metrics, metric_protocols
 from .networks import NETWORKS
 from .normalizations import METHODS
 from .normalizations.model import method_options
@@ -104,9 +105,13 @@ class TrainConfig:
     channels_last: bool = False          # NHWC memory format for G, D and image batches (faster convs on CPU)
     device: str = "auto"                 # auto, cpu, cuda, cuda:1, ...
     threads: int = 0                     # torch CPU threads (0: leave torch's default)
+    dist_timeout: float = 600.0          # seconds a collective waits for the other ranks (torchrun) before the run fails
     eval_every: int = 0                  # evaluate every N G steps and at the end (0: off)
     eval_metrics: tuple[str, ...] = ()   # metric names (empty: the dataset's default, see 'gannorm list')
     eval_num_samples: int = 1000         # generated samples per evaluation (real: as many, or the dataset size)
+    eval_protocol: dict[str, Any] = field(default_factory=dict)  # per-metric settings, e.g. {is: {num_samples:
+                                         # 50000, splits: 10, logits: 1000}, fid: {num_real: 5000}} or {fid:
+                                         # {reference: stats.npz}}; see docs/metrics.md (protocols)
     best_metric: str = ""                # checkpoint_best.pt at each evaluation that improves on this metric
                                          # ("": the first evaluated metric; "none": no best checkpoint)
     log_every: int = 50
@@ -435,7 +440,7 @@ RANGES: tuple[tuple[str, Range], ...] = (
     ("train.penalty_weight", at_least(0)), ("train.penalty_every", at_least(1)),
     ("train.weight_clip", at_least(0)), ("train.ortho_reg", at_least(0)),
     ("train.cr_weight", at_least(0)), ("train.cr_translate", Range(lambda v: 0 <= v < 0.5, "in [0, 0.5)")),
-    ("train.ema_decay", UNIT), ("train.ema_start", at_least(0)), ("train.seed", SEED), ("train.threads", at_least(0)),
+    ("train.ema_decay", UNIT), ("train.dist_timeout", POSITIVE), ("train.ema_start", at_least(0)), ("train.seed", SEED), ("train.threads", at_least(0)),
     ("train.eval_every", at_least(0)), ("train.eval_num_samples", at_least(2)),
     ("train.log_every", at_least(1)), ("train.sample_every", at_least(1)), ("train.checkpoint_every", at_least(1)),
     ("train.num_samples_grid", at_least(1)),
@@ -465,7 +470,8 @@ def _known(registry: Any) -> list[str]:
 
 
 def validate(cfg: Config) -> None:
-    """Check registry-backed names, numeric ranges and the options of the method, network and dataset.
+    """Check registry-backed names, numeric ranges, the options of the method, network and dataset, and the
+    evaluation protocol (``train.eval_protocol``: known metrics and settings, counts, reference files).
 
     Raises a one-line :class:`ConfigError` naming the key and what it accepts.
     """
@@ -483,6 +489,8 @@ def validate(cfg: Config) -> None:
     _check_batch_coupling(cfg)
     _check_model_and_data(cfg)
     _check_best_metric(cfg.train, evaluated_metrics(cfg))
+    if cfg.train.eval_every > 0 or cfg.train.eval_protocol:  # the defaults need checking only when they are used
+        metric_protocols(evaluated_metrics(cfg), evaluation_options(cfg), where="config key train.eval_protocol")
     name = cfg.train.run_name
     if name and (name in (".", "..") or "/" in name or "\\" in name or "\0" in name):
         raise ConfigError(f"config key train.run_name: {name!r} is not a folder name; give a plain name (the runs go "
@@ -511,6 +519,14 @@ def _check_batch_coupling(cfg: Config) -> None:
 def evaluated_metrics(cfg: Config) -> tuple[str, ...]:
     """The metrics an evaluation during training computes: ``train.eval_metrics`` or the dataset's default."""
     return tuple(cfg.train.eval_metrics) or tuple(default_metrics(cfg.data.name))
+
+
+def evaluation_options(cfg: Config) -> EvalOptions:
+    """The options of an evaluation during training: the metrics, ``train.eval_num_samples`` (each metric's
+    default count), ``train.eval_protocol`` and ``train.seed`` (the real subset and z of every evaluation)."""
+    t = cfg.train
+    return EvalOptions(metrics=evaluated_metrics(cfg), num_samples=t.eval_num_samples, seed=t.seed, progress=False,
+                       protocol=copy.deepcopy(t.eval_protocol))
 
 
 def best_metric(cfg: Config) -> str | None:

@@ -135,16 +135,17 @@ def test_fid_stats_and_fid_against_them_with_the_offline_network(tmp_path):
     # the data against its own statistics: FD 0
     same = evaluate(Ordered(data), data, 4, EvalOptions(**options, reference_stats=str(stats)))
     assert "fid-helper" in same["protocol"]["inception_network"]
-    assert same["protocol"]["fid_reference"].endswith("a.npz")
+    assert same["protocol"]["metrics"]["fid"]["reference"].endswith("a.npz")  # the file replaces the real images:
+    assert "num_real" not in same["protocol"]["metrics"]["fid"] and same["protocol"]["num_real"] == 0  # none read
     assert same["metrics"]["fid"]["value"] == pytest.approx(0.0, abs=1e-6 * spread)
     # brightened images against the same 4 real ones: the FD computed by hand on the same features
     shifted = evaluate(Ordered(data, 0.5), data, 4, EvalOptions(**options))
     expected = frechet_by_hand(shifted_f, real_f)
     assert expected > 0.01 * spread
     assert shifted["metrics"]["fid"]["value"] == pytest.approx(expected, rel=1e-5)
-    with pytest.raises(ValueError, match="needs class probabilities"):
+    with pytest.raises(ValueError, match="metric is needs logits, which the inception backend in use does not"):
         evaluate(Lookup(data), data, 4, EvalOptions(metrics=["is"], num_samples=4, progress=False,
-                                                    inception_backend="fid-helper"))
+                                                    inception_backend="fid-helper", protocol={"is": {"splits": 2}}))
 
 
 def test_missing_inception_weights_is_a_clear_error(tmp_path, monkeypatch):
@@ -194,7 +195,8 @@ def test_metric_registry_refuses_a_metric_whose_needs_its_extractor_cannot_provi
     assert "cis2" in metrics and "cis2" not in METRICS
     for entry in METRICS.entries():  # every built-in metric passes the same check
         assert set(entry.obj.needs) <= EXTRACTORS.get(entry.obj.extractor).provides, entry.name
-    assert {e.name: set(e.obj.needs) for e in METRICS.entries()}["is"] == {"probs"}
+    needs = {e.name: set(e.obj.needs) for e in METRICS.entries()}
+    assert needs["is"] == {"logits"} and needs["cis"] == {"probs"}  # IS takes a softmax of chosen logit columns
 
 
 def test_evaluate_refuses_a_need_the_built_backend_lacks_before_extracting(monkeypatch):

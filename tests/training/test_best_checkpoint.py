@@ -11,7 +11,7 @@ from gannorm.cli import main
 from gannorm.config import ConfigError, best_metric
 from gannorm.runfolder import BestRecord, RunFolder
 from gannorm.training import Callback, Trainer, default_callbacks
-from gannorm.training import trainer as trainer_mod
+from gannorm.training import callbacks as callbacks_mod
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,7 +42,7 @@ def scripted_values(monkeypatch, values):
     """The trainer's evaluations return ``values[step]`` as the ``modes`` metric (lower is better)."""
     def fake(generator, mode, data, z_dim, options, device="cpu"):
         return {"metrics": {"modes": {"value": values.pop(0)}}, "protocol": {"generator_mode": mode}}
-    monkeypatch.setattr(trainer_mod, "evaluate_generator", fake)
+    monkeypatch.setattr(callbacks_mod, "evaluate_generator", fake)
 
 
 def test_a_worse_evaluation_after_resume_keeps_the_best(tmp_path, monkeypatch):

@@ -1,22 +1,25 @@
 """``gannorm eval`` and ``gannorm fid-stats``: evaluate a run's checkpoint, build reference statistics."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+from ..config import Config, evaluation_options
 from ..data import load_dataset
 from ..errors import GannormError, RunFolderError
 from ..fileio import atomic_write_text
-from ..metrics.evaluate import METRICS, EvalOptions, make_extractor, real_subset
+from ..metrics.evaluate import METRICS, EvalOptions, default_metrics, make_extractor, metric_protocols, real_subset
 from ..metrics.frechet import feature_statistics, load_statistics, save_statistics
 from ..runfolder import RunFolder
 from ..training.sample_mode import evaluate_generator
 from .sampling import checkpoint_config, load_generator, prepare_output, write_output
 
 
-def check_options(options: EvalOptions) -> None:
-    """Refuse bad evaluation options before any work: unknown metrics, too few samples, a bad --reference."""
+def check_options(options: EvalOptions, dataset: str | None = None) -> None:
+    """Refuse bad evaluation options before any work: unknown metrics, too few samples, a bad --reference, a
+    per-metric protocol that does not fit (checked against ``dataset``'s default metrics when none are named)."""
     for name in options.metrics:
         METRICS.get(name)  # a one-line error listing the known metrics
     for what, value, low in (("--num-samples", options.num_samples, 2), ("--num-real", options.num_real, 2),
@@ -28,12 +31,25 @@ def check_options(options: EvalOptions) -> None:
             load_statistics(options.reference_stats)
         except (OSError, ValueError) as err:  # load_statistics' one-line errors, all about the file
             raise GannormError(f"--reference: {' '.join(str(err).split())}") from None
+    if options.metrics or dataset is not None:  # else the metrics are the dataset's, known once it is
+        metric_protocols(list(options.metrics) or list(default_metrics(dataset or "")), options, where="protocol")
+
+
+def training_protocol(options: EvalOptions, cfg: Config) -> EvalOptions:
+    """``options`` with the metrics, counts, per-metric protocol and seed of ``cfg``'s evaluations during
+    training (:func:`gannorm.config.evaluation_options`); the extractor settings (batch size, Inception
+    weights and backend, download, progress) and ``reference_stats`` stay ``options``'."""
+    return dataclasses.replace(evaluation_options(cfg), batch_size=options.batch_size, progress=options.progress,
+                               inception_weights=options.inception_weights,
+                               inception_backend=options.inception_backend, download=options.download,
+                               reference_stats=options.reference_stats)
 
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path | None = None,
-                 checkpoint: str = "latest") -> dict[str, Any]:
+                 checkpoint: str = "latest", use_training_protocol: bool = False) -> dict[str, Any]:
     """Evaluate the EMA (if the run has one) and the raw generator of ``run_dir``'s ``latest`` or ``best``
-    checkpoint, each sampling in the run's ``train.sample_mode``.
+    checkpoint, each sampling in the run's ``train.sample_mode``; with ``use_training_protocol`` by the run's
+    own evaluation protocol (:func:`training_protocol`) instead of ``options``' metrics and counts.
 
     Writes ``{"step", "checkpoint", "results": {"ema": ..., "raw": ...}}`` as JSON to ``output`` (default
     ``RUN/eval_step<step>.json``) and returns it.
@@ -42,6 +58,9 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
     folder = RunFolder.open(run_dir)
     state = folder.load_checkpoint(checkpoint)  # read once; both generators come from it
     cfg = checkpoint_config(state, folder.checkpoint_file(checkpoint))
+    if use_training_protocol:
+        options = training_protocol(options, cfg)
+    check_options(options, cfg.data.name)
     if not isinstance(state.get("step"), int):
         raise RunFolderError(f"checkpoint {folder.checkpoint_file(checkpoint)} records no step: it is not a gannorm "
                              "checkpoint")
@@ -58,6 +77,15 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
     return out
 
 
+def _protocol_text(protocol: dict[str, Any]) -> str:
+    """A metric's protocol in words: ``10000 generated vs 5000 real`` and its settings."""
+    counts = f"{protocol.get('num_generated')} generated"
+    if "num_real" in protocol:
+        counts += f" vs {protocol['num_real']} real"
+    rest = [f"{k} {v}" for k, v in protocol.items() if k not in ("num_generated", "num_real") and v is not None]
+    return "; ".join([counts, *rest])
+
+
 def format_results(out: dict[str, Any]) -> str:
     which = " (the best checkpoint)" if out.get("checkpoint") == "best" else ""
     lines = [f"run {out['run']} at G step {out['step']}{which}"]
@@ -67,6 +95,8 @@ def format_results(out: dict[str, Any]) -> str:
         for name, vals in res["metrics"].items():
             extra = ", ".join(f"{k} {v:.4g}" for k, v in vals.items() if k != "value")
             lines.append(f"    {name:<6} {vals['value']:.4f}" + (f"  ({extra})" if extra else ""))
+            if name in p.get("metrics", {}):
+                lines.append(f"           {_protocol_text(p['metrics'][name])}")
     lines.append(f"  written to {out['path']}")
     return "\n".join(lines)
 

