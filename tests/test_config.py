@@ -105,7 +105,7 @@ OUT_OF_RANGE = {
     "optim.eps": 0.0, "optim.lr_decay_start": -1, "train.steps": 0, "train.n_dis": 0, "train.batch_size_d": 0,
     "train.batch_size_g": -2, "train.penalty_weight": -1.0, "train.penalty_every": 0, "train.weight_clip": -0.01,
     "train.ortho_reg": -1e-4, "train.cr_weight": -5.0, "train.cr_translate": 0.7, "train.ema_decay": 1.0,
-    "train.ema_start": -1, "train.seed": -1, "train.threads": -1, "train.eval_every": -1,
+    "train.ema_start": -1, "train.seed": -1, "train.threads": -1, "train.eval_every": -1, "train.dist_timeout": 0.0,
     "train.eval_num_samples": 1, "train.log_every": 0, "train.sample_every": 0, "train.checkpoint_every": 0,
     "train.num_samples_grid": 0, "diagnostics.every": -1, "diagnostics.batch_size": 1,
     "diagnostics.explode_growth": 0.0, "diagnostics.explode_abs": -1.0, "diagnostics.vanish_ratio": 0.0,
