@@ -42,6 +42,9 @@ class DataConfig:
     root: str | None = None              # where its files are (None: the dataset's default)
     resolution: int | None = None        # image size (None: the dataset's default size)
     options: dict[str, Any] = field(default_factory=dict)  # dataset-specific options (e.g. limit)
+    in_memory: bool | Literal["auto"] = "auto"  # hold the decoded images in memory, or read them from disk when
+                                         # drawn (false); auto: lazily above 4 GiB decoded (docs/data.md)
+    workers: int | None = None           # processes decoding a lazily read dataset (None: up to 4; 0: none)
 
 
 @dataclass
@@ -430,7 +433,7 @@ SEED = Range(lambda v: 0 <= v < 2**32, "in [0, 2**32)")
 
 #: every numeric config key and its range (``gannorm.config.validate`` checks them in this order)
 RANGES: tuple[tuple[str, Range], ...] = (
-    ("data.resolution", at_least(1)),
+    ("data.resolution", at_least(1)), ("data.workers", at_least(0)),
     ("model.width", POSITIVE), ("model.z_dim", at_least(1)),
     ("normalization.function_eps", at_least(0)),
     ("optim.lr_d", POSITIVE), ("optim.lr_g", POSITIVE), ("optim.betas_d", UNIT), ("optim.betas_g", UNIT),

@@ -7,8 +7,13 @@
 ((1, 16, 16), 1797, 'image')
 >>> x = ds.sample(64, torch.Generator().manual_seed(0))  # float32 [64, 1, 16, 16] in [-1, 1]
 
-Each loader in :data:`DATASETS` is ``fn(root, resolution, **options) -> Dataset``. Images are
-stored as uint8 [N, C, H, W] and returned as float32 ``x / 127.5 - 1``; vectors as float32 [N, D].
+Each loader in :data:`DATASETS` is ``fn(root, resolution, *, in_memory="auto", workers=None,
+**options) -> Dataset``. Images are stored as uint8 [N, C, H, W] and returned as float32
+``x / 127.5 - 1``; vectors as float32 [N, D]. ``imagefolder``, ``npy``, ``celeba`` and an extracted
+``stl10`` can instead be read lazily, from disk when drawn, by ``workers`` processes: a
+:class:`~gannorm.data.lazy.LazyDataset`, with the same interface and bitwise the same pixels; chosen
+with ``in_memory=False``, or by ``"auto"`` above :func:`~gannorm.data.lazy.auto_limit` bytes
+(``docs/data.md``). Call ``close()`` on a dataset when done with it (a no-op in memory).
 Every failure (unknown option, unsupported resolution, missing or malformed file, hostile
 archive) is a one-line :class:`DatasetError` (a ``ValueError``); an unknown name raises the
 registry's :class:`~gannorm.registry.UnknownNameError`.
@@ -24,6 +29,7 @@ from .celeba import load_celeba
 from .cifar10 import load_cifar10
 from .digits import load_digits
 from .folder import load_imagefolder, load_npy
+from .lazy import ImageReader, LazyDataset, auto_limit
 from .mixtures import grid25_modes, load_grid25, load_ring8, ring8_modes
 from .mnist5k import load_mnist5k
 from .stl10 import load_stl10
@@ -49,10 +55,12 @@ DATASETS.register("npy", load_npy,
                   "a .npy image array [N, H, W, C] or [N, H, W] (uint8, or float in [0,1] / [-1,1])")
 
 
-def load_dataset(name: str, root: str | Path | None = None, resolution: int | None = None, **options) -> Dataset:
-    """Load the registered dataset ``name`` (see :data:`DATASETS`)."""
-    return DATASETS.get(name)(root, resolution, **options)
+def load_dataset(name: str, root: str | Path | None = None, resolution: int | None = None, *,
+                 in_memory: bool | str = "auto", workers: int | None = None, **options) -> Dataset | LazyDataset:
+    """Load the registered dataset ``name`` (see :data:`DATASETS`): in memory, or lazily (``in_memory``:
+    ``"auto"``, ``True`` or ``False``) with ``workers`` decoding processes (None: up to 4; 0: none)."""
+    return DATASETS.get(name)(root, resolution, in_memory=in_memory, workers=workers, **options)
 
 
-__all__ = ["DATASETS", "Dataset", "DatasetError", "load_dataset", "safe_member_name", "SafeUnpickler",
-           "safe_unpickle", "ring8_modes", "grid25_modes"]
+__all__ = ["DATASETS", "Dataset", "DatasetError", "ImageReader", "LazyDataset", "auto_limit", "load_dataset",
+           "safe_member_name", "SafeUnpickler", "safe_unpickle", "ring8_modes", "grid25_modes"]

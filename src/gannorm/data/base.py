@@ -1,8 +1,10 @@
 """The :class:`Dataset` container, :class:`DatasetError`, the loader decorator and the resize helpers.
 
 Images are stored as ``uint8 [N, C, H, W]`` (4x smaller than float32) and converted to float32 in
-``[-1, 1]`` as ``x / 127.5 - 1`` by :meth:`Dataset.get` / :meth:`Dataset.sample`. Vectors are stored
-as ``float32 [N, D]`` and returned as they are.
+``[-1, 1]`` as ``x / 127.5 - 1`` (:func:`to_float`) by :meth:`Dataset.get` / :meth:`Dataset.sample`.
+Vectors are stored as ``float32 [N, D]`` and returned as they are. A dataset too large for memory is
+read lazily instead (:class:`gannorm.data.lazy.LazyDataset`, with the same interface); the
+:func:`loader` wrapper chooses (its ``in_memory`` argument).
 """
 from __future__ import annotations
 
@@ -27,6 +29,11 @@ class DatasetError(GannormError, ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))  # always one line
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [-1, 1] (``x / 127.5 - 1``), the one conversion of every image dataset."""
+    return images.to(torch.float32).div_(127.5).sub_(1.0)
 
 
 class Dataset:
@@ -63,6 +70,8 @@ class Dataset:
         self.mode_std = None if mode_std is None else float(mode_std)
         self.source = source
 
+    in_memory = True  # a LazyDataset says False
+
     @property
     def shape(self) -> tuple[int, ...]:
         """Per-sample shape: (C, H, W) for images, (D,) for vectors."""
@@ -78,16 +87,28 @@ class Dataset:
             idx = idx.reshape(1)  # always a batch (and a copy, never a view of ``data``)
         batch = self.data[idx]
         if self.kind == "image":
-            return batch.to(torch.float32).div_(127.5).sub_(1.0)
+            return to_float(batch)
         return batch  # advanced indexing with an index tensor already copies
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               rows: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
         """``n`` samples drawn uniformly *with* replacement (the official ``np.random.choice(N, n)``).
 
         Deterministic given the state of ``generator`` (a CPU ``torch.Generator``); advances it.
+        ``rows`` (the positions in the batch the caller will use, e.g. one rank's shard) is a hint for
+        a lazy dataset, which decodes only those rows; held in memory, all rows are returned filled.
         """
         idx = torch.randint(len(self), (int(n),), generator=generator)
         return self.get(idx)
+
+    def close(self) -> None:
+        """Nothing to release (a lazy dataset stops its worker processes here)."""
+
+    def __enter__(self) -> "Dataset":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         labels = "" if self.labels is None else ", labelled"
@@ -121,20 +142,27 @@ def _check_resolution(name: str, resolution, resolutions, default):
 
 def loader(name: str, resolutions: Sequence[int] | str = (), default: int | None = None,
            required: bool = False) -> Callable:
-    """Decorate ``fn(root: Path | None, resolution, *, opt=...) -> Dataset`` into a registry loader.
+    """Decorate ``fn(root: Path | None, resolution, *, opt=...)`` into a registry loader.
 
-    The wrapper has the signature ``(root=None, resolution=None, **options)``. It validates
-    ``resolution`` (``resolutions=()``: must be None, a vector dataset; a tuple: one of those,
-    ``None`` -> ``default``; ``ANY``: any positive integer, ``None`` -> ``default``, an error if
-    ``required``), rejects options that are not keyword-only parameters of ``fn`` and turns ``root``
-    into an expanded ``Path``. Every failure is a one-line :class:`DatasetError`.
+    ``fn`` returns a :class:`Dataset`, or an image reader (:class:`gannorm.data.lazy.ImageReader`)
+    for a dataset that can be read lazily. The wrapper has the signature ``(root=None,
+    resolution=None, *, in_memory="auto", workers=None, **options)``. It validates ``resolution``
+    (``resolutions=()``: must be None, a vector dataset; a tuple: one of those, ``None`` ->
+    ``default``; ``ANY``: any positive integer, ``None`` -> ``default``, an error if ``required``),
+    rejects options that are not keyword-only parameters of ``fn`` and turns ``root`` into an
+    expanded ``Path``. A reader becomes a :class:`Dataset` (all images decoded now) or a lazy
+    dataset (decoded when drawn, by ``workers`` processes) as ``in_memory`` says: ``True``,
+    ``False``, or ``"auto"`` (lazy above :func:`gannorm.data.lazy.auto_limit` bytes decoded).
+    ``in_memory=False`` for a dataset ``fn`` can only return whole is an error. Every failure is
+    a one-line :class:`DatasetError`.
     """
     def wrap(fn: Callable) -> Callable:
         params = inspect.signature(fn).parameters.values()
         allowed = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
         @functools.wraps(fn)
-        def wrapped(root: str | Path | None = None, resolution: int | None = None, **options) -> Dataset:
+        def wrapped(root: str | Path | None = None, resolution: int | None = None, *,
+                    in_memory: bool | str = "auto", workers: int | None = None, **options):
             unknown = sorted(set(options) - set(allowed))
             if unknown:
                 raise DatasetError(f"{name}: unknown option(s) {', '.join(unknown)}; allowed: "
@@ -142,8 +170,21 @@ def loader(name: str, resolutions: Sequence[int] | str = (), default: int | None
             res = _check_resolution(name, resolution, resolutions, default)
             if res is None and required:
                 raise DatasetError(f"{name}: resolution is required (any positive integer, e.g. 32)")
+            if not (isinstance(in_memory, bool) or in_memory == "auto"):
+                raise DatasetError(f"{name}: in_memory must be auto, true or false, got {in_memory!r}")
+            if workers is not None and (isinstance(workers, bool) or not isinstance(workers, numbers.Integral)
+                                        or workers < 0):
+                raise DatasetError(f"{name}: workers must be a non-negative integer (0: decode in this process), "
+                                   f"got {workers!r}")
             path = None if root is None or str(root) == "" else Path(root).expanduser()
-            return fn(path, res, **options)
+            made = fn(path, res, **options)
+            if not isinstance(made, Dataset):  # an image reader: decode it all now, or lazily
+                return made.dataset(in_memory, workers)
+            if in_memory is False:
+                raise DatasetError(f"{name}: {made.source or 'this dataset'} cannot be read lazily (lazy reading "
+                                   "works for imagefolder, npy, celeba and an extracted stl10_binary/); set "
+                                   "data.in_memory=auto")
+            return made
 
         wrapped.dataset_name = name
         wrapped.options = tuple(allowed)

@@ -9,11 +9,15 @@ reads BGR with OpenCV and converts). Images not of size 178x218 are refused.
 ``root`` may be ``img_align_celeba.zip`` itself, a folder holding it, a folder holding the
 extracted ``img_align_celeba/``, or that folder. Members are read from the zip without extracting
 (names checked with :func:`~gannorm.data.archives.safe_member_name`), in sorted name order.
-Option ``limit`` keeps the first ``limit`` images. Memory: 12 kB per image at 64 (2.5 GB for all).
+Option ``limit`` keeps the first ``limit`` images. Memory: 12 kB per image at 64 (2.5 GB for all),
+49 kB at 128 (10 GB); read lazily (``data.in_memory``), from the zip or the folder alike, it is the
+member index only (the zip's directory, some 100 MB, in each worker).
 """
 from __future__ import annotations
 
+import functools
 import io
+import os
 import zipfile
 from pathlib import Path
 from typing import Callable, Iterable
@@ -23,7 +27,8 @@ import torch
 from PIL import Image
 
 from .archives import read_errors, zip_names
-from .base import Dataset, DatasetError, check_limit, loader, need_root, resize_uint8
+from .base import DatasetError, check_limit, loader, need_root, resize_uint8
+from .lazy import ImageReader, StringTable
 
 ARCHIVE = "img_align_celeba.zip"
 FOLDER = "img_align_celeba"
@@ -79,22 +84,45 @@ def _members(names: Iterable[str], limit: int | None) -> list[str]:
     return sorted(names)[:limit]
 
 
+class CelebAReader(ImageReader):
+    """The chosen members of the zip (or files of the folder), decoded with :func:`_decode`. Each
+    process opens the zip once, when it first reads (an open zip is not passed to workers)."""
+
+    def __init__(self, kind: str, path: Path, names: list[str], members: list[str], resolution: int) -> None:
+        self.name, self.source, self.kind, self.path = "celeba", str(path), kind, path
+        self.names, self.members = StringTable(names), StringTable(members)  # sorted clean names, stored names
+        self.count, self.shape = len(self.names), (3, resolution, resolution)
+        self._zip: tuple[int, zipfile.ZipFile] | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_zip": None}
+
+    def _archive(self) -> zipfile.ZipFile:
+        if self._zip is None or self._zip[0] != os.getpid():  # not one inherited by a forked worker
+            with read_errors("celeba", self.path, f"a zip of {FOLDER}/*.jpg"):
+                self._zip = (os.getpid(), zipfile.ZipFile(self.path))
+        return self._zip[1]
+
+    def _item(self, i: int) -> tuple[str, Callable[[], bytes]]:
+        if self.kind == "zip":
+            return self.names[i], functools.partial(self._archive().read, self.members[i])
+        return self.names[i], (self.path / self.members[i]).read_bytes
+
+    def read(self, indices: np.ndarray) -> torch.Tensor:
+        return _decode([self._item(int(i)) for i in indices], self.shape[-1], self.path)
+
+
 @loader("celeba", resolutions=(64, 128), default=64)
-def load_celeba(root: Path | None, resolution: int, *, limit: int | None = None) -> Dataset:
+def load_celeba(root: Path | None, resolution: int, *, limit: int | None = None) -> CelebAReader:
     limit = check_limit("celeba", limit)
     kind, path = locate(need_root("celeba", root, f"{ARCHIVE} or {FOLDER}/", HINT))
     if kind == "zip":
         with read_errors("celeba", path, f"a zip of {FOLDER}/*.jpg"):
             with zipfile.ZipFile(path) as zf:
-                names = {clean: orig for orig, clean in zip_names(zf, path) if _is_image(clean)}
-                chosen = _members(names, limit)
-                if not chosen:
-                    raise DatasetError(f"celeba: {path} holds no .jpg images ({HINT})")
-                data = _decode([(n, lambda o=names[n]: zf.read(o)) for n in chosen], resolution, path)
+                stored = {clean: orig for orig, clean in zip_names(zf, path) if _is_image(clean)}
     else:
-        files = {p.relative_to(path).as_posix(): p for p in path.iterdir() if p.is_file() and _is_image(p.name)}
-        chosen = _members(files, limit)
-        if not chosen:
-            raise DatasetError(f"celeba: {path} holds no .jpg images ({HINT})")
-        data = _decode([(n, files[n].read_bytes) for n in chosen], resolution, path)
-    return Dataset("celeba", data, "image", source=str(path))
+        stored = {p.name: p.name for p in path.iterdir() if p.is_file() and _is_image(p.name)}
+    chosen = _members(stored, limit)
+    if not chosen:
+        raise DatasetError(f"celeba: {path} holds no .jpg images ({HINT})")
+    return CelebAReader(kind, path, chosen, [stored[n] for n in chosen], resolution)

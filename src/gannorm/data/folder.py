@@ -1,10 +1,10 @@
 """``imagefolder`` (any folder of image files) and ``npy`` (an image array saved with numpy).
 
 ``imagefolder``: every ``.png/.jpg/.jpeg/.bmp/.webp`` file (case-insensitive) under ``root``,
-recursively, sorted by relative path. Each is EXIF-rotated, centre-cropped to a square of its
-shorter side (``left = (W - s) // 2``, ``top = (H - s) // 2``) and resized to ``resolution``
-(required) with Pillow's bilinear filter (antialiased when shrinking), then converted to RGB
-(``channels=3``, default) or to Pillow's "L" luma (``channels=1``). Option ``limit``.
+recursively, sorted by relative path. Each is EXIF-rotated, converted to RGB (``channels=3``,
+default) or to Pillow's "L" luma (``channels=1``), centre-cropped to a square of its shorter side
+(``left = (W - s) // 2``, ``top = (H - s) // 2``) and resized to ``resolution`` (required) with
+Pillow's bilinear filter (antialiased when shrinking). Option ``limit``.
 
 ``npy``: ``root`` is a ``.npy`` file of images [N, H, W, C] (C = 1 or 3) or [N, H, W] (one channel),
 loaded with ``np.load(allow_pickle=False, mmap_mode="r")``. Values are detected from the dtype and
@@ -17,10 +17,15 @@ range (option ``value_range`` overrides the detection):
 
 Floats are rounded to 8 bits (storage is uint8). With ``resolution`` given, images are centre-cropped
 to a square and resized (bilinear, antialiased when shrinking); without it they keep their size.
-Option ``limit`` keeps the first ``limit`` images.
+Option ``limit`` keeps the first ``limit`` images. Only the value scan reads the whole file (a slice
+at a time; skipped for uint8 data read as 0-255); the images are read when decoded.
+
+Both return an :class:`~gannorm.data.lazy.ImageReader`, so both can be read lazily
+(``data.in_memory``); a file that cannot be decoded is then reported when it is drawn.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,55 +33,114 @@ import torch
 from PIL import Image, ImageOps
 
 from .archives import read_errors
-from .base import (ANY, Dataset, DatasetError, center_crop_box, check_limit, loader, need_root,
-                   quantize, resize_uint8)
+from .base import ANY, DatasetError, center_crop_box, check_limit, loader, need_root, quantize, resize_uint8
+from .lazy import ImageReader, StringTable
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VALUE_RANGES = ("auto", "[0,255]", "[0,1]", "[-1,1]")
 NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file
-_CHUNK = 1024
+_SCAN_BYTES = 64 << 20  # bytes of an .npy array mapped at a time when scanning its values
 
 
 # ------------------------------------------------------------------------------------- imagefolder
 
-def list_images(root: Path) -> list[Path]:
-    """Image files under ``root`` (recursive), sorted by relative path."""
-    files = [p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file()]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+def list_images(root: Path) -> StringTable:
+    """Image files under ``root`` (recursive, not into linked folders; unreadable folders skipped), as
+    paths relative to it (``/``-separated), sorted (by their bytes: for UTF-8 names, by code point).
+    Listed as bytes into a :class:`~gannorm.data.lazy.StringTable`: a million files cost some 100 MB
+    less than as ``Path`` objects."""
+    top, suffixes = os.fsencode(root), tuple(os.fsencode(e) for e in EXTENSIONS)
+    found, folders = [], [b""]
+    while folders:
+        rel = folders.pop()
+        try:
+            with os.scandir(os.path.join(top, rel) if rel else top) as entries:
+                for e in entries:
+                    name = rel + b"/" + e.name if rel else e.name
+                    if e.is_dir(follow_symlinks=False):
+                        folders.append(name)
+                    elif os.path.splitext(e.name)[1].lower() in suffixes and e.is_file():
+                        found.append(name)
+        except OSError:
+            if not rel:
+                raise
+    found.sort()
+    return StringTable(found)
+
+
+def decode_image(file: Path, channels: int, resolution: int) -> np.ndarray:
+    """One image file -> uint8 [channels, resolution, resolution]: EXIF-rotated, converted to RGB or L,
+    centre-cropped to a square and resized with Pillow's bilinear filter."""
+    bilinear = getattr(getattr(Image, "Resampling", Image), "BILINEAR")
+    with read_errors("imagefolder", file, "a readable image"), Image.open(file) as im:
+        im = ImageOps.exif_transpose(im)
+        im = im.convert("RGB" if channels == 3 else "L")
+        im = im.crop(center_crop_box(*im.size)).resize((resolution, resolution), bilinear)
+        arr = np.asarray(im)
+    return arr.reshape(resolution, resolution, channels).transpose(2, 0, 1)
+
+
+class FolderReader(ImageReader):
+    """The image files of an ``imagefolder``, decoded one by one with :func:`decode_image`."""
+
+    def __init__(self, root: Path, files: StringTable, channels: int, resolution: int) -> None:
+        self.name, self.source, self.root = "imagefolder", str(root), root
+        self.files = files
+        self.count, self.shape = len(self.files), (channels, resolution, resolution)
+
+    def read(self, indices: np.ndarray) -> torch.Tensor:
+        out = torch.empty((len(indices), *self.shape), dtype=torch.uint8)
+        for k, i in enumerate(indices):
+            out[k] = torch.from_numpy(decode_image(self.root / self.files[int(i)], *self.shape[:2]).copy())
+        return out
 
 
 @loader("imagefolder", resolutions=ANY, default=None, required=True)
-def load_imagefolder(root: Path | None, resolution: int, *, channels: int = 3, limit: int | None = None) -> Dataset:
+def load_imagefolder(root: Path | None, resolution: int, *, channels: int = 3,
+                     limit: int | None = None) -> FolderReader:
     limit = check_limit("imagefolder", limit)
     if channels not in (1, 3) or isinstance(channels, bool):
         raise DatasetError(f"imagefolder: option channels must be 1 or 3, got {channels!r}")
     root = need_root("imagefolder", root, "a folder of image files", "put .png/.jpg/... files in a folder")
     if not root.is_dir():
         raise DatasetError(f"imagefolder: expected a folder of image files at {root} (pass data.root=DIR)")
-    files = list_images(root)[:limit]
-    if not files:
+    files = list_images(root).head(limit)
+    if not len(files):
         raise DatasetError(f"imagefolder: no image files ({', '.join(EXTENSIONS)}) under {root}")
-    bilinear = getattr(getattr(Image, "Resampling", Image), "BILINEAR")
-    out = torch.empty((len(files), channels, resolution, resolution), dtype=torch.uint8)
-    for i, file in enumerate(files):
-        with read_errors("imagefolder", file, "a readable image"), Image.open(file) as im:
-            im = ImageOps.exif_transpose(im)
-            im = im.convert("RGB" if channels == 3 else "L")
-            im = im.crop(center_crop_box(*im.size)).resize((resolution, resolution), bilinear)
-            arr = np.asarray(im)
-        out[i] = torch.from_numpy(arr.reshape(resolution, resolution, channels).transpose(2, 0, 1).copy())
-    return Dataset("imagefolder", out, "image", source=str(root))
+    return FolderReader(root, files, channels, resolution)
 
 
 # --------------------------------------------------------------------------------------------- npy
 
-def _detect_range(name: str, arr: np.ndarray, value_range: str, path: Path) -> str:
+def _open(path: Path) -> np.ndarray:
+    """The array of ``path`` memory-mapped (nothing read yet), as [N, H, W, C]."""
+    with read_errors("npy", path, "a .npy file saved with numpy.save (no pickled objects)"):
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    return arr[..., None] if arr.ndim == 3 else arr
+
+
+def _min_max(path: Path, count: int) -> tuple[float, float]:
+    """The smallest and largest value of the first ``count`` images, read a slice at a time (each slice
+    mapped afresh, so the pages read do not stay resident); NaN if there is one."""
+    lo, hi, arr = np.inf, -np.inf, _open(path)
+    rows = max(1, _SCAN_BYTES // (int(np.prod(arr.shape[1:])) * arr.itemsize))
+    del arr
+    for i in range(0, count, rows):
+        part = _open(path)[i:min(i + rows, count)]
+        lo, hi = np.minimum(lo, part.min()), np.maximum(hi, part.max())
+        del part
+    return float(lo), float(hi)
+
+
+def _detect_range(name: str, path: Path, dtype: np.dtype, count: int, value_range: str) -> str:
     if value_range not in VALUE_RANGES:
         raise DatasetError(f"{name}: option value_range must be one of {', '.join(VALUE_RANGES)}, got {value_range!r}")
-    kind = arr.dtype.kind
+    kind = dtype.kind
     if kind not in "uif":
-        raise DatasetError(f"{name}: {path} has dtype {arr.dtype}; expected uint8 or float images")
-    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        raise DatasetError(f"{name}: {path} has dtype {dtype}; expected uint8 or float images")
+    if dtype == np.uint8 and value_range in ("auto", "[0,255]"):
+        return "[0,255]"  # always in range: no need to read the file
+    lo, hi = _min_max(path, count)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise DatasetError(f"{name}: {path} holds NaN or infinite values")
     detected = value_range
@@ -103,9 +167,34 @@ def _to_uint8(chunk: np.ndarray, value_range: str) -> torch.Tensor:
     return quantize(scaled)
 
 
+class NpyReader(ImageReader):
+    """Images of a ``.npy`` array: the records asked for are read through a fresh memory map, cropped to
+    the centre square, converted to 8 bits and resized (bilinear, antialiased when shrinking)."""
+
+    def __init__(self, path: Path, count: int, height: int, width: int, channels: int, value_range: str,
+                 resolution: int | None) -> None:
+        self.name, self.source, self.path = "npy", str(path), path
+        self.count, self.value_range = count, value_range
+        if resolution is None:
+            self.size, self.box = (height, width), (0, 0, width, height)
+        else:
+            self.size, self.box = (resolution, resolution), center_crop_box(width, height)
+        self.shape = (channels, *self.size)
+
+    def read(self, indices: np.ndarray) -> torch.Tensor:
+        left, top, right, bottom = self.box
+        out = torch.empty((len(indices), *self.shape), dtype=torch.uint8)
+        with read_errors("npy", self.path):
+            arr = _open(self.path)
+            records = arr[np.asarray(indices, dtype=np.int64), top:bottom, left:right]  # a copy, then unmapped
+            del arr
+            resize_uint8(_to_uint8(records, self.value_range).permute(0, 3, 1, 2), self.size, antialias=True, out=out)
+        return out
+
+
 @loader("npy", resolutions=ANY, default=None)
 def load_npy(root: Path | None, resolution: int | None, *, value_range: str = "auto",
-             limit: int | None = None) -> Dataset:
+             limit: int | None = None) -> NpyReader:
     limit = check_limit("npy", limit)
     path = need_root("npy", root, "a .npy file of images [N, H, W, C]", "save one with numpy.save")
     if not path.is_file():
@@ -114,27 +203,17 @@ def load_npy(root: Path | None, resolution: int | None, *, value_range: str = "a
     with read_errors("npy", path, "a .npy file saved with numpy.save (no pickled objects)"):
         with open(path, "rb") as fh:
             magic = fh.read(len(NPY_MAGIC))
-        if magic != NPY_MAGIC:  # numpy would call any other file "pickled data"
-            kind = "an .npz archive" if magic.startswith(b"PK") else "some other file"
-            raise DatasetError(f"npy: {path} is {kind}, not a single .npy array (save one with numpy.save)")
-        arr = np.load(path, allow_pickle=False, mmap_mode="r")
-    if arr.ndim == 3:
-        arr = arr[..., None]
+    if magic != NPY_MAGIC:  # numpy would call any other file "pickled data"
+        kind = "an .npz archive" if magic.startswith(b"PK") else "some other file"
+        raise DatasetError(f"npy: {path} is {kind}, not a single .npy array (save one with numpy.save)")
+    arr = _open(path)
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3) or 0 in arr.shape:
         chw = arr.ndim == 4 and arr.shape[1] in (1, 3)
         hint = " (it looks channels-first; transpose to [N, H, W, C])" if chw else ""
         raise DatasetError(f"npy: {path} has shape {arr.shape}; expected [N, H, W, C] with C = 1 or 3, "
                            f"or [N, H, W]{hint}")
-    arr = arr[:limit]
+    n, h, w, c = arr.shape
+    count = n if limit is None else min(n, limit)
     with read_errors("npy", path):
-        value_range = _detect_range("npy", arr, value_range, path)
-        n, h, w, c = arr.shape
-        if resolution is None:
-            size, (left, top, right, bottom) = (h, w), (0, 0, w, h)
-        else:
-            size, (left, top, right, bottom) = (resolution, resolution), center_crop_box(w, h)
-        out = torch.empty((n, c, *size), dtype=torch.uint8)
-        for i in range(0, n, _CHUNK):
-            chunk = _to_uint8(arr[i:i + _CHUNK, top:bottom, left:right], value_range).permute(0, 3, 1, 2)
-            resize_uint8(chunk, size, antialias=True, out=out[i:i + _CHUNK])
-    return Dataset("npy", out, "image", source=str(path))
+        value_range = _detect_range("npy", path, arr.dtype, count, value_range)
+    return NpyReader(path, count, h, w, c, value_range, resolution)

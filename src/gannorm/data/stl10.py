@@ -10,7 +10,9 @@ rounded half up), or kept at 96.
 ``root`` may be the folder holding ``stl10_binary/``, the ``stl10_binary/`` folder itself, a
 folder holding ``stl10_binary.tar.gz``, or that archive (its member is streamed, never extracted).
 The file is read in chunks (``np.memmap`` for the extracted file), so no full-resolution copy of
-all images is ever held in memory. Option ``limit`` reads only the first ``limit`` images.
+all images is ever held in memory. Option ``limit`` reads only the first ``limit`` images. The
+extracted file can also be read lazily (``data.in_memory``; fixed-size records, read when drawn);
+the archive is always read whole (a gzip stream has no random access).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 
 from .archives import iter_tar, read_errors
 from .base import Dataset, DatasetError, check_limit, loader, need_root, resize_uint8
+from .lazy import ImageReader
 
 FILE = "unlabeled_X.bin"
 FOLDER = "stl10_binary"
@@ -29,7 +32,7 @@ URL = "https://cs.stanford.edu/~acoates/stl10/"
 HINT = f"download {ARCHIVE} from {URL}"
 SIDE = 96
 IMAGE_BYTES = 3 * SIDE * SIDE
-_CHUNK = 2048
+_CHUNK = 2048  # images per read of the archive
 
 
 def locate(root: Path) -> tuple[str, Path]:
@@ -63,16 +66,22 @@ def _count(nbytes: int, source) -> int:
     return nbytes // IMAGE_BYTES
 
 
-def _read_file(path: Path, limit: int | None, resolution: int) -> torch.Tensor:
-    n = _count(path.stat().st_size, path)
-    n = n if limit is None else min(n, limit)
-    out = torch.empty((n, 3, resolution, resolution), dtype=torch.uint8)
-    with read_errors("stl10", path):
-        raw = np.memmap(path, dtype=np.uint8, mode="c", shape=(n, IMAGE_BYTES))  # copy-on-write: never written
-        for i in range(0, n, _CHUNK):
-            _convert(raw[i:i + _CHUNK], resolution, out[i:i + _CHUNK])
-        del raw
-    return out
+class STL10Reader(ImageReader):
+    """Images of the extracted ``unlabeled_X.bin``: fixed-size records read through a fresh memory map
+    (unmapped after each read, so nothing stays resident), converted by :func:`_convert`."""
+
+    def __init__(self, path: Path, count: int, resolution: int) -> None:
+        self.name, self.source, self.path = "stl10", str(path), path
+        self.count, self.shape = count, (3, resolution, resolution)
+
+    def read(self, indices: np.ndarray) -> torch.Tensor:
+        out = torch.empty((len(indices), *self.shape), dtype=torch.uint8)
+        with read_errors("stl10", self.path):
+            raw = np.memmap(self.path, dtype=np.uint8, mode="r", shape=(self.count, IMAGE_BYTES))
+            records = raw[np.asarray(indices, dtype=np.int64)]  # a copy
+            del raw
+            _convert(records, self.shape[-1], out)
+        return out
 
 
 def _read_archive(path: Path, limit: int | None, resolution: int) -> torch.Tensor:
@@ -93,8 +102,10 @@ def _read_archive(path: Path, limit: int | None, resolution: int) -> torch.Tenso
 
 
 @loader("stl10", resolutions=(48, 96), default=48)
-def load_stl10(root: Path | None, resolution: int, *, limit: int | None = None) -> Dataset:
+def load_stl10(root: Path | None, resolution: int, *, limit: int | None = None) -> Dataset | STL10Reader:
     limit = check_limit("stl10", limit)
     kind, path = locate(need_root("stl10", root, f"{FOLDER}/{FILE} or {ARCHIVE}", HINT))
-    data = _read_file(path, limit, resolution) if kind == "file" else _read_archive(path, limit, resolution)
-    return Dataset("stl10", data, "image", source=str(path))
+    if kind == "file":
+        n = _count(path.stat().st_size, path)
+        return STL10Reader(path, n if limit is None else min(n, limit), resolution)
+    return Dataset("stl10", _read_archive(path, limit, resolution), "image", source=str(path))

@@ -102,7 +102,9 @@ class Trainer:
         if t.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("config key train.precision: fp16 needs a GPU; use bf16 on the CPU")
         self.amp_dtype = AMP_DTYPES[t.precision]
-        self.data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.resolution, **cfg.data.options)
+        d = cfg.data  # a large dataset is read lazily, by worker processes that close() stops (docs/data.md)
+        self.data = load_dataset(d.name, d.root, d.resolution, in_memory=d.in_memory, workers=d.workers,
+                                 **d.options)
         with private_rng(seed=t.seed, device=self.device):  # the models' initial weights come from the seed
             self.G, self.D = self._build_models()
             self._torch_rng = torch.get_rng_state()       # the global stream the training steps continue
@@ -239,9 +241,12 @@ class Trainer:
         return _bn_running_stats(self.G, not frozen)
 
     def _real_batch(self) -> torch.Tensor:
-        """The global real batch of a D step (on the CPU; every rank draws all of it, then takes its shard)."""
+        """The global real batch of a D step (on the CPU; every rank draws all of it, then takes its shard).
+
+        A lazy dataset decodes only this rank's rows of it (the others are left zero)."""
         t = self.cfg.train
-        real = self.data.sample(t.batch_size_d, self.rng)
+        rows = self.ranks.shard(torch.arange(t.batch_size_d)) if self.ranks.distributed else None
+        real = self.data.sample(t.batch_size_d, self.rng, rows=rows)
         if t.real_hflip and real.ndim == 4:
             flip = torch.rand(len(real), generator=self.rng) < 0.5
             real = torch.where(flip.view(-1, 1, 1, 1), real.flip(-1), real)
@@ -420,6 +425,12 @@ class Trainer:
             finally:
                 self._torch_rng = torch.get_rng_state()
                 self._in_run = False
+                self.close()
+
+    def close(self) -> None:
+        """Stop the data worker processes of a lazy dataset (:meth:`run` does this when it ends, however it
+        ends); a later run or evaluation starts them again."""
+        self.data.close()
 
     def _loop(self) -> RunResult:
         resumed = self._resumed or self.step > 0
