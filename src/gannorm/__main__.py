@@ -1,7 +1,8 @@
 """``python -m gannorm``: the command line (also what ``torchrun -m gannorm`` runs on every rank).
 
 Under torchrun, ranks other than 0 print nothing on stdout (rank 0 prints the same: the run's summary,
-its folder), and the process group a training run joined is left before the process exits.
+its folder, the evaluation's numbers), and the process group a command joined (``train``, ``eval``,
+``fid-stats``) is left before the process exits.
 """
 import contextlib
 import os

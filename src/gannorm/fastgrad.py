@@ -127,12 +127,20 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int | 
     return _Conv.apply(x, weight, bias, geom)
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (``torch.is_autocast_enabled()`` alone asks about CUDA only)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 def _supported(args: tuple, kwargs: dict) -> bool:
     names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
     bound = dict(zip(names, args)) | kwargs
     x, padding = bound.get("input"), bound.get("padding", 0)
     return isinstance(x, Tensor) and x.dim() == 4 and not isinstance(padding, str) and x.dtype in (
-        torch.float32, torch.float64) and not torch.is_autocast_enabled()
+        torch.float32, torch.float64) and not _autocast_enabled(x.device.type)
 
 
 class _FastConvGradMode(TorchFunctionMode):

@@ -1,20 +1,66 @@
-"""``gannorm eval`` and ``gannorm fid-stats``: evaluate a run's checkpoint, build reference statistics."""
+"""``gannorm eval`` and ``gannorm fid-stats``: evaluate a run's checkpoint, build reference statistics.
+
+Both run under ``torchrun`` too (``torchrun --nproc_per_node=N -m gannorm eval RUN``): every rank joins the
+process group (``gloo`` on the CPU, ``nccl`` with one GPU per rank for ``--device cuda``), extracts the
+features of its shard of the images, and rank 0 gathers them, computes the numbers and alone writes the
+output file; the numbers are those of one process (:mod:`gannorm.metrics.sharding`, ``docs/distributed.md``).
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..config import Config, evaluation_options
 from ..data import load_dataset
 from ..errors import GannormError, RunFolderError
 from ..fileio import atomic_write_text
-from ..metrics.evaluate import METRICS, EvalOptions, default_metrics, make_extractor, metric_protocols, real_subset
+from ..metrics.evaluate import (METRICS, EvalOptions, default_metrics, make_extractor, metric_protocols,
+                                real_subset)
 from ..metrics.frechet import feature_statistics, load_statistics, save_statistics
+from ..metrics.sharding import Shards, extract_shard
 from ..runfolder import RunFolder
+from ..training.distributed import DEFAULT_TIMEOUT, Ranks, ranks_from_env, setup
 from ..training.sample_mode import evaluate_generator
 from .sampling import checkpoint_config, load_generator, prepare_output, write_output
+
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+def eval_device(name: str) -> torch.device:
+    """The device ``--device NAME`` names (``auto``: a GPU if there is one); a one-line error otherwise."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise GannormError(f"--device {name!r} is not a device ({DEVICES})") from None
+    if device.type not in ("cpu", "cuda"):
+        raise GannormError(f"--device {name!r}: evaluation runs on {DEVICES}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GannormError(f"--device {name}: no GPU is available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise GannormError(f"--device {name}: this machine has {count} GPU(s) (cuda:0 to cuda:{count - 1}); use one "
+                           "of those, cuda or auto")
+    return device
+
+
+def join_ranks(device: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[Ranks, torch.device]:
+    """The ranks torchrun started (one process without torchrun) and this rank's device, the process group
+    joined: ``gloo`` on the CPU, ``nccl`` on ``cuda:LOCAL_RANK``; its collectives wait ``timeout`` seconds."""
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        raise GannormError(f"--dist-timeout must be a number of seconds > 0, got {timeout}")
+    resolved = eval_device(device)
+    ranks = ranks_from_env(timeout)
+    if ranks.distributed and resolved.index is not None:
+        raise GannormError(f"--device {device} names one GPU, but torchrun started {ranks.world} ranks, one GPU each "
+                           "(cuda:LOCAL_RANK); give --device cuda")
+    return ranks, setup(ranks, resolved)
 
 
 def check_options(options: EvalOptions, dataset: str | None = None) -> None:
@@ -38,23 +84,30 @@ def check_options(options: EvalOptions, dataset: str | None = None) -> None:
 def training_protocol(options: EvalOptions, cfg: Config) -> EvalOptions:
     """``options`` with the metrics, counts, per-metric protocol and seed of ``cfg``'s evaluations during
     training (:func:`gannorm.config.evaluation_options`); the extractor settings (batch size, Inception
-    weights and backend, download, progress) and ``reference_stats`` stay ``options``'."""
+    weights, backend and device, download, progress), ``reference_stats`` and ``sharded`` stay ``options``'."""
     return dataclasses.replace(evaluation_options(cfg), batch_size=options.batch_size, progress=options.progress,
                                inception_weights=options.inception_weights,
                                inception_backend=options.inception_backend, download=options.download,
-                               reference_stats=options.reference_stats)
+                               reference_stats=options.reference_stats, device=options.device,
+                               sharded=options.sharded)
 
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path | None = None,
-                 checkpoint: str = "latest", use_training_protocol: bool = False) -> dict[str, Any]:
+                 checkpoint: str = "latest", use_training_protocol: bool = False,
+                 dist_timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
     """Evaluate the EMA (if the run has one) and the raw generator of ``run_dir``'s ``latest`` or ``best``
     checkpoint, each sampling in the run's ``train.sample_mode``; with ``use_training_protocol`` by the run's
-    own evaluation protocol (:func:`training_protocol`) instead of ``options``' metrics and counts.
+    own evaluation protocol (:func:`training_protocol`) instead of ``options``' metrics and counts. The
+    generator and the Inception network run on ``options.device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
 
     Writes ``{"step", "checkpoint", "results": {"ema": ..., "raw": ...}}`` as JSON to ``output`` (default
-    ``RUN/eval_step<step>.json``) and returns it.
+    ``RUN/eval_step<step>.json``) and returns it. Under torchrun every rank calls it alike: the evaluation is
+    sharded over the ranks (:func:`gannorm.metrics.evaluate.evaluate`), rank 0 alone writes the file, and every
+    rank returns the same numbers; ``dist_timeout`` bounds each wait for the other ranks.
     """
     check_options(options)
+    ranks, device = join_ranks(options.device, dist_timeout)
+    options = dataclasses.replace(options, device=str(device), sharded=True)
     folder = RunFolder.open(run_dir)
     state = folder.load_checkpoint(checkpoint)  # read once; both generators come from it
     cfg = checkpoint_config(state, folder.checkpoint_file(checkpoint))
@@ -65,14 +118,20 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
         raise RunFolderError(f"checkpoint {folder.checkpoint_file(checkpoint)} records no step: it is not a gannorm "
                              "checkpoint")
     step = state["step"]
-    path = prepare_output(output, ".json", overwrite=True) if output else folder.eval_result_path(step)
+    path = Path(ranks.from_main(lambda: prepare_output(output, ".json", overwrite=True) if output
+                                else folder.eval_result_path(step)))
     data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.resolution, **cfg.data.options)
     results = {}
-    for kind in (["ema"] if state.get("G_ema") is not None else []) + ["raw"]:
-        g, _, _ = load_generator(folder.path, use_ema=(kind == "ema"), state=state, checkpoint=checkpoint)
-        results[kind] = evaluate_generator(g, cfg.train.sample_mode, data, cfg.model.z_dim, options)
+    try:
+        for kind in (["ema"] if state.get("G_ema") is not None else []) + ["raw"]:
+            g, _, _ = load_generator(folder.path, use_ema=(kind == "ema"), state=state, checkpoint=checkpoint)
+            results[kind] = evaluate_generator(g.to(device), cfg.train.sample_mode, data, cfg.model.z_dim, options,
+                                               device=device)
+    finally:
+        data.close()
     out = {"run": str(folder.path), "step": step, "checkpoint": checkpoint, "results": results}
-    write_output(path, lambda p: atomic_write_text(p, json.dumps(out, indent=1) + "\n"))
+    if ranks.main:
+        write_output(path, lambda p: atomic_write_text(p, json.dumps(out, indent=1) + "\n"))
     out["path"] = str(path)
     return out
 
@@ -104,22 +163,36 @@ def format_results(out: dict[str, Any]) -> str:
 def fid_stats(dataset: str, output: str | Path, *, root: str | None = None, resolution: int | None = None,
               num: int | None = None, seed: int = 0, batch_size: int = 50, inception_weights: str | None = None,
               backend: str = "auto", progress: bool = True, overwrite: bool = False,
-              download: bool = False) -> dict[str, Any]:
+              download: bool = False, device: str = "cpu", dist_timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
     """Write TTUR-compatible ``mu``/``sigma`` of the Inception pool3 features of ``dataset`` to ``output``.
 
     An existing ``output`` is refused unless ``overwrite``; the file is written atomically. The Inception
-    weights are downloaded only with ``download`` (otherwise a missing file is a one-line error).
+    weights are downloaded only with ``download`` (otherwise a missing file is a one-line error). The network
+    runs on ``device``. Under torchrun every rank calls it alike: each extracts its shard of the images (whole
+    batches of ``batch_size``), rank 0 gathers the features in order and alone writes the file.
     """
-    output = prepare_output(output, ".npz", overwrite)
+    if batch_size < 1:
+        raise GannormError(f"--batch-size must be >= 1, got {batch_size}")
     if num is not None and num < 2:
         raise GannormError(f"fid-stats needs at least 2 images (-n), got {num}")
+    ranks, dev = join_ranks(device, dist_timeout)
+    output = Path(ranks.from_main(lambda: prepare_output(output, ".npz", overwrite)))
     data = load_dataset(dataset, root, resolution)
-    if data.kind != "image":
-        raise GannormError(f"fid-stats needs an image dataset; {dataset} holds {data.kind}s")
-    x, protocol = real_subset(data, num or len(data), seed)
-    extract, desc = make_extractor("inception", dataset=dataset, resolution=data.shape[-1], batch_size=batch_size,
-                                   progress=progress, inception_weights=inception_weights, inception_backend=backend,
-                                   download=download)
-    mu, sigma = feature_statistics(extract(x)["features"])
-    write_output(output, lambda path: save_statistics(path, mu, sigma))
-    return {"path": str(output), "num": len(x), **protocol, **desc}
+    try:
+        if data.kind != "image":
+            raise GannormError(f"fid-stats needs an image dataset; {dataset} holds {data.kind}s")
+        shards = Shards.current()
+        n = min(num or len(data), len(data))
+        bounds = shards.bounds(n, batch_size)
+        x, protocol = real_subset(data, n, seed, rows=bounds[shards.rank])
+        extract, desc = shards.main_first(lambda: make_extractor(
+            "inception", dataset=dataset, resolution=data.shape[-1], batch_size=batch_size,
+            progress=progress and shards.main, inception_weights=inception_weights, inception_backend=backend,
+            download=download, device=str(dev)))
+        features = extract_shard(extract, x, shards, bounds, n)
+    finally:
+        data.close()
+    if shards.main:
+        mu, sigma = feature_statistics(features["features"])
+        write_output(output, lambda path: save_statistics(path, mu, sigma))
+    return {"path": str(output), "num": n, **protocol, **desc}

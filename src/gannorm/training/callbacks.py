@@ -9,9 +9,10 @@ distributed run adds its own callbacks without touching the loop.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from tqdm import tqdm
 
@@ -21,6 +22,7 @@ from ..diagnostics.probes import flat_scalars, headline_scalars
 from ..metrics.evaluate import METRICS, EvalOptions, check_evaluation, flat
 from ..normalizations import sigmas
 from ..runfolder import BestRecord, EvalRecord
+from .distributed import Ranks
 from .sample_mode import evaluate_generator
 
 if TYPE_CHECKING:
@@ -33,7 +35,16 @@ def due(step: int, every: int, last: int) -> bool:
 
 
 class Callback:
-    """The hooks of the training loop; each does nothing by default."""
+    """The hooks of the training loop; each does nothing by default.
+
+    In a run of several ranks a callback runs on rank 0 only, unless it sets ``every_rank`` (and the trainer
+    picks the callbacks of each rank with :func:`rank_callbacks`): it then runs on every rank, which it must
+    keep in step (the same collectives in the same order), writing only on rank 0.
+    """
+
+    every_rank: bool = False
+    #: set by :func:`rank_callbacks` on an ``every_rank`` callback that every rank of a distributed run runs
+    on_every_rank: bool = False
 
     def on_start(self, trainer: "Trainer", resumed: bool) -> None:
         pass
@@ -123,15 +134,33 @@ class SampleGrid(Callback):
             trainer.save_samples()
 
 
-def evaluate_sampler(trainer: "Trainer", options: EvalOptions) -> dict[str, float]:
+def rank_callbacks(callbacks: Sequence[Callback], ranks: Ranks) -> list[Callback]:
+    """The callbacks one rank runs: all of them in one process and on rank 0, those that set ``every_rank``
+    (the :class:`Evaluation`, sharded over the ranks) on the others. On several ranks it marks those
+    ``on_every_rank``, which is how they know that every rank runs them."""
+    if not ranks.distributed:
+        return list(callbacks)
+    for cb in callbacks:
+        if cb.every_rank:
+            cb.on_every_rank = True
+    return list(callbacks) if ranks.main else [cb for cb in callbacks if cb.every_rank]
+
+
+def evaluate_sampler(trainer: "Trainer", options: EvalOptions, sharded: bool = False) -> dict[str, float]:
     """Evaluate the sampling generator (the EMA copy if any, in ``train.sample_mode``) with ``options``;
-    appends the record, with its per-metric protocol, to ``eval.jsonl``, keeps it as ``trainer.last_eval``
-    and returns the ``eval/<metric>`` scalars."""
+    appends the record, with its per-metric protocol, to ``eval.jsonl`` (rank 0), keeps it as
+    ``trainer.last_eval`` and returns the ``eval/<metric>`` scalars.
+
+    With ``sharded`` (only when every rank calls it, at the same step) the evaluation is split over the ranks
+    (:func:`gannorm.metrics.evaluate.evaluate`) and every rank returns the same numbers; otherwise it runs
+    whole on the rank that calls it."""
+    options = dataclasses.replace(options, sharded=sharded and trainer.ranks.distributed)
     result = evaluate_generator(trainer.sampler(), trainer.cfg.train.sample_mode, trainer.data,
                                 trainer.cfg.model.z_dim, options, device=trainer.device)
     generator = "ema" if trainer.ema is not None else "raw"
     trainer.last_eval = EvalRecord(trainer.step, generator, result["metrics"], result["protocol"])
-    trainer.folder.append_eval(trainer.last_eval)
+    if trainer.ranks.main:
+        trainer.folder.append_eval(trainer.last_eval)
     return flat(result)
 
 
@@ -140,7 +169,12 @@ class Evaluation(Callback):
     (``train.eval_protocol``, :func:`gannorm.config.evaluation_options`), to ``eval.jsonl`` (with the
     protocol) and as ``eval/<metric>`` scalars. What an evaluation needs (the Inception weights, a backend
     with logits for IS, readable reference files) is checked at the start, so that it fails before the first
-    step rather than at the first evaluation."""
+    step rather than at the first evaluation.
+
+    In a run of several ranks whose trainer runs it on every rank (:func:`rank_callbacks`) the evaluation is
+    sharded over them; run on rank 0 alone, it evaluates whole there while the others wait."""
+
+    every_rank = True
 
     def __init__(self, cfg: Config) -> None:
         self.every = cfg.train.eval_every
@@ -151,8 +185,9 @@ class Evaluation(Callback):
 
     def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
         if due(trainer.step, self.every, trainer.cfg.train.steps):
-            scores = evaluate_sampler(trainer, self.options)
-            trainer.logger.log(trainer.step, scores, csv_row=False)  # the CSV's columns are the training rows
+            scores = evaluate_sampler(trainer, self.options, sharded=self.on_every_rank)
+            if trainer.ranks.main:
+                trainer.logger.log(trainer.step, scores, csv_row=False)  # the CSV's columns are the training rows
             trainer.last = {**trainer.last, **scores}
 
 

@@ -11,7 +11,8 @@ state as it found it: torch's thread count, the global RNG, and the signal handl
 
 Started by ``torchrun`` (``WORLD_SIZE`` > 1), every rank runs this same loop on its shard of each global
 batch, with the gradients summed over the ranks after each backward (:mod:`gannorm.training.distributed`,
-``docs/distributed.md``); the callbacks, and every write to the run folder, run on rank 0 only.
+``docs/distributed.md``); every write to the run folder happens on rank 0, and the callbacks run there
+(the evaluation runs on every rank, each extracting its shard).
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from ..networks import build_discriminator, build_generator
 from ..normalizations import update_after_step
 from ..penalties import PENALTIES, orthogonal_regularization, weight_clip_
 from ..runfolder import CHECKPOINT, SAMPLES, BestRecord, EvalRecord, RunFolder, Status, load_state_checked
-from .callbacks import Callback, default_callbacks, evaluate_sampler
+from .callbacks import Callback, default_callbacks, evaluate_sampler, rank_callbacks
 from .distributed import check_supported, ranks_from_env, setup, sync_batch_norm, synced
 from .ema import EMA
 from .finite import agreed_non_finite, locate, named_grads
@@ -76,8 +77,15 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"config key train.device: {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"config key train.device: {name!r} is not a device gannorm trains on (auto, cpu, cuda, "
+                          "cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config key train.device: cuda was asked for but no GPU is available; use cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ConfigError(f"config key train.device: {name} names GPU {device.index}, but this machine has {count} "
+                          f"(cuda:0 to cuda:{count - 1}); use one of those, cuda or auto")
     return device
 
 
@@ -87,7 +95,8 @@ class Trainer:
     ``run_dir`` is the exact new folder to create (default: ``train.out_dir/train.run_name``, with a
     ``-2``, ``-3``, ... suffix if taken). ``callbacks`` replaces the default ones (:func:`gannorm.training.callbacks.default_callbacks`);
     add to ``trainer.callbacks`` to keep them and plug in more. In a run of several ranks (``torchrun``) the
-    callbacks run on rank 0 only, which alone creates and writes the run folder.
+    callbacks run on rank 0 (which alone creates and writes the run folder), except those marked
+    ``every_rank`` (the evaluation, sharded over the ranks), which run on every rank.
     """
 
     def __init__(self, cfg: Config, *, resume: str | Path | None = None, run_dir: str | Path | None = None,
@@ -463,10 +472,11 @@ class Trainer:
 
     def _open_logs(self, resumed: bool) -> list[Callback]:
         """Rank 0: tidy a resumed folder, open the metric sink, mark the run running; returns the callbacks
-        this rank runs (all of them on rank 0, none on the others)."""
+        this rank runs (all of them on rank 0; on the others those that run on every rank: the evaluation,
+        sharded over the ranks)."""
         if not self.ranks.main:
             self.logger = None
-            return []
+            return rank_callbacks(self.callbacks, self.ranks)
         t = self.cfg.train
         if resumed:  # what a killed run left: half-written temporaries, log rows after the checkpoint
             self.folder.remove_temporaries()
@@ -474,7 +484,7 @@ class Trainer:
         self.logger = MetricSink(self.folder, tensorboard=t.tensorboard, resume_step=self.step if resumed else None,
                                  wandb=WandbRun.start(self.folder, self.cfg) if t.wandb else None)
         self.folder.write_status(Status("running", self.step))
-        return list(self.callbacks)
+        return rank_callbacks(self.callbacks, self.ranks)
 
     def _check_ranks_agree(self) -> None:
         """Several ranks: check that they all hold this state bitwise (rank 0's checkpoint stands for them)."""
