@@ -954,3 +954,214 @@ def test_fid_inception_from_fid_helper_checks_hash_and_has_no_fc():
     assert not any(p.requires_grad for p in model.parameters())
     h = hashlib.sha1(find_fid_helper_weights().read_bytes()).hexdigest()
     assert h == FID_HELPER_SHA1
+
+
+# ------------------------------------------------------------------------------- fast inference paths
+
+@pytest.fixture
+def model_settings(random_model):
+    """random_model, with its execution settings restored after the test."""
+    before = {k: getattr(random_model, k) for k in ("chunk", "precision", "channels_last", "fuse")}
+    yield random_model
+    for k, v in before.items():
+        setattr(random_model, k, v)
+
+
+def _max_rel(a, b):
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+def _conv_bn_relu_float64(m, x):
+    """Independent float64 conv -> BN (inference) -> ReLU from the parameters of a BasicConv2d."""
+    bn, conv = m.bn, m.conv
+    y = F.conv2d(x.double(), conv.weight.double(), None, conv.stride, conv.padding)
+    shape = (1, -1, 1, 1)
+    y = (y - bn.running_mean.double().view(shape)) / torch.sqrt(bn.running_var.double().view(shape) + bn.eps)
+    return torch.relu(y * bn.weight.double().view(shape) + bn.bias.double().view(shape))
+
+
+def _random_bn_(m, g):
+    with torch.no_grad():
+        m.conv.weight.normal_(0, 0.3, generator=g)
+        m.bn.weight.uniform_(0.5, 1.5, generator=g)
+        m.bn.bias.normal_(0, 0.3, generator=g)
+        m.bn.running_mean.normal_(0, 0.3, generator=g)
+        m.bn.running_var.uniform_(0.5, 2.0, generator=g)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 2, 0), (1, 1, 0), ((1, 7), 1, (0, 3)), ((7, 1), 1, (3, 0)),
+                                                   (3, 1, 1), (5, 1, 2)])
+def test_fused_conv_bn_relu_matches_float64_reference(kernel, stride, padding):
+    g = torch.Generator().manual_seed(0)
+    m = inc.BasicConv2d(6, 10, kernel, stride=stride, padding=padding)
+    _random_bn_(m, g)
+    x = torch.randn(3, 6, 11, 13, generator=g)
+    ref = _conv_bn_relu_float64(m, x)
+    assert (ref == 0).any() and (ref > 0).any()  # the ReLU is active
+    with torch.no_grad():
+        for channels_last in (False, True):
+            xx = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            out = m(xx)  # fused: BN folded in float64, conv+bias+ReLU in one kernel
+            assert out.dtype == torch.float32 and out.shape == ref.shape
+            assert _max_rel(out, ref) < 1e-5
+            assert _max_rel(m(xx.to(torch.bfloat16)).float(), ref) < 3e-2  # bf16: about 8 bits of mantissa
+        m.fuse = False  # the conv -> BN -> ReLU modules
+        assert _max_rel(m(x), ref) < 1e-5
+
+
+def test_fused_path_only_without_autograd_and_hooks_tell_which():
+    g = torch.Generator().manual_seed(1)
+    m = inc.BasicConv2d(4, 5, 3, padding=1)
+    _random_bn_(m, g)
+    calls = []
+    m.conv.register_forward_hook(lambda *_: calls.append("conv"))
+    x = torch.randn(2, 4, 6, 6, generator=g)
+    ref = _conv_bn_relu_float64(m, x)
+    with torch.no_grad():
+        m(x)
+    assert calls == []  # no-grad: fused, the inner conv module is not called
+    with torch.inference_mode():
+        m(x)
+    assert calls == []
+    out = m(x)  # grad mode, parameters require grad: the reference modules, differentiable
+    assert calls == ["conv"] and out.requires_grad
+    out.sum().backward()
+    assert m.conv.weight.grad is not None and m.bn.weight.grad is not None
+    m.requires_grad_(False)
+    xg = x.clone().requires_grad_(True)
+    out = m(xg)  # input requires grad: reference path too
+    assert calls == ["conv", "conv"]
+    out.sum().backward()
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+    assert _max_rel(out.detach(), ref) < 1e-5
+
+
+def test_fused_cache_follows_weight_changes_device_moves_and_copies():
+    import copy
+    import pickle
+    g = torch.Generator().manual_seed(2)
+    m = inc.BasicConv2d(3, 4, 3)
+    _random_bn_(m, g)
+    x = torch.randn(1, 3, 7, 7, generator=g)
+    with torch.no_grad():
+        first = m(x)
+        assert m._fused  # cached
+        m.bn.running_mean.add_(0.5)  # in place: the version counter moves
+        assert _max_rel(m(x), _conv_bn_relu_float64(m, x)) < 1e-5 and not torch.allclose(m(x), first)
+        m.load_state_dict({k: v.clone() for k, v in m.state_dict().items()} | {"bn.bias": torch.zeros(4)})
+        assert _max_rel(m(x), _conv_bn_relu_float64(m, x)) < 1e-5
+        m.bn.eps = 0.5  # a plain attribute, also part of the cache key
+        assert _max_rel(m(x), _conv_bn_relu_float64(m, x)) < 1e-5
+        m.double()  # _apply clears the cache; float64 weights now
+        assert not m._fused
+        assert _max_rel(m(x.double()), _conv_bn_relu_float64(m, x)) < 1e-12
+        m.float()
+        m(x)
+        clone = copy.deepcopy(m)
+        assert not clone._fused and torch.equal(clone(x), m(x))
+        assert not pickle.loads(pickle.dumps(m))._fused
+
+
+@torch.no_grad()
+def test_chunked_network_equals_one_pass_and_reference(model_settings):
+    model = model_settings
+    x = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    model.chunk, model.channels_last, model.fuse = None, False, False  # the literal port, one pass
+    ref = model(x)
+    sizes = []
+    trunk = model._trunk
+    model._trunk = lambda t: (sizes.append(len(t)), trunk(t))[1]
+    try:
+        model.chunk, model.channels_last, model.fuse = 2, True, True  # the defaults but with 2-image chunks
+        out = model(x)
+        assert sizes == [2, 1]
+        sizes.clear()
+        model.chunk = 3  # batch <= chunk: one pass
+        one_pass = model(x)
+        assert sizes == [3]
+    finally:
+        del model._trunk
+    # Tolerances: oneDNN may pick other kernels for other batch sizes and layouts, and the folded BN rounds
+    # differently; measured differences are about 1e-7 of the feature scale.
+    for k in ("pool3", "logits_unbiased", "logits"):
+        assert out[k].shape == ref[k].shape and out[k].dtype == torch.float32
+        assert _max_rel(out[k], one_pass[k]) < 1e-5, k
+        assert _max_rel(out[k], ref[k]) < 1e-5, k
+    pre = preprocess(x)  # chunking applies to preprocessed input as well
+    model.chunk = 2
+    assert _max_rel(model.pool3_from_preprocessed(pre), ref["pool3"]) < 1e-5
+
+
+def test_settings_are_validated_and_passed_through(random_weights_file):
+    model = FIDInceptionV3(with_fc=False)
+    assert (model.chunk, model.precision, model.channels_last, model.fuse) == (inc.INCEPTION_CHUNK, "fp32", True,
+                                                                               True)
+    for bad in (0, -1, 2.5, True, "4"):
+        with pytest.raises(ValueError, match="chunk must be a positive number of images or None"):
+            model.chunk = bad
+    with pytest.raises(ValueError, match="precision must be one of 'fp32', 'bf16', got 'fp16'"):
+        FIDInceptionV3(precision="fp16")
+    model.fuse = False
+    assert not any(m.fuse for m in model.modules() if isinstance(m, inc.BasicConv2d))
+    loaded = load_fid_inception(random_weights_file, check_hash=False, chunk=None, precision="bf16")
+    assert loaded.chunk is None and loaded.precision == "bf16"
+    assert "chunk=None, precision='bf16', channels_last=True, fuse=True" in repr(loaded)
+
+
+def test_bf16_refuses_autograd(model_settings):
+    model = model_settings
+    model.precision = "bf16"
+    x = preprocess(torch.zeros(1, 3, 8, 8, dtype=torch.uint8)).requires_grad_(True)
+    with pytest.raises(RuntimeError, match="precision='fp32' to differentiate"):
+        model.features(x, preprocessed=True)
+
+
+@pytest.fixture(scope="module")
+def fid_helper_model():
+    from gannorm.metrics.inception_fid_helper import fid_inception_from_fid_helper
+    return fid_inception_from_fid_helper()
+
+
+@torch.no_grad()
+def test_bf16_features_close_to_fp32_with_real_weights(fid_helper_model):
+    model = fid_helper_model
+    g = torch.Generator().manual_seed(4)
+    ramp = torch.linspace(0, 255, 32).round().to(torch.uint8)
+    smooth = torch.stack([ramp.view(1, -1).expand(32, 32), ramp.view(-1, 1).expand(32, 32),
+                          255 - ramp.view(1, -1).expand(32, 32)]).unsqueeze(0)
+    x = torch.cat([smooth, torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=g)])
+    model.chunk = 2
+    try:
+        f32 = model.features(x)
+        model.precision = "bf16"
+        bf = model.features(x)
+    finally:
+        model.precision, model.chunk = "fp32", inc.INCEPTION_CHUNK
+    assert bf.dtype == torch.float32 and bf.shape == f32.shape == (3, 2048)
+    # bf16 keeps 8 significant bits through 94 layers: measured cosine >= 0.997 and relative L2 differences
+    # of 3-7% per image; a wrong cast (e.g. weights not converted, or the fp32 result returned) fails one side.
+    cos = F.cosine_similarity(bf, f32)
+    rel = (bf - f32).norm(dim=1) / f32.norm(dim=1)
+    assert (cos > 0.99).all(), cos
+    assert (rel < 0.15).all() and (rel > 1e-4).all(), rel
+
+
+def test_fused_kernel_failure_falls_back_to_plain_conv_but_bad_input_still_raises(monkeypatch):
+    g = torch.Generator().manual_seed(5)
+    m = inc.BasicConv2d(4, 6, 3, padding=1)
+    _random_bn_(m, g)
+    x = torch.randn(2, 4, 5, 5, generator=g)
+    monkeypatch.setattr(inc, "_ONEDNN_FUSED", None)
+    with torch.no_grad():
+        with pytest.raises(RuntimeError):
+            m(torch.randn(2, 5, 5, 5))  # wrong channel count: an error, not a silent switch of kernels
+        assert inc._ONEDNN_FUSED is True
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("no kernel for this CPU")
+        monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", broken)
+        out = m(x)
+        assert inc._ONEDNN_FUSED is False and not m._fused
+        assert _max_rel(out, _conv_bn_relu_float64(m, x)) < 1e-5
+        assert _max_rel(m(x), _conv_bn_relu_float64(m, x)) < 1e-5  # now the plain conv2d + ReLU path
+        assert m._fused and next(iter(m._fused.values()))[3] is None  # nothing packed

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from .inception import FIDInceptionV3, freeze, preprocess
+from .inception import INCEPTION_CHUNK, FIDInceptionV3, freeze, preprocess
 
 __all__ = [
     "FID_HELPER_PACKAGE", "FID_HELPER_FILENAME", "FID_HELPER_SHA1", "FidHelperNotInstalledError",
@@ -153,12 +153,13 @@ def fid_helper_state_dict(ts_state_dict: Mapping[str, Tensor]) -> dict[str, Tens
 
 def fid_inception_from_fid_helper(
     path: Optional[Union[str, Path]] = None, *, check_hash: bool = True, device: Union[str, torch.device] = "cpu",
-    quantize: bool = True,
+    quantize: bool = True, chunk: Optional[int] = INCEPTION_CHUNK, precision: str = "fp32",
 ) -> FIDInceptionV3:
     """Our pure-torch :class:`FIDInceptionV3` (``with_fc=False``: pool3 features only) with the weights of
-    fid-helper's ``default_1.pt``, in eval mode, ``requires_grad=False``; loaded with ``strict=True``."""
+    fid-helper's ``default_1.pt``, in eval mode, ``requires_grad=False``; loaded with ``strict=True``.
+    ``quantize``, ``chunk`` and ``precision`` are passed to :class:`FIDInceptionV3`."""
     ts = load_fid_helper_torchscript(path, check_hash=check_hash)
-    model = FIDInceptionV3(with_fc=False, quantize=quantize)
+    model = FIDInceptionV3(with_fc=False, quantize=quantize, chunk=chunk, precision=precision)
     model.load_state_dict(fid_helper_state_dict(ts.state_dict()), strict=True)
     return freeze(model).to(device)
 
