@@ -212,3 +212,43 @@ def test_a_model_that_cannot_be_built_leaves_no_run_folder(tmp_path):
     rc = main(["train", "digits", *TINY, "data.name=npy", f"data.root={tmp_path / 'missing.npy'}",
                f"train.out_dir={tmp_path}"])
     assert rc == 2 and not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------ --precision
+@pytest.mark.parametrize("command", [["eval", "RUN"], ["fid-stats", "digits", "-o", "s.npz"]])
+def test_a_bad_precision_is_one_line_and_exit_2(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*command, "--precision", "fp16"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gannorm: error: argument --precision: invalid choice: 'fp16'") and err.count("\n") == 1
+
+
+def test_eval_passes_the_precision_on_and_warns_about_a_reference_of_another(tiny_run, tmp_path, capsys, monkeypatch):
+    """--precision reaches the evaluation's options; a reference file of another precision is one line on stderr."""
+    import numpy as np
+    import gannorm.app.evaluation as evaluation
+    from gannorm.metrics.evaluate import save_inception_statistics
+    seen = []
+
+    def fake_evaluation(generator, mode, data, z_dim, options, device="cpu"):
+        seen.append(options.inception_precision)
+        return {"metrics": {"fid": {"value": 1.5}},
+                "protocol": {"num_generated": 4, "num_real": 0, "real_split": "none",
+                             "inception_precision": options.inception_precision,
+                             "metrics": {"fid": {"num_generated": 4, "reference": str(ref)}}}}
+    monkeypatch.setattr(evaluation, "evaluate_generator", fake_evaluation)
+    ref = tmp_path / "ref.npz"
+    save_inception_statistics(ref, np.zeros(3), np.eye(3), "fp32")
+    args = ["eval", str(tiny_run), "--metric", "fid", "--num-samples", "4", "--reference", str(ref),
+            "-o", str(tmp_path / "e.json")]
+    assert main([*args, "--precision", "bf16"]) == 0
+    out, err = capsys.readouterr()
+    assert seen and set(seen) == {"bf16"}
+    (line,) = err.splitlines()
+    assert line.startswith(f"gannorm: warning: fid compares bf16 Inception features with {ref}, computed in fp32; ")
+    assert "Inception in bf16" in out
+    seen.clear()
+    assert main(args) == 0  # the default, fp32, as the file was: no warning
+    out, err = capsys.readouterr()
+    assert seen and set(seen) == {"fp32"} and err == "" and "Inception in" not in out

@@ -26,6 +26,7 @@ from .app.demo import run_demo
 from .errors import ConfigError, GannormError
 from .losses import LOSSES
 from .metrics.evaluate import METRICS, EvalOptions
+from .metrics.inception import INCEPTION_PRECISIONS
 from .networks import NETWORKS
 from .normalizations import METHODS
 from .training.distributed import DEFAULT_TIMEOUT as DIST_TIMEOUT
@@ -121,7 +122,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     opts = EvalOptions(metrics=metrics, num_samples=args.num_samples, num_real=args.num_real, seed=args.seed,
                        batch_size=args.batch_size, inception_weights=args.inception_weights,
                        inception_backend=args.backend, reference_stats=args.reference, download=args.download,
-                       device=args.device)
+                       device=args.device, inception_precision=args.precision)
     print(format_results(evaluate_run(args.run, opts, args.output, checkpoint=args.checkpoint,
                                       dist_timeout=args.dist_timeout)))
     return 0
@@ -131,8 +132,9 @@ def _cmd_fid_stats(args: argparse.Namespace) -> int:
     info = fid_stats(args.dataset, args.output, root=args.root, resolution=args.resolution, num=args.num,
                      seed=args.seed, batch_size=args.batch_size, inception_weights=args.inception_weights,
                      backend=args.backend, overwrite=args.overwrite, download=args.download, device=args.device,
-                     dist_timeout=args.dist_timeout)
-    print(f"wrote mu and sigma of {info['num']} images ({info['real_split']}) to {info['path']}")
+                     dist_timeout=args.dist_timeout, precision=args.precision)
+    print(f"wrote mu and sigma of {info['num']} images ({info['real_split']}; Inception in {info['precision']}) to "
+          f"{info['path']}")
     return 0
 
 
@@ -225,10 +227,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    """Where eval and fid-stats run: the device and, under torchrun, how long a rank waits for the others."""
+    """How eval and fid-stats run: the device, the Inception network's precision and, under torchrun, how long a
+    rank waits for the others."""
     p.add_argument("--device", default="cpu", metavar="DEVICE",
                    help="where the generator and the Inception network run: cpu (default), cuda, cuda:N or auto; "
                         "under torchrun, cuda is one GPU per rank (cuda:LOCAL_RANK, nccl), cpu uses gloo")
+    p.add_argument("--precision", default="fp32", choices=list(INCEPTION_PRECISIONS),
+                   help="the Inception network's precision: fp32 (default, the reference) or bf16 (about twice as "
+                        "fast on CPUs with native bfloat16; FIDs differ from fp32's by under 1%%, so compare bf16 FIDs "
+                        "only with bf16 FIDs); the digits classifier always runs in fp32")
     p.add_argument("--dist-timeout", type=float, default=DIST_TIMEOUT, metavar="SECONDS",
                    help=f"under torchrun: seconds a rank waits for the others before failing (default "
                         f"{DIST_TIMEOUT:g})")

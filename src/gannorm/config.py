@@ -115,6 +115,8 @@ class TrainConfig:
     eval_protocol: dict[str, Any] = field(default_factory=dict)  # per-metric settings, e.g. {is: {num_samples:
                                          # 50000, splits: 10, logits: 1000}, fid: {num_real: 5000}} or {fid:
                                          # {reference: stats.npz}}; see docs/metrics.md (protocols)
+    eval_inception_precision: Literal["fp32", "bf16"] = "fp32"  # the Inception network's precision in these
+                                         # evaluations (fid, is, kid; recorded in eval.jsonl); see docs/metrics.md
     best_metric: str = ""                # checkpoint_best.pt at each evaluation that improves on this metric
                                          # ("": the first evaluated metric; "none": no best checkpoint)
     log_every: int = 50
@@ -526,10 +528,11 @@ def evaluated_metrics(cfg: Config) -> tuple[str, ...]:
 
 def evaluation_options(cfg: Config) -> EvalOptions:
     """The options of an evaluation during training: the metrics, ``train.eval_num_samples`` (each metric's
-    default count), ``train.eval_protocol`` and ``train.seed`` (the real subset and z of every evaluation)."""
+    default count), ``train.eval_protocol``, ``train.seed`` (the real subset and z of every evaluation) and
+    ``train.eval_inception_precision``."""
     t = cfg.train
     return EvalOptions(metrics=evaluated_metrics(cfg), num_samples=t.eval_num_samples, seed=t.seed, progress=False,
-                       protocol=copy.deepcopy(t.eval_protocol))
+                       protocol=copy.deepcopy(t.eval_protocol), inception_precision=t.eval_inception_precision)
 
 
 def best_metric(cfg: Config) -> str | None:

