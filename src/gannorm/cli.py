@@ -342,13 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, metavar="OUT", help="output folder (default RUN/analysis)")
     p.set_defaults(func=_cmd_analyze)
 
-    p = sub.add_parser("experiment", help="regenerate the paper's evidence at CPU scale: gradients, variance, scale",
+    p = sub.add_parser("experiment", help="regenerate the papers' evidence at CPU scale: gradients, variance, scale, mean_drift",
                        description="Train every variant of the preset experiment_NAME into OUT/experiment-NAME/, "
                                    "then write its figures and summary.md there. gradients: per-layer gradient "
                                    "norms of none / LeCun / SN / strict SN / BSSN discriminators, and deep SN / strict SN / "
                                    "BSSN ones (2-4 minutes); "
                                    "variance: effective weight variance, SN vs LeCun init (1-2 minutes); "
-                                   "scale: classifier FD against the scale c, SSN vs BSSN (about 4 minutes).")
+                                   "scale: classifier FD against the scale c, SSN vs BSSN (about 4 minutes); "
+                                   "mean_drift: layer-output mean drift and gradient sparsity, none / SN / MSN "
+                                   "(about 5 minutes).")
     p.add_argument("name", choices=EXPERIMENTS.names(), help="the experiment")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every variant (e.g. train.steps=600)")
     p.add_argument("--out", default="runs", help="where the experiment folder goes (default runs)")
