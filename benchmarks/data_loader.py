@@ -92,11 +92,11 @@ def step_times(setting: Setting, root: Path, in_memory: bool, args) -> tuple[lis
     """Seconds per training iteration (after a warm-up), images consumed per iteration, prefetch counts."""
     overrides = [*QUIET, "data.name=imagefolder", f"data.root={root}", f"data.resolution={setting.resolution}",
                  f"train.device={args.device}", f"train.out_dir={args.out}", f"train.steps={args.steps + 1}",
-                 f"train.threads={args.threads}"]
+                 f"train.threads={args.threads}", f"data.in_memory={str(in_memory).lower()}",
+                 f"data.workers={args.workers}"]
     if args.quick:
         overrides += ["model.width=0.125"]
     cfg = config_mod.load(setting.preset, overrides)
-    cfg.data.in_memory, cfg.data.workers = in_memory, args.workers  # keys of data.* (read with getattr)
     trainer = Trainer(cfg)
     try:
         trainer.train_step()  # warm-up (and the workers' start)
