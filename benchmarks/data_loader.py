@@ -126,6 +126,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="train.threads (default 0: torch's default)")
     p.add_argument("--format", choices=("png", "jpg"), default="png")
     p.add_argument("--source-scale", type=float, default=1.25, help="source image side / resolution (default 1.25)")
+    p.add_argument("--only", choices=[x.preset for x in SETTINGS], default=None,
+                   help="run one setting (default: all)")
     p.add_argument("--quick", action="store_true", help="smoke run: 200 images, 3 batches, 1 step, width 0.125")
     args = p.parse_args()
     if args.quick:
@@ -138,7 +140,7 @@ def main() -> None:
         print("| setting | loader img/s (64/batch) | train img/s | ratio | ms/iter in memory | ms/iter lazy | "
               "lazy overhead | prefetched |")
         print("|---|---|---|---|---|---|---|---|")
-        for s in SETTINGS:
+        for s in [x for x in SETTINGS if args.only in (None, x.preset)]:
             root = write_images(Path(tmp) / s.preset, args.images, round(s.resolution * args.source_scale), args.format)
             rate, _ = loader_rate(root, s.resolution, args.workers, args.batches)
             mem, per_iter, _ = step_times(s, root, True, args)

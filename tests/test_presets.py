@@ -22,7 +22,9 @@ OWN_JOBS = [n for n in C.preset_names() if not n.startswith(PAPER_FAMILIES)]
 
 
 def test_the_families_are_all_there():
-    assert len([n for n in PAPER_PRESETS if n.startswith(("gn_", "pgn_"))]) == 16
+    assert len([n for n in PAPER_PRESETS if n.startswith(("gn_", "pgn_"))]) == 24
+    pgn = [n for n in PAPER_PRESETS if n.startswith("pgn_")]
+    assert len(pgn) == 16 and {n + "_code" for n in pgn if not n.endswith("_code")} == {n for n in pgn if n.endswith("_code")}
     assert len([n for n in PAPER_PRESETS if n.startswith("bssn_")]) == 10
     assert {"sngan_cifar10_cnn", "sngan_cifar10_resnet", "sngan_gamma_cifar10"} <= set(PAPER_PRESETS)
     assert {"digits", "ring8"} <= set(OWN_JOBS)
@@ -46,11 +48,23 @@ def test_what_the_headers_say_about_each_family():
     for name in PAPER_PRESETS:
         text = " ".join(C.load(name).about.deviations)
         cfg = C.load(name)
-        if name.startswith("pgn_"):
+        if name.startswith("pgn_") and name.endswith("_code"):  # the EDGAN code's choices
+            assert cfg.about.follows == "code" and cfg.train.steps == 200_000
             assert ("the paper says hinge" in text) == ("_cnn" in name) and cfg.train.loss == ("ns" if "_cnn" in name
                                                                                              else "hinge")
-            assert ("the paper says 500k" in text) == ("stl10" in name) and cfg.train.steps == 200_000
-            assert "Kaiming-normal" in text
+            assert ("the paper says 500k" in text) == ("stl10" in name)
+            assert ("Kaiming-normal" in text) and cfg.model.d_init == ("official" if "_cnn" in name else "kaiming")
+        elif name.startswith("pgn_"):  # the PGN paper: hinge everywhere, Kaiming-normal D, 500k steps on STL-10
+            assert cfg.about.follows == "paper" and cfg.train.loss == "hinge" and cfg.model.d_init == "kaiming"
+            assert cfg.train.steps == (500_000 if "stl10" in name else 200_000)
+            assert "the paper says hinge" not in text and "the paper says 500k" not in text
+            assert "no G init option" in text  # G keeps its own init: the paper's Kaiming-normal G is a deviation
+        if name.startswith(("gn_", "pgn_")):  # the code's networks: G's BatchNorm2d(512), ResNet D bias + Kaiming
+            if "_cnn" in name:
+                assert cfg.model.g_options == {"bottom_bn": "channel"}
+            else:
+                assert cfg.model.d_options == {"pool": "mean", "linear_bias": True} and cfg.model.d_init == "kaiming"
+                assert "D init: variance scaling" not in text
         if name.startswith("gn_"):
             assert "first-order" in text and cfg.normalization.first_order_g
         if name.startswith(("gn_", "pgn_")):  # the GN-GAN code: the whole state dict averaged, train-mode samples
@@ -62,6 +76,37 @@ def test_what_the_headers_say_about_each_family():
     for name in OWN_JOBS:
         cfg = C.load(name)
         assert (cfg.train.ema_buffers, cfg.train.sample_mode) == ("copy", "eval")
+
+
+PGN_PAPER = [n for n in PAPER_PRESETS if n.startswith("pgn_") and not n.endswith("_code")]
+
+
+@pytest.mark.parametrize("name", PGN_PAPER)
+def test_each_pgn_code_preset_differs_from_the_paper_preset_only_in_the_documented_keys(name):
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+    paper, code = C.load(name), C.load(name + "_code")
+    a, b = flat(C.to_dict(paper)), flat(C.to_dict(code))
+    assert set(a) == set(b)
+    differing = {k for k in a if a[k] != b[k] and not k.startswith("about.")}
+    expected = set()
+    if "_cnn" in name:
+        expected |= {"train.loss", "model.d_init"}
+        assert (a["train.loss"], b["train.loss"]) == ("hinge", "ns")
+        assert (a["model.d_init"], b["model.d_init"]) == ("kaiming", "official")
+    if "stl10" in name:
+        expected.add("train.steps")
+        assert (a["train.steps"], b["train.steps"]) == (500_000, 200_000)
+    assert differing == expected
+    assert (paper.about.follows, code.about.follows) == ("paper", "code")
+    assert paper.about.paper == code.about.paper and paper.about.code == code.about.code
+    # the raw files: the same keys, nothing defaulted differently
+    raw_a, raw_b = (yaml.safe_load(C.resolve_path(n).read_text()) for n in (name, name + "_code"))
+    assert raw_a.keys() == raw_b.keys() and raw_a["data"] == raw_b["data"] and raw_a["optim"] == raw_b["optim"]
+    assert raw_a["normalization"] == raw_b["normalization"]
 
 
 def test_the_header_is_kept_checked_and_never_trained_on(tmp_path):

@@ -64,6 +64,10 @@ def test_bad_option_values():
         build_generator("cnn", (3, 16, 16), bottom_bn="batch")
     with pytest.raises(ValueError, match="pool must be one of sum, mean"):
         build_discriminator("resnet", (3, 16, 16), pool="max")
+    with pytest.raises(ValueError, match="linear_bias must be true, false or null"):
+        build_discriminator("resnet", (3, 16, 16), linear_bias="yes")
+    with pytest.raises(ValueError, match="linear_bias must be true, false or null"):
+        build_discriminator("resnet", (3, 16, 16), linear_bias=1)
     with pytest.raises(ValueError, match="depth must be an integer >= 0"):
         build_discriminator("mlp", (2,), depth=-1)
     with pytest.raises(ValueError, match="hidden must be an integer >= 1"):

@@ -176,12 +176,12 @@ def _dscnn_d(shape, *, width, slope, bottom_bn, extra_convs):
     return DSCNNDiscriminator(shape[1], shape[0], width=width, slope=slope, extra_convs=extra_convs)
 
 
-def _resnet_g(shape, *, z_dim, width, pool):
+def _resnet_g(shape, *, z_dim, width, pool, linear_bias):
     return SNGANResNetGenerator(shape[1], shape[0], width=width, z_dim=z_dim)
 
 
-def _resnet_d(shape, *, width, pool):
-    return SNGANResNetDiscriminator(shape[1], shape[0], width=width, pool=pool)
+def _resnet_d(shape, *, width, pool, linear_bias):
+    return SNGANResNetDiscriminator(shape[1], shape[0], width=width, pool=pool, linear_bias=linear_bias)
 
 
 def _mlp_g(shape, *, z_dim, width, depth, hidden, slope):
@@ -205,8 +205,9 @@ NETWORKS.register(
     "G is the SNGAN CNN generator")
 NETWORKS.register(
     "resnet", NetworkSpec(_resnet_g, _resnet_d, "image", tuple(sngan_resnet.LAYOUTS), 1,
-                          sngan_resnet.OFFICIAL_RESOLUTIONS, {"pool": "sum"}),
-    f"SNGAN ResNet G and D; D with global pool ({' or '.join(POOLS)}) (32: collections, 48: mimicry, "
+                          sngan_resnet.OFFICIAL_RESOLUTIONS, {"pool": "sum", "linear_bias": None}),
+    f"SNGAN ResNet G and D; D with global pool ({' or '.join(POOLS)}) and linear_bias (null: the layout's "
+    "own; true/false) (32: collections, 48: mimicry, "
     "128: official BSN; 16/64 extra)")
 NETWORKS.register(
     "mlp", NetworkSpec(_mlp_g, _mlp_d, "vector", options={"depth": 4, "hidden": 128, "slope": 0.2}),

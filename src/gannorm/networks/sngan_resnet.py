@@ -25,7 +25,9 @@ Blocks are in :mod:`gannorm.networks.blocks`; upsampling is nearest x2 everywher
 bilinear; the official code's "unpooling" is nearest). Initialisation (docs/networks.md): TF
 ``variance_scaling(fan_avg, uniform)`` with scale 2 for residual 3x3 convs and 1 for shortcut 1x1
 convs, the linears and the last G conv; biases 0. D pools with a global **sum** (``pool="mean"``
-gives the global average pooling of the GN-GAN ResNets).
+gives the global average pooling of the GN-GAN ResNets). ``linear_bias`` overrides whether D's final
+linear has a bias: ``None`` (default) keeps the layout's own (none at 16/32 px, one at 48/64/128 px);
+``True`` gives the 32-px D the bias of the GN-GAN ResNet-32 D.
 """
 from __future__ import annotations
 
@@ -114,10 +116,13 @@ class SNGANResNetGenerator(nn.Module):
 class SNGANResNetDiscriminator(nn.Module):
     """DBlockOptimized -> DBlocks -> ReLU -> global sum (or mean) pool -> linear 1."""
 
-    def __init__(self, resolution: int = 32, channels: int = 3, width: float = 1.0, pool: str = "sum") -> None:
+    def __init__(self, resolution: int = 32, channels: int = 3, width: float = 1.0, pool: str = "sum",
+                 linear_bias: bool | None = None) -> None:
         super().__init__()
         if pool not in POOLS:
             raise ConfigError(f"pool must be one of {', '.join(POOLS)}; got {pool!r}")
+        if linear_bias is not None and not isinstance(linear_bias, bool):
+            raise ConfigError(f"linear_bias must be true, false or null (the layout's own); got {linear_bias!r}")
         lay = layout(resolution)
         c = [_ch(n, width) for n in lay.d_channels]
         blocks: list[nn.Module] = [DBlockOptimized(channels, c[0])]
@@ -126,7 +131,7 @@ class SNGANResNetDiscriminator(nn.Module):
             blocks.append(DBlock(cin, cout, downsample=down, hidden_channels=hidden,
                                  learnable_shortcut=True if lay.d_shortcut_always else None))
         self.blocks = nn.Sequential(*blocks)
-        self.linear = nn.Linear(c[-1], 1, bias=lay.d_linear_bias)
+        self.linear = nn.Linear(c[-1], 1, bias=lay.d_linear_bias if linear_bias is None else linear_bias)
         self.pool = pool
         self.resolution, self.channels = resolution, channels
         self.data_shape = (channels, resolution, resolution)
