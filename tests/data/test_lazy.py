@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from data_fakes import celeba_image, png_bytes, stl_bytes, stl_images, write_zip
+from data_fakes import celeba_image, children, png_bytes, stl_bytes, stl_images, write_zip
 
 from gannorm.data import Dataset, DatasetError, LazyDataset, load_dataset
 from gannorm.data import lazy
@@ -19,20 +19,6 @@ from gannorm.data.lookahead import Lookahead, find_gap, generator_at, next_gap
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LINUX = sys.platform.startswith("linux")
-
-
-def children() -> set[int]:
-    """The live child processes of this one (from /proc)."""
-    out = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z":
-            out.add(int(pid))
-    return out
 
 
 def _draw_like_a_trainer(ds, gen, calls, n=8, period=3):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_fakes import children
 
 from gannorm import config as config_mod
 from gannorm.data import LazyDataset
@@ -42,29 +43,14 @@ def _weights(run_dir):
     return {f"{net}.{k}": v for net in ("G", "D") for k, v in state[net].items()}
 
 
-def _children():
-    if not sys.platform.startswith("linux"):
-        return set()
-    out = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z":
-            out.add(int(pid))
-    return out
-
-
 def test_lazy_run_and_its_resume_equal_the_in_memory_run(images, tmp_path):
-    before = _children()
+    before = children()
     memory = Trainer(_cfg(images, tmp_path / "m", True, "train.steps=3")).run()
     lazy = Trainer(_cfg(images, tmp_path / "l", False, "train.steps=3"))
     assert isinstance(lazy.data, LazyDataset)
     lazy_result = lazy.run()
     assert lazy.data.stats.batches == 6 and lazy.data.stats.prefetched >= 1  # decoded ahead, still equal
-    assert _children() == before  # the run stopped its workers
+    assert children() == before  # the run stopped its workers
     part = Trainer(_cfg(images, tmp_path / "p", False, "train.steps=2")).run()
     resumed = Trainer(_cfg(images, tmp_path / "unused", False, "train.steps=3"), resume=part.run_dir).run()
     want = _weights(memory.run_dir)
@@ -83,11 +69,11 @@ class _Fail(Callback):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_workers_stop_when_a_run_fails_or_is_interrupted(images, tmp_path, error):
-    before = _children()
+    before = children()
     trainer = Trainer(_cfg(images, tmp_path, False, "train.steps=3"), callbacks=[_Fail(error)])
     with pytest.raises(type(error)):
         trainer.run()
-    assert trainer.data.stats.batches == 2 and _children() == before
+    assert trainer.data.stats.batches == 2 and children() == before
 
 
 @pytest.mark.slow
