@@ -45,6 +45,15 @@ class ShardingError(GannormError, RuntimeError):
     """A collective of a sharded evaluation failed, or the ranks' shards do not fit together."""
 
 
+def failed_collective(err: RuntimeError) -> tuple[int, int, str]:
+    """This process's rank, the world size and the first line of a backend's error for a failed collective,
+    without the backend's ``[file:line]`` prefix and its generic advice."""
+    text = str(err).strip() or type(err).__name__
+    first = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0]).split(". This is typically")[0]
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    return rank, world, first
+
+
 @contextlib.contextmanager
 def _collective(what: str) -> Iterator[None]:
     """A failed collective (a peer died, the group's timeout passed) as a one-line :class:`ShardingError`."""
@@ -53,9 +62,7 @@ def _collective(what: str) -> Iterator[None]:
     except ShardingError:
         raise
     except RuntimeError as err:
-        text = str(err).strip() or type(err).__name__
-        first = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0]).split(". This is typically")[0]
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        rank, world, first = failed_collective(err)
         raise ShardingError(f"rank {rank} of {world}: {what} of the sharded evaluation failed ({first}); another "
                             "rank died or did not arrive within the process group's timeout; torchrun's report "
                             "names the rank that failed first") from err

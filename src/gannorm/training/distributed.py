@@ -34,7 +34,6 @@ import contextlib
 import datetime
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
@@ -44,6 +43,7 @@ from torch import Tensor, nn
 
 from ..config import Config
 from ..errors import ConfigError, GannormError
+from ..metrics.sharding import failed_collective
 from ..normalizations import METHODS
 
 #: seconds a collective waits for the other ranks before the run fails (``train.dist_timeout``)
@@ -69,9 +69,7 @@ def _collective(what: str) -> Iterator[None]:
     except RankFailure:
         raise
     except RuntimeError as err:
-        text = str(err).strip() or type(err).__name__
-        first = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0]).split(". This is typically")[0]
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        rank, world, first = failed_collective(err)
         raise RankFailure(f"rank {rank} of {world}: {what} failed ({first}); another rank died or did not arrive "
                           f"within train.dist_timeout={_TIMEOUT:g} s; torchrun's report names the rank that "
                           "failed first") from err
