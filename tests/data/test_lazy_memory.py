@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("
 
 RES = 16
 PIXELS = 3 * RES * RES  # bytes per decoded image
-TRAIN_RES = 32  # the training test's resolution: 4x the pixels, so they stand out of a training run's noise
+TRAIN_RES = 32  # the training test's resolution: 4x the 16 px pixels
 
 # Memory of this process and its children: PSS (shared pages split between the processes that map them,
 # so forked workers are not counted twice) where the kernel has smaps_rollup, else RSS.
@@ -84,10 +84,15 @@ def _write_pngs(root, n):
     return root
 
 
+# glibc raises its mmap threshold as large blocks are freed, so freed tensors stay in the heap by chance and a
+# run's memory varies by tens of MB; a fixed threshold returns every large block to the system when it is freed.
+FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
 def _growth(root, in_memory, train=False, out=None):
     proc = subprocess.run([sys.executable, "-c", MEASURE, str(root), str(in_memory).lower(),
                            "train" if train else "draw", str(out), str(TRAIN_RES)], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", **FIXED_MALLOC})
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.splitlines()[-1])
 
@@ -113,12 +118,12 @@ def test_memory_does_not_grow_with_the_dataset(folders):
 
 def test_training_memory_does_not_grow_with_the_dataset(folders, tmp_path):
     """A real training run (15 steps, batch 64, a tiny SNGAN CNN at 32 px) on the 2,000- and the 20,000-image
-    folder, measured at its last step: held in memory the larger folder costs its 55 MB more pixels (checked
-    at half of that: a training run's own allocations vary by several MB between runs); read lazily the
-    difference is less than a sixth of the pixels."""
+    folder, measured at its last step with a fixed malloc threshold (without it a run's own allocations vary by
+    tens of MB; with it by about 1 MB): held in memory the larger folder costs its 55 MB more pixels (checked
+    at 80% of that); read lazily the difference is less than a sixth of the pixels (measured: under 2 MB)."""
     lazy = {n: _growth(root, False, True, tmp_path / f"l{n}") for n, root in folders.items()}
     memory = {n: _growth(root, True, True, tmp_path / f"m{n}") for n, root in folders.items()}
     assert {r["n"] for r in lazy.values()} == {2_000, 20_000}
     pixels = (20_000 - 2_000) * 3 * TRAIN_RES * TRAIN_RES
-    assert memory[20_000]["growth"] - memory[2_000]["growth"] > 0.5 * pixels, memory
+    assert memory[20_000]["growth"] - memory[2_000]["growth"] > 0.8 * pixels, memory
     assert lazy[20_000]["growth"] - lazy[2_000]["growth"] < pixels / 6, (lazy, memory)
