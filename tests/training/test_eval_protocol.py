@@ -101,3 +101,31 @@ def test_what_an_evaluation_needs_is_checked_before_the_first_step(tmp_path, mon
         train(cfg(tmp_path, DIGITS, "train.steps=3", "train.eval_every=3", "train.eval_metrics=[is]",
                   "train.eval_protocol.is.splits=2", "train.run_name=is"))
     assert not RunFolder.open(tmp_path / "is").read_metrics()
+
+
+def test_evaluation_during_training_runs_on_the_trainers_device(tmp_path, monkeypatch):
+    """The evaluation during training (its start check and each evaluation) builds its feature extractors (the
+    Inception network on image data) on the trainer's device, so a GPU run evaluates on its GPU, not the CPU.
+    A fake trainer on ``cuda:1`` stands in for a GPU run; the evaluation itself is recorded, not run."""
+    import torch
+    from types import SimpleNamespace
+
+    from gannorm.training import callbacks
+
+    seen = []
+    monkeypatch.setattr(callbacks, "check_evaluation",
+                        lambda data, options, where: seen.append(("check", options.device)))
+
+    def fake_evaluation(generator, mode, data, z_dim, options, device):
+        seen.append(("evaluate", options.device, str(device)))
+        return {"metrics": {"cfd": {"value": 1.5}}, "protocol": {}}
+
+    monkeypatch.setattr(callbacks, "evaluate_generator", fake_evaluation)
+    c = cfg(tmp_path, DIGITS, "train.steps=2", "train.eval_every=2")
+    trainer = SimpleNamespace(cfg=c, device=torch.device("cuda", 1), step=2, data=None, ema=None, last={},
+                              ranks=SimpleNamespace(distributed=False, main=False), sampler=lambda: None)
+    evaluation = callbacks.Evaluation(c)
+    evaluation.on_start(trainer, resumed=False)
+    evaluation.on_step(trainer, {})
+    assert seen == [("check", "cuda:1"), ("evaluate", "cuda:1", "cuda:1")]
+    assert trainer.last == {"eval/cfd": 1.5} and trainer.last_eval.step == 2

@@ -153,8 +153,9 @@ def evaluate_sampler(trainer: "Trainer", options: EvalOptions, sharded: bool = F
 
     With ``sharded`` (only when every rank calls it, at the same step) the evaluation is split over the ranks
     (:func:`gannorm.metrics.evaluate.evaluate`) and every rank returns the same numbers; otherwise it runs
-    whole on the rank that calls it."""
-    options = dataclasses.replace(options, sharded=sharded and trainer.ranks.distributed)
+    whole on the rank that calls it. The Inception network runs on the trainer's device (a GPU run evaluates
+    on its GPU)."""
+    options = dataclasses.replace(options, sharded=sharded and trainer.ranks.distributed, device=str(trainer.device))
     result = evaluate_generator(trainer.sampler(), trainer.cfg.train.sample_mode, trainer.data,
                                 trainer.cfg.model.z_dim, options, device=trainer.device)
     generator = "ema" if trainer.ema is not None else "raw"
@@ -181,6 +182,7 @@ class Evaluation(Callback):
         self.options = evaluation_options(cfg)
 
     def on_start(self, trainer: "Trainer", resumed: bool) -> None:
+        self.options = dataclasses.replace(self.options, device=str(trainer.device))
         check_evaluation(trainer.data, self.options, where="config key train.eval_protocol")
 
     def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
