@@ -53,7 +53,7 @@ def test_what_the_headers_say_about_each_family():
             assert ("the paper says hinge" in text) == ("_cnn" in name) and cfg.train.loss == ("ns" if "_cnn" in name
                                                                                              else "hinge")
             assert ("the paper says 500k" in text) == ("stl10" in name)
-            assert ("Kaiming-normal" in text) and cfg.model.d_init == ("official" if "_cnn" in name else "kaiming")
+            assert ("Kaiming-normal" in text) and cfg.model.d_init == ("normal" if "_cnn" in name else "kaiming")
         elif name.startswith("pgn_"):  # the PGN paper: hinge everywhere, Kaiming-normal D, 500k steps on STL-10
             assert cfg.about.follows == "paper" and cfg.train.loss == "hinge" and cfg.model.d_init == "kaiming"
             assert cfg.train.steps == (500_000 if "stl10" in name else 200_000)
@@ -62,6 +62,8 @@ def test_what_the_headers_say_about_each_family():
         if name.startswith(("gn_", "pgn_")):  # the code's networks: G's BatchNorm2d(512), ResNet D bias + Kaiming
             if "_cnn" in name:
                 assert cfg.model.g_options == {"bottom_bn": "channel"}
+                if cfg.about.follows == "code":  # the code's N(0, 0.02) CNN init, no longer a deviation
+                    assert cfg.model.d_init == "normal" and "D init:" not in text
             else:
                 assert cfg.model.d_options == {"pool": "mean", "linear_bias": True} and cfg.model.d_init == "kaiming"
                 assert "D init: variance scaling" not in text
@@ -96,7 +98,7 @@ def test_each_pgn_code_preset_differs_from_the_paper_preset_only_in_the_document
     if "_cnn" in name:
         expected |= {"train.loss", "model.d_init"}
         assert (a["train.loss"], b["train.loss"]) == ("hinge", "ns")
-        assert (a["model.d_init"], b["model.d_init"]) == ("kaiming", "official")
+        assert (a["model.d_init"], b["model.d_init"]) == ("kaiming", "normal")
     if "stl10" in name:
         expected.add("train.steps")
         assert (a["train.steps"], b["train.steps"]) == (500_000, 200_000)
