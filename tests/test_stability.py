@@ -7,7 +7,8 @@ import pytest
 from scipy import stats
 
 from gannorm.stability import (NoiseCount, Paired, Summary, best_or_within_noise, bootstrap_mean_ci,
-                               compare_paired, differs, paired_values, success_rule, summarize, wilson_interval)
+                               compare_paired, differs, paired_values, smallest_wilcoxon_p, success_rule, summarize,
+                               wilson_interval)
 
 NAN = float("nan")
 
@@ -223,3 +224,22 @@ def test_best_or_within_noise():
     flipped = best_or_within_noise(cells, lower_is_better=False)
     assert flipped["sn"].n_best == 1 and flipped["bssn"].n_best == 1
     assert best_or_within_noise({"a": {"x": [1.0]}}, lower_is_better=True)["x"] == (1, 1, 1)
+
+
+@pytest.mark.parametrize("n", range(2, 12))
+def test_smallest_wilcoxon_p_is_scipys_exact_p_for_one_sign(n):
+    """All n differences of one sign (distinct magnitudes): scipy's exact test gives the smallest p there is,
+    and no other sign pattern of the same magnitudes gives a smaller one."""
+    from scipy.stats import wilcoxon
+    d = np.arange(1.0, n + 1)
+    assert smallest_wilcoxon_p(n) == pytest.approx(wilcoxon(d, method="exact").pvalue, rel=1e-12)
+    flipped = d.copy()
+    flipped[0] = -1.0
+    assert wilcoxon(flipped, method="exact").pvalue > smallest_wilcoxon_p(n)
+    assert (smallest_wilcoxon_p(n) < 0.05) == (n >= 6)
+
+
+def test_smallest_wilcoxon_p_edges():
+    assert smallest_wilcoxon_p(0) == smallest_wilcoxon_p(1) == 1.0
+    with pytest.raises(ValueError, match="n_pairs"):
+        smallest_wilcoxon_p(-1)

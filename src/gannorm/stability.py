@@ -229,6 +229,15 @@ def compare_paired(a: Sequence[float], b: Sequence[float], *, confidence: float 
                   wilcoxon_statistic=stat, p_value=p)
 
 
+def smallest_wilcoxon_p(n_pairs: int) -> float:
+    """The smallest two-sided p-value the exact Wilcoxon signed-rank test can give on ``n_pairs`` non-zero
+    differences (all of one sign): ``2 / 2**n``, 1 for fewer than 2 pairs. Below 6 pairs it is at least
+    0.0625, so no difference can be called larger than seed noise at ``alpha = 0.05``."""
+    if n_pairs < 0:
+        raise ValueError(f"smallest_wilcoxon_p: n_pairs must be >= 0, got {n_pairs}")
+    return 1.0 if n_pairs < 2 else min(1.0, 2.0 / 2.0 ** n_pairs)
+
+
 def _wilcoxon(d: np.ndarray) -> tuple[float | None, float | None]:
     if np.count_nonzero(d) < 2:
         return None, None

@@ -265,3 +265,19 @@ def test_page_renders_in_headless_chromium(page, tmp_path):
     body = _rendered(exe, broken, tmp_path / "profile")
     assert f'data-images-ok="{N_IMAGES - 1}/{N_IMAGES}"' in body
     assert f'data-tables-ok="{len(TABLE_ROWS) - 1}/{len(TABLE_ROWS)}"' in body
+
+
+def test_a_verdict_on_fewer_than_six_pairs_says_it_cannot_tell():
+    """5 pairs all of one sign: the Wilcoxon p is 0.0625 at best, so the page says the pairs cannot tell
+    rather than calling the difference seed noise; 6 such pairs are larger than seed noise."""
+    from types import SimpleNamespace
+
+    from gannorm.app.report.tables import verdict
+    from gannorm.stability import compare_paired
+    results = SimpleNamespace(lower_is_better=True)
+    five = compare_paired([1.0, 2, 3, 4, 5], [11.0, 12, 13.5, 14, 15])
+    assert verdict(results, "a", "b", five) == "cannot tell: 5 pairs give no Wilcoxon p below 0.0625"
+    six = compare_paired([1.0, 2, 3, 4, 5, 6], [11.0, 12, 13.5, 14, 15, 16.5])
+    assert verdict(results, "a", "b", six) == "larger than seed noise: a is better"
+    mixed = compare_paired([1.0, 2, 3, 4, 5, 6, 7], [1.5, 1, 3.5, 3, 5.5, 5, 7.5])
+    assert verdict(results, "a", "b", mixed) == "within seed noise"

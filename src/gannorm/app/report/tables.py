@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from ...errors import GannormError
 from ...stability import (Paired, SuccessRule, Summary, best_or_within_noise, compare_paired, differs,
-                          paired_values, success_rule, summarize)
+                          paired_values, smallest_wilcoxon_p, success_rule, summarize)
 from ..sweep.results import RunRow, SweepResults
 from .groups import DONE, Cell, Groups, cell_label, keyed, variants
 
@@ -95,7 +95,12 @@ def verdict(results: SweepResults, a: str, b: str, p: Paired) -> str:
     if differs(p, ALPHA):
         a_better = (p.mean_diff < 0) == results.lower_is_better
         return f"larger than seed noise: {a if a_better else b} is better"
-    return "within seed noise" + ("" if p.p_value is not None else " (too few pairs to tell)")
+    if p.p_value is None:
+        return "within seed noise (too few pairs to tell)"
+    floor = smallest_wilcoxon_p(p.n_pairs)
+    if floor >= ALPHA:  # no outcome of these pairs could differ: say so rather than call it noise
+        return f"cannot tell: {p.n_pairs} pairs give no Wilcoxon p below {floor:.3g}"
+    return "within seed noise"
 
 
 def paired_table(results: SweepResults, groups: Groups) -> Table:
