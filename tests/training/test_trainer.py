@@ -331,3 +331,28 @@ def test_channels_last_trains_the_same_model(tmp_path, extra):
                 torch.testing.assert_close(b[part][k].contiguous(), v, rtol=1e-4, atol=1e-5, msg=f"{part} {k}")
     assert b["D"]["features.0.parametrizations.weight.original" if not extra else "inner.features.0.weight"
                   ].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_models_are_built_on_train_threads(tmp_path, monkeypatch):
+    """The models are built (initialised, normalized, BSSN's power iterations warmed up) on ``train.threads``,
+    as the training runs, and the caller's count is restored. They were built on the caller's count: the
+    warm-up's matrix products sum in the thread count's order, so a sweep worker (2 threads by default,
+    ``train.threads=1``) started a BSSN run from other vectors than ``gannorm train`` with OMP_NUM_THREADS=1,
+    and the runs ended apart (final FD 5.44 against 4.83 for one seed)."""
+    seen = []
+    build = Trainer._build_models
+
+    def spy(self):
+        seen.append(torch.get_num_threads())
+        return build(self)
+
+    monkeypatch.setattr(Trainer, "_build_models", spy)
+    wide = ["data.resolution=16", "model.width=0.25", "model.d_options={extra_convs: 2}", "train.threads=1"]
+    states = []
+    for caller in (2, 1):
+        torch.set_num_threads(caller)  # the one_thread fixture restores the count afterwards
+        trainer = Trainer(cfg(tmp_path / str(caller), *wide))
+        assert torch.get_num_threads() == caller
+        states.append({k: v.clone() for k, v in trainer.D.state_dict().items()})
+    assert seen == [1, 1]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -112,11 +112,14 @@ class Trainer:
             raise ConfigError("config key train.precision: fp16 needs a GPU; use bf16 on the CPU")
         self.amp_dtype = AMP_DTYPES[t.precision]
         d = cfg.data  # a large dataset is read lazily, by worker processes that close() stops (docs/data.md)
-        self.data = load_dataset(d.name, d.root, d.resolution, in_memory=d.in_memory, workers=d.workers,
-                                 **d.options)
-        with private_rng(seed=t.seed, device=self.device):  # the models' initial weights come from the seed
-            self.G, self.D = self._build_models()
-            self._torch_rng = torch.get_rng_state()       # the global stream the training steps continue
+        # built on train.threads like the training: the power iterations at normalization and the initial
+        # norms sum in the thread count's order, so building on the caller's count changed a run's numbers
+        with num_threads(t.threads):
+            self.data = load_dataset(d.name, d.root, d.resolution, in_memory=d.in_memory, workers=d.workers,
+                                     **d.options)
+            with private_rng(seed=t.seed, device=self.device):  # the models' initial weights come from the seed
+                self.G, self.D = self._build_models()
+                self._torch_rng = torch.get_rng_state()       # the global stream the training steps continue
         o = cfg.optim
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=o.betas_d, eps=o.eps)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=o.betas_g, eps=o.eps)
