@@ -181,3 +181,35 @@ def test_run_ids_hash_only_changed_values(tmp_path):
     assert _run_id("v", 0, moved) != _run_id("v", 0, base)
     opts = config_mod.load("ring8", ["normalization.method=ssn", "normalization.options={scale: 1.4}"])
     assert _run_id("v", 0, opts) != _run_id("v", 0, base)
+
+
+def test_a_sweep_run_is_gannorm_train_of_its_config(tmp_path, monkeypatch):
+    """A BSSN run in a sweep worker whose process has 2 threads (``train.threads=1``) equals a run of its
+    ``config.yaml`` in this process on 1 thread: ``train.threads`` governs the whole run, building the models
+    (BSSN's warm-up power iterations) included. Built on the process's count, they differed."""
+    import torch
+
+    from gannorm import config as config_mod
+    from gannorm.runfolder import RunFolder
+    from gannorm.training import Trainer
+    spec = {"base": "digits", "overrides": ["train.steps=3", "model.d_options={extra_convs: 2}", "diagnostics.every=0",
+                                            "train.checkpoint_every=3", "train.sample_every=100",
+                                            "train.tensorboard=false", "train.eval_num_samples=100"],
+            "variants": {"bssn": ["normalization.method=bssn", "normalization.options={scale: 1.4}"]},
+            "seeds": 1, "metric": "cfd"}
+    path = tmp_path / "bssn.yaml"
+    path.write_text(json.dumps(spec))
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the spawned worker's own count
+    outcome = run_sweep(str(path), tmp_path / "sweep", workers=1, threads=1)
+    (row,) = outcome.results.runs
+    swept = RunFolder.open(row.run_dir)
+    cfg = config_mod.load(str(swept.path / "config.yaml"), [f"train.out_dir={tmp_path / 'again'}", "train.eval_every=0"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = Trainer(cfg).run()
+    finally:
+        torch.set_num_threads(before)
+    a, b = swept.load_checkpoint(), RunFolder.open(again.run_dir).load_checkpoint()
+    for net in ("G", "D"):
+        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
