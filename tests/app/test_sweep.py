@@ -183,6 +183,29 @@ def test_run_ids_hash_only_changed_values(tmp_path):
     assert _run_id("v", 0, opts) != _run_id("v", 0, base)
 
 
+@pytest.mark.parametrize("name", ["ring8", "digits", "compare_digits"])
+def test_a_run_id_hashes_no_default_value(name):
+    """Every value a run id hashes differs from its default, section by section (the train section was
+    hashed whole: the keys left out of ids were taken out of the config but not of the defaults, so every
+    new train key with a default changed every id)."""
+    from gannorm import config as config_mod
+    from gannorm.app.sweep.spec import NOT_IN_ID, id_values
+    defaults = config_mod.to_dict(config_mod.Config())
+    hashed = id_values(config_mod.load(name, ["train.threads=1", "train.progress=false"]))
+
+    def leaves(tree, default, path=""):
+        for key, value in tree.items():
+            if isinstance(value, dict) and isinstance(default.get(key), dict):
+                yield from leaves(value, default[key], f"{path}{key}.")
+            else:
+                yield f"{path}{key}", value, default.get(key, "<no default>")
+
+    found = list(leaves(hashed, defaults))
+    assert found and all(value != default for _, value, default in found), found
+    assert not any(key in NOT_IN_ID or key.split(".")[0] in NOT_IN_ID for key, _, _ in found)
+    assert "train.ema_buffers" not in {key for key, _, _ in found}
+
+
 def test_a_sweep_run_is_gannorm_train_of_its_config(tmp_path, monkeypatch):
     """A BSSN run in a sweep worker whose process has 2 threads (``train.threads=1``) equals a run of its
     ``config.yaml`` in this process on 1 thread: ``train.threads`` governs the whole run, building the models

@@ -170,21 +170,30 @@ def _changed(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+def _without_ignored(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (a config as a dict) without the keys of :data:`NOT_IN_ID`."""
+    for key in NOT_IN_ID:
+        section, _, name = key.partition(".")
+        if name:
+            values.get(section, {}).pop(name, None)
+        else:
+            values.pop(section, None)
+    return values
+
+
+def id_values(cfg: Config) -> dict[str, Any]:
+    """What a run id hashes: the config's values that differ from the defaults, less :data:`NOT_IN_ID`
+    (taken out of both sides, so that a section is compared key by key)."""
+    return _changed(_without_ignored(config_mod.to_dict(cfg)), _without_ignored(config_mod.to_dict(Config())))
+
+
 def _run_id(variant: str, seed: int, cfg: Config) -> str:
     """``<variant>-s<seed>-<hash>``; the hash covers the config's values that differ from the defaults.
 
     Hashing only the changes keeps a sweep's ids stable when a later gannorm adds a config key with a
     default (its runs are not retrained); keys that do not change what a run computes are left out.
     """
-    resolved = config_mod.to_dict(cfg)
-    for key in NOT_IN_ID:
-        section, _, name = key.partition(".")
-        if name:
-            resolved.get(section, {}).pop(name, None)
-        else:
-            resolved.pop(section, None)
-    changed = _changed(resolved, config_mod.to_dict(Config()))
-    digest = hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(json.dumps(id_values(cfg), sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{variant}-s{seed}-{digest}"
 
 
