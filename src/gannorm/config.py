@@ -55,6 +55,8 @@ class ModelConfig:
     g_options: dict[str, Any] = field(default_factory=dict)  # architecture options for G (e.g. depth)
     d_options: dict[str, Any] = field(default_factory=dict)  # ... and for D
     d_init: str = "official"             # D's initialisation: official, lecun, xavier, kaiming, normal, trunc_normal
+    num_classes: int = 0                 # class-conditional G(z, y) and D(x, y) with this many classes (0: unconditional);
+                                         # must equal the dataset's number of classes (docs/conditional.md)
 
 
 @dataclass
@@ -64,6 +66,8 @@ class NormalizationConfig:
     function: str = "none"               # function-level normalization of D's output: none, gn, pgn
     function_eps: float = 0.0            # eps in GN/PGN's denominator (0: the official code)
     first_order_g: bool = False          # GN's first-order G step (Faster-GNGAN; exact for piecewise-linear D)
+    g_method: str = "none"               # a weight method applied to every G layer too (BigGAN: sn), incl. embeddings
+    g_options: dict[str, Any] = field(default_factory=dict)  # that method's options on G
 
 
 @dataclass
@@ -93,6 +97,8 @@ class TrainConfig:
     ortho_reg: float = 0.0               # orthogonal regularization weight on D (BigGAN form; 0: off)
     cr_weight: float = 0.0               # consistency regularization on reals (5 in GN-GAN-CR, 10 in CR-GAN; 0: off)
     cr_translate: float = 0.125          # CR augmentation: flip + translate by up to this fraction (GN-GAN-CR: 0.2)
+    diffaug: str = ""                    # DiffAugment policy on every D input, reals and fakes, D and G steps
+                                         # (e.g. color,translation,cutout; "": off)
     g_bn_stats_in_d_step: bool = True    # G's BatchNorm running stats also update on the D steps' fakes
                                          # (official CNN code); false: only in the G step (official ResNet)
     ema_decay: float = 0.0               # EMA of G (0: off; 0.9999 in the GN-GAN configs)
@@ -436,7 +442,7 @@ SEED = Range(lambda v: 0 <= v < 2**32, "in [0, 2**32)")
 #: every numeric config key and its range (``gannorm.config.validate`` checks them in this order)
 RANGES: tuple[tuple[str, Range], ...] = (
     ("data.resolution", at_least(1)), ("data.workers", at_least(0)),
-    ("model.width", POSITIVE), ("model.z_dim", at_least(1)),
+    ("model.width", POSITIVE), ("model.z_dim", at_least(1)), ("model.num_classes", at_least(0)),
     ("normalization.function_eps", at_least(0)),
     ("optim.lr_d", POSITIVE), ("optim.lr_g", POSITIVE), ("optim.betas_d", UNIT), ("optim.betas_g", UNIT),
     ("optim.eps", POSITIVE), ("optim.lr_decay_start", at_least(0)),
@@ -457,7 +463,8 @@ RANGES: tuple[tuple[str, Range], ...] = (
 #: every config key that names a registry entry, the registry, and the names allowed besides its entries
 NAMES: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
     ("data.name", DATASETS, ()), ("model.arch", NETWORKS, ()), ("model.d_init", SCHEMES, ("official",)),
-    ("normalization.method", METHODS, ()), ("normalization.function", FUNCTIONS, ()),
+    ("normalization.method", METHODS, ()), ("normalization.g_method", METHODS, ()),
+    ("normalization.function", FUNCTIONS, ()),
     ("train.loss", LOSSES, ()), ("train.penalty", PENALTIES, ("none",)), ("train.eval_metrics", METRICS, ()),
 )
 
@@ -567,23 +574,29 @@ def _not_options(names: list[str]) -> str:
 
 
 def _check_method_options(n: NormalizationConfig) -> None:
-    spec = METHODS.get(n.method)
-    allowed = method_options(n.method)
-    unknown = sorted(set(n.options) - set(allowed) - {"input_shape"})
+    _check_options_of(n.method, n.options, "normalization.options", "normalization.method")
+    _check_options_of(n.g_method, n.g_options, "normalization.g_options", "normalization.g_method")
+
+
+def _check_options_of(method: str, options: dict[str, Any], key: str, method_key: str) -> None:
+    """The options ``options`` (config key ``key``) of the weight method ``method`` against its registry entry."""
+    spec = METHODS.get(method)
+    allowed = method_options(method)
+    unknown = sorted(set(options) - set(allowed) - {"input_shape"})
     if unknown:
-        raise ConfigError(f"config key normalization.options: {_not_options(unknown)} of method "
-                          f"{n.method!r} (allowed: {', '.join(allowed) or 'none'}); a preset's options stay when "
-                          "you change normalization.method: also set normalization.options={} (or the new options)")
-    missing = [o for o in spec.required_options() if o not in n.options]
+        raise ConfigError(f"config key {key}: {_not_options(unknown)} of method "
+                          f"{method!r} (allowed: {', '.join(allowed) or 'none'}); a preset's options stay when "
+                          f"you change {method_key}: also set {key}={{}} (or the new options)")
+    missing = [o for o in spec.required_options() if o not in options]
     if missing:
-        raise ConfigError(f"config key normalization.options.{missing[0]}: method {n.method!r} needs it "
-                          f"(e.g. normalization.options.{missing[0]}=...)")
+        raise ConfigError(f"config key {key}.{missing[0]}: method {method!r} needs it "
+                          f"(e.g. {key}.{missing[0]}=...)")
     check = getattr(spec, "check_options", None)
     if check is not None:
         try:
-            check({k: v for k, v in n.options.items() if k != "input_shape"})
+            check({k: v for k, v in options.items() if k != "input_shape"})
         except OptionError as err:
-            raise ConfigError(f"config key normalization.options.{err.option}: {err}") from None
+            raise ConfigError(f"config key {key}.{err.option}: {err}") from None
 
 
 def _check_model_and_data(cfg: Config) -> None:
@@ -599,6 +612,10 @@ def _check_model_and_data(cfg: Config) -> None:
     if unknown:
         raise ConfigError(f"config key data.options: {_not_options(unknown)} of dataset {d.name!r} "
                           f"(allowed: {', '.join(data.options) or 'none'})")
+    if m.num_classes > 0 and not spec.conditional:
+        fits = [e.name for e in NETWORKS.entries() if e.obj.conditional]
+        raise ConfigError(f"config key model.num_classes: network {m.arch!r} has no class-conditional version; use "
+                          f"one of {', '.join(fits)}, or model.num_classes=0")
     vectors = data.resolutions == ()  # a dataset of points takes no resolution
     if vectors != (spec.kind == "vector"):
         fits = [e.name for e in NETWORKS.entries() if (e.obj.kind == "vector") == vectors]

@@ -196,15 +196,21 @@ def _layer_probe(name: str, m: nn.Module, eff: Tensor, raw: Tensor, grads: dict[
                       grad_sparsity=gradient_sparsity(grads.get(id(raw))))
 
 
-def _input_gradients(D: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator | None
-                     ) -> dict[str, Tensor]:
-    """Per-sample ``||grad_x D(x)||`` on the real, fake and (same shapes only) interpolated batches."""
-    norms = {"real": input_gradient_norms(D, real, create_graph=False),
-             "fake": input_gradient_norms(D, fake, create_graph=False)}
+def _at_labels(D: nn.Module, y: Tensor | None) -> Callable[[Tensor], Tensor]:
+    """``x -> D(x)``, or ``x -> D(x, y)`` for a conditional D at the fixed labels ``y``."""
+    return D if y is None else (lambda x: D(x, y[:len(x)]))
+
+
+def _input_gradients(D: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator | None,
+                     y_real: Tensor | None = None, y_fake: Tensor | None = None) -> dict[str, Tensor]:
+    """Per-sample ``||grad_x D(x)||`` (at fixed labels for a conditional D) on the real, fake and (same shapes
+    only) interpolated batches; the interpolates take the real labels."""
+    norms = {"real": input_gradient_norms(_at_labels(D, y_real), real, create_graph=False),
+             "fake": input_gradient_norms(_at_labels(D, y_fake), fake, create_graph=False)}
     if real.shape[1:] == fake.shape[1:]:
         n = min(len(real), len(fake))
-        norms["interpolated"] = input_gradient_norms(D, interpolates(real[:n], fake[:n], generator),
-                                                     create_graph=False)
+        norms["interpolated"] = input_gradient_norms(_at_labels(D, y_real),
+                                                     interpolates(real[:n], fake[:n], generator), create_graph=False)
     return norms
 
 
@@ -218,7 +224,8 @@ def _upper_bound(D: nn.Module, input_shape: tuple[int, ...], bounds: bool) -> tu
 
 def probe(D: nn.Module, loss_d: Callable[[Tensor, Tensor], Tensor], real: Tensor, fake: Tensor, *,
           step: int = 0, strict: bool = False, bounds: bool = True, slope: float | None = None,
-          generator: torch.Generator | None = None) -> ProbeRecord:
+          generator: torch.Generator | None = None, y_real: Tensor | None = None,
+          y_fake: Tensor | None = None) -> ProbeRecord:
     """The :class:`ProbeRecord` of ``D`` on ``real`` and ``fake`` batches at generator step ``step``.
 
     ``loss_d(d_real, d_fake)`` is the discriminator loss (e.g. ``gannorm.losses.LOSSES.get("hinge").d``):
@@ -228,7 +235,8 @@ def probe(D: nn.Module, loss_d: Callable[[Tensor, Tensor], Tensor], real: Tensor
     ``strict=True`` adds each conv's operator norm for its input shape (``strict_sigma``);
     ``bounds=True`` adds the Lipschitz upper bound (``lipschitz_upper``, None where no valid bound is
     known, with the reason in ``lipschitz_upper_note``). ``slope`` is the leaky-ReLU slope for the
-    Kaiming reference (default: read off D). ``generator`` draws the interpolation weights.
+    Kaiming reference (default: read off D). ``generator`` draws the interpolation weights. A class-conditional
+    D is probed as ``D(real, y_real)`` and ``D(fake, y_fake)``, its input gradients at those fixed labels.
     """
     named = layers(D)
     if not named:
@@ -240,7 +248,7 @@ def probe(D: nn.Module, loss_d: Callable[[Tensor, Tensor], Tensor], real: Tensor
                 parametrize.cached():
             effective = [m.weight for _, m in named]  # the tensors the forward below uses
             raws = [raw_weight(m) for _, m in named]
-            d_real, d_fake = D(real), D(fake)
+            d_real, d_fake = _at_labels(D, y_real)(real), _at_labels(D, y_fake)(fake)
             loss = loss_d(d_real.float(), d_fake.float())
             wanted = [t for t in effective + raws if t.requires_grad]
             grads = dict(zip(map(id, wanted), torch.autograd.grad(loss, wanted, allow_unused=True)))
@@ -248,8 +256,10 @@ def probe(D: nn.Module, loss_d: Callable[[Tensor, Tensor], Tensor], real: Tensor
         record_layers = {name: _layer_probe(name, m, eff, raw, grads, estimates,
                                             input_shapes.get(name) if strict else None, slope, moments.get(name))
                          for (name, m), eff, raw in zip(named, effective, raws)}
-        norms = _input_gradients(D, real, fake, generator)
-        upper, note = _upper_bound(D, tuple(real.shape[1:]), bounds)
+        norms = _input_gradients(D, real, fake, generator, y_real, y_fake)
+        upper, note = _upper_bound(D, tuple(real.shape[1:]), bounds and y_real is None)
+        if y_real is not None and bounds:
+            note = "not computed for a class-conditional D (its projection term depends on y)"
     return ProbeRecord(step=int(step), layers=record_layers, input_grad={k: summarize(v) for k, v in norms.items()},
                        d_real=float(d_real.detach().double().mean()), d_fake=float(d_fake.detach().double().mean()),
                        loss_d=float(loss.detach()), lipschitz_upper=upper, lipschitz_upper_note=note,

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .. import images
-from ..augment import consistency_loss, flip_translate
+from ..augment import DiffAugment, consistency_loss, flip_translate
 from ..config import Config, ConfigError, evaluation_options, to_dict, validate
 from ..data import load_dataset
 from ..diagnostics.probes import probe
@@ -38,7 +38,7 @@ from ..diagnostics.records import ProbeRecord
 from ..gradnorm import GradientNormalized
 from ..losses import LOSSES
 from ..networks import build_discriminator, build_generator
-from ..normalizations import update_after_step
+from ..normalizations import normalize, update_after_step
 from ..penalties import PENALTIES, orthogonal_regularization, weight_clip_
 from ..runfolder import CHECKPOINT, SAMPLES, BestRecord, EvalRecord, RunFolder, Status, load_state_checked
 from .callbacks import Callback, default_callbacks, evaluate_sampler, rank_callbacks
@@ -117,6 +117,7 @@ class Trainer:
         with num_threads(t.threads):
             self.data = load_dataset(d.name, d.root, d.resolution, in_memory=d.in_memory, workers=d.workers,
                                      **d.options)
+            self._check_labels()
             with private_rng(seed=t.seed, device=self.device):  # the models' initial weights come from the seed
                 self.G, self.D = self._build_models()
                 self._torch_rng = torch.get_rng_state()       # the global stream the training steps continue
@@ -124,6 +125,7 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=o.betas_d, eps=o.eps)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=o.betas_g, eps=o.eps)
         update_after_step(self.opt_d, self.D)  # persists u once per D step for update="step" layers
+        update_after_step(self.opt_g, self.G)  # ... and per G step for G's (normalization.g_method)
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
         self.ema = EMA(self.G, t.ema_decay, t.ema_start, t.ema_buffers) if t.ema_decay > 0 else None
         self.loss = LOSSES.get(t.loss)
@@ -131,6 +133,7 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(t.seed + 1)
         self.fixed_z = torch.randn(t.num_samples_grid, cfg.model.z_dim,
                                    generator=torch.Generator().manual_seed(t.seed + 2))
+        self.diffaug = DiffAugment(t.diffaug) if t.diffaug else None
         self.step = 0
         self.d_steps = 0
         self.last: dict[str, float] = {}
@@ -163,14 +166,37 @@ class Trainer:
     def run_dir(self) -> Path:
         return self.folder.path
 
+    @property
+    def conditional(self) -> bool:
+        """Whether G and D are class-conditional (``model.num_classes`` > 0): ``G(z, y)``, ``D(x, y)``."""
+        return self.cfg.model.num_classes > 0
+
+    def _check_labels(self) -> None:
+        """A conditional run needs a labelled dataset with exactly ``model.num_classes`` classes."""
+        k, d = self.cfg.model.num_classes, self.data
+        if k == 0:
+            return
+        if d.num_classes == 0:
+            raise ConfigError(f"config key model.num_classes: dataset {self.cfg.data.name!r} has no labels, so it "
+                              "cannot train a class-conditional GAN; use a labelled dataset (digits, mnist5k, cifar10, "
+                              "stl10 with data.options.split=train, imagefolder with data.options.labels=true, ring8, "
+                              "grid25) or model.num_classes=0")
+        if d.num_classes != k:
+            raise ConfigError(f"config key model.num_classes: dataset {self.cfg.data.name!r} has {d.num_classes} "
+                              f"classes, not {k}; set model.num_classes={d.num_classes}")
+
     def _build_models(self) -> tuple[nn.Module, nn.Module]:
         m, n, t = self.cfg.model, self.cfg.normalization, self.cfg.train
         shape = tuple(self.data.shape)
-        G = build_generator(m.arch, shape, z_dim=m.z_dim, width=m.width, **m.g_options).to(self.device)
+        G = build_generator(m.arch, shape, z_dim=m.z_dim, width=m.width, num_classes=m.num_classes,
+                            **m.g_options).to(self.device)
+        if n.g_method != "none":  # BigGAN: SN in G too, embeddings included
+            G = normalize(G, n.g_method, **n.g_options)
         if self.ranks.distributed:  # BatchNorm over the global batch; the same state-dict keys
             G = sync_batch_norm(G)
         D = build_discriminator(m.arch, shape, width=m.width, normalization=n.method,
-                                normalization_options=dict(n.options), init=m.d_init, **m.d_options).to(self.device)
+                                normalization_options=dict(n.options), init=m.d_init, num_classes=m.num_classes,
+                                **m.d_options).to(self.device)
         if t.channels_last:
             G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
         if n.function != "none":
@@ -225,10 +251,6 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _z(self, n: int) -> torch.Tensor:
-        """This rank's shard of ``n`` (the global batch) latent vectors drawn from the shared stream."""
-        return self.ranks.shard(torch.randn(n, self.cfg.model.z_dim, generator=self.rng)).to(self.device)
-
     def lr_factor(self, step: int) -> float:
         """The learning-rate multiplier at G step ``step`` (1, or linear to 0 from ``optim.lr_decay_start``)."""
         o, total = self.cfg.optim, self.cfg.train.steps
@@ -252,37 +274,75 @@ class Trainer:
         """G's BatchNorm layers normalize with batch statistics but keep their running estimates."""
         return _bn_running_stats(self.G, not frozen)
 
-    def _real_batch(self) -> torch.Tensor:
-        """The global real batch of a D step (on the CPU; every rank draws all of it, then takes its shard).
+    def _real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The global real batch of a D step and its labels (None unless conditional), on the CPU; every rank
+        draws all of it, then takes its shard.
 
-        A lazy dataset decodes only this rank's rows of it (the others are left zero)."""
+        A lazy dataset decodes only this rank's rows of it (the others are left zero); the labels are whole."""
         t = self.cfg.train
         rows = self.ranks.shard(torch.arange(t.batch_size_d)) if self.ranks.distributed else None
-        real = self.data.sample(t.batch_size_d, self.rng, rows=rows)
+        if self.conditional:  # the same draws as sample(): an unconditional run's stream is unchanged
+            real, labels = self.data.sample_labelled(t.batch_size_d, self.rng, rows=rows)
+        else:
+            real, labels = self.data.sample(t.batch_size_d, self.rng, rows=rows), None
         if t.real_hflip and real.ndim == 4:
             flip = torch.rand(len(real), generator=self.rng) < 0.5
             real = torch.where(flip.view(-1, 1, 1, 1), real.flip(-1), real)
-        return real
+        return real, labels
 
-    def _regularizers(self, batch: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
-                      d_real: torch.Tensor) -> torch.Tensor | None:
+    def _z(self, n: int) -> torch.Tensor:
+        """This rank's shard of ``n`` (the global batch) latent vectors drawn from the shared stream."""
+        return self.ranks.shard(torch.randn(n, self.cfg.model.z_dim, generator=self.rng)).to(self.device)
+
+    def _fake_labels(self, n: int) -> torch.Tensor | None:
+        """This rank's shard of ``n`` class labels for G, drawn at the data's class frequencies from the shared
+        stream (None for an unconditional run, which draws nothing)."""
+        if not self.conditional:
+            return None
+        return self.ranks.shard(self.data.sample_labels(n, self.rng)).to(self.device)
+
+    def _shard_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        return None if labels is None else self.ranks.shard(labels).to(self.device)
+
+    def generate(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """``G(z)``, or ``G(z, y)`` for a conditional run."""
+        return self.G(z) if y is None else self.G(z, y)
+
+    def discriminate(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """``D(x)``, or ``D(x, y)`` for a conditional run (GN/PGN take the gradient w.r.t. x at fixed y)."""
+        return self.D(x) if y is None else self.D(x, y)
+
+    def _augment(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """DiffAugment (``train.diffaug``) of this rank's shard ``x`` of a global batch of ``n``: the random numbers
+        are drawn for the whole global batch from the shared stream, and this rank applies its rows of them."""
+        if self.diffaug is None:
+            return x
+        params = self.diffaug.draw(n, tuple(x.shape[1:]), self.rng)
+        if self.ranks.distributed:
+            params = params.select(self.ranks.shard(torch.arange(n)))
+        return self.diffaug.apply(x, params)
+
+    def _regularizers(self, batch: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, d_real: torch.Tensor,
+                      y_real: torch.Tensor | None, y_fake: torch.Tensor | None) -> torch.Tensor | None:
         """The configured gradient penalty, orthogonal regularization and consistency term of this D step.
 
-        ``batch`` is the global real batch and ``real`` this rank's shard of it on the device; the penalty's
-        interpolation weights and the consistency term's augmentation are this shard's rows of the global draws.
+        ``batch`` is the global real batch and ``real`` this rank's shard of it on the device, as D saw it
+        (after DiffAugment); the penalty's interpolation weights and the consistency term's augmentation are
+        this shard's rows of the global draws. A conditional D is evaluated at the labels of its inputs.
         """
         t = self.cfg.train
         terms = []
         if self.penalty is not None and self.d_steps % t.penalty_every == 0:
             weight = (self.penalty.default_weight if t.penalty_weight is None else t.penalty_weight) * t.penalty_every
+            labels = {} if y_real is None else {"y_real": y_real, "y_fake": y_fake}
             with self.ranks.shard_stream(self.rng, t.batch_size_d) as generator:
-                terms.append(self.penalty.fn(self.D, real, fake, weight, generator=generator))
+                terms.append(self.penalty.fn(self.D, real, fake, weight, generator=generator, **labels))
         if t.ortho_reg > 0:
             terms.append(orthogonal_regularization(self.D, t.ortho_reg).to(real.device))
         if t.cr_weight > 0:
             augmented = self.to_device(self.ranks.shard(flip_translate(batch, t.cr_translate, self.rng)))
             with self._autocast():
-                d_aug = self.D(augmented).float()
+                d_aug = self.discriminate(augmented, y_real).float()
             terms.append(t.cr_weight * consistency_loss(d_real, d_aug))
         return sum(terms) if terms else None
 
@@ -316,33 +376,39 @@ class Trainer:
 
     def _d_step(self) -> dict[str, Any]:
         """One discriminator step; returns its global scalars as tensors (the means over the global batch),
-        this rank's ``z``, and ``ok`` (False if something was not finite)."""
+        this rank's ``z`` and G labels ``y`` (None unless conditional), and ``ok`` (False if something was not
+        finite)."""
         t = self.cfg.train
-        batch = self._real_batch()
-        real = self.to_device(self.ranks.shard(batch))
+        batch, labels = self._real_batch()
+        real, y_real = self.to_device(self.ranks.shard(batch)), self._shard_labels(labels)
         z = self._z(t.batch_size_d)
+        y = self._fake_labels(t.batch_size_d)
         with self._autocast():
             with torch.no_grad(), self.frozen_bn_stats(not t.g_bn_stats_in_d_step):
-                fake = self.G(z)  # train mode: batch statistics (of the global batch, on several ranks)
-            d_real, d_fake = self.D(real).float(), self.D(fake).float()
+                fake = self.generate(z, y)  # train mode: batch statistics (of the global batch, on several ranks)
+            real_in, fake_in = self._augment(real, t.batch_size_d), self._augment(fake, t.batch_size_d)
+            d_real, d_fake = self.discriminate(real_in, y_real).float(), self.discriminate(fake_in, y).float()
             loss = self.loss.d(d_real, d_fake)
         self.d_steps += 1
-        reg = self._regularizers(batch, real, fake, d_real)
+        reg = self._regularizers(batch, real_in, fake_in, d_real, y_real, y)
         total = loss if reg is None else loss + reg
         parts = [loss, total, d_real.detach().mean(), d_fake.detach().mean(), *([] if reg is None else [reg])]
         means = self.ranks.mean(torch.stack([p.detach().float() for p in parts]))  # one all-reduce
         ok = bool(torch.isfinite(means[1])) and self._backward_step(total, self.opt_d, "D")
         if ok and t.weight_clip > 0:
             weight_clip_(self.D, t.weight_clip)
-        return {"z": z, "loss": means[0], "reg": None if reg is None else means[4], "total": means[1],
+        return {"z": z, "y": y, "loss": means[0], "reg": None if reg is None else means[4], "total": means[1],
                 "d_real": means[2], "d_fake": means[3], "ok": ok}
 
-    def _g_step(self, z: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """One generator step on this rank's ``z``; returns the global loss and whether it was applied."""
+    def _g_step(self, z: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+        """One generator step on this rank's ``z`` (and labels ``y``); returns the global loss and whether it
+        was applied."""
+        n = self.cfg.train.batch_size_g
         self.D.requires_grad_(False)
         try:
             with self._autocast():
-                g_loss = self.loss.g(self.D(self.G(z)).float())
+                fake = self._augment(self.generate(z, y), n)
+                g_loss = self.loss.g(self.discriminate(fake, y).float())
             global_loss = self.ranks.mean(g_loss.detach())
             ok = bool(torch.isfinite(global_loss)) and self._backward_step(g_loss, self.opt_g, "G")
         finally:
@@ -366,8 +432,12 @@ class Trainer:
             d = self._d_step()
             if not d["ok"]:
                 return {"loss_d": d["total"].item() if self.non_finite is None else math.nan}
-        z = d["z"] if (t.g_reuses_d_z and t.batch_size_g == t.batch_size_d) else self._z(t.batch_size_g)
-        g_loss, ok = self._g_step(z)
+        if t.g_reuses_d_z and t.batch_size_g == t.batch_size_d:
+            z, y = d["z"], d["y"]
+        else:
+            z = self._z(t.batch_size_g)
+            y = self._fake_labels(t.batch_size_g)
+        g_loss, ok = self._g_step(z, y)
         if not ok:
             return {"loss_d": d["loss"].item(), "loss_g": g_loss.item() if self.non_finite is None else math.nan}
         self.step += 1
@@ -387,7 +457,8 @@ class Trainer:
         """The fixed-z grid of the sampling generator (in ``train.sample_mode``, one batch) to ``samples.png``,
         ``samples/`` and TensorBoard."""
         with sampling(self.sampler(), self.cfg.train.sample_mode) as g:
-            out = g(self.fixed_z.to(self.device)).float().cpu()
+            z, y = self.fixed_z.to(self.device), self.fixed_labels()
+            out = (g(z) if y is None else g(z, y.to(self.device))).float().cpu()
         if self.data.kind == "image":
             picture = images.image_grid(out, min_cell=64)
         else:
@@ -400,6 +471,15 @@ class Trainer:
             self.logger.image("samples", self.step, picture)
         return path
 
+    def fixed_labels(self) -> torch.Tensor | None:
+        """The labels of the fixed-z grid of a conditional run: one class per row of the grid (cycling through
+        the classes when there are more rows than classes); None for an unconditional run."""
+        if not self.conditional:
+            return None
+        n = len(self.fixed_z)
+        cols = max(1, math.ceil(math.sqrt(n)))
+        return (torch.arange(n) // cols) % self.cfg.model.num_classes
+
     def evaluate(self) -> dict[str, float]:
         """Evaluate the sampling generator now, by the run's protocol (what the Evaluation callback does)."""
         return evaluate_sampler(self, evaluation_options(self.cfg))
@@ -408,12 +488,18 @@ class Trainer:
         """Probe D on a fresh batch drawn from its own seeded stream (training is unchanged)."""
         c, seed = self.cfg.diagnostics, self.cfg.train.seed
         gen = torch.Generator().manual_seed(seed * 1_000_003 + self.step + 7)
-        real = self.to_device(self.data.sample(c.batch_size, gen))
+        if self.conditional:
+            real, y_real = self.data.sample_labelled(c.batch_size, gen)
+            y_real = y_real.to(self.device)
+        else:
+            real, y_real = self.data.sample(c.batch_size, gen), None
+        real = self.to_device(real)
         z = torch.randn(c.batch_size, self.cfg.model.z_dim, generator=gen).to(self.device)
+        y_fake = None if y_real is None else self.data.sample_labels(c.batch_size, gen).to(self.device)
         with torch.no_grad(), self.frozen_bn_stats():
-            fake = self.G(z)
+            fake = self.generate(z, y_fake)
         return probe(self.D, self.loss.d, real, fake, step=self.step, strict=c.strict, bounds=c.bounds,
-                     generator=gen)
+                     generator=gen, y_real=y_real, y_fake=y_fake)
 
     # ------------------------------------------------------------------ the loop
     def request_stop(self, signum: int = signal.SIGINT) -> None:
