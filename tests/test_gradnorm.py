@@ -239,3 +239,13 @@ def test_unconditional_calls_are_unchanged_by_the_label_argument():
     d, x = conv_d(), torch.randn(4, 3, 8, 8)
     assert torch.equal(gradient_normalize(d, x, 0.1, y=None), gradient_normalize(d, x, 0.1))
     assert torch.equal(penalty_gradient_normalize(d, x, y=None), penalty_gradient_normalize(d, x))
+
+
+def test_every_function_entry_takes_keyword_only_labels():
+    import inspect
+
+    from gannorm.gradnorm import FUNCTIONS
+    for entry in FUNCTIONS.entries():
+        params = inspect.signature(entry.obj.fn).parameters
+        assert list(params)[:3] == ["D", "x", "eps"], entry.name
+        assert params["y"].kind is inspect.Parameter.KEYWORD_ONLY and params["y"].default is None, entry.name
