@@ -153,3 +153,99 @@ def test_gradient_normalized_refuses_an_unknown_kind_with_the_known_ones():
     from gannorm.gradnorm import GradientNormalized
     with pytest.raises(ValueError, match="unknown function-level normalization 'sgn'; known: none, gn, pgn"):
         GradientNormalized(conv_d(), "sgn")
+
+
+class CondD(nn.Module):
+    """A tiny projection discriminator D(x, y): a LeakyReLU feature map, a linear head and a class embedding."""
+
+    def __init__(self, n_in: int = 12, classes: int = 3) -> None:
+        super().__init__()
+        self.phi = nn.Linear(n_in, 16)
+        self.head = nn.Linear(16, 1)
+        self.embed = nn.Embedding(classes, 16)
+
+    def forward(self, x, y):
+        h = nn.functional.leaky_relu(self.phi(x.flatten(1)), 0.2)
+        return self.head(h) + (self.embed(y) * h).sum(1, keepdim=True)
+
+
+def per_sample_f_and_grad(d, x, y):
+    """f_i = D(x_i, y_i) and grad_{x_i} f_i for each sample alone, by torch.autograd.functional.jacobian."""
+    fs, gs = [], []
+    for i in range(len(x)):
+        fn = lambda xi, i=i: d(xi.unsqueeze(0), y[i:i + 1]).reshape(())  # noqa: E731
+        fs.append(fn(x[i]).detach())
+        gs.append(torch.autograd.functional.jacobian(fn, x[i]))
+    return torch.stack(fs), torch.stack(gs)
+
+
+def test_gn_and_pgn_of_a_conditional_d_match_a_per_sample_jacobian_at_fixed_labels():
+    torch.manual_seed(0)
+    d = CondD().double()
+    x, y = torch.randn(6, 3, 2, 2, dtype=torch.float64), torch.tensor([0, 1, 2, 2, 1, 0])
+    f, g = per_sample_f_and_grad(d, x, y)
+    n = g.flatten(1).norm(dim=1)
+    torch.testing.assert_close(gradient_normalize(d, x, y=y).squeeze(1).detach(), f / (n + f.abs()))
+    shifted = (1 - g).flatten(1).norm(dim=1)
+    torch.testing.assert_close(penalty_gradient_normalize(d, x, 0.1, y=y).squeeze(1).detach(),
+                               (1 - f) / (shifted + (1 - f).abs() + 0.1))
+    # the labels matter: other classes give other outputs (a different embedding row, a different gradient)
+    assert not torch.allclose(gradient_normalize(d, x, y=(y + 1) % 3), gradient_normalize(d, x, y=y))
+
+
+def test_gn_of_a_conditional_d_against_finite_differences():
+    torch.manual_seed(1)
+    d = CondD().double()
+    x, y = torch.randn(3, 12, dtype=torch.float64), torch.tensor([2, 0, 1])
+    h = 1e-6
+    with torch.no_grad():
+        f = d(x, y).squeeze(1)
+        grad = torch.stack([(d(x + h * e, y) - d(x - h * e, y)).squeeze(1) / (2 * h) for e in torch.eye(12,
+                            dtype=torch.float64)], dim=1)  # central differences in each input coordinate
+    expected = f / (grad.norm(dim=1) + f.abs())
+    torch.testing.assert_close(gradient_normalize(d, x, y=y).squeeze(1).detach(), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_conditional_first_order_g_step_matches_double_backprop():
+    torch.manual_seed(2)
+    d = CondD().requires_grad_(False)
+    g = nn.Linear(4, 12)
+    z, y = torch.randn(8, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    grads = []
+    for first_order in (False, True):
+        g.zero_grad()
+        nn.functional.softplus(-gradient_normalize(d, g(z), y=y, first_order=first_order)).mean().backward()
+        grads.append([p.grad.clone() for p in g.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["none", "gn", "pgn"])
+def test_gradient_normalized_passes_the_labels_through(kind):
+    from gannorm.gradnorm import GradientNormalized
+    torch.manual_seed(3)
+    d, x, y = CondD(), torch.randn(5, 12), torch.tensor([0, 1, 2, 1, 0])
+    wrapped = GradientNormalized(d, kind)
+    direct = {"none": lambda: d(x, y), "gn": lambda: gradient_normalize(d, x, y=y),
+              "pgn": lambda: penalty_gradient_normalize(d, x, y=y)}[kind]()
+    torch.testing.assert_close(wrapped(x, y), direct)
+    assert not torch.allclose(wrapped(x, (y + 1) % 3), direct)
+    wrapped.first_order_g = True
+    d.requires_grad_(False)
+    torch.testing.assert_close(wrapped(x, y), direct)
+
+
+def test_unconditional_calls_are_unchanged_by_the_label_argument():
+    d, x = conv_d(), torch.randn(4, 3, 8, 8)
+    assert torch.equal(gradient_normalize(d, x, 0.1, y=None), gradient_normalize(d, x, 0.1))
+    assert torch.equal(penalty_gradient_normalize(d, x, y=None), penalty_gradient_normalize(d, x))
+
+
+def test_every_function_entry_takes_keyword_only_labels():
+    import inspect
+
+    from gannorm.gradnorm import FUNCTIONS
+    for entry in FUNCTIONS.entries():
+        params = inspect.signature(entry.obj.fn).parameters
+        assert list(params)[:3] == ["D", "x", "eps"], entry.name
+        assert params["y"].kind is inspect.Parameter.KEYWORD_ONLY and params["y"].default is None, entry.name

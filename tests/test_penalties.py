@@ -81,8 +81,9 @@ def test_the_registry_holds_the_five_penalties_with_one_signature_and_weight_10(
         spec = entry.obj
         assert spec.default_weight == 10.0 and entry.description == spec.description != ""
         params = inspect.signature(spec.fn).parameters
-        assert list(params) == ["D", "real", "fake", "weight", "generator"], entry.name
-        assert params["generator"].kind is inspect.Parameter.KEYWORD_ONLY and params["generator"].default is None
+        assert list(params) == ["D", "real", "fake", "weight", "generator", "y_real", "y_fake"], entry.name
+        for key in ("generator", "y_real", "y_fake"):
+            assert params[key].kind is inspect.Parameter.KEYWORD_ONLY and params[key].default is None
         assert params["weight"].default is inspect.Parameter.empty  # the weight comes from the spec or the config
 
 
@@ -116,3 +117,58 @@ def test_orthogonal_regularization_scales_with_its_weight():
     lin = nn.Linear(4, 3, bias=False)
     torch.testing.assert_close(P.orthogonal_regularization(lin, weight=3.0),
                                3.0 * P.orthogonal_regularization(lin, 1.0))
+
+
+class CondD(nn.Module):
+    """A tiny curved projection discriminator D(x, y): gradient norms differ per point and per class."""
+
+    def __init__(self, n_in: int = 6, classes: int = 3) -> None:
+        super().__init__()
+        self.phi = nn.Linear(n_in, 16)
+        self.head = nn.Linear(16, 1)
+        self.embed = nn.Embedding(classes, 16)
+
+    def forward(self, x, y):
+        h = torch.tanh(self.phi(x))
+        return self.head(h) + 3 * (self.embed(y) * h).sum(1, keepdim=True)
+
+
+def direct_norms_at(D, x, y):
+    """Per-sample ||grad_x D(x_i, y_i)|| at fixed labels, one sample at a time by autograd.functional.jacobian."""
+    return torch.stack([torch.autograd.functional.jacobian(lambda xi, i=i: D(xi[None], y[i:i + 1]).sum(), x[i]).norm()
+                        for i in range(len(x))])
+
+
+@pytest.mark.parametrize("name", sorted(PENALTY_TERMS))
+def test_each_penalty_on_a_conditional_d_uses_the_documented_labels(name):
+    torch.manual_seed(0)
+    D = CondD()
+    real, fake = torch.randn(8, 6), 3 * torch.randn(8, 6)
+    y_real, y_fake = torch.randint(0, 3, (8,)), torch.randint(0, 3, (8,))
+    spec = P.PENALTIES.get(name)
+    got = spec.fn(D, real, fake, 2.5, generator=torch.Generator().manual_seed(7), y_real=y_real, y_fake=y_fake)
+    where, term = PENALTY_TERMS[name]
+    t = torch.rand(8, 1, generator=torch.Generator().manual_seed(7))
+    x, y = {"interpolates": (t * real + (1 - t) * fake, y_real), "real": (real, y_real), "fake": (fake, y_fake)}[where]
+    expected = term(direct_norms_at(D, x, y), 2.5)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    assert float(expected) > 1e-3
+    other = spec.fn(D, real, fake, 2.5, generator=torch.Generator().manual_seed(7), y_real=(y_real + 1) % 3,
+                    y_fake=(y_fake + 1) % 3)
+    assert not torch.allclose(other, got)  # the labels reach D
+    got.backward()
+    assert float(D.embed.weight.grad.abs().sum()) > 0  # double backprop reaches the class embedding
+
+
+def test_interpolation_penalties_ignore_the_fake_labels_and_r1_r2_the_other_labels():
+    torch.manual_seed(1)
+    D = CondD()
+    real, fake = torch.randn(4, 6), torch.randn(4, 6)
+    y, other = torch.tensor([0, 1, 2, 0]), torch.tensor([2, 2, 0, 1])
+    for name in ("wgan_gp", "lp", "zero_gp", "r1"):
+        fn = P.PENALTIES.get(name).fn
+        gen = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+        torch.testing.assert_close(fn(D, real, fake, 10.0, generator=gen(), y_real=y, y_fake=y),
+                                   fn(D, real, fake, 10.0, generator=gen(), y_real=y, y_fake=other))
+    torch.testing.assert_close(P.r2(D, real, fake, 10.0, y_real=y, y_fake=other),
+                               P.r2(D, real, fake, 10.0, y_real=other, y_fake=other))

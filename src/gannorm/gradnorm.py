@@ -23,6 +23,11 @@ and the G losses are computed on them (``docs/methods.md``, function-level metho
   **not scale-invariant**, it flips the sign of f, and its outputs shrink to about
   ``1/sqrt(C*H*W)`` when ``||grad f|| << sqrt(C*H*W)`` (about 1/55 on CIFAR-10).
 
+**Class-conditional discriminators.** Every function takes ``y`` (int64 labels ``[B]``, keyword-only):
+``f = D(x, y)`` when ``y`` is given, else ``D(x)``, and the gradient is taken with respect to ``x`` only,
+at fixed ``y`` (the labels are indices, not a differentiable input), as the GN-GAN code does for its
+conditional models. With ``y=None`` the functions compute exactly what they computed without it.
+
 Both refuse a discriminator with batch-coupling layers (BatchNorm, mean-only BN): the gradient of the
 summed output is the per-sample gradient only when samples do not interact. The registry ``FUNCTIONS``
 maps the config names (``none``, ``gn``, ``pgn``) to :class:`FunctionSpec` entries, which
@@ -50,6 +55,24 @@ def check_per_sample(model: nn.Module, method: str = "gradient normalization") -
             raise ConfigError(f"{method} needs a discriminator without batch-coupling layers, but "
                              f"{name or type(m).__name__} ({type(m).__name__}) mixes samples; remove it (or use "
                              "a per-sample normalization such as SN)")
+
+
+def call_d(D: nn.Module, x: Tensor, y: Tensor | None = None) -> Tensor:
+    """``D(x, y)`` for a class-conditional discriminator (``y`` given), else ``D(x)``.
+
+    Args:
+        D: the discriminator.
+        x: a batch of inputs.
+        y: int64 class labels ``[B]``, or None for an unconditional D.
+
+    Returns:
+        D's output.
+
+    Example::
+
+        out = call_d(D, images, labels)
+    """
+    return D(x) if y is None else D(x, y)
 
 
 def _input(x: Tensor) -> Tensor:
@@ -81,9 +104,12 @@ class _FirstOrderGN(torch.autograd.Function):
         return scale * g, None, None, None, None
 
 
-def gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0, *, first_order: bool = False) -> Tensor:
+def gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0, *, y: Tensor | None = None,
+                       first_order: bool = False) -> Tensor:
     """GN outputs ``f / (||grad_x f|| + |f| + eps)`` of shape ``[B, 1]``, differentiable for D and G.
 
+    ``f = D(x, y)`` for a class-conditional D (``y``: int64 labels ``[B]``), else ``D(x)``; the gradient
+    is w.r.t. ``x`` at fixed ``y``.
     ``eps`` (default 0, the official code) avoids 0/0 where ``f = 0`` and ``grad f = 0``.
     ``first_order=True`` is the G step of Faster-GNGAN: the gradient norm is treated as a constant,
     which for a piecewise-linear D (zero Hessian almost everywhere) gives exactly the same G
@@ -91,6 +117,20 @@ def gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0, *, first_order
     the norm as ``grad_x f``, so the whole G step costs one forward and one backward of D, like an
     SN G step. It needs D's parameters frozen (``D.requires_grad_(False)``): it returns gradients for
     ``x`` only.
+
+    Args:
+        D: the discriminator (per-sample: no batch-coupling layers).
+        x: inputs ``[B, ...]``.
+        eps: added to the denominator.
+        y: class labels ``[B]`` (int64) of a conditional D, or None.
+        first_order: the Faster-GNGAN G step (D frozen).
+
+    Returns:
+        the normalized outputs ``[B, 1]`` with the graph attached.
+
+    Example::
+
+        d_real = gradient_normalize(D, real, y=labels)
     """
     check_per_sample(D)
     if first_order:
@@ -101,37 +141,53 @@ def gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0, *, first_order
                              "first_order=False)")
         with torch.enable_grad():
             xd = x.detach().requires_grad_(True)
-            f = D(xd).flatten(1)
+            f = call_d(D, xd, y).flatten(1)
             (g,) = torch.autograd.grad(f.sum(), xd)
         return _FirstOrderGN.apply(x, f.detach(), g, _per_sample_norm(g), eps)
     x = _input(x)
     with fast_conv_grads():
-        f = D(x).flatten(1)
+        f = call_d(D, x, y).flatten(1)
     (g,) = torch.autograd.grad(f.sum(), x, create_graph=True, retain_graph=True)
     return f / (_per_sample_norm(g) + f.abs() + eps)
 
 
-def penalty_gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0) -> Tensor:
-    """PGN outputs ``(1 - f) / (||1 - grad_x f|| + |1 - f| + eps)`` of shape ``[B, 1]`` (see module doc)."""
+def penalty_gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0, *, y: Tensor | None = None) -> Tensor:
+    """PGN outputs ``(1 - f) / (||1 - grad_x f|| + |1 - f| + eps)`` of shape ``[B, 1]`` (see module doc).
+
+    Args:
+        D: the discriminator (per-sample: no batch-coupling layers).
+        x: inputs ``[B, ...]``.
+        eps: added to the denominator.
+        y: class labels ``[B]`` (int64) of a conditional D (``f = D(x, y)``, gradient at fixed y), or None.
+
+    Returns:
+        the normalized outputs ``[B, 1]`` with the graph attached.
+
+    Example::
+
+        d_fake = penalty_gradient_normalize(D, fake, y=fake_labels)
+    """
     check_per_sample(D, "penalty gradient normalization")
     x = _input(x)
     with fast_conv_grads():
-        f = D(x).flatten(1)
+        f = call_d(D, x, y).flatten(1)
     (g,) = torch.autograd.grad(f.sum(), x, create_graph=True, retain_graph=True)
     shifted = _per_sample_norm(1.0 - g)
     one_minus_f = 1.0 - f
     return one_minus_f / (shifted + one_minus_f.abs() + eps)
 
 
-def raw_output(D: nn.Module, x: Tensor, eps: float = 0.0) -> Tensor:  # noqa: ARG001
-    """The discriminator's own output, unchanged (the ``"none"`` entry)."""
-    return D(x)
+def raw_output(D: nn.Module, x: Tensor, eps: float = 0.0, *, y: Tensor | None = None) -> Tensor:  # noqa: ARG001
+    """The discriminator's own output ``D(x)`` or ``D(x, y)``, unchanged (the ``"none"`` entry)."""
+    return call_d(D, x, y)
 
 
 @dataclass(frozen=True)
 class FunctionSpec:
-    """One function-level normalization: ``fn(D, x, eps) -> [B, 1]`` outputs with the graph attached.
+    """One function-level normalization: ``fn(D, x, eps, *, y=None) -> [B, 1]`` outputs with the graph attached.
 
+    ``y``: the int64 labels ``[B]`` of a class-conditional D (``f = D(x, y)``, gradients w.r.t. ``x`` at fixed
+    ``y``); None for an unconditional D.
     ``first_order_g``: ``fn`` also takes ``first_order=True``, the G step without a second-order graph
     (used by :class:`GradientNormalized` when D's parameters are frozen). ``per_sample``: ``fn`` needs a
     discriminator without batch-coupling layers (checked by :class:`GradientNormalized`).
@@ -152,7 +208,8 @@ FUNCTIONS.register("pgn", FunctionSpec(penalty_gradient_normalize, description="
 
 
 class GradientNormalized(nn.Module):
-    """A discriminator whose outputs are normalized by the ``FUNCTIONS`` entry ``kind``: ``forward(x) = fn(D, x)``.
+    """A discriminator whose outputs are normalized by the ``FUNCTIONS`` entry ``kind``: ``forward(x, y=None) =
+    fn(D, x, y=y)`` (``y``: the labels of a class-conditional D, which is then called ``D(x, y)``).
 
     The wrapped network is ``self.inner``; weight normalizations on it still apply (and show in
     :func:`gannorm.sigmas` under ``inner.``). ``first_order_g`` uses the Faster-GNGAN first-order form
@@ -167,8 +224,8 @@ class GradientNormalized(nn.Module):
             check_per_sample(inner, kind)
         self.inner, self.kind, self.eps, self.first_order_g = inner, kind, eps, first_order_g
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if self.first_order_g and self.spec.first_order_g:
             frozen = not any(p.requires_grad for p in self.inner.parameters())
-            return self.spec.fn(self.inner, x, self.eps, first_order=frozen)
-        return self.spec.fn(self.inner, x, self.eps)
+            return self.spec.fn(self.inner, x, self.eps, y=y, first_order=frozen)
+        return self.spec.fn(self.inner, x, self.eps, y=y)

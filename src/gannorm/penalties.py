@@ -1,8 +1,8 @@
 """Gradient penalties and weight constraints for the discriminator (``docs/methods.md``).
 
 The gradient penalties live in the registry :data:`PENALTIES`; each entry is a :class:`PenaltySpec`
-whose ``fn`` has one signature, ``fn(D, real, fake, weight, *, generator=None) -> Tensor``, and
-returns the scalar to add to the D loss, already multiplied by ``weight``::
+whose ``fn`` has one signature, ``fn(D, real, fake, weight, *, generator=None, y_real=None, y_fake=None)
+-> Tensor``, and returns the scalar to add to the D loss, already multiplied by ``weight``::
 
     spec = PENALTIES.get("r1")
     loss_d = loss_d + spec.fn(D, real, fake, spec.default_weight)
@@ -20,7 +20,14 @@ name         term added to the D loss
 ``x_hat = t x_r + (1 - t) x_f`` with one ``t ~ U[0, 1]`` per sample, drawn from ``generator``. R1 and
 R2 keep the conventional factor 1/2 of their definition (``weight`` is the paper's gamma), so
 ``r1(..., weight=10)`` is 5 E[||grad D||^2]; ``r1`` ignores ``fake`` and ``r2`` ignores ``real``.
-Every term is differentiable with respect to D's parameters (double backprop). Each entry's
+Every term is differentiable with respect to D's parameters (double backprop).
+
+**Class-conditional discriminators** are called ``D(x, y)``: pass the labels as ``y_real`` and ``y_fake``
+(int64 ``[B]``). The gradient is taken with respect to ``x`` only, at fixed labels. R1 uses
+``(real, y_real)``, R2 ``(fake, y_fake)``; WGAN-GP, LP and 0-GP evaluate D on the interpolates with the
+*real* labels ``y_real`` (the convention of StudioGAN: an interpolate between an image of class a and one
+of class b is scored as class a; ``y_fake`` is not used). With the labels left at None every term is
+exactly the unconditional one. Each entry's
 ``default_weight`` is the standard weight from the literature (10 for all five);
 ``PenaltySpec.check_weight(weight)`` refuses a weight that is negative or not finite (a one-line
 :class:`gannorm.errors.OptionError`), as do the two constraints below for their own numbers.
@@ -41,16 +48,31 @@ from torch import Tensor, nn
 
 from .errors import OptionError
 from .fastgrad import fast_conv_grads
+from .gradnorm import call_d
 from .init import raw_weight
 from .normalizations.model import NORMALIZABLE
 from .registry import Registry
 
 
-def input_gradient_norms(D: nn.Module, x: Tensor, create_graph: bool = True) -> Tensor:
-    """Per-sample ``||grad_x D(x)||_2`` (flattened over the input), with the graph for a penalty."""
+def input_gradient_norms(D: nn.Module, x: Tensor, create_graph: bool = True, *, y: Tensor | None = None) -> Tensor:
+    """Per-sample ``||grad_x D(x)||_2`` (flattened over the input), with the graph for a penalty.
+
+    Args:
+        D: the discriminator.
+        x: inputs ``[B, ...]`` (detached here; the gradient is w.r.t. this copy).
+        create_graph: keep the graph so the result trains D (double backprop).
+        y: int64 labels ``[B]`` of a class-conditional D (``D(x, y)``, gradient at fixed y), or None.
+
+    Returns:
+        the norms ``[B]``.
+
+    Example::
+
+        norms = input_gradient_norms(D, real, y=labels)
+    """
     x = x.detach().requires_grad_(True)
     with fast_conv_grads(create_graph):
-        out = D(x)
+        out = call_d(D, x, y)
     (g,) = torch.autograd.grad(out.sum(), x, create_graph=create_graph)
     return torch.linalg.vector_norm(g.flatten(1), dim=1)
 
@@ -61,34 +83,38 @@ def interpolates(real: Tensor, fake: Tensor, generator: torch.Generator | None =
     return t * real.detach() + (1 - t) * fake.detach()
 
 
-def wgan_gp(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,
-            generator: torch.Generator | None = None) -> Tensor:
-    """``weight * E[(||grad D(x_hat)|| - 1)^2]`` on interpolates (WGAN-GP)."""
-    return weight * (input_gradient_norms(D, interpolates(real, fake, generator)) - 1).square().mean()
+def wgan_gp(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *, generator: torch.Generator | None = None,
+            y_real: Tensor | None = None, y_fake: Tensor | None = None) -> Tensor:  # noqa: ARG001
+    """``weight * E[(||grad D(x_hat)|| - 1)^2]`` on interpolates (WGAN-GP); a conditional D gets ``y_real``."""
+    return weight * (input_gradient_norms(D, interpolates(real, fake, generator), y=y_real) - 1).square().mean()
 
 
 def lipschitz_penalty(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,
-                      generator: torch.Generator | None = None) -> Tensor:
-    """``weight * E[max(0, ||grad D(x_hat)|| - 1)^2]`` on interpolates (the one-sided LP)."""
-    return weight * torch.relu(input_gradient_norms(D, interpolates(real, fake, generator)) - 1).square().mean()
+                      generator: torch.Generator | None = None, y_real: Tensor | None = None,
+                      y_fake: Tensor | None = None) -> Tensor:  # noqa: ARG001
+    """``weight * E[max(0, ||grad D(x_hat)|| - 1)^2]`` on interpolates (the one-sided LP); labels ``y_real``."""
+    norms = input_gradient_norms(D, interpolates(real, fake, generator), y=y_real)
+    return weight * torch.relu(norms - 1).square().mean()
 
 
-def zero_gp(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,
-            generator: torch.Generator | None = None) -> Tensor:
-    """``weight * E[||grad D(x_hat)||^2]`` on interpolates (0-GP)."""
-    return weight * input_gradient_norms(D, interpolates(real, fake, generator)).square().mean()
+def zero_gp(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *, generator: torch.Generator | None = None,
+            y_real: Tensor | None = None, y_fake: Tensor | None = None) -> Tensor:  # noqa: ARG001
+    """``weight * E[||grad D(x_hat)||^2]`` on interpolates (0-GP); a conditional D gets ``y_real``."""
+    return weight * input_gradient_norms(D, interpolates(real, fake, generator), y=y_real).square().mean()
 
 
 def r1(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,  # noqa: ARG001
-       generator: torch.Generator | None = None) -> Tensor:
-    """``weight / 2 * E[||grad D(real)||^2]`` (R1; ``fake`` and ``generator`` are not used)."""
-    return weight / 2 * input_gradient_norms(D, real).square().mean()
+       generator: torch.Generator | None = None, y_real: Tensor | None = None,
+       y_fake: Tensor | None = None) -> Tensor:
+    """``weight / 2 * E[||grad D(real)||^2]`` (R1, at ``(real, y_real)``; ``fake``, ``y_fake``, ``generator`` unused)."""
+    return weight / 2 * input_gradient_norms(D, real, y=y_real).square().mean()
 
 
 def r2(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,  # noqa: ARG001
-       generator: torch.Generator | None = None) -> Tensor:
-    """``weight / 2 * E[||grad D(fake)||^2]`` (R2; ``real`` and ``generator`` are not used)."""
-    return weight / 2 * input_gradient_norms(D, fake).square().mean()
+       generator: torch.Generator | None = None, y_real: Tensor | None = None,
+       y_fake: Tensor | None = None) -> Tensor:
+    """``weight / 2 * E[||grad D(fake)||^2]`` (R2, at ``(fake, y_fake)``; ``real``, ``y_real``, ``generator`` unused)."""
+    return weight / 2 * input_gradient_norms(D, fake, y=y_fake).square().mean()
 
 
 def _check_nonnegative(option: str, value: float, why: str) -> None:
@@ -98,7 +124,8 @@ def _check_nonnegative(option: str, value: float, why: str) -> None:
 
 @dataclass(frozen=True)
 class PenaltySpec:
-    """A gradient penalty: ``fn(D, real, fake, weight, *, generator=None)``, its standard weight, a description."""
+    """A gradient penalty: ``fn(D, real, fake, weight, *, generator=None, y_real=None, y_fake=None)`` (the labels
+    of a class-conditional D, see the module doc), its standard weight, a description."""
 
     fn: Callable[..., Tensor]
     default_weight: float

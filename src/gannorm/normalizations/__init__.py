@@ -1,7 +1,8 @@
 """Weight normalizations as ``torch.nn.utils.parametrize`` parametrizations, and their registry.
 
-Use :func:`normalize` to apply a named method to every Conv/ConvTranspose/Linear layer of a model,
-or the per-layer functions directly. Those share one signature::
+Use :func:`normalize` to apply a named method to every Conv/ConvTranspose/Linear layer and
+``nn.Embedding`` of a model (a class embedding's ``[num_embeddings, dim]`` weight is normalized as a
+matrix, BigGAN's ``SNEmbedding``), or the per-layer functions directly. Those share one signature::
 
     fn(module, name="weight", *, scale=1.0, n_power_iterations=1, eps=1e-12, update="forward",
        grad_through_vectors=False, warmup=15)
@@ -20,6 +21,7 @@ from .convert import convert_state_dict
 from .depthwise import depthwise_separable_spectral_norm
 from .feature_norms import ChannelBatchNorm
 from .gamma import GammaScale
+from .layers import EMBEDDINGS, WEIGHT_LAYERS
 from .methods import MethodSpec
 from .options import OPTION_CHECKS, UPDATE_POLICIES, OptionCheck
 from .model import (METHODS, NORMALIZABLE, is_normalized, method_options, normalize, normalized_layers, remove,
@@ -34,5 +36,5 @@ __all__ = [
     "NORMALIZABLE", "normalize", "normalized_layers", "remove", "reset_power_iteration", "sigmas",
     "update_after_step", "update_power_iteration", "spectral_norm", "bidirectional_spectral_norm",
     "strict_spectral_norm", "depthwise_separable_spectral_norm", "convert_state_dict", "weight_norm", "WeightNorm",
-    "ChannelBatchNorm", "is_normalized",
+    "ChannelBatchNorm", "is_normalized", "EMBEDDINGS", "WEIGHT_LAYERS",
 ]

@@ -8,8 +8,9 @@ For a kernel ``W`` of shape ``[out, in, *k]``::
 
 each sigma with its own persistent ``(u, v)`` pair (``_u1/_v1`` and ``_u2/_v2``). The second
 iteration works on views of ``W`` (see :func:`power_iteration.transposed_kernel_map`), never on a
-transposed copy. A 2-D (linear) weight gets plain SN times ``scale``, as in the official code
-(``docs/methods.md``). The bias is not scaled. The formula is symmetric in the
+transposed copy. A 2-D weight (a Linear, or an Embedding's ``[num_embeddings, dim]``) gets plain SN
+times ``scale``, as in the official code (``docs/methods.md``): for a matrix the transposed reshaping
+has the same singular values, so sigma2 = sigma1. The bias is not scaled. The formula is symmetric in the
 first two dimensions, so it applies unchanged to a transposed convolution's ``[in, out, *k]`` kernel.
 """
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The registry of named normalization methods and the built-in entries.
 
 Each entry is a :class:`MethodSpec`: a function ``apply(layers, **options)`` that normalizes each
-``(name, module)`` in ``layers`` (every Conv/ConvTranspose/Linear of a model, in module order), whose
+``(name, module)`` in ``layers`` (every layer of a model whose type is in the entry's ``layer_types``,
+in module order: Conv/ConvTranspose/Linear, plus ``nn.Embedding`` for the weight normalizations), whose
 keyword arguments are the method's options, and what the method needs from the caller
 (``needs_input_shapes``: ``apply(layers, input_shapes, **options)`` gets each layer's input shape,
 recorded by :func:`gannorm.normalize` from ``input_shape=(C, H, W)``), and three capabilities callers
@@ -30,6 +31,7 @@ from .bidirectional import bidirectional_spectral_norm
 from .depthwise import apply_dssn
 from .feature_norms import BATCH_NORM, LAYER_NORM, apply_post_norm
 from .gamma import attach_gamma, new_gamma
+from .layers import NORMALIZABLE, WEIGHT_LAYERS
 from .mean_sn import attach_mean_norm, msn_targets
 from .options import FEATURE_NORM_CHECKS, OPTION_CHECKS, OptionCheck, check_options
 from .spectral import spectral_norm
@@ -52,7 +54,15 @@ class MethodSpec:
     :func:`gannorm.remove` turns a model normalized by this method into a plain network computing its
     eval-mode function (layer norm is not affine and cannot be folded away). ``normalizes_weights``:
     every layer's ``weight`` becomes a parametrization (false for ``none`` and the feature
-    normalizations, which add a normalization after the layers instead).
+    normalizations, which add a normalization after the layers instead). ``layer_types``: the layer
+    classes :func:`gannorm.normalize` hands to ``apply``. The weight normalizations take
+    :data:`~gannorm.normalizations.layers.WEIGHT_LAYERS` (Conv/ConvTranspose/Linear and ``nn.Embedding``,
+    whose ``[num_embeddings, dim]`` weight is a plain matrix: SN's ``W.view(W.size(0), -1)`` as in
+    BigGAN's ``SNEmbedding``, the bidirectional and strict variants reduce to SN on it, weight
+    normalization normalizes each embedding row). The feature normalizations take
+    :data:`~gannorm.normalizations.layers.NORMALIZABLE` only: a batch or layer norm belongs after a layer of
+    the feature path, and counting a class embedding among "every layer but the first and the last" would
+    move the placement, so embeddings are left as they are.
     """
 
     apply: Callable[..., None]
@@ -63,6 +73,7 @@ class MethodSpec:
     couples_samples: bool = False
     removable: bool = True
     normalizes_weights: bool = True
+    layer_types: tuple[type[nn.Module], ...] = WEIGHT_LAYERS
 
     def __post_init__(self) -> None:
         if self.needs_input_shapes != ("input_shapes" in inspect.signature(self.apply).parameters):
@@ -196,10 +207,11 @@ METHODS.register("strict_sn", MethodSpec(_strict_sn, needs_input_shapes=True, de
 METHODS.register("batch_norm", MethodSpec(_batch_norm, description="batch normalization (per channel, batch "
                                          "statistics) after every layer but the first and the last (the SNGAN paper's "
                                          "baseline; not per-sample: GN/PGN refuse it)", checks=FEATURE_NORM_CHECKS,
-                                         couples_samples=True, normalizes_weights=False))
+                                         couples_samples=True, normalizes_weights=False, layer_types=NORMALIZABLE))
 METHODS.register("layer_norm", MethodSpec(_layer_norm, description="layer normalization (each sample over (C, H, W), "
                                           "per-channel gain and bias) after every layer but the first and the last "
                                           "(the SNGAN paper's baseline; gannorm.remove cannot fold it)",
-                                          checks=FEATURE_NORM_CHECKS, removable=False, normalizes_weights=False))
+                                          checks=FEATURE_NORM_CHECKS, removable=False, normalizes_weights=False,
+                                          layer_types=NORMALIZABLE))
 METHODS.register("weight_norm", MethodSpec(_weight_norm, description="weight normalization g * v / ||v|| per output "
                                            "unit, g learned (Salimans and Kingma 2016; the SNGAN paper's baseline)"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Iterable, Iterator, Sequence
 
 import torch
@@ -12,17 +13,16 @@ from ..errors import OptionError
 from .base import PowerIterationNorm
 from .feature_norms import fold_post_norm, post_norm
 from .gamma import GammaScale
+from .layers import EMBEDDINGS, NORMALIZABLE, WEIGHT_LAYERS  # noqa: F401 (re-exported)
 from .mean_sn import MeanOnlyBatchNorm, fold_mean_norm
 from .methods import METHODS
 
-NORMALIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-                nn.Linear)
 
-
-def _layers(model: nn.Module, exclude: Iterable[str]) -> list[tuple[str, nn.Module]]:
+def _layers(model: nn.Module, exclude: Iterable[str],
+            types: tuple[type[nn.Module], ...] = WEIGHT_LAYERS) -> list[tuple[str, nn.Module]]:
     exclude = tuple(exclude)
     return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, NORMALIZABLE) and not any(name == e or name.startswith(e + ".") for e in exclude)]
+            if isinstance(m, types) and not any(name == e or name.startswith(e + ".") for e in exclude)]
 
 
 @contextlib.contextmanager
@@ -43,16 +43,32 @@ def recording_input_shapes(layers: Sequence[tuple[str, nn.Module]]) -> Iterator[
             h.remove()
 
 
+def takes_labels(model: nn.Module) -> bool:
+    """Whether ``model`` is called ``model(x, y)``: its forward has a second positional parameter that is
+    required or named ``y`` (a class-conditional network)."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # no introspectable signature: call it with x alone
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 and (positional[1].default is inspect.Parameter.empty or positional[1].name == "y")
+
+
 def _record_input_shapes(model: nn.Module, layers: Sequence[tuple[str, nn.Module]],
                          input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
-    """Run one dry forward on zeros of ``(1, *input_shape)`` and record each layer's input shape."""
+    """Run one dry forward in eval mode on zeros of ``(1, *input_shape)`` and record each layer's input shape.
+
+    A class-conditional model (:func:`takes_labels`) also gets the label ``y = tensor([0])`` (int64).
+    """
     was_training = model.training
     try:
         param = next(model.parameters(), None)
         kwargs = {} if param is None else {"dtype": param.dtype, "device": param.device}
+        x = torch.zeros((1, *input_shape), **kwargs)
+        args = (x, torch.zeros(1, dtype=torch.long, device=x.device)) if takes_labels(model) else (x,)
         model.eval()
         with torch.no_grad(), recording_input_shapes(layers) as shapes:
-            model(torch.zeros((1, *input_shape), **kwargs))
+            model(*args)
     finally:
         model.train(was_training)
     return shapes
@@ -64,15 +80,34 @@ def method_options(method: str) -> list[str]:
 
 
 def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **options) -> nn.Module:
-    """Apply the named normalization to every Conv/ConvTranspose/Linear layer of ``model``.
+    """Apply the named normalization to every Conv/ConvTranspose/Linear layer and ``nn.Embedding`` of ``model``.
 
-    ``method`` is one of ``gannorm.METHODS.names()``; ``options`` are that method's keyword
-    arguments (for example ``scale=1.4`` for ``"bssn"``). ``exclude`` lists layer names (or name
-    prefixes) to leave alone. A method whose entry says ``needs_input_shapes`` (``"strict_sn"``,
-    ``"dssn"``) takes ``input_shape=(C, H, W)``, the shape of one model input: each layer's own input
-    shape is recorded by one dry forward. The options are checked first (unknown, missing or out of
-    range: a one-line :class:`gannorm.errors.OptionError`), so a refused call leaves the model as it
-    was. Returns the model (modified in place).
+    Which layer types a method takes is its entry's ``layer_types`` (the weight normalizations: all four;
+    ``batch_norm``/``layer_norm``: Conv/ConvTranspose/Linear, embeddings left alone). An embedding's
+    ``[num_embeddings, dim]`` weight is normalized as a matrix (BigGAN's ``SNEmbedding``), so a
+    class-conditional discriminator or generator is normalized as BigGAN does. ``method`` is one of
+    ``gannorm.METHODS.names()``; ``options`` are that method's keyword arguments (for example
+    ``scale=1.4`` for ``"bssn"``). ``exclude`` lists layer names (or name prefixes) to leave alone. A
+    method whose entry says ``needs_input_shapes`` (``"strict_sn"``, ``"dssn"``) takes
+    ``input_shape``, the shape of one model input without the batch dim (``(C, H, W)`` for a
+    discriminator, ``(z_dim,)`` for a generator): each layer's own input shape is recorded by one dry
+    forward in eval mode, a class-conditional model (forward ``(x, y)``) getting the label 0. The
+    options are checked first (unknown, missing or out of range: a one-line
+    :class:`gannorm.errors.OptionError`), so a refused call leaves the model as it was.
+
+    Args:
+        model: the network (a discriminator or a generator), modified in place.
+        method: a name of :data:`METHODS`.
+        exclude: layer names or name prefixes to leave alone.
+        **options: the method's options (:func:`method_options`).
+
+    Returns:
+        ``model``.
+
+    Example::
+
+        D = gannorm.normalize(D, "bssn", scale=1.4)
+        G = gannorm.normalize(G, "strict_sn", input_shape=(128,))
     """
     spec = METHODS.get(method)
     try:
@@ -81,7 +116,7 @@ def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **o
             raise OptionError("input_shape", "needs input_shape=(C, H, W), the shape of one input to the model")
     except OptionError as err:
         raise OptionError(err.option, f"normalization {method!r}: {err}") from None
-    layers = _layers(model, exclude)
+    layers = _layers(model, exclude, spec.layer_types)
     for name, m in layers:
         if is_normalized(m):
             raise ValueError(f"layer {name or type(m).__name__!r} is already normalized; "
@@ -118,8 +153,9 @@ def sigmas(model: nn.Module) -> dict[str, float]:
     """Current sigma estimates per layer, from the stored vectors (no iteration), for logging.
 
     Keys are ``"<layer>/sigma"`` (the divisor before ``scale``), plus ``"<layer>/sigma1"`` and
-    ``"<layer>/sigma2"`` for BSN and ``"<layer>/gamma"`` for the learnable-gamma methods. A model
-    that is itself one layer is keyed by its class name (``"Conv2d/sigma"``).
+    ``"<layer>/sigma2"`` for BSN and ``"<layer>/gamma"`` for the learnable-gamma methods. Normalized
+    embeddings are included (``"embed/sigma"``). A model that is itself one layer is keyed by its class
+    name (``"Conv2d/sigma"``, ``"Embedding/sigma"``).
     """
     out: dict[str, float] = {}
     for name, m, tensor_name, plist in _parametrizations(model):

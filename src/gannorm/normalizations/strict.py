@@ -8,7 +8,9 @@ by power iteration through the convolution and its adjoint (the transposed convo
 ``u`` living in the output feature-map space and ``v`` in the input space -- the design of
 equinox's ``SpectralNorm(exact=True)``; see ``docs/methods.md``.
 
-Linear layers have no spatial structure: they get plain SN.
+Linear layers and embeddings have no spatial structure: their weight is the matrix of the map (an
+embedding looks up ``W^T e_y``), whose operator norm is its largest singular value, so they get plain SN
+and need no input shape.
 """
 from __future__ import annotations
 
@@ -146,13 +148,14 @@ def strict_spectral_norm(module: nn.Module, name: str = "weight", *, input_shape
     """Normalize ``module.<name>`` by the operator norm of the layer on inputs of shape ``input_shape``.
 
     ``input_shape`` (required, keyword-only) is ``(C, H, W)`` for 2-D convolutions (``(C, L)``,
-    ``(C, D, H, W)`` for 1-D, 3-D); it is ignored for linear layers, which get plain SN. The other
+    ``(C, D, H, W)`` for 1-D, 3-D); it is ignored for linear layers and embeddings (``nn.Embedding``),
+    which get plain SN: the operator norm of a matrix is its largest singular value. The other
     options (keyword-only) as in :func:`gannorm.spectral_norm`.
     """
     weight = _get_weight(module, name)
     options = dict(n_power_iterations=n_power_iterations, eps=eps, scale=scale, update=update,
                    grad_through_vectors=grad_through_vectors, warmup=warmup)
-    if isinstance(module, nn.Linear):
+    if isinstance(module, (nn.Linear, nn.Embedding)):
         param = SpectralNorm(weight, dim=0, **options)
     else:
         param = ConvOperatorNorm(module, weight, input_shape, **options)

@@ -3,7 +3,8 @@
 ``W_eff = g * v / ||v||`` with one norm per output unit -- over every weight dim but ``dim`` -- and a
 learned gain ``g`` per output unit. ``dim`` is the output-channel dim of the weight: 0 for Conv and
 Linear (``[out, in, *k]``), 1 for ConvTranspose (``[in, out, *k]``), the rule spectral normalization
-uses. (torch's ``weight_norm`` defaults to ``dim=0`` for every layer, which for a ConvTranspose
+uses; 0 for an ``nn.Embedding`` (``[num_embeddings, dim]``: each embedding vector has its own gain).
+(torch's ``weight_norm`` defaults to ``dim=0`` for every layer, which for a ConvTranspose
 normalizes per *input* channel; pass ``dim=0`` to :func:`weight_norm` for that.) After registration
 ``layer.weight`` is ``W_eff``, ``layer.parametrizations.weight.original`` is the direction ``v`` and
 the parametrization module holds ``g`` (``layer.parametrizations.weight[0].g``, shape ``[units]``).

@@ -1,0 +1,17 @@
+"""The layer types the normalizations act on.
+
+:data:`NORMALIZABLE` are the layers that map features linearly (Conv, ConvTranspose, Linear): the
+layers every method of :data:`gannorm.METHODS` can normalize, and the ones the diagnostics, the
+initialization and the penalties walk. :data:`EMBEDDINGS` are lookup tables (``nn.Embedding``, the
+class embeddings of a conditional GAN), whose ``[num_embeddings, dim]`` weight the weight
+normalizations treat as a plain matrix, as BigGAN's ``SNEmbedding`` does. :data:`WEIGHT_LAYERS` is
+both: the default ``layer_types`` of a :class:`gannorm.normalizations.MethodSpec`.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+NORMALIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+                nn.Linear)
+EMBEDDINGS = (nn.Embedding,)
+WEIGHT_LAYERS = NORMALIZABLE + EMBEDDINGS
