@@ -24,6 +24,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import yaml
 
+from .augment import DIFFAUG_OPS
 from .data import DATASETS
 from .errors import ConfigError, OptionError
 from .gradnorm import FUNCTIONS
@@ -498,6 +499,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"config key {key}: must be {allowed.text}"
                               f"{' (each)' if isinstance(value, tuple) else ''}, got {_show(value)}")
     _check_method_options(cfg.normalization)
+    _check_diffaug(cfg)
     _check_batch_coupling(cfg)
     _check_model_and_data(cfg)
     _check_best_metric(cfg.train, evaluated_metrics(cfg))
@@ -510,6 +512,18 @@ def validate(cfg: Config) -> None:
     if cfg.train.wandb and "wandb" not in sys.modules and importlib.util.find_spec("wandb") is None:
         raise ConfigError("config key train.wandb: needs the wandb package (pip install wandb), or set "
                           "train.wandb=false")
+
+
+def _check_diffaug(cfg: Config) -> None:
+    """``train.diffaug``: known DiffAugment ops, and image data (they shift, cut and recolour images)."""
+    names = [p.strip() for p in cfg.train.diffaug.split(",") if p.strip()]
+    unknown = [p for p in names if p not in DIFFAUG_OPS]
+    if unknown:
+        raise ConfigError(f"config key train.diffaug: {unknown[0]!r} is not a DiffAugment op; use a comma-separated "
+                          f"list of {', '.join(DIFFAUG_OPS.names())} (or \"\" for none)")
+    if names and DATASETS.get(cfg.data.name).resolutions == ():
+        raise ConfigError(f"config key train.diffaug: DiffAugment works on images, and dataset {cfg.data.name!r} "
+                          "holds points; set train.diffaug=\"\"")
 
 
 def _check_batch_coupling(cfg: Config) -> None:

@@ -205,12 +205,12 @@ def _input_gradients(D: nn.Module, real: Tensor, fake: Tensor, generator: torch.
                      y_real: Tensor | None = None, y_fake: Tensor | None = None) -> dict[str, Tensor]:
     """Per-sample ``||grad_x D(x)||`` (at fixed labels for a conditional D) on the real, fake and (same shapes
     only) interpolated batches; the interpolates take the real labels."""
-    norms = {"real": input_gradient_norms(_at_labels(D, y_real), real, create_graph=False),
-             "fake": input_gradient_norms(_at_labels(D, y_fake), fake, create_graph=False)}
+    norms = {"real": input_gradient_norms(D, real, create_graph=False, y=y_real),
+             "fake": input_gradient_norms(D, fake, create_graph=False, y=y_fake)}
     if real.shape[1:] == fake.shape[1:]:
         n = min(len(real), len(fake))
-        norms["interpolated"] = input_gradient_norms(_at_labels(D, y_real),
-                                                     interpolates(real[:n], fake[:n], generator), create_graph=False)
+        norms["interpolated"] = input_gradient_norms(D, interpolates(real[:n], fake[:n], generator),
+                                                     create_graph=False, y=None if y_real is None else y_real[:n])
     return norms
 
 
