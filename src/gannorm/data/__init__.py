@@ -74,5 +74,6 @@ def load_dataset(name: str, root: str | Path | None = None, resolution: int | No
     return DATASETS.get(name)(root, resolution, in_memory=in_memory, workers=workers, **options)
 
 
-__all__ = ["DATASETS", "LABELLED", "Dataset", "DatasetError", "labelled_datasets", "ImageReader", "LazyDataset", "auto_limit", "load_dataset",
-           "safe_member_name", "SafeUnpickler", "safe_unpickle", "ring8_modes", "grid25_modes"]
+__all__ = ["DATASETS", "LABELLED", "Dataset", "DatasetError", "labelled_datasets", "ImageReader", "LazyDataset",
+           "auto_limit", "load_dataset", "safe_member_name", "SafeUnpickler", "safe_unpickle", "ring8_modes",
+           "grid25_modes"]

@@ -42,14 +42,38 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def labelled_datasets() -> str:
-    """The loaders that give labels, and when (``"digits, ..., imagefolder (labels=true), ..."``)."""
+    """The loaders that give labels, and when, for error messages.
+
+    Returns:
+        One line: the always-labelled loaders first, then the others with their condition.
+
+    Example:
+        >>> labelled_datasets()
+        'cifar10, digits, grid25, mnist5k, ring8, imagefolder (labels=true), stl10 (split=train, test or train+test)'
+    """
     order = sorted(LABELLED.items(), key=lambda item: (item[1] != "", item[0]))  # always labelled first
     return ", ".join(f"{name} ({when})" if when else name for name, when in order) or "none"
 
 
 def check_labels(name: str, labels, count: int, class_names) -> tuple[torch.Tensor | None, tuple[str, ...] | None]:
-    """``labels`` as int64 [count] (non-negative, below ``len(class_names)`` when given) and
-    ``class_names`` as a tuple of str; a one-line :class:`DatasetError` if they do not fit."""
+    """Validate a dataset's labels and class names.
+
+    Args:
+        name: the dataset named in errors.
+        labels: integer class indices [count], or None (unlabelled).
+        count: the number of samples.
+        class_names: the names of the classes, or None (unknown).
+
+    Returns:
+        ``(labels as int64 [count] or None, class_names as a tuple of str or None)``.
+
+    Raises:
+        DatasetError: a wrong count, a negative label, a label without a class name, or names without labels.
+
+    Example:
+        >>> check_labels("toy", [0, 2, 1], 3, ["a", "b", "c"])
+        (tensor([0, 2, 1]), ('a', 'b', 'c'))
+    """
     if labels is None:
         if class_names is not None:
             raise DatasetError(f"{name}: class_names given without labels")

@@ -86,10 +86,23 @@ def _scan(root: Path) -> list[bytes]:
 
 
 def list_classes(root: Path) -> tuple[StringTable, torch.Tensor, tuple[str, ...]]:
-    """The images of a folder with one sub-folder per class: ``(files, labels, class_names)``, the
-    files relative to ``root`` class by class (classes sorted by name, each class's images as
-    :func:`list_images` sorts them), labels int64 [N]. One-line errors for an image directly under
-    ``root``, a class folder without images, or no class folder."""
+    """The images of a folder with one sub-folder per class.
+
+    Args:
+        root: the folder; each sub-folder directly under it is a class, its images found recursively.
+
+    Returns:
+        ``(files, labels, class_names)``: the files relative to ``root`` class by class (classes sorted
+        by name, each class's images as :func:`list_images` sorts them), labels int64 [N], the names.
+
+    Raises:
+        DatasetError: an image directly under ``root``, a class folder without images, or no class folder.
+
+    Example:
+        >>> files, labels, names = list_classes(Path("~/imagenet/train").expanduser())
+        >>> names[:2], labels[:3]
+        (('n01440764', 'n01443537'), tensor([0, 0, 0]))
+    """
     with os.scandir(root) as entries:
         items = list(entries)
     loose = sorted(e.name for e in items if e.is_file() and _is_image_name(e.name))
