@@ -6,7 +6,7 @@ from gannorm.data import DATASETS, Dataset, DatasetError, load_dataset
 from gannorm.data.base import resize_uint8
 from gannorm.registry import Registry, UnknownNameError
 
-NAMES = ["digits", "mnist5k", "ring8", "grid25", "cifar10", "stl10", "celeba", "imagefolder", "npy"]
+NAMES = ["digits", "mnist5k", "ring8", "grid25", "cifar10", "stl10", "celeba", "celebahq", "imagefolder", "npy"]
 
 
 def _images(n=10):

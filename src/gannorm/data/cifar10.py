@@ -5,7 +5,8 @@ or from an already extracted ``cifar-10-batches-py/`` folder. ``root`` may be th
 either, the archive itself, or the ``cifar-10-batches-py`` folder. Each batch is a Python 2
 pickle of a dict with ``b"data"`` (uint8 [10000, 3072]: the R, G and B planes, each row-major 32x32)
 and ``b"labels"``; it is loaded with :class:`~gannorm.data.archives.SafeUnpickler`, which refuses
-anything but numpy array reconstruction. No augmentation (as in the official code).
+anything but numpy array reconstruction. No augmentation (as in the official code). The 10 class
+names are those of ``batches.meta`` (:data:`CLASS_NAMES`; labels 0-9 index them).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 HINT = f"download it from {URL}"
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _BATCH = re.compile(r"(?:^|/)(data_batch_[1-5])$")
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def _parse_batch(f: IO[bytes], source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +76,7 @@ def locate(root: Path) -> tuple[str, Path]:
     raise DatasetError(f"cifar10: expected {ARCHIVE} or {FOLDER}/ in {root} ({HINT} and pass data.root=DIR)")
 
 
-@loader("cifar10", resolutions=(32,), default=32)
+@loader("cifar10", resolutions=(32,), default=32, labels="")
 def load_cifar10(root: Path | None, resolution: int, *, limit: int | None = None) -> Dataset:
     limit = check_limit("cifar10", limit)
     kind, path = locate(need_root("cifar10", root, f"{ARCHIVE} or {FOLDER}/", HINT))
@@ -86,4 +88,5 @@ def load_cifar10(root: Path | None, resolution: int, *, limit: int | None = None
     data = np.concatenate([found[b][0] for b in BATCHES])[:limit]
     labels = np.concatenate([found[b][1] for b in BATCHES])[:limit]
     images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
-    return Dataset("cifar10", images, "image", labels=torch.from_numpy(labels), source=str(path))
+    return Dataset("cifar10", images, "image", labels=torch.from_numpy(labels), source=str(path),
+                   class_names=CLASS_NAMES)

@@ -6,6 +6,13 @@ default) or to Pillow's "L" luma (``channels=1``), centre-cropped to a square of
 (``left = (W - s) // 2``, ``top = (H - s) // 2``) and resized to ``resolution`` (required) with
 Pillow's bilinear filter (antialiased when shrinking). Option ``limit``.
 
+Option ``labels`` (default False): with ``labels=True`` each sub-folder directly under ``root`` is a
+class (an ImageNet-style train folder: ``root/n01440764/*.JPEG``, ...). The classes are the
+sub-folder names sorted (``class_names``; label k is the k-th name, as torchvision's ``ImageFolder``
+numbers them), the images of a class are found recursively under its folder, and the images are
+ordered class by class (so ``limit`` keeps the first classes' images; ``num_classes`` still counts
+every class folder). An image directly under ``root``, or a class folder without images, is an error.
+
 ``npy``: ``root`` is a ``.npy`` file of images [N, H, W, C] (C = 1 or 3) or [N, H, W] (one channel),
 loaded with ``np.load(allow_pickle=False, mmap_mode="r")``. Values are detected from the dtype and
 range (option ``value_range`` overrides the detection):
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -49,6 +57,15 @@ def list_images(root: Path) -> StringTable:
     paths relative to it (``/``-separated), sorted (by their bytes: for UTF-8 names, by code point).
     Listed as bytes into a :class:`~gannorm.data.lazy.StringTable`: a million files cost some 100 MB
     less than as ``Path`` objects."""
+    return StringTable(_scan(root))
+
+
+def _is_image_name(name: str | bytes) -> bool:
+    return os.fsdecode(os.path.splitext(name)[1]).lower() in EXTENSIONS
+
+
+def _scan(root: Path) -> list[bytes]:
+    """The sorted relative paths (bytes) of :func:`list_images`."""
     top, suffixes = os.fsencode(root), tuple(os.fsencode(e) for e in EXTENSIONS)
     found, folders = [], [b""]
     while folders:
@@ -65,15 +82,75 @@ def list_images(root: Path) -> StringTable:
             if not rel:
                 raise
     found.sort()
-    return StringTable(found)
+    return found
 
 
-def decode_image(file: Path, channels: int, resolution: int) -> np.ndarray:
+def list_classes(root: Path) -> tuple[StringTable, torch.Tensor, tuple[str, ...]]:
+    """The images of a folder with one sub-folder per class.
+
+    Args:
+        root: the folder; each sub-folder directly under it is a class, its images found recursively.
+
+    Returns:
+        ``(files, labels, class_names)``: the files relative to ``root`` class by class (classes sorted
+        by name, each class's images as :func:`list_images` sorts them), labels int64 [N], the names.
+
+    Raises:
+        DatasetError: an image directly under ``root``, a class folder without images, or no class folder.
+
+    Example:
+        >>> files, labels, names = list_classes(Path("~/imagenet/train").expanduser())
+        >>> names[:2], labels[:3]
+        (('n01440764', 'n01443537'), tensor([0, 0, 0]))
+    """
+    with os.scandir(root) as entries:
+        items = list(entries)
+    loose = sorted(e.name for e in items if e.is_file() and _is_image_name(e.name))
+    if loose:
+        raise DatasetError(f"imagefolder: labels=true expects one sub-folder per class under {root}, but {loose[0]} "
+                           "lies directly in it (move it into its class folder, or set labels=false)")
+    classes = sorted(e.name for e in items if e.is_dir())
+    if not classes:
+        raise DatasetError(f"imagefolder: labels=true expects one sub-folder per class under {root}, found none "
+                           "(set labels=false for an unlabelled folder)")
+    files, counts = [], []
+    for name in classes:
+        found = _scan(root / name)
+        if not found:
+            raise DatasetError(f"imagefolder: class folder {root / name} holds no image files "
+                               f"({', '.join(EXTENSIONS)}); remove it or add its images")
+        prefix = os.fsencode(name) + b"/"
+        files.extend(prefix + f for f in found)
+        counts.append(len(found))
+    labels = torch.repeat_interleave(torch.arange(len(classes)), torch.tensor(counts))
+    return StringTable(files), labels, tuple(classes)
+
+
+def decode_image(file: Path, channels: int, resolution: int, what: str = "imagefolder",
+                 check: Callable[[Image.Image, Path], None] | None = None) -> np.ndarray:
     """One image file -> uint8 [channels, resolution, resolution]: EXIF-rotated, converted to RGB or L,
-    centre-cropped to a square and resized with Pillow's bilinear filter."""
+    centre-cropped to a square and resized with Pillow's bilinear filter (antialiased when shrinking).
+
+    Args:
+        file: the image file.
+        channels: 3 (RGB) or 1 (Pillow's "L").
+        resolution: the side of the square result.
+        what: the dataset named in errors.
+        check: called with the EXIF-rotated image and ``file`` before cropping; raises a
+            :class:`DatasetError` for an image the dataset refuses.
+
+    Returns:
+        uint8 numpy array [channels, resolution, resolution].
+
+    Example:
+        >>> decode_image(Path("cat.png"), 3, 64).shape
+        (3, 64, 64)
+    """
     bilinear = getattr(getattr(Image, "Resampling", Image), "BILINEAR")
-    with read_errors("imagefolder", file, "a readable image"), Image.open(file) as im:
+    with read_errors(what, file, "a readable image"), Image.open(file) as im:
         im = ImageOps.exif_transpose(im)
+        if check is not None:
+            check(im, file)
         im = im.convert("RGB" if channels == 3 else "L")
         im = im.crop(center_crop_box(*im.size)).resize((resolution, resolution), bilinear)
         arr = np.asarray(im)
@@ -83,27 +160,40 @@ def decode_image(file: Path, channels: int, resolution: int) -> np.ndarray:
 class FolderReader(ImageReader):
     """The image files of an ``imagefolder``, decoded one by one with :func:`decode_image`."""
 
-    def __init__(self, root: Path, files: StringTable, channels: int, resolution: int) -> None:
+    def __init__(self, root: Path, files: StringTable, channels: int, resolution: int,
+                 labels: torch.Tensor | None = None, class_names: tuple[str, ...] | None = None) -> None:
         self.name, self.source, self.root = "imagefolder", str(root), root
         self.files = files
         self.count, self.shape = len(self.files), (channels, resolution, resolution)
+        self.labels, self.class_names = labels, class_names
+
+    def check(self, image: Image.Image, file: Path) -> None:
+        """Refuse an image (a subclass's rule; here every readable image is taken)."""
 
     def read(self, indices: np.ndarray) -> torch.Tensor:
         out = torch.empty((len(indices), *self.shape), dtype=torch.uint8)
         for k, i in enumerate(indices):
-            out[k] = torch.from_numpy(decode_image(self.root / self.files[int(i)], *self.shape[:2]).copy())
+            arr = decode_image(self.root / self.files[int(i)], *self.shape[:2], self.name, self.check)
+            out[k] = torch.from_numpy(arr.copy())
         return out
 
 
-@loader("imagefolder", resolutions=ANY, default=None, required=True)
-def load_imagefolder(root: Path | None, resolution: int, *, channels: int = 3,
-                     limit: int | None = None) -> FolderReader:
+@loader("imagefolder", resolutions=ANY, default=None, required=True, labels="labels=true")
+def load_imagefolder(root: Path | None, resolution: int, *, channels: int = 3, limit: int | None = None,
+                     labels: bool = False) -> FolderReader:
     limit = check_limit("imagefolder", limit)
     if channels not in (1, 3) or isinstance(channels, bool):
         raise DatasetError(f"imagefolder: option channels must be 1 or 3, got {channels!r}")
+    if not isinstance(labels, bool):
+        raise DatasetError(f"imagefolder: option labels must be true or false, got {labels!r}")
     root = need_root("imagefolder", root, "a folder of image files", "put .png/.jpg/... files in a folder")
     if not root.is_dir():
         raise DatasetError(f"imagefolder: expected a folder of image files at {root} (pass data.root=DIR)")
+    if labels:
+        with read_errors("imagefolder", root, "a readable folder"):
+            files, targets, names = list_classes(root)
+        files = files.head(limit)
+        return FolderReader(root, files, channels, resolution, targets[:len(files)].clone(), names)
     files = list_images(root).head(limit)
     if not len(files):
         raise DatasetError(f"imagefolder: no image files ({', '.join(EXTENSIONS)}) under {root}")

@@ -14,9 +14,14 @@ ranks the same way. It decodes in worker processes (:class:`~gannorm.data.pool.D
 when the workers have time, decodes the batch it expects to be asked for next
 (:class:`~gannorm.data.lookahead.Lookahead`); :attr:`LazyDataset.stats` counts how often that guess
 was right. Its resident memory is the index and a batch or two, whatever the dataset's size.
+
+A reader may carry labels (``labels`` int64 [N], ``class_names``): a lazy dataset keeps them in the
+training process (the reader its workers get has none) and looks up the labels of the indices it
+drew, so ``sample_labelled`` gives bitwise the in-memory pixels and labels.
 """
 from __future__ import annotations
 
+import copy
 import os
 import weakref
 from dataclasses import dataclass
@@ -25,7 +30,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .base import Dataset, DatasetError, to_float
+from .base import Dataset, DatasetError, Labelled, check_labels, to_float
 from .lookahead import Lookahead
 from .pool import Batch, DecodePool
 
@@ -85,13 +90,16 @@ class StringTable:
 
 class ImageReader:
     """Random access to a dataset's decoded images. A subclass sets ``name``, ``source`` (where the
-    images are), ``count`` and ``shape`` (C, H, W), and defines :meth:`read`. It must pickle (to reach
+    images are), ``count`` and ``shape`` (C, H, W), and defines :meth:`read`; a labelled one also sets
+    ``labels`` (int64 [count]) and ``class_names`` (tuple of str, or None). It must pickle (to reach
     spawned workers): a subclass holding an open file drops it in ``__getstate__``."""
 
     name: str
     source: str
     count: int
     shape: tuple[int, int, int]
+    labels: torch.Tensor | None = None
+    class_names: tuple[str, ...] | None = None
 
     def read(self, indices: np.ndarray) -> torch.Tensor:
         """The images ``indices`` (int64 [n], any order, repeats allowed) as uint8 [n, C, H, W]."""
@@ -107,7 +115,8 @@ class ImageReader:
         out = torch.empty((self.count, *self.shape), dtype=torch.uint8)
         for i in range(0, self.count, LOAD_CHUNK):
             out[i:i + LOAD_CHUNK] = self.read(np.arange(i, min(i + LOAD_CHUNK, self.count)))
-        return Dataset(self.name, out, "image", source=self.source)
+        return Dataset(self.name, out, "image", labels=self.labels, source=self.source,
+                       class_names=self.class_names)
 
     def dataset(self, in_memory: bool | str = "auto", workers: int | None = None) -> Dataset | LazyDataset:
         """In memory (``True``), lazy (``False``) or lazy above :func:`auto_limit` bytes (``"auto"``)."""
@@ -132,9 +141,10 @@ class _Ahead:
     batch: Batch
 
 
-class LazyDataset:
+class LazyDataset(Labelled):
     """An image dataset read from disk when drawn, with the interface of :class:`~gannorm.data.base.Dataset`
-    (``name``, ``kind``, ``shape``, ``len``, ``get``, ``sample``, ``labels``, ``source``, ``close``).
+    (``name``, ``kind``, ``shape``, ``len``, ``get``, ``sample``, ``sample_labelled``, ``sample_labels``,
+    ``labels``, ``class_names``, ``num_classes``, ``class_counts``, ``source``, ``close``).
 
     ``workers`` processes decode (``None``: :func:`default_workers`; 0: in this process, no decoding
     ahead). Call :meth:`close` (or use it as a context manager) to stop them; a later draw starts them
@@ -142,14 +152,17 @@ class LazyDataset:
     """
 
     kind = "image"
-    labels = None
     modes = None
     mode_std = None
     in_memory = False
 
     def __init__(self, reader: ImageReader, workers: int | None = None) -> None:
-        self.reader = reader
         self.name, self.source = reader.name, reader.source
+        self.labels, self.class_names = check_labels(reader.name, reader.labels, reader.count, reader.class_names)
+        if reader.labels is not None:  # the workers decode pixels only: they get a reader without labels
+            reader = copy.copy(reader)
+            reader.labels, reader.class_names = None, None
+        self.reader = reader
         self.workers = default_workers() if workers is None else int(workers)
         self._pool = DecodePool(reader, self.workers)
         self._lookahead = Lookahead() if self.workers > 0 else None
@@ -179,12 +192,12 @@ class LazyDataset:
         """The float32 batch ``[len(indices), C, H, W]`` in [-1, 1], decoded now."""
         return to_float(self._pool.submit(self._indices(indices).numpy()).result())
 
-    def sample(self, n: int, generator: torch.Generator | None = None,
-               rows: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
+    def _draw(self, n: int, generator: torch.Generator | None,
+              rows: torch.Tensor | Sequence[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` images drawn uniformly with replacement, by the same generator calls as
-        :meth:`Dataset.sample <gannorm.data.base.Dataset.sample>`. With ``rows``, only those rows of
-        the batch are decoded and the others are left zero (a rank's shard of a global batch)."""
-        n = int(n)
+        :meth:`Dataset.sample <gannorm.data.base.Dataset.sample>`, and their indices. With ``rows``, only
+        those rows of the batch are decoded and the others are left zero (a rank's shard of a global
+        batch)."""
         follow = generator is not None and self._lookahead is not None
         before = generator.get_state() if follow else None
         idx = torch.randint(len(self), (n,), generator=generator)
@@ -198,10 +211,10 @@ class LazyDataset:
             self._decode_ahead(generator, n, keep)
         images = to_float(batch.result())
         if rows is None:
-            return images
+            return images, idx
         out = torch.zeros((n, *self.shape), dtype=torch.float32)
         out[keep] = images
-        return out
+        return out, idx
 
     def _claim(self, generator: torch.Generator | None, idx: torch.Tensor,
                keep: torch.Tensor) -> tuple[Batch | None, int | None]:
@@ -245,5 +258,6 @@ class LazyDataset:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"LazyDataset({self.name!r}, image, n={len(self)}, shape={self.shape}, workers={self.workers}, "
-                f"source={self.source!r})")
+        labels = "" if self.labels is None else f", {self.num_classes} classes"
+        return (f"LazyDataset({self.name!r}, image, n={len(self)}, shape={self.shape}{labels}, "
+                f"workers={self.workers}, source={self.source!r})")

@@ -8,7 +8,8 @@
 The dataset is a *fixed* float32 sample of ``n`` points (default 50,000) drawn with a
 ``torch.Generator`` seeded by ``seed`` (default 0): each point picks a centre uniformly at random
 and adds ``std * N(0, I)``. ``labels`` holds the index of the centre each point was drawn from,
-``modes`` the centres [K, 2] and ``mode_std`` the std, for mode-coverage metrics.
+``modes`` the centres [K, 2] and ``mode_std`` the std, for mode-coverage metrics. The classes are
+the modes (``class_names`` "mode 0" .. "mode K-1", so ``num_classes`` is K even for a tiny ``n``).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def _mixture(name: str, modes: torch.Tensor, n, std, seed) -> Dataset:
     noise = torch.randn(n, modes.shape[1], generator=g, dtype=torch.float64)
     data = (modes.double()[labels] + std * noise).to(torch.float32)
     return Dataset(name, data, "vector", labels=labels, modes=modes, mode_std=std,
-                   source=f"synthetic (seed {int(seed)})")
+                   source=f"synthetic (seed {int(seed)})", class_names=[f"mode {k}" for k in range(len(modes))])
 
 
 def ring8_modes(radius: float = RING8_RADIUS, k: int = 8) -> torch.Tensor:
@@ -61,13 +62,13 @@ def grid25_modes(spacing: float = GRID25_SPACING) -> torch.Tensor:
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1).to(torch.float32)
 
 
-@loader("ring8")
+@loader("ring8", labels="")
 def load_ring8(root: Path | None, resolution: None, *, n: int = DEFAULT_N, std: float = RING8_STD,
                radius: float = RING8_RADIUS, seed: int = 0) -> Dataset:
     return _mixture("ring8", ring8_modes(_positive("ring8", "radius", radius)), n, std, seed)
 
 
-@loader("grid25")
+@loader("grid25", labels="")
 def load_grid25(root: Path | None, resolution: None, *, n: int = DEFAULT_N, std: float = GRID25_STD,
                 spacing: float = GRID25_SPACING, seed: int = 0) -> Dataset:
     return _mixture("grid25", grid25_modes(_positive("grid25", "spacing", spacing)), n, std, seed)

