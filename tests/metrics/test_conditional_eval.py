@@ -3,6 +3,12 @@ class frequencies), the registered conditional metrics (``intra_cfd``, ``class_a
 work, and an unconditional generator evaluated as before."""
 from __future__ import annotations
 
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,25 +23,12 @@ from gannorm.metrics.evaluate import (GENERATE_BATCH, LABEL_SEED_OFFSET, METRICS
 from gannorm.metrics.frechet import feature_statistics, frechet_distance
 from gannorm.training.sample_mode import evaluate_generator
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _conditional_eval_child import SHARDED, ClassLookup  # noqa: E402
+
+CHILD = Path(__file__).with_name("_conditional_eval_child.py")
+
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class ClassLookup(nn.Module):
-    """A conditional 'generator' returning real items of class ``(y + offset) % K`` chosen by z; it records its y."""
-
-    def __init__(self, data, num_classes=10, offset=0):
-        super().__init__()
-        self.data, self.num_classes, self.offset = data, num_classes, offset
-        self.members = [torch.nonzero(data.labels == k).flatten() for k in range(num_classes)]
-        self.seen: list[torch.Tensor] = []
-        self.dummy = nn.Parameter(torch.zeros(()))
-
-    def forward(self, z, y=None):
-        self.seen.append(y.clone())
-        j = (z[:, 0].abs() * 1e6).long()
-        idx = torch.stack([self.members[(int(k) + self.offset) % self.num_classes][int(i) % len(
-            self.members[(int(k) + self.offset) % self.num_classes])] for k, i in zip(y, j)])
-        return self.data.get(idx)
 
 
 class Lookup(nn.Module):
@@ -185,3 +178,23 @@ def test_too_few_samples_of_a_class_is_a_one_line_error(digits):
                                          "least 2"):
         evaluate(ClassLookup(digits), digits, 4, EvalOptions(metrics=["intra_cfd"], num_samples=12, num_real=300,
                                                               progress=False))
+
+
+@pytest.mark.slow
+def test_a_sharded_conditional_evaluation_equals_one_process(digits, tmp_path):
+    """Two gloo ranks: each generates its shard of G(z, y) with its rows of the labels; the features are gathered in
+    order and the labels, drawn whole on every rank, follow the same order: the numbers are one process's."""
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(CHILD), str(tmp_path)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(2)]
+    assert [r["seen"] for r in ranks] == [2 * GENERATE_BATCH, 600 - 2 * GENERATE_BATCH]  # each its own shard
+    one = evaluate(ClassLookup(digits), digits, 4, EvalOptions(**SHARDED))["metrics"]
+    for r in ranks:
+        assert r["result"]["protocol"]["ranks"] == 2 and r["result"]["protocol"]["num_classes"] == 10
+        got = r["result"]["metrics"]
+        assert set(got) == set(one)
+        for name, values in one.items():
+            for key, value in values.items():
+                assert got[name][key] == pytest.approx(value, rel=1e-6, abs=1e-12), (name, key)
