@@ -4,6 +4,7 @@ is replaced by a hand-written conditional one (``build_generator`` patched to bu
 conditional network from the library."""
 from __future__ import annotations
 
+import json
 import shutil
 import types
 import warnings
@@ -184,3 +185,24 @@ def test_export_of_an_unconditional_generator_records_no_classes(plain_run, tmp_
         loaded = torch.jit.load(str(path))
     with torch.no_grad():
         assert torch.equal(loaded(sample_z(4, 16, 0)), sample(plain_run, 4, seed=0))
+
+
+def test_eval_command_gives_the_conditional_metrics(run, conditional, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GANNORM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(run), "--num-samples", "300", "--metric", "cfd,intra_cfd,class_acc", "-o",
+                 str(out)]) == 0
+    assert "intra_cfd" in capsys.readouterr().out
+    result = json.loads(out.read_text())["results"]
+    for kind in ("ema", "raw"):
+        metrics, protocol = result[kind]["metrics"], result[kind]["protocol"]
+        assert 0.0 <= metrics["class_acc"]["value"] <= 1.0 and metrics["intra_cfd"]["value"] > 0
+        assert protocol["num_classes"] == CLASSES and protocol["label_seed"] == 2000
+    assert result["ema"]["metrics"]["intra_cfd"] != result["raw"]["metrics"]["intra_cfd"]
+
+
+def test_eval_command_refuses_a_conditional_metric_for_an_unconditional_run(plain_run, tmp_path, capsys):
+    assert main(["eval", str(plain_run), "--num-samples", "40", "--metric", "class_acc", "-o",
+                 str(tmp_path / "e.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "class_acc: needs a class-conditional generator" in err and "\n" not in err
