@@ -41,6 +41,15 @@ def class_grid(images: torch.Tensor, per_class: int, pad: int = 2, min_cell: int
     [-1, 1] ordered by class (the ``per_class`` samples of class 0, then those of class 1, ...) -> one ``uint8``
     picture with K rows of ``per_class`` cells (:func:`image_grid`).
 
+    Args:
+        images: the samples, ordered by class.
+        per_class: samples per class (the columns).
+        pad: pixels between cells.
+        min_cell: enlarge small images to at least this many pixels per cell.
+
+    Returns:
+        ``uint8`` ``[K * (H + pad) + pad, per_class * (W + pad) + pad, 3]``.
+
     Example::
 
         >>> class_grid(torch.zeros(6, 1, 4, 4), per_class=3).shape   # 2 classes: 2 rows of 3

@@ -106,6 +106,14 @@ def class_labels(num_classes: int, n: int, class_index: int | None = None) -> tu
     class: ``class_index`` n times (``--class K``), else one row per class, ``ceil(n / num_classes)`` samples of
     each class in class order (``[0, 0, 1, 1, ...]``).
 
+    Args:
+        num_classes: the generator's classes.
+        n: ``-n``: the samples of one class, or the least total of a class-per-row draw.
+        class_index: ``--class K``, or None for every class.
+
+    Returns:
+        ``(y, per_class)``: int64 class indices and the samples per class.
+
     Example::
 
         >>> class_labels(3, 5)

@@ -35,6 +35,15 @@ def check_labels(labels: Any, rows: int, num_classes: int, which: str) -> np.nda
     """``labels`` as an int64 array ``[rows]`` of class indices in ``[0, num_classes)``; a one-line
     :class:`InputError` naming ``which`` (e.g. ``"real"``) otherwise.
 
+    Args:
+        labels: numpy, list or torch class indices.
+        rows: how many there must be.
+        num_classes: the classes they must lie in.
+        which: what they are, for the message.
+
+    Returns:
+        The labels as an int64 numpy array.
+
     Example::
 
         >>> check_labels([0, 2, 1], 3, 3, "real")

@@ -602,6 +602,12 @@ def generate(generator: nn.Module, n: int, z_dim: int, seed: int, batch_size: in
 def generator_classes(generator: nn.Module) -> int:
     """The classes of a class-conditional generator (its ``num_classes`` attribute); 0 for an unconditional one.
 
+    Args:
+        generator: any module; a conditional one has ``num_classes > 0`` and is called ``generator(z, y)``.
+
+    Returns:
+        The number of classes, 0 when the attribute is missing or 0.
+
     Example::
 
         >>> generator_classes(nn.Linear(2, 2))
@@ -616,6 +622,14 @@ def generator_classes(generator: nn.Module) -> int:
 def draw_labels(labels: Tensor, n: int, seed: int) -> Tensor:
     """``n`` classes for a conditional generator at the class frequencies of ``labels`` (a dataset's, int64
     ``[N]``): the labels of ``n`` items drawn uniformly with replacement by a generator seeded by ``seed``.
+
+    Args:
+        labels: the dataset's labels, int64 ``[N]``.
+        n: how many classes to draw.
+        seed: the seed of the CPU ``torch.Generator`` the items are drawn with (the caller's RNG is untouched).
+
+    Returns:
+        int64 ``[n]`` class indices; a draw of ``n`` is a prefix of a draw of more with the same seed.
 
     Example::
 
@@ -634,7 +648,21 @@ def _subset_indices(size: int, n: int, seed: int) -> Tensor:
 
 def real_labels(data, n: int, seed: int) -> Tensor:
     """The labels (int64 ``[min(n, len(data))]``) of the items :func:`real_subset` picks with the same ``n`` and
-    ``seed``, in the same order (every rank computes them whole: no image is read)."""
+    ``seed``, in the same order (every rank computes them whole: no image is read).
+
+    Args:
+        data: a labelled dataset (``data.labels`` int64 ``[N]``).
+        n: the subset's size (at most ``len(data)`` are taken).
+        seed: the permutation's seed, as :func:`real_subset`'s.
+
+    Returns:
+        int64 ``[min(n, len(data))]`` labels.
+
+    Example::
+
+        >>> real_labels(load_dataset("digits"), 3, seed=0)   # doctest: +SKIP
+        tensor([...])
+    """
     if data.labels is None:
         raise InputError(f"dataset {data.name} has no labels")
     return torch.as_tensor(data.labels, dtype=torch.int64)[_subset_indices(len(data), n, seed)]
@@ -647,6 +675,16 @@ def check_conditional(names: Sequence[str], num_classes: int | None, labelled: b
     dataset (``labelled`` False), and a conditional generator on an unlabelled dataset (its classes are drawn
     at the data's class frequencies). ``None`` means not known yet (a config checked before the data is
     loaded): that side is not checked. One-line :class:`ConfigError` s prefixed by ``where``.
+
+    Args:
+        names: the metrics to be computed.
+        num_classes: the generator's classes (0: unconditional; None: unknown).
+        labelled: whether the dataset has labels (None: unknown).
+        dataset: the dataset's name, for the message.
+        where: what the message starts with (``"config key train.eval_metrics:"``, ``"--metric"``).
+
+    Returns:
+        None; raises :class:`ConfigError` for the first problem.
 
     Example::
 
@@ -705,8 +743,33 @@ def _build_extractors(specs: dict[str, MetricSpec], request: ExtractorRequest) -
     return built
 
 
-def _first(outputs: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    return {k: v[:n] for k, v in outputs.items()}
+def _first(outputs: dict[str, np.ndarray], n: int, labels: Tensor | None = None) -> dict[str, np.ndarray]:
+    """The first ``n`` rows of each output, and of ``labels`` as ``"labels"`` if given (the gathered features are
+    in the order of the global rows, and so are the labels, drawn whole on every rank)."""
+    rows = {k: v[:n] for k, v in outputs.items()}
+    if labels is not None:
+        rows["labels"] = labels[:n].numpy()
+    return rows
+
+
+def _check_run(names: Sequence[str], classes: int, data) -> None:
+    """:func:`check_conditional` for this generator and dataset, and the dataset's labels within its classes."""
+    check_conditional(names, classes, _labelled(data), data.name)
+    if classes:
+        _labels_fit(data, classes)
+
+
+def _conditional_labels(data, classes: int, num_fake: int, num_real: int,
+                        seed: int) -> tuple[Tensor | None, Tensor | None, dict[str, Any]]:
+    """A conditional evaluation's generated classes ``[num_fake]``, real subset's labels ``[num_real]`` (None if
+    it reads no real images) and protocol entries; ``(None, None, {})`` for an unconditional generator."""
+    if not classes:
+        return None, None, {}
+    fake_y = draw_labels(data.labels, num_fake, seed + LABEL_SEED_OFFSET)
+    real_y = real_labels(data, num_real, seed) if num_real else None
+    return fake_y, real_y, {"num_classes": classes, "label_seed": seed + LABEL_SEED_OFFSET,
+                            "labels": "the generator's classes at the dataset's class frequencies (the labels "
+                                      "of items drawn uniformly with replacement)"}
 
 
 def _most(plans: dict[str, MetricProtocol], specs: dict[str, MetricSpec], kind: str, what: str) -> int:
@@ -764,21 +827,16 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
     numbers and sends them to every rank, which all return the same result (its protocol adds
     ``"ranks": N``).
 
-    A class-conditional generator (``num_classes > 0``, :func:`generator_classes`) is called ``G(z, y)`` with
-    y drawn at the data's class frequencies (:func:`draw_labels`, seed ``options.seed + 2000``); the metrics
-    that need labels get them as ``fake["labels"]`` / ``real["labels"]`` (:func:`real_labels`), row for row
-    with the features, and the default metrics add the conditional ones. An unconditional generator is
-    evaluated as it always was; a metric that needs labels is refused for it, or for unlabelled data,
-    before any work (:func:`check_conditional`).
+    A conditional generator (``num_classes > 0``) is called ``G(z, y)``, y at the data's class frequencies
+    (:func:`draw_labels`); metrics get ``fake["labels"]``/``real["labels"]`` row for row with the features
+    (refused for an unconditional generator or unlabelled data before any work: :func:`check_conditional`).
     """
     shards = Shards.current() if options.sharded else Shards()
     classes = generator_classes(generator)
     names = list(options.metrics) or list(default_metrics(data.name, bool(classes) and _labelled(data)))
     specs = {n: METRICS.get(n) for n in names}
-    check_conditional(names, classes, _labelled(data), data.name)
     plans = metric_protocols(names, options, len(data))
-    if classes:
-        _labels_fit(data, classes)
+    _check_run(names, classes, data)
     t0 = time.perf_counter()
     request = _request(data, options, progress=options.progress and shards.main)
     built = shards.main_first(lambda: _build_extractors(specs, request))  # rank 0 fills the caches first
@@ -786,18 +844,13 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
     num_real = max((p.num_real or 0 for p in plans.values()), default=0)
     fake_rows = shards.bounds(num_fake, GENERATE_BATCH)
     real_rows = shards.bounds(min(num_real, len(data)), options.batch_size)
-    fake_y = draw_labels(data.labels, num_fake, options.seed + LABEL_SEED_OFFSET) if classes else None
+    fake_y, real_y, classes_protocol = _conditional_labels(data, classes, num_fake, num_real, options.seed)
     fake_x = generate(generator, num_fake, z_dim, options.seed + 1000, device=device, rows=fake_rows[shards.rank],
                       labels=fake_y)
     real_x, protocol = (real_subset(data, num_real, options.seed, rows=real_rows[shards.rank]) if num_real
                         else (None, {"real_split": "none (no metric reads real images)"}))
-    real_y = real_labels(data, num_real, options.seed) if classes and num_real else None
     protocol.update({"num_generated": num_fake, "num_real": num_real, "generator_mode": "eval",
-                     "z_seed": options.seed + 1000})
-    if classes:
-        protocol.update({"num_classes": classes, "label_seed": options.seed + LABEL_SEED_OFFSET,
-                         "labels": "the generator's classes at the dataset's class frequencies (the labels of "
-                                   "items drawn uniformly with replacement)"})
+                     "z_seed": options.seed + 1000, **classes_protocol})
     if shards.distributed:
         protocol["ranks"] = shards.world
     fakes, reals = {}, {}
@@ -813,12 +866,8 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
         for name, spec in specs.items():
             plan = plans[name]
             context = EvalContext(data, options, plan, classes)
-            fake = _first(fakes[spec.extractor], plan.num_samples)
-            real = _first(reals[spec.extractor], plan.num_real or 0)
-            if classes:  # the gathered features are in the order of the global rows, and so are the labels
-                fake["labels"] = fake_y[:plan.num_samples].numpy()
-                if real_y is not None:
-                    real["labels"] = real_y[:plan.num_real or 0].numpy()
+            fake = _first(fakes[spec.extractor], plan.num_samples, fake_y)
+            real = _first(reals[spec.extractor], plan.num_real or 0, real_y)
             results[name] = {k: float(v) for k, v in spec.compute(fake, real, **spec.options(context)).items()}
             per_metric[name] = {**plan.to_json(), **spec.protocol(context)}
         return results, per_metric, round(time.perf_counter() - t0, 2)
