@@ -14,7 +14,7 @@ from .app.evaluation import evaluate_run, fid_stats, format_results
 from .app.experiments import EXPERIMENTS, run_experiment
 from .app.analysis import SUMMARY, analyze
 from .app.export import export_generator
-from .app.sampling import sample_to_png
+from .app.sampling import sample_png
 from .app.report import PAGE_NAME as REPORT_PAGE
 from .app.report import render, terminal_table
 from .app.sweep import DB as SWEEP_DB
@@ -102,9 +102,12 @@ def _train_variants(preset: str, overrides: list[str]) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    path = sample_to_png(args.run, args.num, args.output, seed=args.seed, use_ema=not args.no_ema,
-                         overwrite=args.overwrite, checkpoint=args.checkpoint)
-    print(f"wrote {args.num} samples to {path}")
+    path, count, per_class = sample_png(args.run, args.num, args.output, seed=args.seed, use_ema=not args.no_ema,
+                                        overwrite=args.overwrite, checkpoint=args.checkpoint,
+                                        class_index=args.class_index)
+    rows = f" ({per_class} per class, one class per row)" if per_class else ""
+    which = f" of class {args.class_index}" if args.class_index is not None else ""
+    print(f"wrote {count} samples{which}{rows} to {path}")
     return 0
 
 
@@ -113,7 +116,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                   overwrite=args.overwrite)
     print(f"wrote the {info.generator} generator of G step {info.step} ({info.checkpoint} checkpoint, sample mode "
           f"{info.sample_mode}) to {path}")
-    print(f"  load it with torch alone: g = torch.jit.load('{path}'); x = g(torch.randn(n, {info.z_dim}))")
+    y = f", torch.randint({info.num_classes}, (n,))" if info.num_classes else ""
+    print(f"  load it with torch alone: g = torch.jit.load('{path}'); x = g(torch.randn(n, {info.z_dim}){y})")
     return 0
 
 
@@ -275,11 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS),
                    help="the latest checkpoint (default) or the best one (checkpoint_best.pt)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--class", dest="class_index", type=int, default=None, metavar="K",
+                   help="class-conditional runs: only samples of class K (default: one row per class, "
+                        "ceil(n / classes) samples each)")
     p.set_defaults(func=_cmd_sample)
 
     p = sub.add_parser("export", help="write a run's generator as a TorchScript file that loads without gannorm",
                        description="Write the run's generator (the EMA copy if any) with its normalizations removed, "
-                                   "traced to TorchScript: torch.jit.load(FILE) maps z [n, z_dim] to samples, with "
+                                   "traced to TorchScript: torch.jit.load(FILE) maps z [n, z_dim] to samples (a "
+                                   "class-conditional G: (z, y), y a LongTensor [n] of class indices), with "
                                    "no gannorm installed. It samples in the run's train.sample_mode; the extra file "
                                    "gannorm.json in the archive records z_dim, the data shape and the output range.")
     p.add_argument("run", help="a run folder")

@@ -36,6 +36,30 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, min_
     return grid
 
 
+def class_grid(images: torch.Tensor, per_class: int, pad: int = 2, min_cell: int = 0) -> np.ndarray:
+    """Samples of a class-conditional generator, one class per row: ``images`` ``[K * per_class, C, H, W]`` in
+    [-1, 1] ordered by class (the ``per_class`` samples of class 0, then those of class 1, ...) -> one ``uint8``
+    picture with K rows of ``per_class`` cells (:func:`image_grid`).
+
+    Args:
+        images: the samples, ordered by class.
+        per_class: samples per class (the columns).
+        pad: pixels between cells.
+        min_cell: enlarge small images to at least this many pixels per cell.
+
+    Returns:
+        ``uint8`` ``[K * (H + pad) + pad, per_class * (W + pad) + pad, 3]``.
+
+    Example::
+
+        >>> class_grid(torch.zeros(6, 1, 4, 4), per_class=3).shape   # 2 classes: 2 rows of 3
+        (14, 20, 3)
+    """
+    if per_class < 1 or len(images) % per_class:
+        raise ValueError(f"class grids need a whole number of rows of {per_class} samples, got {len(images)} samples")
+    return image_grid(images, nrow=per_class, pad=pad, min_cell=min_cell)
+
+
 def scatter_plot(fake: torch.Tensor, real: torch.Tensor | None = None, size: int = 400,
                  extent: float | None = None) -> np.ndarray:
     """2-D points as a ``uint8`` RGB picture: real in grey, generated in red."""

@@ -20,8 +20,9 @@ from ..config import Config, evaluation_options
 from ..data import load_dataset
 from ..errors import GannormError, RunFolderError
 from ..fileio import atomic_write_text
-from ..metrics.evaluate import (METRICS, EvalOptions, check_precision, default_metrics, make_extractor,
-                                metric_protocols, real_subset, save_inception_statistics, statistics_precision)
+from ..metrics.evaluate import (METRICS, EvalOptions, check_conditional, check_precision, default_metrics,
+                                make_extractor, metric_protocols, real_subset, save_inception_statistics,
+                                statistics_precision)
 from ..metrics.frechet import feature_statistics, load_statistics
 from ..metrics.sharding import Shards, extract_shard
 from ..runfolder import RunFolder
@@ -64,10 +65,10 @@ def join_ranks(device: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[Ranks, to
     return ranks, setup(ranks, resolved)
 
 
-def check_options(options: EvalOptions, dataset: str | None = None) -> None:
+def check_options(options: EvalOptions, dataset: str | None = None, conditional: bool = False) -> None:
     """Refuse bad evaluation options before any work: unknown metrics, too few samples, a bad --reference, a
-    per-metric protocol that does not fit (checked against ``dataset``'s default metrics when none are named), an
-    Inception precision that is not fp32 or bf16."""
+    per-metric protocol that does not fit (checked against ``dataset``'s default metrics when none are named,
+    with the conditional ones for a ``conditional`` run), an Inception precision that is not fp32 or bf16."""
     for name in options.metrics:
         METRICS.get(name)  # a one-line error listing the known metrics
     check_precision(options.inception_precision, "--precision")
@@ -81,7 +82,8 @@ def check_options(options: EvalOptions, dataset: str | None = None) -> None:
         except (OSError, ValueError) as err:  # load_statistics' one-line errors, all about the file
             raise GannormError(f"--reference: {' '.join(str(err).split())}") from None
     if options.metrics or dataset is not None:  # else the metrics are the dataset's, known once it is
-        metric_protocols(list(options.metrics) or list(default_metrics(dataset or "")), options, where="protocol")
+        metric_protocols(list(options.metrics) or list(default_metrics(dataset or "", conditional)), options,
+                         where="protocol")
 
 
 def training_protocol(options: EvalOptions, cfg: Config) -> EvalOptions:
@@ -142,7 +144,9 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
     cfg = checkpoint_config(state, folder.checkpoint_file(checkpoint))
     if use_training_protocol:
         options = training_protocol(options, cfg)
-    check_options(options, cfg.data.name)
+    classes = getattr(cfg.model, "num_classes", None)  # TODO(integrator): model.num_classes comes with conditional G
+    check_options(options, cfg.data.name, conditional=bool(classes))
+    check_conditional(options.metrics, classes, None, cfg.data.name, where="--metric")
     if ranks.main:
         for line in precision_warnings(options, cfg.data.name):
             print(line, file=sys.stderr)

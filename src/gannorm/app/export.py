@@ -13,6 +13,10 @@ Given the z that ``gannorm sample`` draws (:func:`gannorm.app.sampling.sample_z`
 The archive's extra file ``gannorm.json`` (``torch.jit.load(path, _extra_files={"gannorm.json": ""})``)
 records z_dim, the data shape, the output range, the sample mode, which generator and checkpoint, the
 step, and how z is drawn (:class:`ExportInfo`).
+
+A class-conditional generator (``num_classes > 0``) is traced with two inputs: the file maps ``(z, y)``, y a
+LongTensor ``[B]`` of class indices in ``0..num_classes-1``, to samples (``g(z, y)``); ``gannorm.json``
+records ``num_classes`` (0 for an unconditional generator, whose file maps z alone, as before).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import GannormError
+from ..metrics.evaluate import generator_classes
 from ..fileio import atomic_write
 from ..normalizations import remove
 from ..runfolder import RunFolder
@@ -47,6 +52,8 @@ class ExportInfo:
     step: int
     z: str = "torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))  # as gannorm sample"
     gannorm_version: str = __version__
+    num_classes: int = 0               # > 0: class-conditional, called g(z, y) with y a LongTensor [n] of classes
+    y: str = ""                        # how y is given, for a class-conditional generator
 
 
 def batch_statistics_only(model: nn.Module) -> nn.Module:
@@ -67,16 +74,23 @@ def plain_generator(g: nn.Module, sample_mode: str) -> nn.Module:
     return plain.eval().requires_grad_(False)
 
 
+def _inputs(n: int, z_dim: int, num_classes: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """A batch of ``n`` inputs: ``(z,)``, or ``(z, y)`` for a class-conditional generator."""
+    z = torch.randn(n, z_dim, generator=gen)
+    return (z, torch.randint(num_classes, (n,), generator=gen)) if num_classes else (z,)
+
+
 @torch.no_grad()
-def trace(model: nn.Module, z_dim: int) -> torch.jit.ScriptModule:
-    """``model`` traced on a batch of 2, checked bit for bit against itself on a batch of 3."""
+def trace(model: nn.Module, z_dim: int, num_classes: int = 0) -> torch.jit.ScriptModule:
+    """``model`` traced on a batch of 2, checked bit for bit against itself on a batch of 3; a class-conditional
+    one (``num_classes > 0``) is traced as ``model(z, y)``."""
     gen = torch.Generator().manual_seed(0)
     with warnings.catch_warnings():  # torch 2.9+ marks TorchScript deprecated; the check below is what counts
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(model, torch.randn(2, z_dim, generator=gen), check_trace=False)
-        z = torch.randn(3, z_dim, generator=gen)
-        if not torch.equal(traced(z), model(z)):
+        traced = torch.jit.trace(model, _inputs(2, z_dim, num_classes, gen), check_trace=False)
+        z = _inputs(3, z_dim, num_classes, gen)
+        if not torch.equal(traced(*z), model(*z)):
             raise GannormError("the traced generator does not reproduce the generator on another batch size; this "
                                "network cannot be exported with torch.jit.trace")
     return traced
@@ -90,11 +104,12 @@ def export_generator(run_dir: str | Path, output: str | Path, *, use_ema: bool =
     folder = RunFolder.open(run_dir)
     state = folder.load_checkpoint(checkpoint)
     g, cfg, data_shape = load_generator(folder.path, use_ema, state=state, checkpoint=checkpoint)
-    mode = cfg.train.sample_mode
-    traced = trace(plain_generator(g, mode), cfg.model.z_dim)
+    mode, classes = cfg.train.sample_mode, generator_classes(g)
+    traced = trace(plain_generator(g, mode), cfg.model.z_dim, classes)
     info = ExportInfo(cfg.model.z_dim, list(data_shape), [-1.0, 1.0] if len(data_shape) == 3 else None, mode,
                       "ema" if use_ema and state.get("G_ema") is not None else "raw", checkpoint,
-                      int(state.get("step", 0)))
+                      int(state.get("step", 0)), num_classes=classes,
+                      y=f"torch.LongTensor [n] of class indices in 0..{classes - 1}: g(z, y)" if classes else "")
     extra = {EXTRA_FILE: json.dumps(asdict(info), indent=1)}
 
     def save(fh) -> None:

@@ -1,5 +1,8 @@
 """``gannorm sample``: load a trained generator from a run folder and draw samples.
 
+A class-conditional generator (``num_classes > 0``, called ``G(z, y)``) draws one class per row by default
+(:func:`class_labels`), or only the class ``--class K`` asks for.
+
 Also the checks every command that writes one output file shares (:func:`prepare_output`,
 :func:`write_output`): the file is refused before any work if it exists (without ``overwrite``) or
 its folder cannot take it, and it is written atomically, so an error never leaves half a file.
@@ -17,6 +20,7 @@ from torch import nn
 from .. import config as config_mod
 from .. import images
 from ..errors import GannormError, RunFolderError
+from ..metrics.evaluate import generator_classes
 from ..networks import build_generator
 from ..runfolder import RunFolder, load_state_checked
 from ..training.sample_mode import sampling
@@ -83,10 +87,45 @@ def load_generator(run_dir: str | Path, use_ema: bool = True, state: dict | None
     if not data_shape:
         raise RunFolderError(f"checkpoint {path} does not record the data shape; it is too old to sample")
     m = cfg.model
-    g = build_generator(m.arch, data_shape, z_dim=m.z_dim, width=m.width, **m.g_options)
+    g = build_generator(m.arch, data_shape, z_dim=m.z_dim, width=m.width, **conditional_options(m), **m.g_options)
     ema = use_ema and state.get("G_ema") is not None
     load_state_checked(g, state["G_ema"] if ema else state.get("G"), "the generator", path)
     return g.eval(), cfg, data_shape
+
+
+def conditional_options(model_cfg) -> dict:
+    """``{"num_classes": K}`` for ``build_generator`` when the model section asks for a class-conditional G,
+    else nothing (an unconditional G is built exactly as before)."""
+    # TODO(integrator): model.num_classes is added with the conditional networks; until then it is absent (0)
+    classes = getattr(model_cfg, "num_classes", 0) or 0
+    return {"num_classes": classes} if classes else {}
+
+
+def class_labels(num_classes: int, n: int, class_index: int | None = None) -> tuple[torch.Tensor, int]:
+    """The y of ``gannorm sample -n n`` for a class-conditional G of ``num_classes`` classes, and the samples per
+    class: ``class_index`` n times (``--class K``), else one row per class, ``ceil(n / num_classes)`` samples of
+    each class in class order (``[0, 0, 1, 1, ...]``).
+
+    Args:
+        num_classes: the generator's classes.
+        n: ``-n``: the samples of one class, or the least total of a class-per-row draw.
+        class_index: ``--class K``, or None for every class.
+
+    Returns:
+        ``(y, per_class)``: int64 class indices and the samples per class.
+
+    Example::
+
+        >>> class_labels(3, 5)
+        (tensor([0, 0, 1, 1, 2, 2]), 2)
+    """
+    if class_index is not None:
+        if not 0 <= class_index < num_classes:
+            raise GannormError(f"--class {class_index}: the run's generator has {num_classes} classes; give one of "
+                               f"0..{num_classes - 1}")
+        return torch.full((n,), class_index, dtype=torch.int64), n
+    per_class = -(-n // num_classes)
+    return torch.arange(num_classes).repeat_interleave(per_class), per_class
 
 
 def sample_z(n: int, z_dim: int, seed: int) -> torch.Tensor:
@@ -96,25 +135,61 @@ def sample_z(n: int, z_dim: int, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(run_dir: str | Path, n: int, seed: int = 0, use_ema: bool = True,
-           checkpoint: str = "latest") -> torch.Tensor:
+           checkpoint: str = "latest", class_index: int | None = None) -> torch.Tensor:
     """``n`` samples ``[n, *data_shape]`` from the run's generator, z drawn with ``seed``, in batches of 256
-    (in the run's ``train.sample_mode``: with ``train``, each batch normalizes with its own statistics)."""
+    (in the run's ``train.sample_mode``: with ``train``, each batch normalizes with its own statistics).
+
+    A class-conditional generator gets y from :func:`class_labels`: ``n`` samples of class ``class_index``,
+    or (without it) ``ceil(n / K)`` samples of each of its K classes, in class order (so K times that many
+    rows, z drawn for all of them). ``class_index`` for an unconditional generator is a one-line error."""
     if n < 1:
         raise GannormError(f"the number of samples must be >= 1, got {n} (-n)")
     g, cfg, _ = load_generator(run_dir, use_ema, checkpoint=checkpoint)
-    z = sample_z(n, cfg.model.z_dim, seed)
+    return _draw(g, cfg, n, seed, class_index, run_dir)[0]
+
+
+def _draw(g: nn.Module, cfg: config_mod.Config, n: int, seed: int, class_index: int | None,
+          run_dir: str | Path) -> tuple[torch.Tensor, int | None]:
+    """The samples of :func:`sample` and, for a class-per-row draw, the samples per class (else None)."""
+    classes = generator_classes(g)
+    if not classes:
+        if class_index is not None:
+            raise GannormError(f"--class {class_index}: the run {run_dir} is not class-conditional; drop --class")
+        z = sample_z(n, cfg.model.z_dim, seed)
+        with sampling(g, cfg.train.sample_mode):
+            return torch.cat([g(chunk) for chunk in z.split(256)]), None
+    y, per_class = class_labels(classes, n, class_index)
+    z = sample_z(len(y), cfg.model.z_dim, seed)
     with sampling(g, cfg.train.sample_mode):
-        return torch.cat([g(chunk) for chunk in z.split(256)])
+        x = torch.cat([g(zc, yc) for zc, yc in zip(z.split(256), y.split(256))])
+    return x, (per_class if class_index is None else None)
 
 
 def sample_to_png(run_dir: str | Path, n: int, output: str | Path, seed: int = 0, use_ema: bool = True,
-                  overwrite: bool = False, checkpoint: str = "latest") -> Path:
-    """Draw ``n`` samples into the PNG ``output`` (an image grid, or a scatter plot of 2-D points).
+                  overwrite: bool = False, checkpoint: str = "latest", class_index: int | None = None) -> Path:
+    """Draw ``n`` samples into the PNG ``output`` (an image grid, or a scatter plot of 2-D points); a
+    class-conditional run draws one class per row, or only ``class_index`` (:func:`sample`).
 
     An existing ``output`` is refused unless ``overwrite``; the file is written atomically.
     """
+    return sample_png(run_dir, n, output, seed, use_ema, overwrite, checkpoint, class_index)[0]
+
+
+def sample_png(run_dir: str | Path, n: int, output: str | Path, seed: int = 0, use_ema: bool = True,
+               overwrite: bool = False, checkpoint: str = "latest",
+               class_index: int | None = None) -> tuple[Path, int, int | None]:
+    """:func:`sample_to_png`, returning the path, the number of samples drawn and, for a class-per-row grid,
+    the samples per class (else None)."""
     output = prepare_output(output, ".png", overwrite)
-    x = sample(run_dir, n, seed, use_ema, checkpoint)
-    picture = images.image_grid(x, min_cell=64) if x.ndim == 4 else images.scatter_plot(x)
+    if n < 1:
+        raise GannormError(f"the number of samples must be >= 1, got {n} (-n)")
+    g, cfg, _ = load_generator(run_dir, use_ema, checkpoint=checkpoint)
+    x, per_class = _draw(g, cfg, n, seed, class_index, run_dir)
+    if x.ndim != 4:
+        picture = images.scatter_plot(x)
+    elif per_class is not None:
+        picture = images.class_grid(x, per_class, min_cell=64)
+    else:
+        picture = images.image_grid(x, min_cell=64)
     write_output(output, lambda path: images.save_png(path, picture))
-    return output
+    return output, len(x), per_class

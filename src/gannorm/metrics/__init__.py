@@ -4,6 +4,7 @@ The pure functions need no network and work in float64; ``evaluate`` runs genera
 extractors (the FID Inception network, the digits classifier) at the I/O edge.
 """
 from .classifier import DigitsClassifier, classifier_metrics, get_classifier
+from .conditional import class_accuracy, intra_fid
 from .frechet import feature_statistics, frechet_distance, load_statistics, save_statistics
 from .inception_score import inception_score
 from .kid import kernel_inception_distance
@@ -11,7 +12,7 @@ from .inception import (INCEPTION_WEIGHTS_ENV, FIDInceptionV3, InceptionWeightsH
                         InceptionWeightsNotFoundError, load_fid_inception, preprocess, resize_bilinear_tf1)
 from .mixtures import energy_distance, mode_counts, mode_statistics, sliced_wasserstein
 
-__all__ = ["DigitsClassifier", "classifier_metrics", "get_classifier", "feature_statistics", "frechet_distance",
+__all__ = ["DigitsClassifier", "classifier_metrics", "get_classifier", "intra_fid", "class_accuracy", "feature_statistics", "frechet_distance",
            "load_statistics", "save_statistics", "inception_score", "kernel_inception_distance", "energy_distance",
            "mode_counts", "mode_statistics", "sliced_wasserstein", "INCEPTION_WEIGHTS_ENV", "FIDInceptionV3",
            "InceptionWeightsHashError", "InceptionWeightsLoadError", "InceptionWeightsNotFoundError", "load_fid_inception", "preprocess",

@@ -18,6 +18,10 @@ Two registries carry everything :func:`evaluate` needs, so it has no per-metric 
 
 A new metric is one ``compute`` function plus one ``METRICS.register(name, MetricSpec(...))`` call.
 
+A class-conditional generator (a ``num_classes`` attribute > 0, called ``G(z, y)``) draws its classes at the
+data's class frequencies from a seeded stream; a metric whose entry says ``needs_labels`` (``intra_fid``,
+``intra_cfd``, ``class_acc``) receives the generated samples' classes and the real samples' labels.
+
 With ``EvalOptions(sharded=True)`` in a ``torch.distributed`` process group of several ranks (``torchrun``),
 every rank calls :func:`evaluate` alike and the work is split (:mod:`gannorm.metrics.sharding`): each rank
 generates and extracts its shard of the samples and of the real subset, rank 0 gathers the features in
@@ -39,10 +43,11 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..errors import ConfigError, GannormError
+from ..errors import ConfigError, GannormError, InputError
 from ..fileio import atomic_write
 from ..registry import Registry
 from .classifier import get_classifier
+from .conditional import class_accuracy, intra_fid
 from .frechet import _check_stats, feature_statistics, frechet_distance, load_statistics
 from .inception import (INCEPTION_PRECISIONS, INCEPTION_WEIGHTS_FILENAME, InceptionWeightsNotFoundError,
                         load_fid_inception)
@@ -58,13 +63,28 @@ from .sharding import Shards, extract_shard
 DEFAULT_METRICS = {"digits": ("cfd", "cis", "ckid"), "mnist5k": ("cfd", "cis", "ckid"), "ring8": ("modes",),
                    "grid25": ("modes",)}
 INCEPTION_DEFAULT = ("fid", "is", "kid")
+#: what a class-conditional generator on labelled data adds to its dataset's default metrics
+CONDITIONAL_DEFAULT_METRICS = {"digits": ("intra_cfd", "class_acc"), "mnist5k": ("intra_cfd", "class_acc"),
+                               "ring8": (), "grid25": ()}
+INCEPTION_CONDITIONAL_DEFAULT = ("intra_fid",)
 
 #: what each extractor output is, for error messages
 OUTPUTS = {"features": "features", "probs": "class probabilities", "logits": "logits", "points": "raw points"}
 
 
-def default_metrics(dataset_name: str) -> tuple[str, ...]:
-    return DEFAULT_METRICS.get(dataset_name, INCEPTION_DEFAULT)
+def default_metrics(dataset_name: str, conditional: bool = False) -> tuple[str, ...]:
+    """The metrics an evaluation of a generator on ``dataset_name`` computes when none are named; with
+    ``conditional`` (a class-conditional generator on labelled data) the conditional ones too.
+
+    Example::
+
+        >>> default_metrics("digits", conditional=True)
+        ('cfd', 'cis', 'ckid', 'intra_cfd', 'class_acc')
+    """
+    base = DEFAULT_METRICS.get(dataset_name, INCEPTION_DEFAULT)
+    if not conditional:
+        return base
+    return base + CONDITIONAL_DEFAULT_METRICS.get(dataset_name, INCEPTION_CONDITIONAL_DEFAULT)
 
 
 # ------------------------------------------------------------------------------ extractors
@@ -301,6 +321,7 @@ class EvalContext:
     data: Any
     options: EvalOptions
     metric: MetricProtocol
+    num_classes: int = 0  # the generator's classes (0: unconditional)
 
 
 def _nothing(ctx: EvalContext) -> dict[str, Any]:  # noqa: ARG001
@@ -334,6 +355,10 @@ class MetricSpec:
     settings that do not fit together (or None). ``options(ctx)`` gives ``compute``'s keyword arguments
     (default: the settings) and ``protocol(ctx)`` entries added to, or replacing, the settings in the
     metric's protocol record.
+
+    ``needs_labels``: the metric reads class labels (``fake["labels"]``, the y each sample was generated
+    for, and ``real["labels"]``, the real samples' classes), so it needs a class-conditional generator and a
+    labelled dataset (:func:`check_conditional`).
     """
 
     extractor: str
@@ -346,6 +371,7 @@ class MetricSpec:
     settings: Mapping[str, Setting] = field(default_factory=dict)
     uses_real: Callable[[dict[str, Any]], bool] = _always
     limits: Callable[[MetricProtocol], tuple[str, str] | None] = _no_limits
+    needs_labels: bool = False
 
 
 def check_metric(name: str, spec: MetricSpec) -> None:
@@ -421,6 +447,21 @@ def _modes(fake: dict, real: dict, modes=None, mode_std=None) -> dict[str, float
     out["energy_distance"] = float(energy_distance(fake["points"], real["points"]))
     out["value"] = out["energy_distance"]
     return out
+
+
+def _intra_fd(fake: dict, real: dict, num_classes: int = 0) -> dict[str, float]:
+    out = intra_fid(real["features"], real["labels"], fake["features"], fake["labels"], num_classes)
+    per_class = {f"class_{k}": float(v) for k, v in enumerate(out["per_class"])}
+    return {"value": out["intra_fid"], **per_class, "min_class_generated": float(out["num_fake"].min()),
+            "min_class_real": float(out["num_real"].min())}
+
+
+def _class_acc(fake: dict, real: dict) -> dict[str, float]:  # noqa: ARG001
+    return {"value": class_accuracy(fake["probs"], fake["labels"])}
+
+
+def _classes(ctx: EvalContext) -> dict[str, Any]:
+    return {"num_classes": ctx.num_classes}
 
 
 def _reference_stats(ctx: EvalContext) -> dict[str, Any]:
@@ -504,6 +545,15 @@ METRICS.register("cis", MetricSpec("classifier", _is, PROBS, settings=SPLITS, us
                                    description="classifier Inception Score (digits classifier, 10 splits)"))
 METRICS.register("ckid", MetricSpec("classifier", _kid, options=_kid_options, protocol=_kid_protocol, settings=KID,
                                     limits=_kid_fits, description="KID on the digits classifier's features"))
+METRICS.register("intra_fid", MetricSpec("inception", _intra_fd, options=_classes, needs_labels=True,
+                                         description="intra-class FID: per-class FID of G(z, y) against the real "
+                                         "images of class y, averaged over the classes"))
+METRICS.register("intra_cfd", MetricSpec("classifier", _intra_fd, options=_classes, needs_labels=True,
+                                         description="intra-class Frechet distance on the digits classifier's "
+                                         "features, averaged over the classes"))
+METRICS.register("class_acc", MetricSpec("classifier", _class_acc, PROBS, uses_real=_never, lower_is_better=False,
+                                         needs_labels=True, description="the fraction of G(z, y) the digits "
+                                         "classifier assigns to class y"))
 METRICS.register("modes", MetricSpec("points", _modes, frozenset({"points"}), options=_mixture_modes,
                                      description="2-D mixtures: modes covered, high-quality fraction (within 3 std), "
                                      "energy distance"))
@@ -514,33 +564,160 @@ METRICS.register("modes", MetricSpec("points", _modes, frozenset({"points"}), op
 GENERATE_BATCH = 256
 
 
+#: what the seed of the generator's labels adds to EvalOptions.seed (z: + 1000)
+LABEL_SEED_OFFSET = 2000
+
+
 @torch.no_grad()
 def generate(generator: nn.Module, n: int, z_dim: int, seed: int, batch_size: int = GENERATE_BATCH,
-             device: torch.device | str = "cpu", rows: tuple[int, int] | None = None) -> Tensor | None:
+             device: torch.device | str = "cpu", rows: tuple[int, int] | None = None,
+             labels: Tensor | None = None) -> Tensor | None:
     """``n`` samples from ``generator`` in eval mode with z from a generator seeded by ``seed``, in batches of
     ``batch_size``; with ``rows = (start, stop)`` only those rows of the ``n``, from the same z and the same
     batches (``start`` must be a multiple of ``batch_size``: a rank's shard of a sharded evaluation; None for
-    no rows)."""
+    no rows). ``labels`` (int64 ``[n]``, all ``n`` rows' classes; only for a class-conditional generator)
+    are passed as ``generator(z, y)``, cut to the same rows and batches; without them G is called ``G(z)``."""
     z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+    if labels is not None and labels.shape != (n,):
+        raise ValueError(f"labels must be one class per sample ({n}), got shape {tuple(labels.shape)}")
     if rows is not None:
         start, stop = rows
         if start % batch_size or not 0 <= start <= stop <= n:
             raise ValueError(f"rows {start}:{stop} of {n} do not start a batch of {batch_size} within 0:{n}")
         z = z[start:stop]
+        labels = None if labels is None else labels[start:stop]
     was = generator.training
     generator.eval()
     try:
-        return torch.cat([generator(c.to(device)).float().cpu() for c in z.split(batch_size)]) if len(z) else None
+        if not len(z):
+            return None
+        if labels is None:
+            return torch.cat([generator(c.to(device)).float().cpu() for c in z.split(batch_size)])
+        return torch.cat([generator(c.to(device), y.to(device)).float().cpu()
+                          for c, y in zip(z.split(batch_size), labels.split(batch_size))])
     finally:
         generator.train(was)
+
+
+def generator_classes(generator: nn.Module) -> int:
+    """The classes of a class-conditional generator (its ``num_classes`` attribute); 0 for an unconditional one.
+
+    Args:
+        generator: any module; a conditional one has ``num_classes > 0`` and is called ``generator(z, y)``.
+
+    Returns:
+        The number of classes, 0 when the attribute is missing or 0.
+
+    Example::
+
+        >>> generator_classes(nn.Linear(2, 2))
+        0
+    """
+    classes = getattr(generator, "num_classes", 0) or 0
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 0:
+        raise ValueError(f"a generator's num_classes must be an integer >= 0, got {classes!r}")
+    return classes
+
+
+def draw_labels(labels: Tensor, n: int, seed: int) -> Tensor:
+    """``n`` classes for a conditional generator at the class frequencies of ``labels`` (a dataset's, int64
+    ``[N]``): the labels of ``n`` items drawn uniformly with replacement by a generator seeded by ``seed``.
+
+    Args:
+        labels: the dataset's labels, int64 ``[N]``.
+        n: how many classes to draw.
+        seed: the seed of the CPU ``torch.Generator`` the items are drawn with (the caller's RNG is untouched).
+
+    Returns:
+        int64 ``[n]`` class indices; a draw of ``n`` is a prefix of a draw of more with the same seed.
+
+    Example::
+
+        >>> draw_labels(torch.tensor([0, 0, 0, 1]), 5, seed=0).shape
+        torch.Size([5])
+    """
+    if labels is None or not len(labels):
+        raise ValueError("draw_labels needs the dataset's labels")
+    idx = torch.randint(len(labels), (int(n),), generator=torch.Generator().manual_seed(seed))
+    return torch.as_tensor(labels, dtype=torch.int64)[idx]
+
+
+def _subset_indices(size: int, n: int, seed: int) -> Tensor:
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:min(n, size)]
+
+
+def real_labels(data, n: int, seed: int) -> Tensor:
+    """The labels (int64 ``[min(n, len(data))]``) of the items :func:`real_subset` picks with the same ``n`` and
+    ``seed``, in the same order (every rank computes them whole: no image is read).
+
+    Args:
+        data: a labelled dataset (``data.labels`` int64 ``[N]``).
+        n: the subset's size (at most ``len(data)`` are taken).
+        seed: the permutation's seed, as :func:`real_subset`'s.
+
+    Returns:
+        int64 ``[min(n, len(data))]`` labels.
+
+    Example::
+
+        >>> real_labels(load_dataset("digits"), 3, seed=0)   # doctest: +SKIP
+        tensor([...])
+    """
+    if data.labels is None:
+        raise InputError(f"dataset {data.name} has no labels")
+    return torch.as_tensor(data.labels, dtype=torch.int64)[_subset_indices(len(data), n, seed)]
+
+
+def check_conditional(names: Sequence[str], num_classes: int | None, labelled: bool | None,
+                      dataset: str = "the dataset", where: str = "metric") -> None:
+    """Refuse, before any work, what a class-conditional evaluation cannot do: a metric that needs labels
+    (``MetricSpec.needs_labels``) for an unconditional generator (``num_classes == 0``) or an unlabelled
+    dataset (``labelled`` False), and a conditional generator on an unlabelled dataset (its classes are drawn
+    at the data's class frequencies). ``None`` means not known yet (a config checked before the data is
+    loaded): that side is not checked. One-line :class:`ConfigError` s prefixed by ``where``.
+
+    Args:
+        names: the metrics to be computed.
+        num_classes: the generator's classes (0: unconditional; None: unknown).
+        labelled: whether the dataset has labels (None: unknown).
+        dataset: the dataset's name, for the message.
+        where: what the message starts with (``"config key train.eval_metrics:"``, ``"--metric"``).
+
+    Returns:
+        None; raises :class:`ConfigError` for the first problem.
+
+    Example::
+
+        >>> check_conditional(["cfd", "class_acc"], num_classes=10, labelled=True)
+    """
+    for name in names:
+        if not METRICS.get(name).needs_labels:
+            continue
+        if num_classes == 0:
+            raise ConfigError(f"{where} {name}: needs a class-conditional generator (model.num_classes > 0), but this "
+                              f"one is unconditional; drop {name} or train a conditional model")
+        if labelled is False:
+            raise ConfigError(f"{where} {name}: needs class labels, but {dataset} has none; drop {name} or use a "
+                              "labelled dataset")
+    if num_classes and labelled is False:
+        raise ConfigError(f"the generator is class-conditional ({num_classes} classes), but {dataset} has no labels "
+                          "to draw its classes from; evaluate it on a labelled dataset")
+
+
+def _labels_fit(data, num_classes: int) -> None:
+    """Refuse a dataset whose labels the conditional generator does not know."""
+    top = int(data.labels.max())
+    if top >= num_classes or int(data.labels.min()) < 0:
+        raise InputError(f"{data.name}'s labels run from {int(data.labels.min())} to {top}, but the generator knows "
+                         f"{num_classes} classes (0..{num_classes - 1}); evaluate it on the data it was trained on")
 
 
 def real_subset(data, n: int, seed: int, rows: tuple[int, int] | None = None) -> tuple[Tensor | None, dict]:
     """The first ``n`` items of a seeded permutation of the dataset (no replacement); with ``rows = (start,
     stop)`` only those rows of them (a rank's shard: only they are read; None if it has none). The description
-    is the whole subset's."""
+    is the whole subset's; :func:`real_labels` gives the subset's labels."""
     n = min(n, len(data))
-    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
+    idx = _subset_indices(len(data), n, seed)
     if rows is not None:
         idx = idx[rows[0]:rows[1]]
     x = data.get(idx) if rows is None or len(idx) else None
@@ -566,8 +743,33 @@ def _build_extractors(specs: dict[str, MetricSpec], request: ExtractorRequest) -
     return built
 
 
-def _first(outputs: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    return {k: v[:n] for k, v in outputs.items()}
+def _first(outputs: dict[str, np.ndarray], n: int, labels: Tensor | None = None) -> dict[str, np.ndarray]:
+    """The first ``n`` rows of each output, and of ``labels`` as ``"labels"`` if given (the gathered features are
+    in the order of the global rows, and so are the labels, drawn whole on every rank)."""
+    rows = {k: v[:n] for k, v in outputs.items()}
+    if labels is not None:
+        rows["labels"] = labels[:n].numpy()
+    return rows
+
+
+def _check_run(names: Sequence[str], classes: int, data) -> None:
+    """:func:`check_conditional` for this generator and dataset, and the dataset's labels within its classes."""
+    check_conditional(names, classes, _labelled(data), data.name)
+    if classes:
+        _labels_fit(data, classes)
+
+
+def _conditional_labels(data, classes: int, num_fake: int, num_real: int,
+                        seed: int) -> tuple[Tensor | None, Tensor | None, dict[str, Any]]:
+    """A conditional evaluation's generated classes ``[num_fake]``, real subset's labels ``[num_real]`` (None if
+    it reads no real images) and protocol entries; ``(None, None, {})`` for an unconditional generator."""
+    if not classes:
+        return None, None, {}
+    fake_y = draw_labels(data.labels, num_fake, seed + LABEL_SEED_OFFSET)
+    real_y = real_labels(data, num_real, seed) if num_real else None
+    return fake_y, real_y, {"num_classes": classes, "label_seed": seed + LABEL_SEED_OFFSET,
+                            "labels": "the generator's classes at the dataset's class frequencies (the labels "
+                                      "of items drawn uniformly with replacement)"}
 
 
 def _most(plans: dict[str, MetricProtocol], specs: dict[str, MetricSpec], kind: str, what: str) -> int:
@@ -582,11 +784,22 @@ def _request(data, options: EvalOptions, progress: bool | None = None) -> Extrac
                             check_precision(options.inception_precision, "EvalOptions.inception_precision"))
 
 
-def check_evaluation(data, options: EvalOptions, where: str = "EvalOptions.protocol") -> dict[str, MetricProtocol]:
+def _labelled(data) -> bool:
+    return getattr(data, "labels", None) is not None
+
+
+def check_evaluation(data, options: EvalOptions, where: str = "EvalOptions.protocol",
+                     num_classes: int | None = None) -> dict[str, MetricProtocol]:
     """Everything :func:`evaluate` would refuse, checked before any sample is drawn: the metrics' protocols
     (errors prefixed by ``where``), their extractors (built, so that missing Inception weights or a backend
-    without logits fail now) and the reference statistics files (read). Returns the protocols."""
-    names = list(options.metrics) or list(default_metrics(data.name))
+    without logits fail now) and the reference statistics files (read). With ``num_classes`` (the generator's
+    classes, 0 for an unconditional one) the metrics that need labels are checked against it and the data
+    (:func:`check_conditional`). Returns the protocols."""
+    conditional = bool(num_classes) and _labelled(data)
+    names = list(options.metrics) or list(default_metrics(data.name, conditional))
+    check_conditional(names, num_classes, _labelled(data), data.name, where=f"{where}:")
+    if conditional:
+        _labels_fit(data, num_classes)
     plans = metric_protocols(names, options, len(data), where)
     _build_extractors({n: METRICS.get(n) for n in names}, _request(data, options))
     for name, plan in plans.items():
@@ -613,11 +826,17 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
     batches, ``options.batch_size``); rank 0 gathers the features in their original order, computes the
     numbers and sends them to every rank, which all return the same result (its protocol adds
     ``"ranks": N``).
+
+    A conditional generator (``num_classes > 0``) is called ``G(z, y)``, y at the data's class frequencies
+    (:func:`draw_labels`); metrics get ``fake["labels"]``/``real["labels"]`` row for row with the features
+    (refused for an unconditional generator or unlabelled data before any work: :func:`check_conditional`).
     """
     shards = Shards.current() if options.sharded else Shards()
-    names = list(options.metrics) or list(default_metrics(data.name))
+    classes = generator_classes(generator)
+    names = list(options.metrics) or list(default_metrics(data.name, bool(classes) and _labelled(data)))
     specs = {n: METRICS.get(n) for n in names}
     plans = metric_protocols(names, options, len(data))
+    _check_run(names, classes, data)
     t0 = time.perf_counter()
     request = _request(data, options, progress=options.progress and shards.main)
     built = shards.main_first(lambda: _build_extractors(specs, request))  # rank 0 fills the caches first
@@ -625,11 +844,13 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
     num_real = max((p.num_real or 0 for p in plans.values()), default=0)
     fake_rows = shards.bounds(num_fake, GENERATE_BATCH)
     real_rows = shards.bounds(min(num_real, len(data)), options.batch_size)
-    fake_x = generate(generator, num_fake, z_dim, options.seed + 1000, device=device, rows=fake_rows[shards.rank])
+    fake_y, real_y, classes_protocol = _conditional_labels(data, classes, num_fake, num_real, options.seed)
+    fake_x = generate(generator, num_fake, z_dim, options.seed + 1000, device=device, rows=fake_rows[shards.rank],
+                      labels=fake_y)
     real_x, protocol = (real_subset(data, num_real, options.seed, rows=real_rows[shards.rank]) if num_real
                         else (None, {"real_split": "none (no metric reads real images)"}))
     protocol.update({"num_generated": num_fake, "num_real": num_real, "generator_mode": "eval",
-                     "z_seed": options.seed + 1000})
+                     "z_seed": options.seed + 1000, **classes_protocol})
     if shards.distributed:
         protocol["ranks"] = shards.world
     fakes, reals = {}, {}
@@ -644,9 +865,9 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
         results, per_metric = {}, {}
         for name, spec in specs.items():
             plan = plans[name]
-            context = EvalContext(data, options, plan)
-            fake = _first(fakes[spec.extractor], plan.num_samples)
-            real = _first(reals[spec.extractor], plan.num_real or 0)
+            context = EvalContext(data, options, plan, classes)
+            fake = _first(fakes[spec.extractor], plan.num_samples, fake_y)
+            real = _first(reals[spec.extractor], plan.num_real or 0, real_y)
             results[name] = {k: float(v) for k, v in spec.compute(fake, real, **spec.options(context)).items()}
             per_metric[name] = {**plan.to_json(), **spec.protocol(context)}
         return results, per_metric, round(time.perf_counter() - t0, 2)

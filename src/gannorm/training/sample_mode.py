@@ -52,10 +52,11 @@ class SamplingView(nn.Module):
         super().__init__()
         object.__setattr__(self, "generator", generator)
         self.mode = mode
+        self.num_classes = getattr(generator, "num_classes", 0)  # a class-conditional G's classes (0: none)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         with sampling(self.generator, self.mode):
-            return self.generator(z)
+            return self.generator(z) if y is None else self.generator(z, y)
 
 
 def evaluate_generator(generator: nn.Module, mode: str, data: Any, z_dim: int, options: EvalOptions,
