@@ -30,7 +30,7 @@ from .errors import ConfigError, OptionError
 from .gradnorm import FUNCTIONS
 from .init import SCHEMES
 from .losses import LOSSES
-from .metrics.evaluate import METRICS, EvalOptions, default_metrics, metric_protocols
+from .metrics.evaluate import METRICS, EvalOptions, check_conditional, default_metrics, metric_protocols
 from .networks import NETWORKS
 from .normalizations import METHODS
 from .normalizations.model import method_options
@@ -503,6 +503,8 @@ def validate(cfg: Config) -> None:
     _check_batch_coupling(cfg)
     _check_model_and_data(cfg)
     _check_best_metric(cfg.train, evaluated_metrics(cfg))
+    check_conditional(evaluated_metrics(cfg), cfg.model.num_classes, None, cfg.data.name,
+                      where="config key train.eval_metrics:")
     if cfg.train.eval_every > 0 or cfg.train.eval_protocol:  # the defaults need checking only when they are used
         metric_protocols(evaluated_metrics(cfg), evaluation_options(cfg), where="config key train.eval_protocol")
     name = cfg.train.run_name
@@ -544,7 +546,7 @@ def _check_batch_coupling(cfg: Config) -> None:
 
 def evaluated_metrics(cfg: Config) -> tuple[str, ...]:
     """The metrics an evaluation during training computes: ``train.eval_metrics`` or the dataset's default."""
-    return tuple(cfg.train.eval_metrics) or tuple(default_metrics(cfg.data.name))
+    return tuple(cfg.train.eval_metrics) or tuple(default_metrics(cfg.data.name, cfg.model.num_classes > 0))
 
 
 def evaluation_options(cfg: Config) -> EvalOptions:

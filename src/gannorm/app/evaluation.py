@@ -144,7 +144,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
     cfg = checkpoint_config(state, folder.checkpoint_file(checkpoint))
     if use_training_protocol:
         options = training_protocol(options, cfg)
-    classes = getattr(cfg.model, "num_classes", None)  # TODO(integrator): model.num_classes comes with conditional G
+    classes = cfg.model.num_classes
     check_options(options, cfg.data.name, conditional=bool(classes))
     check_conditional(options.metrics, classes, None, cfg.data.name, where="--metric")
     if ranks.main:

@@ -96,8 +96,7 @@ def load_generator(run_dir: str | Path, use_ema: bool = True, state: dict | None
 def conditional_options(model_cfg) -> dict:
     """``{"num_classes": K}`` for ``build_generator`` when the model section asks for a class-conditional G,
     else nothing (an unconditional G is built exactly as before)."""
-    # TODO(integrator): model.num_classes is added with the conditional networks; until then it is absent (0)
-    classes = getattr(model_cfg, "num_classes", 0) or 0
+    classes = model_cfg.num_classes
     return {"num_classes": classes} if classes else {}
 
 

@@ -183,7 +183,8 @@ class Evaluation(Callback):
 
     def on_start(self, trainer: "Trainer", resumed: bool) -> None:
         self.options = dataclasses.replace(self.options, device=str(trainer.device))
-        check_evaluation(trainer.data, self.options, where="config key train.eval_protocol")
+        check_evaluation(trainer.data, self.options, where="config key train.eval_protocol",
+                         num_classes=trainer.cfg.model.num_classes)
 
     def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
         if due(trainer.step, self.every, trainer.cfg.train.steps):
