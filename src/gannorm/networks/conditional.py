@@ -92,8 +92,10 @@ class _ConditionalBatchNorm(nn.Module):
             raise ConfigError(f"a conditional batch norm needs num_classes >= 1, got {num_classes}")
         self.num_features, self.num_classes, self.gain_offset = num_features, num_classes, gain_offset
         self.bn = self._bn_type(num_features, eps=eps, momentum=momentum, affine=False)
-        self.gain = nn.Embedding(num_classes, num_features)
-        self.bias = nn.Embedding(num_classes, num_features)
+        # tables built from given tensors: no random draw (a conditional network draws what an
+        # unconditional one draws, in the same order)
+        self.gain = nn.Embedding(num_classes, num_features, _weight=torch.empty(num_classes, num_features))
+        self.bias = nn.Embedding(num_classes, num_features, _weight=torch.empty(num_classes, num_features))
         self.reset_parameters()
 
     @torch.no_grad()
@@ -195,11 +197,13 @@ class ProjectionHead(nn.Module):
         in_features: ``F``, the length of the pooled features ``h [B, F]``.
         num_classes: rows of ``embed`` (``nn.Embedding(num_classes, F)``), >= 1.
         bias: whether ``linear`` (``nn.Linear(F, 1)``) has a bias.
+        linear: an existing ``nn.Linear(F, 1)`` to use as ``linear`` (then ``bias`` is ignored).
 
     Returns (forward ``(h, y)``):
         ``[B, 1]`` logits.
 
-    The network initialises ``linear`` and ``embed`` (its constructor leaves torch's defaults).
+    ``linear`` gets torch's default init and ``embed`` starts at 0 (no random draw, so a network with a
+    head draws what it draws with a plain linear); the networks then draw both with their own init.
 
     Example::
 
@@ -208,13 +212,15 @@ class ProjectionHead(nn.Module):
         torch.Size([4, 1])
     """
 
-    def __init__(self, in_features: int, num_classes: int, bias: bool = True) -> None:
+    def __init__(self, in_features: int, num_classes: int, bias: bool = True, linear: nn.Linear | None = None) -> None:
         super().__init__()
         if check_num_classes(num_classes) < 1:
             raise ConfigError(f"a projection head needs num_classes >= 1, got {num_classes}")
+        if linear is not None and (linear.in_features, linear.out_features) != (in_features, 1):
+            raise ConfigError(f"the projection head's linear must map {in_features} features to 1, got {linear}")
         self.num_classes = num_classes
-        self.linear = nn.Linear(in_features, 1, bias=bias)
-        self.embed = nn.Embedding(num_classes, in_features)
+        self.linear = nn.Linear(in_features, 1, bias=bias) if linear is None else linear
+        self.embed = nn.Embedding(num_classes, in_features, _weight=torch.zeros(num_classes, in_features))
 
     def forward(self, h: Tensor, y: Tensor | None = None) -> Tensor:
         y = require_labels(self, y, h.shape[0])

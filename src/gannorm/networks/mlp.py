@@ -95,7 +95,7 @@ class MLPDiscriminator(nn.Module):
         if self.num_classes:
             last = self.net[-1]
             self.net = self.net[:-1]
-            self.head = ProjectionHead(last.in_features, self.num_classes)
+            self.head = ProjectionHead(last.in_features, self.num_classes, linear=last)
         self.data_shape = (dim,)
         self.reset_parameters()
 
