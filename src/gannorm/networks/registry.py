@@ -237,44 +237,44 @@ def build_discriminator(arch: str, data_shape: Sequence[int], *, width: float = 
 
 # --- the built-in architectures -------------------------------------------------------------------
 
-def _cnn_g(shape, *, z_dim, width, slope, bottom_bn, extra_convs, num_classes):
+def _cnn_g(shape, *, z_dim, width, slope, bottom_bn, extra_convs, num_classes=0):
     return SNGANCNNGenerator(shape[1], shape[0], width=width, z_dim=z_dim, bottom_bn=bottom_bn,
                              num_classes=num_classes)
 
 
-def _cnn_d(shape, *, width, slope, bottom_bn, extra_convs, num_classes):
+def _cnn_d(shape, *, width, slope, bottom_bn, extra_convs, num_classes=0):
     return SNGANCNNDiscriminator(shape[1], shape[0], width=width, slope=slope, extra_convs=extra_convs,
                                  num_classes=num_classes)
 
 
-def _dscnn_d(shape, *, width, slope, bottom_bn, extra_convs, num_classes):
+def _dscnn_d(shape, *, width, slope, bottom_bn, extra_convs, num_classes=0):
     return DSCNNDiscriminator(shape[1], shape[0], width=width, slope=slope, extra_convs=extra_convs,
                               num_classes=num_classes)
 
 
-def _resnet_g(shape, *, z_dim, width, pool, linear_bias, num_classes):
+def _resnet_g(shape, *, z_dim, width, pool, linear_bias, num_classes=0):
     return SNGANResNetGenerator(shape[1], shape[0], width=width, z_dim=z_dim, num_classes=num_classes)
 
 
-def _resnet_d(shape, *, width, pool, linear_bias, num_classes):
+def _resnet_d(shape, *, width, pool, linear_bias, num_classes=0):
     return SNGANResNetDiscriminator(shape[1], shape[0], width=width, pool=pool, linear_bias=linear_bias,
                                     num_classes=num_classes)
 
 
-def _mlp_g(shape, *, z_dim, width, depth, hidden, slope, num_classes):
+def _mlp_g(shape, *, z_dim, width, depth, hidden, slope, num_classes=0):
     return MLPGenerator(shape[0], z_dim=z_dim, depth=depth, hidden=hidden, width=width, num_classes=num_classes)
 
 
-def _mlp_d(shape, *, width, depth, hidden, slope, num_classes):
+def _mlp_d(shape, *, width, depth, hidden, slope, num_classes=0):
     return MLPDiscriminator(shape[0], depth=depth, hidden=hidden, width=width, slope=slope, num_classes=num_classes)
 
 
-def _biggan_g(shape, *, z_dim, width, num_classes, **options):
+def _biggan_g(shape, *, z_dim, width, num_classes=0, **options):
     return biggan.BigGANGenerator(shape[1], shape[0], width=width, z_dim=z_dim, num_classes=num_classes,
                                   **biggan.generator_options(options))
 
 
-def _biggan_d(shape, *, width, num_classes, **options):
+def _biggan_d(shape, *, width, num_classes=0, **options):
     return biggan.BigGANDiscriminator(shape[1], shape[0], width=width, num_classes=num_classes,
                                       **biggan.discriminator_options(options))
 
