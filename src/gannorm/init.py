@@ -11,6 +11,7 @@ scheme             weight distribution (``fan_in``/``fan_out`` from :func:`fans`
 ``kaiming``        N(0, gain^2 / fan_in), gain = sqrt(2 / (1 + a^2)) for leaky slope ``a``
 ``normal``         N(0, std^2), std 0.02                       (the official DCGAN/SNGAN code)
 ``trunc_normal``   N(0, std^2) truncated at +-2 std, std 0.02  (TF's truncated_normal, official D)
+``orthogonal``     orthogonal ``[units, fan_in]`` matrix times gain (Saxe et al. 2014; BigGAN's default)
 ``wn_arpit``       orthogonal directions, gains ``g = sqrt(c fan_in / fan_out)``  (Arpit et al. 2019,
                    for weight normalization; see :func:`init_wn_arpit`)
 =================  =====================================================================
@@ -35,7 +36,7 @@ from .normalizations.model import NORMALIZABLE, reset_power_iteration
 from .normalizations.spectral import default_dim
 from .normalizations.weight_norm import WeightNorm, weight_norm_layers
 
-SCHEMES = ("lecun", "xavier", "kaiming", "normal", "trunc_normal", "wn_arpit")
+SCHEMES = ("lecun", "xavier", "kaiming", "normal", "trunc_normal", "orthogonal", "wn_arpit")
 
 
 def raw_weight(module: nn.Module) -> Tensor:
@@ -95,15 +96,17 @@ def init_weights(model: nn.Module, scheme: str, *, distribution: str = "normal",
         return init_wn_arpit(model, bias=bias)
     if distribution not in ("normal", "uniform"):
         raise ValueError(f"distribution must be 'normal' or 'uniform', got {distribution!r}")
-    if distribution == "uniform" and scheme in ("normal", "trunc_normal"):
-        raise ValueError(f"scheme {scheme!r} is a normal distribution; distribution='uniform' applies to "
+    if distribution == "uniform" and scheme in ("normal", "trunc_normal", "orthogonal"):
+        raise ValueError(f"scheme {scheme!r} has its own distribution; distribution='uniform' applies to "
                          "lecun, xavier and kaiming")
     for m in model.modules():
         if not isinstance(m, NORMALIZABLE):
             continue
         w = raw_weight(m)
         s = _std(scheme, *fans(m), gain, slope, std)
-        if scheme == "trunc_normal":
+        if scheme == "orthogonal":
+            w.copy_(orthogonal_units(w, default_dim(m), 1.0 if gain is None else gain))
+        elif scheme == "trunc_normal":
             nn.init.trunc_normal_(w, 0.0, s, -2 * s, 2 * s)
         elif distribution == "uniform":
             nn.init.uniform_(w, -math.sqrt(3.0) * s, math.sqrt(3.0) * s)
@@ -114,6 +117,34 @@ def init_weights(model: nn.Module, scheme: str, *, distribution: str = "normal",
         p.reset_gain(raw_weight(m))
     reset_power_iteration(model)
     return model
+
+
+def orthogonal_units(weight: Tensor, dim: int, gain: float = 1.0) -> Tensor:
+    """A random (semi-)orthogonal matrix times ``gain`` in the layout of ``weight``, ``dim`` the units' dim.
+
+    The ``[units, rest]`` matrix ``Q`` (``torch.nn.init.orthogonal_``) has orthonormal rows when
+    ``units <= rest`` (``Q Q^T = I``) and orthonormal columns otherwise (``Q^T Q = I``). For a Conv or
+    Linear (``dim=0``) this is exactly ``torch.nn.init.orthogonal_(weight, gain)``; for a transposed
+    conv (``dim=1``) its output channels are the units.
+
+    Args:
+        weight: the tensor whose shape, dtype and device to use (it is not changed).
+        dim: the dim of the output units.
+        gain: the scale.
+
+    Returns:
+        A new tensor shaped like ``weight``.
+
+    Example::
+
+        >>> w = orthogonal_units(torch.empty(3, 8), 0)
+        >>> torch.allclose(w @ w.T, torch.eye(3), atol=1e-5)
+        True
+    """
+    moved = weight.movedim(dim, 0)
+    q = torch.empty(moved.shape[0], moved[0].numel(), dtype=torch.float32, device=weight.device)
+    nn.init.orthogonal_(q, gain)
+    return q.reshape(moved.shape).movedim(0, dim).to(weight.dtype)
 
 
 def _init_bias(module: nn.Module, value: float) -> None:

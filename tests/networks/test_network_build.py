@@ -11,6 +11,7 @@ SHAPES = {
     "dscnn": [(3, 32, 32), (1, 16, 16)],
     "resnet": [(3, 16, 16), (3, 32, 32), (3, 48, 48), (3, 64, 64), (3, 128, 128), (1, 16, 16)],
     "mlp": [(2,), (5,)],
+    "biggan": [(3, 32, 32), (3, 64, 64), (3, 128, 128), (1, 32, 32)],
 }
 CASES = [(arch, shape) for arch, shapes in SHAPES.items() for shape in shapes]
 NORM_OPTIONS = {"ssn": {"scale": 1.4}, "bssn": {"scale": 1.4}}  # strict_sn: input_shape is filled in
@@ -21,7 +22,7 @@ def test_every_registered_arch_is_covered():
 
 
 def test_every_supported_resolution_is_covered():
-    for arch in ("resnet",):
+    for arch in ("resnet", "biggan"):
         spec = NETWORKS.get(arch)
         assert {s[1] for s in SHAPES[arch]} == set(spec.resolutions)
     assert {s[1] for s in SHAPES["cnn"]} >= set(NETWORKS.get("cnn").official_resolutions)
@@ -30,7 +31,7 @@ def test_every_supported_resolution_is_covered():
 @pytest.mark.parametrize("method", gannorm.METHODS.names())
 @pytest.mark.parametrize("arch,shape", CASES, ids=[f"{a}-{'x'.join(map(str, s))}" for a, s in CASES])
 def test_build_forward_backward(arch, shape, method):
-    width = 1 / 8 if arch != "mlp" else 1 / 4
+    width = {"mlp": 1 / 4, "biggan": 1 / 16}.get(arch, 1 / 8)
     G = build_generator(arch, shape, z_dim=16, width=width)
     D = build_discriminator(arch, shape, width=width, normalization=method,
                             normalization_options=NORM_OPTIONS.get(method))

@@ -16,7 +16,7 @@ def _one_line(excinfo):
 def test_unknown_arch_lists_the_known_ones(build):
     with pytest.raises(ValueError) as e:
         build("dcgan", (3, 32, 32))
-    assert "unknown network 'dcgan'; known: cnn, dscnn, resnet, mlp" == _one_line(e)
+    assert "unknown network 'dcgan'; known: cnn, dscnn, resnet, mlp, biggan" == _one_line(e)
     assert isinstance(e.value, (KeyError, UnknownNameError, UnknownNetworkError))
 
 

@@ -97,7 +97,7 @@ def test_discriminators_have_no_batch_coupling(arch, shape):
 
 
 def test_registry_entries():
-    assert NETWORKS.names() == ["cnn", "dscnn", "resnet", "mlp"]
+    assert NETWORKS.names() == ["cnn", "dscnn", "resnet", "mlp", "biggan"]
     for e in NETWORKS.entries():
         assert e.description
     cnn, resnet, mlp = (NETWORKS.get(n) for n in ("cnn", "resnet", "mlp"))
@@ -107,6 +107,10 @@ def test_registry_entries():
     assert mlp.options == {"depth": 4, "hidden": 128, "slope": 0.2}
     assert set(cnn.options) == {"slope", "bottom_bn", "extra_convs"} and resnet.options == {"pool": "sum", "linear_bias": None}
     assert cnn.generator is not None and cnn.discriminator is not None
+    biggan = NETWORKS.get("biggan")
+    assert biggan.kind == "image" and biggan.resolutions == (32, 64, 128) and biggan.conditional
+    assert biggan.options == {"attention": 64, "shared_dim": 128, "hier": True, "weight_init": "orthogonal"}
+    assert all(NETWORKS.get(n).conditional for n in NETWORKS.names())
 
 
 def test_constructors_are_usable_directly():

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..init import init_weights
+from .conditional import class_norm, with_labels
 
 
 def channels(c: int, width: float) -> int:
@@ -49,15 +50,19 @@ def normal_(module: nn.Module, std: float = 0.02) -> nn.Module:
 
 
 class GBlock(nn.Module):
-    """Generator up-block ``BN-ReLU-Up-conv3-BN-ReLU-conv3`` + shortcut ``Up-conv1x1``; hidden = out channels."""
+    """Generator up-block ``BN-ReLU-Up-conv3-BN-ReLU-conv3`` + shortcut ``Up-conv1x1``; hidden = out channels.
+
+    ``num_classes > 0``: both BNs are class-conditional (``ConditionalBatchNorm2d``) and the forward takes
+    ``(x, y)``.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, upsample: bool = True,
-                 learnable_shortcut: bool | None = None) -> None:
+                 learnable_shortcut: bool | None = None, num_classes: int = 0) -> None:
         super().__init__()
         self.upsample = upsample
-        self.b1 = nn.BatchNorm2d(in_channels)
+        self.b1 = class_norm(in_channels, num_classes)
         self.c1 = nn.Conv2d(in_channels, out_channels, 3, 1, padding=1)
-        self.b2 = nn.BatchNorm2d(out_channels)
+        self.b2 = class_norm(out_channels, num_classes)
         self.c2 = nn.Conv2d(out_channels, out_channels, 3, 1, padding=1)
         if learnable_shortcut is None:
             learnable_shortcut = in_channels != out_channels or upsample
@@ -76,9 +81,9 @@ class GBlock(nn.Module):
         # nearest x2 == the official "unpooling" (a transposed conv with a ones x identity kernel)
         return F.interpolate(x, scale_factor=2, mode="nearest") if self.upsample else x
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.c1(self._up(F.relu(self.b1(x))))
-        h = self.c2(F.relu(self.b2(h)))
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        h = self.c1(self._up(F.relu(with_labels(self.b1, x, y))))
+        h = self.c2(F.relu(with_labels(self.b2, h, y)))
         s = self._up(x)
         if self.c_sc is not None:
             s = self.c_sc(s)

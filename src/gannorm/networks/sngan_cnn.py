@@ -20,6 +20,12 @@ units has its own statistics and affine parameters: a ``BatchNorm1d(mg*mg*512)``
 ``BatchNorm2d(512)`` (per channel); ``bottom_bn="channel"`` gives that variant. The parameter count
 differs: 2*8192 vs 2*512 at 32 px.
 
+**Class-conditional** (``num_classes > 0``; 0 keeps the unconditional network bit for bit): every
+BatchNorm of G becomes a conditional one (:mod:`gannorm.networks.conditional`; the flat bottom norm a
+``ConditionalBatchNorm1d``) and D's final linear becomes a :class:`ProjectionHead` ``head`` (the
+linear, same init, plus a class embedding on the flattened features, Glorot uniform). Both then take
+``(input, y)`` with int64 labels ``y``.
+
 Differences from pytorch-gan-collections' ``sngan.py`` (the GN/PGN CNN, ``docs/official-code.md``):
 its D widens at the stride-2 convs (3->64, 64->128, 128->128, 128->256, ...) and its G ends with a
 Conv2d; here D widens at the 3x3 convs (3->64, 64->64, 64->128, 128->128, ...) and G ends with a
@@ -32,6 +38,8 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from .blocks import channels as _ch
 from .blocks import normal_, trunc_normal_
+from .conditional import (LABEL_NORMS, ProjectionHead, check_num_classes, class_norm, glorot_uniform_,
+                          require_labels, run_with_labels, with_labels)
 
 RESOLUTIONS = {32: 4, 48: 6, 64: 8}  # official image size -> bottom size mg (image = 8 * mg)
 BOTTOM_BN = ("flat", "channel")
@@ -50,11 +58,13 @@ class SNGANCNNDiscriminator(nn.Module):
     :func:`gannorm.normalize`). Input ``[B, channels, resolution, resolution]``, output ``[B, 1]`` logits.
     ``extra_convs`` (not in the official network; for depth studies) adds that many 3x3 stride-1 convs
     with the same channels after each of the four 3x3 convs: ``extra_convs=2`` makes 15 convs.
+    ``num_classes > 0``: a projection head ``head`` replaces ``linear``; forward ``(x, y)``.
     """
 
     def __init__(self, resolution: int = 32, channels: int = 3, width: float = 1.0, slope: float = 0.1,
-                 extra_convs: int = 0) -> None:
+                 extra_convs: int = 0, num_classes: int = 0) -> None:
         super().__init__()
+        self.num_classes = check_num_classes(num_classes)
         if not isinstance(extra_convs, int) or extra_convs < 0:
             raise ConfigError(f"extra_convs must be an integer >= 0, got {extra_convs!r}")
         mg = _bottom(resolution)
@@ -67,7 +77,10 @@ class SNGANCNNDiscriminator(nn.Module):
             for _ in range(extra_convs if s == 1 else 0):
                 layers += self.block(i, cout, cout, 3, 1) + [nn.LeakyReLU(slope)]
         self.features = nn.Sequential(*layers)
-        self.linear = nn.Linear(mg * mg * c[6], 1)
+        if self.num_classes:
+            self.head = ProjectionHead(mg * mg * c[6], self.num_classes)
+        else:
+            self.linear = nn.Linear(mg * mg * c[6], 1)
         self.resolution, self.channels = resolution, channels
         self.data_shape = (channels, resolution, resolution)
         self.reset_parameters()
@@ -77,18 +90,28 @@ class SNGANCNNDiscriminator(nn.Module):
         return [nn.Conv2d(cin, cout, k, stride, padding=1)]
 
     def reset_parameters(self) -> None:
-        """The official init: convs truncated normal 0.02, the linear normal 0.02, biases 0."""
+        """The official init: convs truncated normal 0.02, the linear normal 0.02, biases 0 (a projection
+        head's embedding: Glorot uniform)."""
         for m in self.features:
             if isinstance(m, nn.Conv2d):
                 trunc_normal_(m, 0.02)
-        normal_(self.linear, 0.02)
+        if self.num_classes:
+            normal_(self.head.linear, 0.02)
+            glorot_uniform_(self.head.embed)
+        else:
+            normal_(self.linear, 0.02)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.num_classes:
+            y = require_labels(self, y, x.shape[0])
+            return self.head(self.features(x).flatten(1), y)
         return self.linear(self.features(x).flatten(1))
 
     def lipschitz_structure(self) -> list[list[tuple[str, nn.Module]]]:
-        """The forward as one ``(name, module)`` chain (see :mod:`gannorm.diagnostics.lipschitz`)."""
-        return [[("features", self.features), (":flatten", nn.Flatten()), ("linear", self.linear)]]
+        """The forward as one ``(name, module)`` chain (see :mod:`gannorm.diagnostics.lipschitz`); a conditional
+        D ends with its ``head``, which takes the labels too (no rule bounds it)."""
+        last = ("head", self.head) if self.num_classes else ("linear", self.linear)
+        return [[("features", self.features), (":flatten", nn.Flatten()), last]]
 
 
 class SNGANCNNGenerator(nn.Module):
@@ -96,22 +119,24 @@ class SNGANCNNGenerator(nn.Module):
 
     ``bottom_bn="flat"`` (official TF): ``BatchNorm1d(mg*mg*512)`` on the linear output before the
     reshape; ``"channel"``: ``BatchNorm2d(512)`` after it (pytorch-gan-collections).
-    Output ``[B, channels, resolution, resolution]`` in (-1, 1).
+    Output ``[B, channels, resolution, resolution]`` in (-1, 1). ``num_classes > 0``: every BatchNorm is
+    class-conditional (``ConditionalBatchNorm1d/2d``); forward ``(z, y)``.
     """
 
     def __init__(self, resolution: int = 32, channels: int = 3, width: float = 1.0, z_dim: int = 128,
-                 bottom_bn: str = "flat") -> None:
+                 bottom_bn: str = "flat", num_classes: int = 0) -> None:
         super().__init__()
+        self.num_classes = k = check_num_classes(num_classes)
         if bottom_bn not in BOTTOM_BN:
             raise ConfigError(f"bottom_bn must be one of {', '.join(BOTTOM_BN)}; got {bottom_bn!r}")
         self.mg = _bottom(resolution)
         c = [_ch(n, width) for n in (512, 256, 128, 64)]
         self.c0, self.z_dim, self.bottom_bn = c[0], z_dim, bottom_bn
         self.linear = nn.Linear(z_dim, self.mg * self.mg * c[0])
-        self.bn0 = nn.BatchNorm1d(self.mg * self.mg * c[0]) if bottom_bn == "flat" else nn.BatchNorm2d(c[0])
+        self.bn0 = class_norm(self.mg * self.mg * c[0], k, 1) if bottom_bn == "flat" else class_norm(c[0], k)
         blocks: list[nn.Module] = [nn.ReLU()]
         for cin, cout in zip(c[:-1], c[1:]):
-            blocks += [nn.ConvTranspose2d(cin, cout, 4, 2, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+            blocks += [nn.ConvTranspose2d(cin, cout, 4, 2, padding=1), class_norm(cout, k), nn.ReLU()]
         blocks += [nn.ConvTranspose2d(c[-1], channels, 3, 1, padding=1), nn.Tanh()]
         self.blocks = nn.Sequential(*blocks)
         self.resolution, self.channels = resolution, channels
@@ -122,13 +147,15 @@ class SNGANCNNGenerator(nn.Module):
         """The official init: linear and transposed convs normal 0.02, biases 0, BN gamma 1 beta 0."""
         normal_(self, 0.02)
         for m in self.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, *LABEL_NORMS)):
                 m.reset_parameters()
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.num_classes:
+            y = require_labels(self, y, z.shape[0])
         h = self.linear(z)
         if self.bottom_bn == "flat":
-            h = self.bn0(h).view(-1, self.c0, self.mg, self.mg)
+            h = with_labels(self.bn0, h, y).view(-1, self.c0, self.mg, self.mg)
         else:
-            h = self.bn0(h.view(-1, self.c0, self.mg, self.mg))
-        return self.blocks(h)
+            h = with_labels(self.bn0, h.view(-1, self.c0, self.mg, self.mg), y)
+        return run_with_labels(self.blocks, h, y)

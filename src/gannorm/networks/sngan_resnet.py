@@ -28,6 +28,12 @@ convs, the linears and the last G conv; biases 0. D pools with a global **sum** 
 gives the global average pooling of the GN-GAN ResNets). ``linear_bias`` overrides whether D's final
 linear has a bias: ``None`` (default) keeps the layout's own (none at 16/32 px, one at 48/64/128 px);
 ``True`` gives the 32-px D the bias of the GN-GAN ResNet-32 D.
+
+**Class-conditional** (``num_classes > 0``, as the projection cGAN's ResNets): the BNs of G's blocks
+become ``ConditionalBatchNorm2d`` (the final BN before the output conv stays unconditional, as in the
+projection cGAN code), and D's final linear a :class:`ProjectionHead` ``head`` (same linear and init,
+plus a class embedding of the pooled features, Glorot uniform); both take ``(input, y)``.
+``num_classes=0`` is the unconditional network bit for bit.
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from .blocks import DBlock, DBlockOptimized, GBlock, variance_scaling_
 from .blocks import channels as _ch
+from .conditional import ProjectionHead, check_num_classes, glorot_uniform_, require_labels
 
 POOLS = ("sum", "mean")
 
@@ -84,16 +91,22 @@ def layout(resolution: int) -> ResNetLayout:
 
 
 class SNGANResNetGenerator(nn.Module):
-    """z -> linear -> reshape [c0, bottom, bottom] -> GBlocks (x2 each) -> BN-ReLU-conv3 -> tanh."""
+    """z -> linear -> reshape [c0, bottom, bottom] -> GBlocks (x2 each) -> BN-ReLU-conv3 -> tanh.
 
-    def __init__(self, resolution: int = 32, channels: int = 3, width: float = 1.0, z_dim: int = 128) -> None:
+    ``num_classes > 0``: conditional BNs in the blocks; forward ``(z, y)``.
+    """
+
+    def __init__(self, resolution: int = 32, channels: int = 3, width: float = 1.0, z_dim: int = 128,
+                 num_classes: int = 0) -> None:
         super().__init__()
+        self.num_classes = check_num_classes(num_classes)
         lay = layout(resolution)
         c = [_ch(n, width) for n in lay.g_channels]
         self.bottom = resolution // 2 ** lay.g_blocks
         self.c0, self.z_dim = c[0], z_dim
         self.linear = nn.Linear(z_dim, self.bottom * self.bottom * c[0])
-        self.blocks = nn.Sequential(*(GBlock(cin, cout, upsample=True) for cin, cout in zip(c[:-1], c[1:])))
+        self.blocks = nn.Sequential(*(GBlock(cin, cout, upsample=True, num_classes=self.num_classes)
+                                      for cin, cout in zip(c[:-1], c[1:])))
         self.bn = nn.BatchNorm2d(c[-1])
         self.conv = nn.Conv2d(c[-1], channels, 3, 1, padding=1)
         self.resolution, self.channels = resolution, channels
@@ -107,18 +120,25 @@ class SNGANResNetGenerator(nn.Module):
         variance_scaling_(self.conv, 1.0)
         self.bn.reset_parameters()
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.num_classes:
+            y = require_labels(self, y, z.shape[0])
         h = self.linear(z).view(-1, self.c0, self.bottom, self.bottom)
-        h = self.blocks(h)
+        for block in self.blocks:
+            h = block(h, y)
         return torch.tanh(self.conv(torch.relu(self.bn(h))))
 
 
 class SNGANResNetDiscriminator(nn.Module):
-    """DBlockOptimized -> DBlocks -> ReLU -> global sum (or mean) pool -> linear 1."""
+    """DBlockOptimized -> DBlocks -> ReLU -> global sum (or mean) pool -> linear 1.
+
+    ``num_classes > 0``: a projection head ``head`` replaces ``linear``; forward ``(x, y)``.
+    """
 
     def __init__(self, resolution: int = 32, channels: int = 3, width: float = 1.0, pool: str = "sum",
-                 linear_bias: bool | None = None) -> None:
+                 linear_bias: bool | None = None, num_classes: int = 0) -> None:
         super().__init__()
+        self.num_classes = check_num_classes(num_classes)
         if pool not in POOLS:
             raise ConfigError(f"pool must be one of {', '.join(POOLS)}; got {pool!r}")
         if linear_bias is not None and not isinstance(linear_bias, bool):
@@ -131,7 +151,11 @@ class SNGANResNetDiscriminator(nn.Module):
             blocks.append(DBlock(cin, cout, downsample=down, hidden_channels=hidden,
                                  learnable_shortcut=True if lay.d_shortcut_always else None))
         self.blocks = nn.Sequential(*blocks)
-        self.linear = nn.Linear(c[-1], 1, bias=lay.d_linear_bias if linear_bias is None else linear_bias)
+        bias = lay.d_linear_bias if linear_bias is None else linear_bias
+        if self.num_classes:
+            self.head = ProjectionHead(c[-1], self.num_classes, bias=bias)
+        else:
+            self.linear = nn.Linear(c[-1], 1, bias=bias)
         self.pool = pool
         self.resolution, self.channels = resolution, channels
         self.data_shape = (channels, resolution, resolution)
@@ -140,17 +164,25 @@ class SNGANResNetDiscriminator(nn.Module):
     def reset_parameters(self) -> None:
         for block in self.blocks:
             block.reset_parameters()
-        variance_scaling_(self.linear, 1.0)
+        if self.num_classes:
+            variance_scaling_(self.head.linear, 1.0)
+            glorot_uniform_(self.head.embed)
+        else:
+            variance_scaling_(self.linear, 1.0)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.num_classes:
+            y = require_labels(self, y, x.shape[0])
         h = torch.relu(self.blocks(x))
         h = h.sum(dim=(2, 3)) if self.pool == "sum" else h.mean(dim=(2, 3))
-        return self.linear(h)
+        return self.head(h, y) if self.num_classes else self.linear(h)
 
     def lipschitz_structure(self) -> list[list[tuple[str, nn.Module]]]:
-        """The forward as one ``(name, module)`` chain (see :mod:`gannorm.diagnostics.lipschitz`)."""
+        """The forward as one ``(name, module)`` chain (see :mod:`gannorm.diagnostics.lipschitz`); a conditional
+        D ends with its ``head``, which takes the labels too (no rule bounds it)."""
+        last = ("head", self.head) if self.num_classes else ("linear", self.linear)
         return [[("blocks", self.blocks), (":relu", nn.ReLU()), (f":{self.pool}_pool", GlobalPool(self.pool)),
-                 ("linear", self.linear)]]
+                 last]]
 
 
 class GlobalPool(nn.Module):
