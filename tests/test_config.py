@@ -100,7 +100,8 @@ def test_an_unknown_preset_suggests_close_names():
 # ------------------------------------------------------------------------------------------ ranges
 #: one out-of-range value per numeric key (independent of gannorm.config.RANGES, which must list the same keys)
 OUT_OF_RANGE = {
-    "data.resolution": 0, "data.workers": -1, "model.width": 0.0, "model.z_dim": 0, "normalization.function_eps": -1e-3,
+    "data.resolution": 0, "data.workers": -1, "model.width": 0.0, "model.z_dim": 0, "model.num_classes": -1,
+    "normalization.function_eps": -1e-3,
     "optim.lr_d": -1e-4, "optim.lr_g": 0.0, "optim.betas_d": [1.5, 0.9], "optim.betas_g": [0.5, 1.0],
     "optim.eps": 0.0, "optim.lr_decay_start": -1, "train.steps": 0, "train.n_dis": 0, "train.batch_size_d": 0,
     "train.batch_size_g": -2, "train.penalty_weight": -1.0, "train.penalty_every": 0, "train.weight_clip": -0.01,

@@ -87,7 +87,9 @@ def load_generator(run_dir: str | Path, use_ema: bool = True, state: dict | None
     if not data_shape:
         raise RunFolderError(f"checkpoint {path} does not record the data shape; it is too old to sample")
     m = cfg.model
-    g = build_generator(m.arch, data_shape, z_dim=m.z_dim, width=m.width, **conditional_options(m), **m.g_options)
+    n = cfg.normalization
+    g = build_generator(m.arch, data_shape, z_dim=m.z_dim, width=m.width, **conditional_options(m),
+                        normalization=n.g_method, normalization_options=dict(n.g_options), **m.g_options)
     ema = use_ema and state.get("G_ema") is not None
     load_state_checked(g, state["G_ema"] if ema else state.get("G"), "the generator", path)
     return g.eval(), cfg, data_shape

@@ -262,6 +262,7 @@ class BigGANGenerator(nn.Module):
         self.shared_dim = shared_dim if self.num_classes else 0
         if self.shared_dim:
             self.shared = nn.Embedding(self.num_classes, self.shared_dim)
+            self.shared.skip_normalization = True  # plain in the reference (SN acts on the linears it feeds)
         c_in = [_ch(BASE_CHANNELS * m, width) for m in ins]
         c_out = [_ch(BASE_CHANNELS * m, width) for m in outs]
         self.c0 = c_in[0]

@@ -96,6 +96,7 @@ class _ConditionalBatchNorm(nn.Module):
         # unconditional one draws, in the same order)
         self.gain = nn.Embedding(num_classes, num_features, _weight=torch.empty(num_classes, num_features))
         self.bias = nn.Embedding(num_classes, num_features, _weight=torch.empty(num_classes, num_features))
+        self.gain.skip_normalization = self.bias.skip_normalization = True  # gannorm.normalize leaves them plain
         self.reset_parameters()
 
     @torch.no_grad()

@@ -57,6 +57,7 @@ class MLPGenerator(nn.Module):
         self.z_dim, self.depth, self.hidden = z_dim, depth, _ch(hidden, width)
         if self.num_classes:
             self.embed = nn.Embedding(self.num_classes, z_dim)
+            self.embed.skip_normalization = True  # G's input embedding stays plain, as BigGAN's
         self.net = _stack(z_dim * (2 if self.num_classes else 1), dim, depth, self.hidden, nn.ReLU)
         self.data_shape = (dim,)
         self.reset_parameters()

@@ -164,7 +164,8 @@ def _check_width(width: float) -> None:
 
 
 def build_generator(arch: str, data_shape: Sequence[int], *, z_dim: int = 128, width: float = 1.0,
-                    num_classes: int = 0, **arch_options) -> nn.Module:
+                    num_classes: int = 0, normalization: str = "none",
+                    normalization_options: Mapping[str, Any] | None = None, **arch_options) -> nn.Module:
     """G mapping ``z [B, z_dim]`` (and, with ``num_classes > 0``, labels ``y [B]``) to ``[B, *data_shape]``
     (tanh for images, linear for vectors).
 
@@ -174,6 +175,8 @@ def build_generator(arch: str, data_shape: Sequence[int], *, z_dim: int = 128, w
         z_dim: latent size.
         width: multiplies every channel count.
         num_classes: 0 (unconditional, ``G(z)``) or the number of classes (``G(z, y)``; a conditional arch).
+        normalization: a weight method applied to G's layers as BigGAN does (``"sn"``; default none), with
+            ``normalization_options``; a method that needs input shapes gets ``input_shape=(z_dim,)``.
         **arch_options: the arch's options (``NetworkSpec.options``).
 
     Returns:
@@ -192,7 +195,14 @@ def build_generator(arch: str, data_shape: Sequence[int], *, z_dim: int = 128, w
     if isinstance(z_dim, bool) or not isinstance(z_dim, int) or z_dim < 1:
         raise ConfigError(f"z_dim must be an integer >= 1, got {z_dim!r}")
     classes = _class_options(arch, spec, num_classes)
-    return _labelled(spec.generator(shape, z_dim=z_dim, width=width, **options, **classes), classes)
+    method = METHODS.get(normalization)  # fail on an unknown method before building anything
+    G = _labelled(spec.generator(shape, z_dim=z_dim, width=width, **options, **classes), classes)
+    if normalization == "none":
+        return G
+    norm_options = dict(normalization_options or {})
+    if method.needs_input_shapes:
+        norm_options.setdefault("input_shape", (z_dim,))
+    return normalize(G, normalization, **norm_options)
 
 
 def build_discriminator(arch: str, data_shape: Sequence[int], *, width: float = 1.0, normalization: str = "none",

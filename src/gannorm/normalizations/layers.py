@@ -15,3 +15,14 @@ NORMALIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTran
                 nn.Linear)
 EMBEDDINGS = (nn.Embedding,)
 WEIGHT_LAYERS = NORMALIZABLE + EMBEDDINGS
+
+#: a module with this attribute set to True is left alone by :func:`gannorm.normalize`: the per-class gain and
+#: bias tables of a conditional batch norm (a zero-initialised bias table has no spectral norm to divide by, and
+#: dividing the all-ones gain table by its norm would silence G) and G's input class embeddings, which the
+#: BigGAN reference keeps plain (its SN in G is on the convs, the linears and the shared-embedding projections)
+SKIP_NORMALIZATION = "skip_normalization"
+
+
+def skips_normalization(module: nn.Module) -> bool:
+    """Whether ``module`` asked :func:`gannorm.normalize` to leave it alone (:data:`SKIP_NORMALIZATION`)."""
+    return bool(getattr(module, SKIP_NORMALIZATION, False))

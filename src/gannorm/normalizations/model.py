@@ -13,7 +13,7 @@ from ..errors import OptionError
 from .base import PowerIterationNorm
 from .feature_norms import fold_post_norm, post_norm
 from .gamma import GammaScale
-from .layers import EMBEDDINGS, NORMALIZABLE, WEIGHT_LAYERS  # noqa: F401 (re-exported)
+from .layers import EMBEDDINGS, NORMALIZABLE, WEIGHT_LAYERS, skips_normalization  # noqa: F401 (re-exported)
 from .mean_sn import MeanOnlyBatchNorm, fold_mean_norm
 from .methods import METHODS
 
@@ -22,7 +22,8 @@ def _layers(model: nn.Module, exclude: Iterable[str],
             types: tuple[type[nn.Module], ...] = WEIGHT_LAYERS) -> list[tuple[str, nn.Module]]:
     exclude = tuple(exclude)
     return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, types) and not any(name == e or name.startswith(e + ".") for e in exclude)]
+            if isinstance(m, types) and not skips_normalization(m)
+            and not any(name == e or name.startswith(e + ".") for e in exclude)]
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ from ..diagnostics.records import ProbeRecord
 from ..gradnorm import GradientNormalized
 from ..losses import LOSSES
 from ..networks import build_discriminator, build_generator
-from ..normalizations import normalize, update_after_step
+from ..normalizations import update_after_step
 from ..penalties import PENALTIES, orthogonal_regularization, weight_clip_
 from ..runfolder import CHECKPOINT, SAMPLES, BestRecord, EvalRecord, RunFolder, Status, load_state_checked
 from .callbacks import Callback, default_callbacks, evaluate_sampler, rank_callbacks
@@ -125,7 +125,8 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=o.betas_d, eps=o.eps)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=o.betas_g, eps=o.eps)
         update_after_step(self.opt_d, self.D)  # persists u once per D step for update="step" layers
-        update_after_step(self.opt_g, self.G)  # ... and per G step for G's (normalization.g_method)
+        if cfg.normalization.g_method != "none":
+            update_after_step(self.opt_g, self.G)  # ... and per G step for G's (normalization.g_method)
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
         self.ema = EMA(self.G, t.ema_decay, t.ema_start, t.ema_buffers) if t.ema_decay > 0 else None
         self.loss = LOSSES.get(t.loss)
@@ -189,9 +190,8 @@ class Trainer:
         m, n, t = self.cfg.model, self.cfg.normalization, self.cfg.train
         shape = tuple(self.data.shape)
         G = build_generator(m.arch, shape, z_dim=m.z_dim, width=m.width, num_classes=m.num_classes,
+                            normalization=n.g_method, normalization_options=dict(n.g_options),
                             **m.g_options).to(self.device)
-        if n.g_method != "none":  # BigGAN: SN in G too, embeddings included
-            G = normalize(G, n.g_method, **n.g_options)
         if self.ranks.distributed:  # BatchNorm over the global batch; the same state-dict keys
             G = sync_batch_norm(G)
         D = build_discriminator(m.arch, shape, width=m.width, normalization=n.method,
