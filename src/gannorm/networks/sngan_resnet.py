@@ -1,4 +1,4 @@
-"""The SNGAN ResNet generators and discriminators (32, 48, 128 px; 16 and 64 as extra variants).
+"""The SNGAN ResNet generators and discriminators (32, 48, 128, 256 px; 16 and 64 as extra variants).
 
 One layout per resolution, each copied from a reference implementation (channel counts at
 ``width=1``; ``width`` multiplies every one of them, at least 1):
@@ -15,6 +15,10 @@ One layout per resolution, each copied from a reference implementation (channel 
   G: linear -> 4x4x1024 (no BN), GBlocks 1024->1024->512->256->128->64, BN-ReLU-conv3-tanh.
   D: Opt 3->64, 64->128, 128->256, 256->512, 512->1024 (all down), 1024->1024 (no down, but still
   a learnable 1x1 shortcut), ReLU, sum pool, linear 1024->1. D blocks have hidden = out channels.
+* **256 px** -- the GN-GAN code's ``ResGenerator256``/``ResDiscriminator256`` (its CelebA-HQ 256 network).
+  G: linear -> 4x4x1024 (no BN), GBlocks 1024->1024->512->512->256->128->64, BN-ReLU-conv3-tanh.
+  D: Opt 3->64, 64->128, 128->256, 256->512, 512->512, 512->1024 (all down), 1024->1024 (identity
+  shortcut), ReLU, sum pool, linear 1024->1; hidden = out channels.
 * **16 px** (extra, for tiny CPU runs) -- the 32-px layout from a 2x2 bottom.
 * **64 px** (extra) -- mimicry ``sngan_64`` (= Chainer SNGAN's 64-px ResNet).
   G: linear -> 4x4x1024, GBlocks 1024->512->256->128->64, BN-ReLU-conv3-tanh.
@@ -78,7 +82,11 @@ _BSN128 = ResNetLayout("official BSN no_gamma-ResNet (128 px)", (1024, 1024, 512
                        (64, 128, 256, 512, 1024, 1024), (True, True, True, True, True, False),
                        d_shortcut_always=True)
 
-LAYOUTS: dict[int, ResNetLayout] = {16: _CIFAR, 32: _CIFAR, 48: _STL, 64: _M64, 128: _BSN128}
+_GN256 = ResNetLayout("GN-GAN code ResGenerator256/ResDiscriminator256 (256 px, CelebA-HQ and LSUN Church)",
+                      (1024, 1024, 512, 512, 256, 128, 64), (64, 128, 256, 512, 512, 1024, 1024),
+                      (True, True, True, True, True, True, False))
+
+LAYOUTS: dict[int, ResNetLayout] = {16: _CIFAR, 32: _CIFAR, 48: _STL, 64: _M64, 128: _BSN128, 256: _GN256}
 OFFICIAL_RESOLUTIONS = (32, 48, 128)
 
 
