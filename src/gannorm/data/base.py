@@ -195,11 +195,12 @@ def loader(name: str, resolutions: Sequence[int] | str = (), default: int | None
 
 
 def check_limit(name: str, limit) -> int | None:
-    """Validate a ``limit`` option (None or a positive integer)."""
+    """Validate a ``limit`` option (None or a positive integer, at most 2**40: more than any dataset holds)."""
     if limit is None:
         return None
-    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit <= 0:
-        raise DatasetError(f"{name}: limit must be a positive integer or None, got {limit!r}")
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or not 0 < limit <= 2**40:
+        shown = limit if isinstance(limit, numbers.Integral) and abs(limit) < 10**30 else type(limit).__name__
+        raise DatasetError(f"{name}: limit must be a positive integer <= 2**40 or None, got {shown}")
     return int(limit)
 
 

@@ -23,23 +23,30 @@ from .base import Dataset, DatasetError, loader
 RING8_RADIUS, RING8_STD = 2.0, 0.02
 GRID25_SPACING, GRID25_STD = 2.0, 0.05
 DEFAULT_N = 50_000
+#: the most points a mixture holds (80 MB of float32 points)
+MAX_N = 10_000_000
+#: the largest std, radius or spacing (the points stay far from float32's range)
+MAX_SCALE = 1e6
 
 
 def _positive(name: str, key: str, value, integer: bool = False):
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
     if integer:
         ok = ok and isinstance(value, numbers.Integral)
-    if not ok or not math.isfinite(value):
+    high = MAX_N if integer else MAX_SCALE
+    if not ok or not math.isfinite(value) or value > high:
         kind = "a positive integer" if integer else "a positive number"
-        raise DatasetError(f"{name}: option {key} must be {kind}, got {value!r}")
+        shown = f"an integer of {len(str(abs(value)))} digits" if integer and ok and value > 10**20 else repr(value)
+        raise DatasetError(f"{name}: option {key} must be {kind} <= {high:,g}, got {shown}")
     return int(value) if integer else float(value)
 
 
 def _mixture(name: str, modes: torch.Tensor, n, std, seed) -> Dataset:
     n = _positive(name, "n", n, integer=True)
     std = _positive(name, "std", std)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise DatasetError(f"{name}: option seed must be an integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise DatasetError(f"{name}: option seed must be an integer in [0, 2**63), got "
+                           f"{seed if isinstance(seed, numbers.Integral) and abs(seed) < 10**30 else type(seed).__name__}")
     g = torch.Generator().manual_seed(int(seed))
     labels = torch.randint(len(modes), (n,), generator=g)
     noise = torch.randn(n, modes.shape[1], generator=g, dtype=torch.float64)

@@ -51,6 +51,7 @@ class NetworkSpec:
     ``generator(data_shape, *, z_dim, width, **options)`` and ``discriminator(data_shape, *, width,
     **options)`` receive every option of ``options`` (defaults filled in). ``resolutions`` lists the
     supported image sizes; ``None`` means any positive multiple of ``resolution_multiple``.
+    ``g_batch_stats``: G normalizes with batch statistics (BatchNorm), so it needs batches of 2 or more.
     """
 
     generator: Callable[..., nn.Module]
@@ -60,6 +61,7 @@ class NetworkSpec:
     resolution_multiple: int = 1
     official_resolutions: tuple[int, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
+    g_batch_stats: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -194,18 +196,19 @@ def _mlp_d(shape, *, width, depth, hidden, slope):
 
 NETWORKS.register(
     "cnn", NetworkSpec(_cnn_g, _cnn_d, "image", None, 8, (32, 48, 64),
-                       {"slope": 0.1, "bottom_bn": "flat", "extra_convs": 0}),
+                       {"slope": 0.1, "bottom_bn": "flat", "extra_convs": 0}, g_batch_stats=True),
     "SNGAN standard CNN (official BSN code): D 7 convs + linear, LeakyReLU(slope) (extra_convs: more 3x3 "
     "convs per stage, for depth studies); G linear-BN + 3 deconvs "
     f"(bottom_bn: {' or '.join(BOTTOM_BN)})")
 NETWORKS.register(
     "dscnn", NetworkSpec(_cnn_g, _dscnn_d, "image", None, 8, (32, 48, 64),
-                         {"slope": 0.1, "bottom_bn": "flat", "extra_convs": 0}),
+                         {"slope": 0.1, "bottom_bn": "flat", "extra_convs": 0}, g_batch_stats=True),
     "depthwise-separable SNGAN CNN D (first conv plain, then depthwise kxk + pointwise 1x1, LeakyReLU(slope)); "
     "G is the SNGAN CNN generator")
 NETWORKS.register(
     "resnet", NetworkSpec(_resnet_g, _resnet_d, "image", tuple(sngan_resnet.LAYOUTS), 1,
-                          sngan_resnet.OFFICIAL_RESOLUTIONS, {"pool": "sum", "linear_bias": None}),
+                          sngan_resnet.OFFICIAL_RESOLUTIONS, {"pool": "sum", "linear_bias": None},
+                          g_batch_stats=True),
     f"SNGAN ResNet G and D; D with global pool ({' or '.join(POOLS)}) and linear_bias (null: the layout's "
     "own; true/false) (32: collections, 48: mimicry, "
     "128: official BSN; 16/64 extra)")
