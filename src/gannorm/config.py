@@ -378,14 +378,14 @@ def resolve_path(name_or_path: str | os.PathLike) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if path.is_dir():
-            raise ConfigError(f"config {name_or_path!r} is a directory; give a YAML file in it or a preset name")
+            raise ConfigError(f"config {summary(name_or_path)} is a directory; give a YAML file in it or a preset name")
         if not path.is_file():
-            raise ConfigError(f"config file {name_or_path!r} not found (or give a preset name: "
+            raise ConfigError(f"config file {summary(name_or_path)} not found (or give a preset name: "
                               f"{_presets_hint(name_or_path)})")
         return path
     preset = PRESET_DIR / f"{name_or_path}.yaml"
     if not preset.is_file():
-        raise ConfigError(f"unknown preset {name_or_path!r}; {_presets_hint(name_or_path)}")
+        raise ConfigError(f"unknown preset {summary(name_or_path)}; {_presets_hint(name_or_path)}")
     return preset
 
 
@@ -537,7 +537,8 @@ def validate(cfg: Config) -> None:
         value = lookup(cfg, key)
         for name in value if isinstance(value, tuple) else (value,):
             if name not in extra and name not in registry:
-                raise ConfigError(f"config key {key}: {name!r} is not one of {', '.join([*extra, *_known(registry)])}")
+                raise ConfigError(f"config key {key}: {summary(name)} is not one of "
+                                  f"{', '.join([*extra, *_known(registry)])}")
     for key, allowed in RANGES:
         value = lookup(cfg, key)
         if not allowed.holds(value):
@@ -639,7 +640,7 @@ def _check_best_metric(t: TrainConfig, evaluated: tuple[str, ...]) -> None:
     if name in ("", "none"):
         return
     if name not in METRICS:
-        raise ConfigError(f"config key train.best_metric: {name!r} is not one of none, {', '.join(_known(METRICS))} "
+        raise ConfigError(f"config key train.best_metric: {summary(name)} is not one of none, {', '.join(_known(METRICS))} "
                           "(or leave it empty: the first evaluated metric)")
     if t.eval_every <= 0:
         raise ConfigError(f"config key train.best_metric: {name} needs evaluations during training; set "
@@ -653,14 +654,16 @@ def _show(value: Any) -> str:
     return summary(list(value)) if isinstance(value, tuple) else summary(value)
 
 
-def _not_options(names: list[str]) -> str:
-    return f"{names[0]} is not an option" if len(names) == 1 else f"{', '.join(names)} are not options"
+def _not_options(names: list[Any]) -> str:
+    shown = [summary(n, 40) if not isinstance(n, str) or len(n) > 40 else n for n in names[:5]]
+    more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
+    return f"{shown[0]} is not an option" if len(names) == 1 else f"{', '.join(shown)}{more} are not options"
 
 
 def _check_method_options(n: NormalizationConfig) -> None:
     spec = METHODS.get(n.method)
     allowed = method_options(n.method)
-    unknown = sorted(set(n.options) - set(allowed) - {"input_shape"})
+    unknown = sorted(set(n.options) - set(allowed) - {"input_shape"}, key=str)
     if unknown:
         raise ConfigError(f"config key normalization.options: {_not_options(unknown)} of method "
                           f"{n.method!r} (allowed: {', '.join(allowed) or 'none'}); a preset's options stay when "
@@ -682,11 +685,11 @@ def _check_model_and_data(cfg: Config) -> None:
     m, d = cfg.model, cfg.data
     spec, data = NETWORKS.get(m.arch), DATASETS.get(d.name)
     for key, options in (("model.g_options", m.g_options), ("model.d_options", m.d_options)):
-        unknown = sorted(set(options) - set(spec.options))
+        unknown = sorted(set(options) - set(spec.options), key=str)
         if unknown:
             raise ConfigError(f"config key {key}: {_not_options(unknown)} of network {m.arch!r} "
                               f"(allowed: {', '.join(spec.options) or 'none'})")
-    unknown = sorted(set(d.options) - set(data.options))
+    unknown = sorted(set(d.options) - set(data.options), key=str)
     if unknown:
         raise ConfigError(f"config key data.options: {_not_options(unknown)} of dataset {d.name!r} "
                           f"(allowed: {', '.join(data.options) or 'none'})")

@@ -75,8 +75,9 @@ def claim_dir(parent: str | os.PathLike, name: str) -> Path:
         return path
 
 
-#: the longest name :func:`safe_name` accepts, in characters and in UTF-8 bytes (a file system's limit is 255)
-MAX_NAME_CHARS, MAX_NAME_BYTES = 128, 255
+#: the longest name :func:`safe_name` accepts, in characters and in UTF-8 bytes (a file system allows 255:
+#: the rest is room for what is added to it, such as a sweep run id's -s<seed>-<hash> or -2)
+MAX_NAME_CHARS, MAX_NAME_BYTES = 128, 200
 
 
 def _shown(value: Any) -> str:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GannormError
+from ..yamlsafe import summary
 
 ANY = "any"  # ``resolutions=ANY``: any positive integer is accepted
 _CHUNK = 1024  # images per resize chunk (bounds the float32 working memory)
@@ -199,8 +200,7 @@ def check_limit(name: str, limit) -> int | None:
     if limit is None:
         return None
     if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or not 0 < limit <= 2**40:
-        shown = limit if isinstance(limit, numbers.Integral) and abs(limit) < 10**30 else type(limit).__name__
-        raise DatasetError(f"{name}: limit must be a positive integer <= 2**40 or None, got {shown}")
+        raise DatasetError(f"{name}: limit must be a positive integer <= 2**40 or None, got {summary(limit)}")
     return int(limit)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..yamlsafe import summary
 from .base import Dataset, DatasetError, loader
 
 RING8_RADIUS, RING8_STD = 2.0, 0.02
@@ -34,10 +35,9 @@ def _positive(name: str, key: str, value, integer: bool = False):
     if integer:
         ok = ok and isinstance(value, numbers.Integral)
     high = MAX_N if integer else MAX_SCALE
-    if not ok or not math.isfinite(value) or value > high:
-        kind = "a positive integer" if integer else "a positive number"
-        shown = f"an integer of {len(str(abs(value)))} digits" if integer and ok and value > 10**20 else repr(value)
-        raise DatasetError(f"{name}: option {key} must be {kind} <= {high:,g}, got {shown}")
+    if not ok or value > high or not math.isfinite(value):
+        kind = f"a positive integer <= {MAX_N:,}" if integer else f"a positive number <= {MAX_SCALE:g}"
+        raise DatasetError(f"{name}: option {key} must be {kind}, got {summary(value)}")
     return int(value) if integer else float(value)
 
 
@@ -45,8 +45,7 @@ def _mixture(name: str, modes: torch.Tensor, n, std, seed) -> Dataset:
     n = _positive(name, "n", n, integer=True)
     std = _positive(name, "std", std)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
-        raise DatasetError(f"{name}: option seed must be an integer in [0, 2**63), got "
-                           f"{seed if isinstance(seed, numbers.Integral) and abs(seed) < 10**30 else type(seed).__name__}")
+        raise DatasetError(f"{name}: option seed must be an integer in [0, 2**63), got {summary(seed)}")
     g = torch.Generator().manual_seed(int(seed))
     labels = torch.randint(len(modes), (n,), generator=g)
     noise = torch.randn(n, modes.shape[1], generator=g, dtype=torch.float64)

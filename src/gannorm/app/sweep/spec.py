@@ -10,7 +10,8 @@ A sweep is a YAML file (or the name of one shipped in ``gannorm/configs/sweeps``
     grid:                        # every combination (optional)
       optim.lr_d: [2.0e-4, 1.0e-3]
     seeds: 5                     # or a list [0, 1, 2]
-    metric: cfd                  # the headline metric; its registry entry says whether lower is better
+    metric: cfd                  # the headline metric (default: the dataset's first default metric);
+                                 # its registry entry says whether lower is better
     success: {max: 10.0}         # what counts as a successful run (default: finished with a finite metric)
 
 It expands to variants x grid cells x seeds runs. A run's id is its variant, seed and a hash of its
@@ -141,11 +142,12 @@ def load_sweep(name_or_path: str) -> SweepSpec:
     seeds = list(range(seeds)) if count else _list(seeds, "seeds", path)
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise ConfigError(f"sweep {path}: seeds must be a count >= 1 or a list of seeds >= 0")
-    spec = SweepSpec(name=safe_name(path.stem, "sweep file name"), base=_base(raw["base"], path),
-                     overrides=_texts(raw.get("overrides"), "overrides", path),
+    base, overrides = _base(raw["base"], path), _texts(raw.get("overrides"), "overrides", path)
+    metric = raw["metric"] if "metric" in raw else default_metrics(config_mod.load(base, overrides).data.name)[0]
+    spec = SweepSpec(name=safe_name(path.stem, "sweep file name"), base=base, overrides=overrides,
                      variants={k: _texts(v, f"variants.{k}", path) for k, v in variants.items()},
                      grid={k: tuple(_list(v, f"grid.{k}", path)) for k, v in grid.items()},
-                     seeds=tuple(seeds), metric=_metric(raw.get("metric", "cfd"), path),
+                     seeds=tuple(seeds), metric=_metric(metric, path),
                      success=_success(raw.get("success"), path))
     _check(spec, path)
     return spec
