@@ -34,9 +34,13 @@ scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.integers(min_value=-(10**40), max_value=10**40),
     st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(NAMES), st.text(max_size=20), NOISE,
 )
+#: mapping keys: mostly names, sometimes what YAML reads as a number, a boolean or null
+keys = st.one_of(st.sampled_from(NAMES), st.sampled_from(NAMES), st.text(max_size=8), st.integers(-3, 3), st.none(),
+                 st.booleans())
 values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.one_of(st.sampled_from(NAMES), st.text(max_size=8)), inner,
-                                                 max_size=4)), max_leaves=12)
+    st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=4)), max_leaves=12)
+#: nesting from a little past the loader's limit to far past Python's recursion limit
+deep = st.integers(60, 3000).map(lambda d: "[" * d + "]" * d)
 
 
 DEFAULTS = C.to_dict(C.Config())
@@ -73,13 +77,15 @@ def config_data(draw) -> dict:
         data[section] = {f: draw(near(DEFAULTS[section][f])) for f in fields}
         if draw(st.integers(0, 9)) == 0:
             data[section] = draw(values)
+    if data and draw(st.integers(0, 9)) == 0:  # something very deep somewhere
+        data[next(iter(data))] = {"options": "__DEEP__"}
     return data
 
 
 def dumped(data) -> st.SearchStrategy[str]:
     block = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     flow = yaml.safe_dump(data, default_flow_style=True, allow_unicode=True)
-    return st.sampled_from([block, flow])
+    return st.tuples(st.sampled_from([block, flow]), deep).map(lambda t: t[0].replace("__DEEP__", t[1]))
 
 
 @st.composite
@@ -93,7 +99,13 @@ def spliced(draw, data_strategy) -> str:
     return text
 
 
-yaml_texts = st.one_of(spliced(config_data()), NOISE, st.text(max_size=80))
+def nested(*templates: str) -> st.SearchStrategy[str]:
+    """Each template (``%s``: where) with a very deep value in it."""
+    return st.tuples(st.sampled_from(templates), deep).map(lambda t: t[0] % t[1])
+
+
+yaml_texts = st.one_of(spliced(config_data()), NOISE, st.text(max_size=80),
+                       nested("data:\n  options: {x: %s}\n", "train: %s\n", "%s"))
 
 
 def _from_file(text: str, read) -> None:
@@ -126,7 +138,7 @@ def test_a_config_dict_loads_or_is_one_line(data):
     _loads_or_one_line(lambda: C.validate(C.from_dict(data)))
 
 
-override_values = st.one_of(NOISE, st.text(max_size=30), values.map(lambda v: yaml.safe_dump(
+override_values = st.one_of(NOISE, st.text(max_size=30), deep, values.map(lambda v: yaml.safe_dump(
     v, default_flow_style=True).strip().removesuffix("...").strip()))
 
 
@@ -172,6 +184,6 @@ def sweep_data(draw) -> dict:
 
 
 @settings(SETTINGS, max_examples=150)
-@given(st.one_of(spliced(sweep_data()), NOISE))
+@given(st.one_of(spliced(sweep_data()), NOISE, nested("base: digits\ngrid:\n  data.options: %s\n", "variants: %s\n")))
 def test_a_sweep_file_loads_or_is_one_line(text):
     _from_file(text, lambda path: load_sweep(str(path)))

@@ -305,10 +305,14 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"override {summary(item)} is not key=value (e.g. train.steps=100)")
     key, _, text = item.partition("=")
-    parts = key.strip().split(".")
+    key = key.strip()
+    if not key.isprintable() or " " in key:
+        raise ConfigError(f"override {summary(item)}: its key holds a space or a control character; write "
+                          "section.key=value (e.g. train.steps=100)")
+    parts = key.split(".")
     if not all(parts):
         raise ConfigError(f"override {summary(item)} has an empty key part")
-    return parts, _parse_value(text.strip(), key.strip())
+    return parts, _parse_value(text.strip(), key)
 
 
 def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
@@ -655,7 +659,7 @@ def _show(value: Any) -> str:
 
 
 def _not_options(names: list[Any]) -> str:
-    shown = [summary(n, 40) if not isinstance(n, str) or len(n) > 40 else n for n in names[:5]]
+    shown = [n if isinstance(n, str) and len(n) <= 40 and n.isprintable() else summary(n, 40) for n in names[:5]]
     more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
     return f"{shown[0]} is not an option" if len(names) == 1 else f"{', '.join(shown)}{more} are not options"
 
