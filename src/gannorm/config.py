@@ -343,6 +343,10 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
 
 
 def from_dict(mapping: dict[str, Any] | None) -> Config:
+    """The default config updated by ``mapping`` (``{section: {key: value}}``); a one-line ConfigError for
+    anything that is not such a mapping."""
+    if mapping is not None and not isinstance(mapping, dict):
+        raise ConfigError(f"a config must be a mapping of sections (data, model, train, ...), got {summary(mapping)}")
     cfg = Config()
     _apply(cfg, mapping or {}, "")
     return cfg

@@ -116,11 +116,10 @@ def safe_name(text: Any, what: str) -> str:
     Example:
         >>> safe_name("bssn-c1.4", "variant")
         'bssn-c1.4'
-        >>> safe_name("../x", "variant")
+        >>> safe_name("../x", "variant")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        gannorm.errors.ConfigError: variant: '../x' is not a plain name (it holds '/'); give a name of letters, \
-digits, '-', '_' and '.' (a folder is made of it)
+        gannorm.errors.ConfigError: variant: '../x' is not a plain name (it holds '/'); give a name of ...
     """
     why = _name_problem(text)
     if why is not None:

@@ -197,6 +197,12 @@ def metric_dataset_problem(metric: str, dataset: str) -> str | None:
 def metrics_for_dataset(dataset: str) -> list[str]:
     """The registered metrics that can be computed on ``dataset`` (see :func:`metric_dataset_problem`).
 
+    Args:
+        dataset: a ``DATASETS`` name.
+
+    Returns:
+        The metric names, in registry order.
+
     Example:
         >>> metrics_for_dataset("ring8")
         ['modes']
