@@ -226,14 +226,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise bad
         return dict(value)
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
+        return _coerce_float(value, bad)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad
@@ -251,6 +244,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     raise TypeError(f"unsupported config annotation {tp!r} for {key}")
+
+
+def _coerce_float(value: Any, bad: ConfigError) -> float:
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise bad from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad
+    try:
+        return float(value)
+    except OverflowError:  # an integer past float's range
+        raise bad from None
 
 
 class _Bad(ConfigError):

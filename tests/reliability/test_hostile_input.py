@@ -247,7 +247,8 @@ def test_the_api_gives_one_line_errors(tmp_path, monkeypatch, config, overrides,
 def test_an_unchecked_value_is_never_formatted_whole():
     huge = list(range(10**6))
     for mapping in ({"train": {"steps": huge}}, {"train": {"run_name": huge}}, {"model": huge},
-                    {"train": {"loss": "x" * 10**6}}, {"train": {"eval_metrics": [huge]}}):
+                    {"train": {"loss": "x" * 10**6}}, {"train": {"eval_metrics": [huge]}},
+                    {"optim": {"lr_d": 10**400}}, {"data": {"options": {1: 2, "n": 3}}}):
         with pytest.raises(ConfigError) as err:
             C.validate(C.from_dict(mapping))
         assert len(str(err.value)) < 400, str(err.value)[:400]
