@@ -2,7 +2,7 @@
 
 Layers, bottom to top; a module may import its own layer and the layers below, never above:
 
-0. foundation  registry, errors, fileio
+0. foundation  registry, errors, fileio, yamlsafe
 1. libraries   init, losses, augment, fastgrad, images, normalizations, gradnorm, penalties, networks, data,
                metrics, diagnostics
 2. run layer   config, runfolder
@@ -23,7 +23,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "gannorm"
 
 LAYERS = {
-    "registry": 0, "errors": 0, "fileio": 0,
+    "registry": 0, "errors": 0, "fileio": 0, "yamlsafe": 0,
     "init": 1, "losses": 1, "augment": 1, "fastgrad": 1, "images": 1, "normalizations": 1, "gradnorm": 1,
     "penalties": 1, "networks": 1, "data": 1, "metrics": 1, "diagnostics": 1,
     "stability": 1,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
+import os
 import sys
 import difflib
 import math
@@ -27,14 +28,18 @@ import yaml
 from .augment import DIFFAUG_OPS
 from .data import DATASETS
 from .errors import ConfigError, OptionError
+from .fileio import safe_name, safe_path
 from .gradnorm import FUNCTIONS
 from .init import SCHEMES
 from .losses import LOSSES
-from .metrics.evaluate import METRICS, EvalOptions, check_conditional, default_metrics, metric_protocols
+from .metrics.evaluate import (METRICS, EvalOptions, check_conditional, default_metrics, metric_dataset_problem,
+                               metric_protocols, metrics_for_dataset)
 from .networks import NETWORKS
 from .normalizations import METHODS
 from .normalizations.model import method_options
 from .penalties import PENALTIES
+from .yamlsafe import YamlError, problem, summary
+from .yamlsafe import load as load_yaml
 
 
 @dataclass
@@ -194,12 +199,12 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; returns the value in its canonical form."""
     origin = typing.get_origin(tp)
-    bad = ConfigError(f"config key {key}: {value!r} is not {_type_name(tp)}")
     if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"config key {key}: {value!r} is not one of "
+        if not any(type(value) is type(a) and value == a for a in typing.get_args(tp)):
+            raise ConfigError(f"config key {key}: {summary(value)} is not one of "
                               f"{', '.join(map(str, typing.get_args(tp)))}")
         return value
+    bad = _Bad(value, tp, key)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -228,14 +233,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise bad
         return dict(value)
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
+        return _coerce_float(value, bad)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad
@@ -245,12 +243,35 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise bad
         return value
     if tp is str:
+        if isinstance(value, os.PathLike):  # a pathlib.Path from the Python API (train.out_dir, data.root)
+            value = os.fspath(value)
         if not isinstance(value, str):
             raise bad
         return value
     if tp is Any:
         return value
     raise TypeError(f"unsupported config annotation {tp!r} for {key}")
+
+
+def _coerce_float(value: Any, bad: ConfigError) -> float:
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise bad from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad
+    try:
+        return float(value)
+    except OverflowError:  # an integer past float's range
+        raise bad from None
+
+
+class _Bad(ConfigError):
+    """``config key K: <value> is not <type>``, the value shown bounded (:func:`gannorm.yamlsafe.summary`)."""
+
+    def __init__(self, value: Any, tp: Any, key: str) -> None:
+        super().__init__(f"config key {key}: {summary(value)} is not {_type_name(tp)}")
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -261,39 +282,59 @@ def _hints(cls: type) -> dict[str, Any]:
 def _apply(obj: Any, mapping: dict[str, Any], prefix: str) -> None:
     hints = _hints(type(obj))
     for key, value in mapping.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config key {prefix}{summary(key, 30)}: a key is a name (text), not a "
+                              f"{type(key).__name__}; quote it")
         path = f"{prefix}{key}"
         if key not in hints:
             allowed = ", ".join(f.name for f in dataclasses.fields(obj))
-            raise ConfigError(f"unknown config key {path!r}; allowed{' in ' + prefix[:-1] if prefix else ''}: {allowed}")
+            raise ConfigError(f"unknown config key {summary(path)}; allowed{' in ' + prefix[:-1] if prefix else ''}: "
+                              f"{allowed}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ConfigError(f"config key {path}: expected a mapping of its fields, got {value!r}")
+                raise ConfigError(f"config key {path}: expected a mapping of its fields, got {summary(value)}")
             _apply(current, value, path + ".")
         else:
             setattr(obj, key, _coerce(value, hints[key], path))
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(text: str, key: str = "") -> Any:
+    """An override's value as YAML (the limited loader, :mod:`gannorm.yamlsafe`); text that is not valid
+    YAML stays text (``train.run_name=a:b``), a value past the loader's limits is a ConfigError."""
+    if text == "":
+        return ""
     try:
-        return yaml.safe_load(text) if text != "" else ""
-    except yaml.YAMLError:
-        return text
+        return load_yaml(text)
+    except YamlError as err:
+        if err.syntax:
+            return text
+        raise ConfigError(f"override {key}: its value {err}") from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=VALUE"`` -> ``(["a", "b"], value)``, the value read as YAML (:func:`_parse_value`)."""
+    if not isinstance(item, str):
+        raise ConfigError(f"an override must be text key=value (e.g. 'train.steps=100'), got {summary(item)}")
     if "=" not in item:
-        raise ConfigError(f"override {item!r} is not key=value (e.g. train.steps=100)")
+        raise ConfigError(f"override {summary(item)} is not key=value (e.g. train.steps=100)")
     key, _, text = item.partition("=")
-    parts = key.strip().split(".")
+    key = key.strip()
+    if not key.isprintable() or " " in key:
+        raise ConfigError(f"override {summary(item)}: its key holds a space or a control character; write "
+                          "section.key=value (e.g. train.steps=100)")
+    parts = key.split(".")
     if not all(parts):
-        raise ConfigError(f"override {item!r} has an empty key part")
-    return parts, _parse_value(text.strip())
+        raise ConfigError(f"override {summary(item)} has an empty key part")
+    return parts, _parse_value(text.strip(), key)
 
 
 def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
     """Apply ``section.key=value`` strings (values parsed as YAML scalars or lists)."""
-    for item in overrides:
+    if isinstance(overrides, (str, bytes, dict)) or not (overrides is None or hasattr(overrides, "__iter__")):
+        raise ConfigError(f"overrides must be a list of key=value texts (e.g. ['train.steps=100']), got "
+                          f"{summary(overrides)}")
+    for item in overrides or ():
         parts, value = parse_override(item)
         obj: Any = cfg
         for i, part in enumerate(parts[:-1]):
@@ -304,7 +345,7 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
                 obj = getattr(obj, part)
             else:
                 allowed = ", ".join(f.name for f in dataclasses.fields(obj))
-                raise ConfigError(f"unknown config key {path!r}; allowed: {allowed}")
+                raise ConfigError(f"unknown config key {summary(path)}; allowed: {allowed}")
             if not (isinstance(obj, dict) or dataclasses.is_dataclass(obj)):
                 raise ConfigError(f"config key {path} holds a value, not keys: write {path}=VALUE")
         last = parts[-1]
@@ -316,6 +357,10 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
 
 
 def from_dict(mapping: dict[str, Any] | None) -> Config:
+    """The default config updated by ``mapping`` (``{section: {key: value}}``); a one-line ConfigError for
+    anything that is not such a mapping."""
+    if mapping is not None and not isinstance(mapping, dict):
+        raise ConfigError(f"a config must be a mapping of sections (data, model, train, ...), got {summary(mapping)}")
     cfg = Config()
     _apply(cfg, mapping or {}, "")
     return cfg
@@ -346,53 +391,55 @@ def _presets_hint(name: str) -> str:
     return f"{near}known: digits, ring8, sngan_cifar10_cnn and {len(names) - 3} more ('gannorm list' shows all)"
 
 
-def resolve_path(name_or_path: str) -> Path:
+def resolve_path(name_or_path: str | os.PathLike) -> Path:
     """A YAML path, or the name of a preset shipped in ``gannorm/configs``."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise ConfigError(f"the config must be a preset name, a YAML path, a dict or a Config, got "
+                          f"{summary(name_or_path)}")
+    name_or_path = safe_path(name_or_path, "config")
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"config {summary(name_or_path)} is a directory; give a YAML file in it or a preset name")
         if not path.is_file():
-            raise ConfigError(f"config file {name_or_path!r} not found (or give a preset name: "
+            raise ConfigError(f"config file {summary(name_or_path)} not found (or give a preset name: "
                               f"{_presets_hint(name_or_path)})")
         return path
     preset = PRESET_DIR / f"{name_or_path}.yaml"
     if not preset.is_file():
-        raise ConfigError(f"unknown preset {name_or_path!r}; {_presets_hint(name_or_path)}")
+        raise ConfigError(f"unknown preset {summary(name_or_path)}; {_presets_hint(name_or_path)}")
     return preset
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    """The mapping a YAML config file holds (``{}`` if empty); a one-line ConfigError naming the file."""
+    """The mapping a YAML config file holds; a one-line ConfigError naming the file (an empty file too:
+    it is never silently the default job). Read with the limited loader (:mod:`gannorm.yamlsafe`)."""
     try:
-        mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err)}; fix the syntax there") from None
+        mapping = load_yaml(path.read_text(encoding="utf-8"))
+    except YamlError as err:
+        raise ConfigError(f"config file {path} is {err}; fix the syntax there" if err.syntax else
+                          f"config file {path}: {err}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not a text file (expected YAML)") from None
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
     if mapping is None:
-        return {}
+        raise ConfigError(f"config file {path} is empty; give at least one section (e.g. train: {{steps: 100}}), "
+                          "or no config for the default job")
     if not isinstance(mapping, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections (data:, model:, train:, ...), "
                           f"got a {type(mapping).__name__}")
     return mapping
 
 
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    """PyYAML's error in one line: the problem and where (its own text spans several lines)."""
-    problem = getattr(err, "problem", None)
-    mark = getattr(err, "problem_mark", None)
-    if not problem:
-        return " ".join(str(err).split())
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
-    opened = f" ({context} started at line {start.line + 1})" if context and start is not None else ""
-    return f"{problem}{where}{opened}"
+#: PyYAML's error in one line (kept for callers of the old name)
+_yaml_problem = problem
 
 
-def load(name_or_path: str | None = None, overrides: Sequence[str] = ()) -> Config:
+def load(name_or_path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
     """The default config, updated by a YAML file or preset, then by ``key=value`` overrides."""
-    mapping = _read_yaml(resolve_path(name_or_path)) if name_or_path else {}
+    given = not (name_or_path is None or (isinstance(name_or_path, str) and name_or_path == ""))
+    mapping = _read_yaml(resolve_path(name_or_path)) if given else {}
     mapping.pop("variants", None)  # a comparison preset's list of runs (see load_variants)
     cfg = from_dict(mapping)
     return apply_overrides(cfg, overrides)
@@ -406,7 +453,9 @@ def load_variants(name_or_path: str) -> dict[str, list[str]]:
     variants = _read_yaml(resolve_path(name_or_path)).get("variants") or {}
     if not isinstance(variants, dict) or not all(isinstance(v, list) for v in variants.values()):
         raise ConfigError(f"config {name_or_path}: variants must map names to lists of key=value overrides")
-    return {str(k): [str(x) for x in v] for k, v in variants.items()}
+    for name in variants:  # each becomes (part of) a run folder's name
+        safe_name(name, f"config {name_or_path}: variant")
+    return {k: [str(x) for x in v] for k, v in variants.items()}
 
 
 def dump(cfg: Config) -> str:
@@ -419,21 +468,34 @@ class Range:
     """Where a numeric config value must lie: ``test(value)``, and ``text`` saying it in words.
 
     Every range also requires a finite value; ``None`` (an optional key left unset) always passes, and
-    each element of a list (``optim.betas_d``) is checked.
+    each element of a list (``optim.betas_d``) is checked. ``high`` is an upper bound besides ``test``
+    (counts and sizes that reach tensors and loops; a value above it says ``<= high``).
     """
     test: Callable[[float], bool]
     text: str
+    high: float | None = None
 
     def holds(self, value: Any) -> bool:
         if value is None:
             return True
         if isinstance(value, tuple):
             return all(self.holds(v) for v in value)
-        return not (isinstance(value, float) and not math.isfinite(value)) and self.test(value)
+        return not (isinstance(value, float) and not math.isfinite(value)) and self.test(value) and \
+            not self.too_high(value)
+
+    def too_high(self, value: Any) -> bool:
+        """Whether ``value`` (or an element of it) lies above :attr:`high`."""
+        if isinstance(value, tuple):
+            return any(self.too_high(v) for v in value)
+        return self.high is not None and value is not None and value > self.high
+
+    def describe(self, value: Any) -> str:
+        """What ``value`` breaks, in words (``>= 1`` or ``<= 1,000,000,000``)."""
+        return f"<= {self.high:,}" if self.too_high(value) else self.text
 
 
-def at_least(low: float) -> Range:
-    return Range(lambda v: v >= low, f">= {low}")
+def at_least(low: float, high: float | None = None) -> Range:
+    return Range(lambda v: v >= low, f">= {low}", high)
 
 
 POSITIVE = Range(lambda v: v > 0, "> 0")
@@ -441,22 +503,29 @@ UNIT = Range(lambda v: 0 <= v < 1, "in [0, 1)")
 SEED = Range(lambda v: 0 <= v < 2**32, "in [0, 2**32)")
 
 #: every numeric config key and its range (``gannorm.config.validate`` checks them in this order)
+#: the upper bound of sizes that become tensor dimensions (a batch, z_dim, a resolution, a sample count)
+MAX_SIZE = 2**20
+#: the upper bound of step counts and intervals
+MAX_STEPS = 10**9
+
 RANGES: tuple[tuple[str, Range], ...] = (
-    ("data.resolution", at_least(1)), ("data.workers", at_least(0)),
-    ("model.width", POSITIVE), ("model.z_dim", at_least(1)), ("model.num_classes", at_least(0)),
+    ("data.resolution", at_least(1, 2**14)), ("data.workers", at_least(0, 1024)),
+    ("model.width", Range(lambda v: v > 0, "> 0", 1024)), ("model.z_dim", at_least(1, MAX_SIZE)),
+    ("model.num_classes", at_least(0, MAX_SIZE)),
     ("normalization.function_eps", at_least(0)),
     ("optim.lr_d", POSITIVE), ("optim.lr_g", POSITIVE), ("optim.betas_d", UNIT), ("optim.betas_g", UNIT),
-    ("optim.eps", POSITIVE), ("optim.lr_decay_start", at_least(0)),
-    ("train.steps", at_least(1)), ("train.n_dis", at_least(1)),
-    ("train.batch_size_d", at_least(1)), ("train.batch_size_g", at_least(1)),
-    ("train.penalty_weight", at_least(0)), ("train.penalty_every", at_least(1)),
+    ("optim.eps", POSITIVE), ("optim.lr_decay_start", at_least(0, MAX_STEPS)),
+    ("train.steps", at_least(1, MAX_STEPS)), ("train.n_dis", at_least(1, 10**6)),
+    ("train.batch_size_d", at_least(1, MAX_SIZE)), ("train.batch_size_g", at_least(1, MAX_SIZE)),
+    ("train.penalty_weight", at_least(0)), ("train.penalty_every", at_least(1, MAX_STEPS)),
     ("train.weight_clip", at_least(0)), ("train.ortho_reg", at_least(0)),
     ("train.cr_weight", at_least(0)), ("train.cr_translate", Range(lambda v: 0 <= v < 0.5, "in [0, 0.5)")),
-    ("train.ema_decay", UNIT), ("train.dist_timeout", POSITIVE), ("train.ema_start", at_least(0)), ("train.seed", SEED), ("train.threads", at_least(0)),
-    ("train.eval_every", at_least(0)), ("train.eval_num_samples", at_least(2)),
-    ("train.log_every", at_least(1)), ("train.sample_every", at_least(1)), ("train.checkpoint_every", at_least(1)),
-    ("train.num_samples_grid", at_least(1)),
-    ("diagnostics.every", at_least(0)), ("diagnostics.batch_size", at_least(2)),
+    ("train.ema_decay", UNIT), ("train.dist_timeout", POSITIVE), ("train.ema_start", at_least(0, MAX_STEPS)),
+    ("train.seed", SEED), ("train.threads", at_least(0, 4096)),
+    ("train.eval_every", at_least(0, MAX_STEPS)), ("train.eval_num_samples", at_least(2, 10**8)),
+    ("train.log_every", at_least(1, MAX_STEPS)), ("train.sample_every", at_least(1, MAX_STEPS)),
+    ("train.checkpoint_every", at_least(1, MAX_STEPS)), ("train.num_samples_grid", at_least(1, 10**4)),
+    ("diagnostics.every", at_least(0, MAX_STEPS)), ("diagnostics.batch_size", at_least(2, MAX_SIZE)),
     ("diagnostics.explode_growth", POSITIVE), ("diagnostics.explode_abs", POSITIVE),
     ("diagnostics.vanish_ratio", POSITIVE), ("diagnostics.saturate_gap", POSITIVE),
 )
@@ -492,25 +561,25 @@ def validate(cfg: Config) -> None:
         value = lookup(cfg, key)
         for name in value if isinstance(value, tuple) else (value,):
             if name not in extra and name not in registry:
-                raise ConfigError(f"config key {key}: {name!r} is not one of {', '.join([*extra, *_known(registry)])}")
+                raise ConfigError(f"config key {key}: {summary(name)} is not one of "
+                                  f"{', '.join([*extra, *_known(registry)])}")
     for key, allowed in RANGES:
         value = lookup(cfg, key)
         if not allowed.holds(value):
-            raise ConfigError(f"config key {key}: must be {allowed.text}"
+            raise ConfigError(f"config key {key}: must be {allowed.describe(value)}"
                               f"{' (each)' if isinstance(value, tuple) else ''}, got {_show(value)}")
     _check_method_options(cfg.normalization)
     _check_diffaug(cfg)
     _check_batch_coupling(cfg)
+    _check_batch_statistics(cfg)
     _check_model_and_data(cfg)
+    _check_metrics_fit_data(cfg)
     _check_best_metric(cfg.train, evaluated_metrics(cfg))
     check_conditional(evaluated_metrics(cfg), cfg.model.num_classes, None, cfg.data.name,
                       where="config key train.eval_metrics:")
     if cfg.train.eval_every > 0 or cfg.train.eval_protocol:  # the defaults need checking only when they are used
         metric_protocols(evaluated_metrics(cfg), evaluation_options(cfg), where="config key train.eval_protocol")
-    name = cfg.train.run_name
-    if name and (name in (".", "..") or "/" in name or "\\" in name or "\0" in name):
-        raise ConfigError(f"config key train.run_name: {name!r} is not a folder name; give a plain name (the runs go "
-                          "in train.out_dir)")
+    _check_paths(cfg)
     if cfg.train.wandb and "wandb" not in sys.modules and importlib.util.find_spec("wandb") is None:
         raise ConfigError("config key train.wandb: needs the wandb package (pip install wandb), or set "
                           "train.wandb=false")
@@ -526,6 +595,45 @@ def _check_diffaug(cfg: Config) -> None:
     if names and DATASETS.get(cfg.data.name).resolutions == ():
         raise ConfigError(f"config key train.diffaug: DiffAugment works on images, and dataset {cfg.data.name!r} "
                           "holds points; set train.diffaug=\"\"")
+
+
+def _check_paths(cfg: Config) -> None:
+    """Every user string that becomes a path: the run name is one plain name (:func:`gannorm.fileio.safe_name`),
+    ``train.out_dir`` and ``data.root`` usable paths (:func:`gannorm.fileio.safe_path`)."""
+    if cfg.train.run_name is not None:
+        safe_name(cfg.train.run_name, "config key train.run_name")
+    safe_path(cfg.train.out_dir, "config key train.out_dir")
+    if cfg.data.root:
+        safe_path(cfg.data.root, "config key data.root")
+
+
+def _check_batch_statistics(cfg: Config) -> None:
+    """BatchNorm in training mode needs at least 2 samples a batch: G's (the network entry's
+    ``g_batch_stats``) sees batch_size_d and batch_size_g fakes, and D's normalization method (its
+    ``couples_samples``) batch_size_d reals and fakes."""
+    t = cfg.train
+    sizes = [("train.batch_size_d", t.batch_size_d), ("train.batch_size_g", t.batch_size_g)]
+    if t.sample_mode == "train":
+        sizes.append(("train.num_samples_grid", t.num_samples_grid))
+    if NETWORKS.get(cfg.model.arch).g_batch_stats:
+        for key, size in sizes:
+            if size < 2:
+                raise ConfigError(f"config key {key}: network {cfg.model.arch!r} has BatchNorm in G, which needs at "
+                                  f"least 2 samples a batch; set {key}=2 or more")
+    if METHODS.get(cfg.normalization.method).couples_samples and t.batch_size_d < 2:
+        raise ConfigError(f"config key train.batch_size_d: normalization.method {cfg.normalization.method!r} uses "
+                          "batch statistics, which need at least 2 samples a batch; set train.batch_size_d=2 or more")
+
+
+def _check_metrics_fit_data(cfg: Config) -> None:
+    """Each metric named in ``train.eval_metrics`` must be computable on ``data.name`` (its extractor's
+    ``accepts``): the digits classifier only for the digit datasets, raw points only for 2-D mixtures."""
+    for name in cfg.train.eval_metrics:
+        why = metric_dataset_problem(name, cfg.data.name)
+        if why is not None:
+            raise ConfigError(f"config key train.eval_metrics: {name} cannot be computed on dataset "
+                              f"{cfg.data.name!r} ({why}); use one of "
+                              f"{', '.join(metrics_for_dataset(cfg.data.name)) or 'none'}")
 
 
 def _check_batch_coupling(cfg: Config) -> None:
@@ -571,7 +679,7 @@ def _check_best_metric(t: TrainConfig, evaluated: tuple[str, ...]) -> None:
     if name in ("", "none"):
         return
     if name not in METRICS:
-        raise ConfigError(f"config key train.best_metric: {name!r} is not one of none, {', '.join(_known(METRICS))} "
+        raise ConfigError(f"config key train.best_metric: {summary(name)} is not one of none, {', '.join(_known(METRICS))} "
                           "(or leave it empty: the first evaluated metric)")
     if t.eval_every <= 0:
         raise ConfigError(f"config key train.best_metric: {name} needs evaluations during training; set "
@@ -582,11 +690,13 @@ def _check_best_metric(t: TrainConfig, evaluated: tuple[str, ...]) -> None:
 
 
 def _show(value: Any) -> str:
-    return str(list(value)) if isinstance(value, tuple) else str(value)
+    return summary(list(value)) if isinstance(value, tuple) else summary(value)
 
 
-def _not_options(names: list[str]) -> str:
-    return f"{names[0]} is not an option" if len(names) == 1 else f"{', '.join(names)} are not options"
+def _not_options(names: list[Any]) -> str:
+    shown = [n if isinstance(n, str) and len(n) <= 40 and n.isprintable() else summary(n, 40) for n in names[:5]]
+    more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
+    return f"{shown[0]} is not an option" if len(names) == 1 else f"{', '.join(shown)}{more} are not options"
 
 
 def _check_method_options(n: NormalizationConfig) -> None:
@@ -598,7 +708,7 @@ def _check_options_of(method: str, options: dict[str, Any], key: str, method_key
     """The options ``options`` (config key ``key``) of the weight method ``method`` against its registry entry."""
     spec = METHODS.get(method)
     allowed = method_options(method)
-    unknown = sorted(set(options) - set(allowed) - {"input_shape"})
+    unknown = sorted(set(options) - set(allowed) - {"input_shape"}, key=str)
     if unknown:
         raise ConfigError(f"config key {key}: {_not_options(unknown)} of method "
                           f"{method!r} (allowed: {', '.join(allowed) or 'none'}); a preset's options stay when "
@@ -620,11 +730,11 @@ def _check_model_and_data(cfg: Config) -> None:
     m, d = cfg.model, cfg.data
     spec, data = NETWORKS.get(m.arch), DATASETS.get(d.name)
     for key, options in (("model.g_options", m.g_options), ("model.d_options", m.d_options)):
-        unknown = sorted(set(options) - set(spec.options))
+        unknown = sorted(set(options) - set(spec.options), key=str)
         if unknown:
             raise ConfigError(f"config key {key}: {_not_options(unknown)} of network {m.arch!r} "
                               f"(allowed: {', '.join(spec.options) or 'none'})")
-    unknown = sorted(set(d.options) - set(data.options))
+    unknown = sorted(set(d.options) - set(data.options), key=str)
     if unknown:
         raise ConfigError(f"config key data.options: {_not_options(unknown)} of dataset {d.name!r} "
                           f"(allowed: {', '.join(data.options) or 'none'})")

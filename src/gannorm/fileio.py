@@ -1,10 +1,14 @@
-"""Atomic file writes: a crash or a signal mid-write never leaves a truncated file behind."""
+"""Atomic file writes (a crash or a signal mid-write never leaves a truncated file behind), and the one
+check every user string that becomes a path goes through (:func:`safe_name`, :func:`safe_path`)."""
 from __future__ import annotations
 
 import os
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable
+
+from .errors import ConfigError
 
 
 TEMPORARY_SUFFIX = ".tmp"
@@ -69,3 +73,107 @@ def claim_dir(parent: str | os.PathLike, name: str) -> Path:
             i += 1
             continue
         return path
+
+
+#: the longest name :func:`safe_name` accepts, in characters and in UTF-8 bytes (a file system allows 255:
+#: the rest is room for what is added to it, such as a sweep run id's -s<seed>-<hash> or -2)
+MAX_NAME_CHARS, MAX_NAME_BYTES = 128, 200
+
+
+def _shown(value: Any) -> str:
+    """A short repr of ``value`` (a message never shows a user's value unbounded)."""
+    text = value if isinstance(value, str) else None
+    if text is None:
+        return f"a {type(value).__name__}" if value is not None else "null"
+    return repr(text) if len(text) <= 60 else f"a name of {len(text)} characters ({text[:40]!r}...)"
+
+
+def _control(text: str) -> str | None:
+    """The first control character in ``text`` (NUL, newline, tab, DEL, ...), or None."""
+    return next((c for c in text if unicodedata.category(c) == "Cc"), None)
+
+
+def safe_name(text: Any, what: str) -> str:
+    """``text`` if it is a plain name for one file or folder, else a one-line :class:`ConfigError`.
+
+    The one rule for every user string that becomes a path component (a run name, a sweep's or a
+    comparison preset's variant name, an experiment's variant): it must be text (not null, a number or a
+    list), not empty, not ``.`` or ``..``, without ``/`` or ``\\`` (so never absolute and never outside
+    the folder it is meant for), without control characters (NUL, newline, tab, ...), and at most
+    :data:`MAX_NAME_CHARS` characters and :data:`MAX_NAME_BYTES` UTF-8 bytes.
+
+    Args:
+        text: the name the user gave.
+        what: what it is, for the message (e.g. ``"config key train.run_name"``, ``"sweep s.yaml: variant"``).
+
+    Returns:
+        ``text``, unchanged.
+
+    Raises:
+        ConfigError: ``<what>: <the name> is not a plain name (<why>); give a name of letters, digits, '-',
+        '_' and '.'``.
+
+    Example:
+        >>> safe_name("bssn-c1.4", "variant")
+        'bssn-c1.4'
+        >>> safe_name("../x", "variant")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        gannorm.errors.ConfigError: variant: '../x' is not a plain name (it holds '/'); give a name of ...
+    """
+    why = _name_problem(text)
+    if why is not None:
+        raise ConfigError(f"{what}: {_shown(text)} is not a plain name ({why}); give a name of letters, digits, "
+                          "'-', '_' and '.' (a folder is made of it)")
+    return text
+
+
+def _name_problem(text: Any) -> str | None:
+    if not isinstance(text, str):
+        return "it must be text"
+    if not text:
+        return "it is empty"
+    if text in (".", ".."):
+        return "it names a folder itself"
+    sep = next((c for c in ("/", "\\") if c in text), None)
+    if sep is not None:
+        return f"it holds {sep!r}"
+    control = _control(text)
+    if control is not None:
+        return f"it holds the control character {control!r}"
+    if len(text) > MAX_NAME_CHARS or len(text.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"longer than {MAX_NAME_CHARS} characters or {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def safe_path(path: Any, what: str) -> str:
+    """``path`` (text or a ``pathlib.Path``) as text, if it can name a file or folder; else a one-line
+    :class:`ConfigError`.
+
+    A path may be relative or absolute and hold separators (it says where the user wants things); it must
+    not be empty, hold control characters (NUL, newline, ...) or a part longer than :data:`MAX_NAME_BYTES`
+    bytes.
+
+    Args:
+        path: a ``str`` or ``os.PathLike``.
+        what: what it is, for the message (e.g. ``"config key train.out_dir"``, ``"--out"``).
+
+    Returns:
+        The path as a ``str``.
+
+    Example:
+        >>> safe_path(Path("runs") / "a", "--out")
+        'runs/a'
+    """
+    text = os.fspath(path) if isinstance(path, os.PathLike) else path
+    if isinstance(text, bytes) or not isinstance(text, str):
+        why = "it must be text or a pathlib.Path"
+    elif not text:
+        why = "it is empty"
+    elif _control(text) is not None:
+        why = f"it holds the control character {_control(text)!r}"
+    elif any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in text.split(os.sep)):
+        why = f"a part is longer than {MAX_NAME_BYTES} bytes"
+    else:
+        return text
+    raise ConfigError(f"{what}: {_shown(text)} is not a usable path ({why}); give a folder such as runs/")

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 import torch
-import yaml
 
 from . import config as config_mod
 from .config import Config
@@ -42,6 +41,7 @@ from .diagnostics.health import HealthWarning
 from .diagnostics.records import ProbeRecord
 from .errors import RunFolderError
 from .fileio import TEMPORARY_GLOB, atomic_write, atomic_write_text, claim_dir
+from . import yamlsafe
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
@@ -385,8 +385,8 @@ class RunFolder:
     def read_config_dict(self) -> dict[str, Any]:
         """``config.yaml`` as plain YAML, ``{}`` if it is missing or unreadable (for reports on old runs)."""
         try:
-            data = yaml.safe_load(self.config_file.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+            data = yamlsafe.load(self.config_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yamlsafe.YamlError):
             return {}
         return data if isinstance(data, dict) else {}
 

@@ -8,14 +8,19 @@ against LeCun's 1 -- the quantity the BSSN paper ties spectral normalization to.
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 import time
 
 import torch
 
+from ..errors import InputError
 from ..init import fans, init_weights
 from ..networks import SNGANCNNDiscriminator
 from ..normalizations import normalize, normalized_layers, sigmas
 
+#: the widest network the demo builds (width 1.0 is the official one; memory grows as width squared)
+MAX_WIDTH = 8.0
 DEMO_METHODS = (("sn", {}), ("bsn", {}), ("bssn", {"scale": 1.4}), ("strict_sn", {"input_shape": (3, 32, 32)}))
 
 
@@ -30,7 +35,11 @@ def _exact(method: str, w: torch.Tensor) -> float | None:
 
 
 def run_demo(seed: int = 0, width: float = 1.0, print_fn=print) -> dict[str, dict[str, float]]:
-    """Print the tour; returns ``{method: {layer: variance_ratio}}``."""
+    """Print the tour; returns ``{method: {layer: variance_ratio}}``.
+
+    A ``width`` outside (0, :data:`MAX_WIDTH`] or a ``seed`` outside [0, 2**32) is a one-line InputError.
+    """
+    _check(seed, width)
     torch.manual_seed(seed)
     base = init_weights(SNGANCNNDiscriminator(32, width=width), "lecun")
     x = torch.randn(8, 3, 32, 32)
@@ -59,6 +68,14 @@ def run_demo(seed: int = 0, width: float = 1.0, print_fn=print) -> dict[str, dic
             exact_s = "-" if exact is None else f"{exact:.4f}"
             print_fn(f"{name:<12}{est[f'{name}/sigma']:>14.4f}{exact_s:>12}{ratio:>12.3f}")
     return ratios
+
+
+def _check(seed: int, width: float) -> None:
+    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not (
+            math.isfinite(width) and 0 < width <= MAX_WIDTH):
+        raise InputError(f"--width must be > 0 and <= {MAX_WIDTH:g} (1.0: the official network), got {width}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise InputError(f"--seed must be in [0, 2**32), got {seed}")
 
 
 def _copy(model):

@@ -27,7 +27,7 @@ from ..data import load_dataset
 from ..diagnostics.probes import SPARSITY_TAU, layers
 from ..diagnostics.records import ProbeRecord
 from ..errors import ConfigError
-from ..fileio import atomic_write_text, claim_dir
+from ..fileio import atomic_write_text, claim_dir, safe_path
 from ..networks import build_discriminator
 from ..normalizations.mean_sn import MeanOnlyBatchNorm
 from ..registry import Registry
@@ -83,7 +83,7 @@ def run_experiment(name: str, overrides: Sequence[str] = (), out_dir: str | Path
     preset = f"experiment_{name}"
     variants = load_variants(preset)
     _check_request(name, variants, overrides, only)
-    folder = claim_dir(out_dir, f"experiment-{name}")
+    folder = claim_dir(safe_path(out_dir, "--out"), f"experiment-{name}")
     start = time.perf_counter()
     runs: dict[str, RunRecords] = {}
     for variant, extra in variants.items():

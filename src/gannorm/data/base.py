@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GannormError
+from ..yamlsafe import summary
 
 ANY = "any"  # ``resolutions=ANY``: any positive integer is accepted
 _CHUNK = 1024  # images per resize chunk (bounds the float32 working memory)
@@ -376,11 +377,11 @@ def loader(name: str, resolutions: Sequence[int] | str = (), default: int | None
 
 
 def check_limit(name: str, limit) -> int | None:
-    """Validate a ``limit`` option (None or a positive integer)."""
+    """Validate a ``limit`` option (None or a positive integer, at most 2**40: more than any dataset holds)."""
     if limit is None:
         return None
-    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit <= 0:
-        raise DatasetError(f"{name}: limit must be a positive integer or None, got {limit!r}")
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or not 0 < limit <= 2**40:
+        raise DatasetError(f"{name}: limit must be a positive integer <= 2**40 or None, got {summary(limit)}")
     return int(limit)
 
 

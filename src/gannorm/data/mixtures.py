@@ -19,28 +19,34 @@ from pathlib import Path
 
 import torch
 
+from ..yamlsafe import summary
 from .base import Dataset, DatasetError, loader
 
 RING8_RADIUS, RING8_STD = 2.0, 0.02
 GRID25_SPACING, GRID25_STD = 2.0, 0.05
 DEFAULT_N = 50_000
+#: the most points a mixture holds (80 MB of float32 points)
+MAX_N = 10_000_000
+#: the largest std, radius or spacing (the points stay far from float32's range)
+MAX_SCALE = 1e6
 
 
 def _positive(name: str, key: str, value, integer: bool = False):
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
     if integer:
         ok = ok and isinstance(value, numbers.Integral)
-    if not ok or not math.isfinite(value):
-        kind = "a positive integer" if integer else "a positive number"
-        raise DatasetError(f"{name}: option {key} must be {kind}, got {value!r}")
+    high = MAX_N if integer else MAX_SCALE
+    if not ok or value > high or not math.isfinite(value):
+        kind = f"a positive integer <= {MAX_N:,}" if integer else f"a positive number <= {MAX_SCALE:g}"
+        raise DatasetError(f"{name}: option {key} must be {kind}, got {summary(value)}")
     return int(value) if integer else float(value)
 
 
 def _mixture(name: str, modes: torch.Tensor, n, std, seed) -> Dataset:
     n = _positive(name, "n", n, integer=True)
     std = _positive(name, "std", std)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise DatasetError(f"{name}: option seed must be an integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise DatasetError(f"{name}: option seed must be an integer in [0, 2**63), got {summary(seed)}")
     g = torch.Generator().manual_seed(int(seed))
     labels = torch.randint(len(modes), (n,), generator=g)
     noise = torch.randn(n, modes.shape[1], generator=g, dtype=torch.float64)

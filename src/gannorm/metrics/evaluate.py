@@ -43,10 +43,11 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..data import DATASETS
 from ..errors import ConfigError, GannormError, InputError
 from ..fileio import atomic_write
 from ..registry import Registry
-from .classifier import get_classifier
+from .classifier import RECIPES, get_classifier
 from .conditional import class_accuracy, intra_fid
 from .frechet import _check_stats, feature_statistics, frechet_distance, load_statistics
 from .inception import (INCEPTION_PRECISIONS, INCEPTION_WEIGHTS_FILENAME, InceptionWeightsNotFoundError,
@@ -120,13 +121,23 @@ class FeatureExtractor:
     missing_hint: str = ""
 
 
+def _image_dataset(dataset: str) -> str | None:
+    """None if ``dataset`` holds images (any image extractor reads them), else why not."""
+    return "it holds 2-D points, not images" if DATASETS.get(dataset).resolutions == () else None
+
+
 @dataclass(frozen=True)
 class ExtractorSpec:
-    """A registered extractor: ``factory(request) -> FeatureExtractor`` and every output it can provide."""
+    """A registered extractor: ``factory(request) -> FeatureExtractor`` and every output it can provide.
+
+    ``accepts(dataset)`` is None when the extractor can run on the registered dataset ``dataset``, else
+    why not (checked by the config before anything is trained).
+    """
 
     factory: Callable[[ExtractorRequest], FeatureExtractor]
     provides: frozenset[str]
     description: str = ""
+    accepts: Callable[[str], str | None] = _image_dataset
 
 
 def _batched(fn: Callable[[Tensor], dict[str, Tensor]], batch_size: int, progress: bool, desc: str) -> Extractor:
@@ -174,9 +185,49 @@ def _inception_extractor(request: ExtractorRequest) -> FeatureExtractor:
 EXTRACTORS: Registry[ExtractorSpec] = Registry("feature extractor")
 EXTRACTORS.register("inception", ExtractorSpec(_inception_extractor, frozenset({"features", "logits"}),
                                                "the FID Inception v3: pool3 features, 1008-way unbiased logits"))
-EXTRACTORS.register("classifier", ExtractorSpec(_classifier_extractor, frozenset({"features", "probs"}),
-                                                "the digits classifier: penultimate features, class probabilities"))
-EXTRACTORS.register("points", ExtractorSpec(_points_extractor, frozenset({"points"}), "the raw samples (2-D points)"))
+EXTRACTORS.register("classifier", ExtractorSpec(
+    _classifier_extractor, frozenset({"features", "probs"}),
+    "the digits classifier: penultimate features, class probabilities",
+    lambda d: None if d in RECIPES else f"the digits classifier is trained for {', '.join(sorted(RECIPES))} only"))
+EXTRACTORS.register("points", ExtractorSpec(
+    _points_extractor, frozenset({"points"}), "the raw samples (2-D points)",
+    lambda d: None if DATASETS.get(d).resolutions == () else "it reads 2-D points, and the dataset holds images"))
+
+
+def metric_dataset_problem(metric: str, dataset: str) -> str | None:
+    """Why the registered ``metric`` cannot be computed on the registered ``dataset`` (its extractor's
+    ``accepts``), or None if it can (or either name is unknown: the caller names those).
+
+    Args:
+        metric: a ``METRICS`` name, e.g. ``"cfd"``.
+        dataset: a ``DATASETS`` name, e.g. ``"ring8"``.
+
+    Returns:
+        None, or a reason in words.
+
+    Example:
+        >>> metric_dataset_problem("cfd", "ring8")
+        'the digits classifier is trained for digits, mnist5k only'
+    """
+    if metric not in METRICS or dataset not in DATASETS:
+        return None
+    return EXTRACTORS.get(METRICS.get(metric).extractor).accepts(dataset)
+
+
+def metrics_for_dataset(dataset: str) -> list[str]:
+    """The registered metrics that can be computed on ``dataset`` (see :func:`metric_dataset_problem`).
+
+    Args:
+        dataset: a ``DATASETS`` name.
+
+    Returns:
+        The metric names, in registry order.
+
+    Example:
+        >>> metrics_for_dataset("ring8")
+        ['modes']
+    """
+    return [m for m in METRICS.names() if metric_dataset_problem(m, dataset) is None]
 
 
 def make_extractor(kind: str, *, dataset: str, resolution: int | None, batch_size: int = 50, progress: bool = True,

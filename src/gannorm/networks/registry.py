@@ -59,6 +59,7 @@ class NetworkSpec:
     supported image sizes; ``None`` means any positive multiple of ``resolution_multiple``.
     ``conditional``: the arch builds class-conditional networks (its constructors then also receive
     ``num_classes``, 0 for unconditional ones).
+    ``g_batch_stats``: G normalizes with batch statistics (BatchNorm), so it needs batches of 2 or more.
     """
 
     generator: Callable[..., nn.Module]
@@ -69,6 +70,7 @@ class NetworkSpec:
     official_resolutions: tuple[int, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
     conditional: bool = False
+    g_batch_stats: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -291,18 +293,18 @@ def _biggan_d(shape, *, width, num_classes=0, **options):
 
 NETWORKS.register(
     "cnn", NetworkSpec(_cnn_g, _cnn_d, "image", None, 8, (32, 48, 64),
-                       {"slope": 0.1, "bottom_bn": "flat", "extra_convs": 0}, conditional=True),
+                       {"slope": 0.1, "bottom_bn": "flat", "extra_convs": 0}, conditional=True, g_batch_stats=True),
     "SNGAN standard CNN (official BSN code): D 7 convs + linear, LeakyReLU(slope) (extra_convs: more 3x3 "
     "convs per stage, for depth studies); G linear-BN + 3 deconvs "
     f"(bottom_bn: {' or '.join(BOTTOM_BN)}); num_classes > 0: conditional BN in G, projection D")
 NETWORKS.register(
     "dscnn", NetworkSpec(_cnn_g, _dscnn_d, "image", None, 8, (32, 48, 64),
-                         {"slope": 0.1, "bottom_bn": "flat", "extra_convs": 0}, conditional=True),
+                         {"slope": 0.1, "bottom_bn": "flat", "extra_convs": 0}, conditional=True, g_batch_stats=True),
     "depthwise-separable SNGAN CNN D (first conv plain, then depthwise kxk + pointwise 1x1, LeakyReLU(slope)); "
     "G is the SNGAN CNN generator")
 NETWORKS.register(
     "resnet", NetworkSpec(_resnet_g, _resnet_d, "image", tuple(sngan_resnet.LAYOUTS), 1,
-                          sngan_resnet.OFFICIAL_RESOLUTIONS, {"pool": "sum", "linear_bias": None}, conditional=True),
+                          sngan_resnet.OFFICIAL_RESOLUTIONS, {"pool": "sum", "linear_bias": None}, conditional=True, g_batch_stats=True),
     f"SNGAN ResNet G and D; D with global pool ({' or '.join(POOLS)}) and linear_bias (null: the layout's "
     "own; true/false) (32: collections, 48: mimicry, "
     "128: official BSN; 16/64 extra); num_classes > 0: conditional BN in G's blocks, projection D")
@@ -313,6 +315,6 @@ NETWORKS.register(
     "num_classes > 0: class embedding concatenated to z, projection D")
 NETWORKS.register(
     "biggan", NetworkSpec(_biggan_g, _biggan_d, "image", tuple(biggan.G_ARCH), 1, tuple(biggan.G_ARCH),
-                          dict(biggan.OPTIONS), conditional=True),
+                          dict(biggan.OPTIONS), conditional=True, g_batch_stats=True),
     "BigGAN (BigGAN-PyTorch reference, ch = 64 * width): G with shared class embedding, hierarchical z, "
     "conditional BN and self-attention; D with residual blocks, self-attention and a projection head")

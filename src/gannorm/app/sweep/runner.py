@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from ...errors import GannormError
-from ...fileio import atomic_write_text
+from ...fileio import atomic_write_text, safe_path
 from ...runfolder import STATUS, RunFolder
 from .results import RunRow, SweepResults
 from .spec import RunSpec, SweepSpec, expand, load_sweep, run_config
@@ -98,7 +98,7 @@ def run_sweep(sweep: str, out: str | Path | None = None, *, workers: int = 1, th
     spec = load_sweep(sweep)
     if workers < 1:
         raise GannormError(f"--workers must be >= 1, got {workers}")
-    folder = Path(out or Path("runs") / f"sweep-{spec.name}")
+    folder = Path(safe_path(out, "--out") if out is not None else Path("runs") / f"sweep-{spec.name}")
     folder.mkdir(parents=True, exist_ok=True)
     threads = threads or default_threads(workers)
     start = time.perf_counter()

@@ -10,7 +10,8 @@ A sweep is a YAML file (or the name of one shipped in ``gannorm/configs/sweeps``
     grid:                        # every combination (optional)
       optim.lr_d: [2.0e-4, 1.0e-3]
     seeds: 5                     # or a list [0, 1, 2]
-    metric: cfd                  # the headline metric; its registry entry says whether lower is better
+    metric: cfd                  # the headline metric (default: the dataset's first default metric);
+                                 # its registry entry says whether lower is better
     success: {max: 10.0}         # what counts as a successful run (default: finished with a finite metric)
 
 It expands to variants x grid cells x seeds runs. A run's id is its variant, seed and a hash of its
@@ -21,17 +22,21 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from ... import config as config_mod
 from ...config import Config, ConfigError
-from ...metrics.evaluate import METRICS, default_metrics
+from ...fileio import safe_name, safe_path
+from ...metrics.evaluate import METRICS, default_metrics, metric_dataset_problem, metrics_for_dataset
+from ...yamlsafe import YamlError, summary
+from ...yamlsafe import load as load_yaml
 
 SWEEP_DIR = config_mod.PRESET_DIR / "sweeps"
+#: the most runs one sweep may hold (variants x grid cells x seeds)
+MAX_RUNS = 10_000
 #: config keys a sweep sets itself, per run
 RESERVED = ("train.seed", "train.out_dir", "train.run_name")
 #: config keys that do not change what a run computes (left out of its id)
@@ -70,8 +75,10 @@ def sweep_names() -> list[str]:
 
 
 def _resolve(name_or_path: str) -> Path:
-    path = Path(name_or_path)
+    path = Path(safe_path(name_or_path, "sweep file"))
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"sweep {name_or_path!r} is a directory; give a sweep YAML file in it")
         if not path.is_file():
             raise ConfigError(f"sweep file {name_or_path!r} not found (or use one of: {', '.join(sweep_names())})")
         return path
@@ -89,13 +96,31 @@ def _list(value: Any, key: str, path: Path) -> list:
     return value
 
 
+def _texts(value: Any, key: str, path: Path) -> tuple[str, ...]:
+    """A list of ``key=value`` override texts (a number or a list inside is an error, not its repr)."""
+    items = _list(value, key, path)
+    bad = next((x for x in items if not isinstance(x, (str, int, float, bool))), None)
+    if bad is not None:
+        raise ConfigError(f"sweep {path}: {key} must list key=value overrides, got {summary(bad)}; quote an "
+                          "override that holds a mapping or list (\"normalization.options={scale: 1.4}\")")
+    return tuple(str(x) for x in items)
+
+
+def _read(path: Path) -> Any:
+    """The sweep file's data, read with the limited YAML loader (:mod:`gannorm.yamlsafe`)."""
+    try:
+        return load_yaml(path.read_text(encoding="utf-8"))
+    except YamlError as err:
+        raise ConfigError(f"sweep file {path} is {err}; fix the syntax there" if err.syntax else
+                          f"sweep file {path}: {err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"sweep file {path} is not a text file (expected YAML)") from None
+
+
 def load_sweep(name_or_path: str) -> SweepSpec:
     """Read and check a sweep file (a one-line ConfigError for anything wrong in it)."""
     path = _resolve(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"sweep file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    raw = _read(path)
     if not isinstance(raw, dict) or "base" not in raw:
         raise ConfigError(f"sweep file {path} must be a mapping with at least a 'base:' preset or config file")
     unknown = sorted(set(raw) - {"base", "overrides", "variants", "grid", "seeds", "metric", "success"})
@@ -105,39 +130,80 @@ def load_sweep(name_or_path: str) -> SweepSpec:
     variants = raw.get("variants") or {"base": []}
     if not isinstance(variants, dict):
         raise ConfigError(f"sweep {path}: variants must map names to lists of key=value overrides")
+    for name in variants:  # each becomes part of a run folder's name
+        safe_name(name, f"sweep {path}: variant")
     grid = raw.get("grid") or {}
     if not isinstance(grid, dict):
         raise ConfigError(f"sweep {path}: grid must map config keys to lists of values")
     seeds = raw.get("seeds", 1)
-    seeds = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) else _list(seeds, "seeds", path)
-    if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+    count = isinstance(seeds, int) and not isinstance(seeds, bool)
+    if count and not 1 <= seeds <= MAX_RUNS:
+        raise ConfigError(f"sweep {path}: seeds must be a count in [1, {MAX_RUNS}] or a list of seeds >= 0")
+    seeds = list(range(seeds)) if count else _list(seeds, "seeds", path)
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise ConfigError(f"sweep {path}: seeds must be a count >= 1 or a list of seeds >= 0")
-    success = raw.get("success") or {}
-    if not isinstance(success, dict) or set(success) - {"min", "max"}:
-        raise ConfigError(f"sweep {path}: success must be a mapping with 'min' and/or 'max' on the metric")
-    spec = SweepSpec(name=path.stem, base=str(raw["base"]),
-                     overrides=tuple(str(o) for o in _list(raw.get("overrides"), "overrides", path)),
-                     variants={str(k): tuple(str(o) for o in _list(v, f"variants.{k}", path))
-                               for k, v in variants.items()},
-                     grid={str(k): tuple(_list(v, f"grid.{k}", path)) for k, v in grid.items()},
-                     seeds=tuple(seeds), metric=str(raw.get("metric", "cfd")),
-                     success={k: float(v) for k, v in success.items()})
+    base, overrides = _base(raw["base"], path), _texts(raw.get("overrides"), "overrides", path)
+    metric = raw["metric"] if "metric" in raw else default_metrics(config_mod.load(base, overrides).data.name)[0]
+    spec = SweepSpec(name=safe_name(path.stem, "sweep file name"), base=base, overrides=overrides,
+                     variants={k: _texts(v, f"variants.{k}", path) for k, v in variants.items()},
+                     grid={k: tuple(_list(v, f"grid.{k}", path)) for k, v in grid.items()},
+                     seeds=tuple(seeds), metric=_metric(metric, path),
+                     success=_success(raw.get("success"), path))
     _check(spec, path)
     return spec
 
 
+def _base(value: Any, path: Path) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"sweep {path}: base must name a preset or a config file, got {summary(value)}")
+    return value
+
+
+def _metric(value: Any, path: Path) -> str:
+    if not isinstance(value, str) or value not in METRICS:
+        raise ConfigError(f"sweep {path}: metric {summary(value)} is not one of {', '.join(METRICS.names())}")
+    return value
+
+
+def _success(value: Any, path: Path) -> dict[str, float]:
+    success = value or {}
+    if not isinstance(success, dict) or set(success) - {"min", "max"} or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in success.values()):
+        raise ConfigError(f"sweep {path}: success must be a mapping with 'min' and/or 'max' numbers on the metric")
+    return {k: float(v) for k, v in success.items()}
+
+
 def _check(spec: SweepSpec, path: Path) -> None:
-    if spec.metric not in METRICS:
-        raise ConfigError(f"sweep {path}: metric {spec.metric!r} is not one of {', '.join(METRICS.names())}")
+    """Everything a sweep can get wrong, before anything is trained: reserved keys, empty grid keys, the
+    number of runs, every run's config (names, types, ranges, the metrics against the dataset) and every
+    run id as a folder name."""
     for key in [*spec.grid, *(o.split("=", 1)[0].strip() for o in spec.overrides)]:
         if key in RESERVED:
             raise ConfigError(f"sweep {path}: {key} is set by the sweep for each run (seeds: the 'seeds:' key, "
                               "where the runs go: --out DIR)")
     if any(len(v) == 0 for v in spec.grid.values()):
         raise ConfigError(f"sweep {path}: every grid key needs at least one value")
-    runs = expand(spec)
-    for run in {id(r): r for r in (runs[0], runs[-1])}.values():  # the configs resolve (names, types, ranges)
-        config_mod.validate(run_config(spec, run))
+    total = len(spec.variants) * len(spec.seeds) * math.prod(len(v) for v in spec.grid.values())
+    if total > MAX_RUNS:
+        raise ConfigError(f"sweep {path}: {total} runs (variants x grid cells x seeds) is more than {MAX_RUNS}; "
+                          "split it into several sweeps")
+    _check_metric(spec, path)
+    for run in expand(spec):  # every run's config resolves (names, types, ranges, metrics on the data)
+        try:
+            config_mod.validate(run_config(spec, run))
+        except ConfigError as err:
+            raise ConfigError(f"sweep {path}: run {run.variant} (seed {run.seed}"
+                              f"{''.join(f', {k}={summary(v, 30)}' for k, v in run.cell.items())}): {err}") from None
+        safe_name(run.run_id, f"sweep {path}: the run id of variant {run.variant}")
+
+
+def _check_metric(spec: SweepSpec, path: Path) -> None:
+    """The sweep's headline ``metric:`` must be computable on the base config's dataset."""
+    data = config_mod.load(spec.base, spec.overrides).data.name
+    why = metric_dataset_problem(spec.metric, data)
+    if why is not None:
+        raise ConfigError(f"sweep {path}: metric {spec.metric} cannot be computed on dataset {data!r} ({why}); "
+                          f"use metric: {' or '.join(metrics_for_dataset(data)) or '(none fits)'}")
 
 
 def _value_text(value: Any) -> str:
