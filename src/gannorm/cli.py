@@ -3,6 +3,7 @@ list, demo."""
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 import traceback
@@ -14,7 +15,7 @@ from .app.evaluation import evaluate_run, fid_stats, format_results
 from .app.experiments import EXPERIMENTS, run_experiment
 from .app.analysis import SUMMARY, analyze
 from .app.export import export_generator
-from .app.sampling import sample_to_png
+from .app.sampling import GRID_MEMORY_LIMIT, MIB, sample_to_file
 from .app.report import PAGE_NAME as REPORT_PAGE
 from .app.report import render, terminal_table
 from .app.sweep import DB as SWEEP_DB
@@ -102,8 +103,14 @@ def _train_variants(preset: str, overrides: list[str]) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    path = sample_to_png(args.run, args.num, args.output, seed=args.seed, use_ema=not args.no_ema,
-                         overwrite=args.overwrite, checkpoint=args.checkpoint)
+    output = args.output or ("samples.npz" if args.npz else "samples.png")
+    if not (math.isfinite(args.memory_limit) and args.memory_limit > 0):
+        raise GannormError(f"--memory-limit must be a number of MiB > 0, got {args.memory_limit}")
+    if args.npz and Path(output).suffix.lower() != ".npz":
+        raise GannormError(f"--npz writes a .npz file; give -o NAME.npz, not {output}")
+    path = sample_to_file(args.run, args.num, output, seed=args.seed, use_ema=not args.no_ema,
+                          overwrite=args.overwrite, checkpoint=args.checkpoint,
+                          memory_limit=round(args.memory_limit * MIB))
     print(f"wrote {args.num} samples to {path}")
     return 0
 
@@ -266,10 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its checkpoint")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("sample", help="draw samples from a trained run into a PNG grid")
+    p = sub.add_parser("sample", help="draw samples from a trained run into a PNG grid or an .npz array")
     p.add_argument("run", help="a run folder (holds checkpoint.pt and config.yaml)")
     p.add_argument("-n", "--num", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("-o", "--output", default="samples.png", help="output PNG file (default samples.png)")
+    p.add_argument("-o", "--output", default=None,
+                   help="output file: NAME.png (a grid) or NAME.npz (the samples as an array under the key "
+                        "'samples': uint8 [n, H, W, C] images or float32 [n, D] vectors, written in batches); "
+                        "default samples.png (samples.npz with --npz)")
+    p.add_argument("--npz", action="store_true", help="write the samples as an .npz array (default samples.npz)")
+    p.add_argument("--memory-limit", type=float, default=GRID_MEMORY_LIMIT / MIB, metavar="MIB",
+                   help=f"the most memory a PNG may take to make, checked before any sample is drawn (default "
+                        f"{GRID_MEMORY_LIMIT // MIB:d} MiB); an .npz needs one batch whatever -n is")
     p.add_argument("--seed", type=int, default=0, help="seed for z (default 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator even if the run has an EMA copy")
     p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS),

@@ -1,4 +1,8 @@
-"""``gannorm sample``: load a trained generator from a run folder and draw samples.
+"""``gannorm sample``: load a trained generator from a run folder and draw samples into a PNG or an ``.npz``.
+
+A PNG (a grid of images, or a scatter plot of 2-D points) is made in memory: its size is checked
+against a memory budget (:data:`GRID_MEMORY_LIMIT`, ``--memory-limit``) before any sample is drawn. An
+``.npz`` array is written in batches as they are drawn, whatever the number of samples.
 
 Also the checks every command that writes one output file shares (:func:`prepare_output`,
 :func:`write_output`): the file is refused before any work if it exists (without ``overwrite``) or
@@ -6,20 +10,37 @@ its folder cannot take it, and it is written atomically, so an error never leave
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
+import zipfile
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from .. import config as config_mod
 from .. import images
 from ..errors import GannormError, RunFolderError
+from ..fileio import atomic_write
 from ..networks import build_generator
 from ..runfolder import RunFolder, load_state_checked
 from ..training.sample_mode import sampling
+
+MIB = 2**20
+#: the memory a PNG of samples may take to make, by default (``gannorm sample --memory-limit``, in MiB)
+GRID_MEMORY_LIMIT = 2**28
+#: samples drawn per generator call
+BATCH = 256
+#: the smallest cell of a sample grid, in pixels (small images are enlarged)
+MIN_CELL = 64
+#: the side of a scatter plot of 2-D samples, in pixels
+SCATTER_SIZE = 400
+#: the array's key in a ``.npz`` of samples
+NPZ_KEY = "samples"
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -89,32 +110,174 @@ def load_generator(run_dir: str | Path, use_ema: bool = True, state: dict | None
     return g.eval(), cfg, data_shape
 
 
+def z_batches(n: int, z_dim: int, seed: int) -> Iterator[torch.Tensor]:
+    """The z of :func:`sample_z` in consecutive pieces (of :data:`BATCH` rows; the last one may hold up to
+    ``BATCH + 15``): bitwise the rows of the one draw, with memory that does not grow with ``n``.
+
+    A CPU ``torch.randn`` of ``m`` numbers draws ``m`` uniforms, then (when ``m`` is not a multiple of 16)
+    16 more for its last 16 numbers; pieces of a multiple of 16 numbers, the last one at least 16 long,
+    consume and transform the uniforms exactly as the one draw does.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    start = 0
+    while start < n:
+        rows = min(BATCH, n - start)
+        if 0 < (n - start - rows) * z_dim < 16:  # a last piece under 16 numbers joins this one
+            rows = n - start
+        yield torch.randn(rows, z_dim, generator=gen)
+        start += rows
+
+
 def sample_z(n: int, z_dim: int, seed: int) -> torch.Tensor:
     """The z of ``gannorm sample -n n --seed seed``: ``torch.randn(n, z_dim)`` from a generator seeded by ``seed``."""
-    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+    return torch.cat(list(z_batches(n, z_dim, seed)))
 
 
-@torch.no_grad()
+def generate(g: nn.Module, cfg: config_mod.Config, n: int, seed: int) -> Iterator[torch.Tensor]:
+    """``n`` samples of ``g`` for the z of :func:`sample_z`, in batches of at most :data:`BATCH`, each
+    drawn in the run's ``train.sample_mode`` (with ``train``, each batch normalizes with its own statistics)."""
+    with sampling(g, cfg.train.sample_mode):
+        for z in z_batches(n, cfg.model.z_dim, seed):
+            for piece in z.split(BATCH):
+                with torch.no_grad():
+                    out = g(piece)
+                yield out
+
+
 def sample(run_dir: str | Path, n: int, seed: int = 0, use_ema: bool = True,
            checkpoint: str = "latest") -> torch.Tensor:
     """``n`` samples ``[n, *data_shape]`` from the run's generator, z drawn with ``seed``, in batches of 256
     (in the run's ``train.sample_mode``: with ``train``, each batch normalizes with its own statistics)."""
+    _check_count(n)
+    g, cfg, _ = load_generator(run_dir, use_ema, checkpoint=checkpoint)
+    return torch.cat(list(generate(g, cfg, n, seed)))
+
+
+def _check_count(n: int) -> None:
     if n < 1:
         raise GannormError(f"the number of samples must be >= 1, got {n} (-n)")
-    g, cfg, _ = load_generator(run_dir, use_ema, checkpoint=checkpoint)
-    z = sample_z(n, cfg.model.z_dim, seed)
-    with sampling(g, cfg.train.sample_mode):
-        return torch.cat([g(chunk) for chunk in z.split(256)])
+
+
+# ------------------------------------------------------------------------------------------ memory
+def grid_memory(n: int, data_shape: Sequence[int]) -> tuple[int, str]:
+    """The bytes a PNG of ``n`` samples of ``data_shape`` takes to make (the samples as floats, as bytes, and
+    the picture), and the picture in words."""
+    per_sample = math.prod(data_shape)
+    if len(data_shape) == 3:
+        c, h, w = data_shape
+        height, width = images.grid_size(n, h, w, min_cell=MIN_CELL)
+        return n * per_sample * 5 + height * width * 3, f"a {width} x {height} pixel grid"
+    return n * per_sample * 4 * 2 + SCATTER_SIZE ** 2 * 3, f"a scatter plot of {n} points"
+
+
+def check_grid_memory(n: int, data_shape: Sequence[int], limit: int = GRID_MEMORY_LIMIT) -> None:
+    """Refuse, before any sample is drawn, a PNG of ``n`` samples that needs more than ``limit`` bytes.
+
+    Args:
+        n: the number of samples.
+        data_shape: one sample's shape (``[C, H, W]`` images or ``[D]`` vectors).
+        limit: the memory budget in bytes (``gannorm sample --memory-limit`` in MiB).
+
+    Raises:
+        GannormError: one line naming the need, the limit and the ways out (fewer samples, a larger limit, an
+            ``.npz`` array written in batches).
+
+    Example::
+
+        check_grid_memory(64, (1, 8, 8))       # fine: under 1 MiB
+    """
+    if limit < 1:
+        raise GannormError(f"the memory limit must be > 0 MiB, got {limit / MIB:g} (--memory-limit)")
+    need, what = grid_memory(n, data_shape)
+    if need > limit:
+        raise GannormError(f"{n} samples as a PNG need {_size(need)} of memory ({what}), over the limit of "
+                           f"{_size(limit)}: draw fewer (-n), raise the limit (--memory-limit MIB), or write the "
+                           f"samples as an array, in batches of {BATCH} whatever -n is (-o FILE.npz)")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / MIB:.0f} MiB"
+
+
+# ------------------------------------------------------------------------------------------ files
+def sample_to_file(run_dir: str | Path, n: int, output: str | Path, seed: int = 0, use_ema: bool = True,
+                   overwrite: bool = False, checkpoint: str = "latest",
+                   memory_limit: int = GRID_MEMORY_LIMIT) -> Path:
+    """Draw ``n`` samples into ``output``: a ``.png`` picture (:func:`sample_to_png`) or a ``.npz`` array
+    (:func:`sample_to_npz`), by its suffix."""
+    if Path(output).suffix.lower() == ".npz":
+        return sample_to_npz(run_dir, n, output, seed, use_ema, overwrite, checkpoint)
+    return sample_to_png(run_dir, n, output, seed, use_ema, overwrite, checkpoint, memory_limit)
 
 
 def sample_to_png(run_dir: str | Path, n: int, output: str | Path, seed: int = 0, use_ema: bool = True,
-                  overwrite: bool = False, checkpoint: str = "latest") -> Path:
+                  overwrite: bool = False, checkpoint: str = "latest",
+                  memory_limit: int = GRID_MEMORY_LIMIT) -> Path:
     """Draw ``n`` samples into the PNG ``output`` (an image grid, or a scatter plot of 2-D points).
 
-    An existing ``output`` is refused unless ``overwrite``; the file is written atomically.
+    An existing ``output`` is refused unless ``overwrite``; so is a picture that needs more than
+    ``memory_limit`` bytes (:func:`check_grid_memory`), before any sample is drawn. The file is written
+    atomically; inside the run folder, under the folder's lock.
     """
     output = prepare_output(output, ".png", overwrite)
-    x = sample(run_dir, n, seed, use_ema, checkpoint)
-    picture = images.image_grid(x, min_cell=64) if x.ndim == 4 else images.scatter_plot(x)
-    write_output(output, lambda path: images.save_png(path, picture))
+    _check_count(n)
+    folder = RunFolder.open(run_dir)
+    state = folder.load_checkpoint(checkpoint)
+    g, cfg, data_shape = load_generator(folder.path, use_ema, state=state, checkpoint=checkpoint)
+    check_grid_memory(n, data_shape, memory_limit)
+    with writing_into(folder, output):
+        x = torch.cat(list(generate(g, cfg, n, seed)))
+        picture = images.image_grid(x, min_cell=MIN_CELL) if x.ndim == 4 else images.scatter_plot(x)
+        del x
+        write_output(output, lambda path: images.save_png(path, picture))
     return output
+
+
+def sample_to_npz(run_dir: str | Path, n: int, output: str | Path, seed: int = 0, use_ema: bool = True,
+                  overwrite: bool = False, checkpoint: str = "latest") -> Path:
+    """Draw ``n`` samples into the ``.npz`` file ``output``, under the key ``samples``: images as ``uint8``
+    ``[n, H, W, C]`` (0..255 from the generator's [-1, 1]), vectors as ``float32`` ``[n, D]``.
+
+    The samples are those of :func:`sample_to_png` for the same seed; they are written in batches of
+    :data:`BATCH` as they are drawn, so the memory does not grow with ``n``. The file is written atomically
+    (refused if it exists, unless ``overwrite``); ``numpy.load(output)["samples"]`` reads it.
+    """
+    output = prepare_output(output, ".npz", overwrite)
+    _check_count(n)
+    folder = RunFolder.open(run_dir)
+    state = folder.load_checkpoint(checkpoint)
+    g, cfg, data_shape = load_generator(folder.path, use_ema, state=state, checkpoint=checkpoint)
+    is_image = len(data_shape) == 3
+    shape = (n, data_shape[1], data_shape[2], data_shape[0]) if is_image else (n, *data_shape)
+    dtype = np.dtype(np.uint8 if is_image else np.float32)
+
+    def arrays() -> Iterator[np.ndarray]:
+        for x in generate(g, cfg, n, seed):
+            yield images.to_uint8(x) if is_image else x.detach().float().cpu().numpy()
+
+    with writing_into(folder, output):
+        write_output(output, lambda path: atomic_write(path, lambda fh: write_npz(fh, NPZ_KEY, shape, dtype,
+                                                                                   arrays())))
+    return output
+
+
+def write_npz(fh: BinaryIO, key: str, shape: tuple[int, ...], dtype: np.dtype, parts: Iterable[np.ndarray]) -> None:
+    """An ``.npz`` archive with one array ``key`` of ``shape`` and ``dtype``, written from ``parts`` (its rows,
+    in order) as they come: ``numpy.load`` reads it as if ``numpy.savez`` had written it."""
+    rows = 0
+    with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                          "fortran_order": False, "shape": shape})
+            for part in parts:
+                member.write(np.ascontiguousarray(part, dtype=dtype).tobytes())
+                rows += len(part)
+    if rows != shape[0]:
+        raise RuntimeError(f"wrote {rows} rows of {shape[0]}")
+
+
+def writing_into(folder: RunFolder, output: Path):
+    """The run folder's lock while ``output`` is written inside it (else nothing to hold)."""
+    if folder.contains(output):
+        return folder.locked("or give -o a file outside the run folder")
+    return nullcontext()

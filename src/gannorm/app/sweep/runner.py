@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import fcntl
 import json
 import multiprocessing
 import os
@@ -21,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 
 from ...errors import GannormError
 from ...fileio import atomic_write_text
-from ...runfolder import STATUS, RunFolder
+from ...runfolder import STATUS, LockBusy, RunFolder, acquire_lock
 from .results import RunRow, SweepResults
 from .spec import RunSpec, SweepSpec, expand, load_sweep, run_config
 from .store import DB, connect, final_metrics, read_results, record_run, write_meta
@@ -54,17 +53,16 @@ def default_threads(workers: int) -> int:
 
 @contextlib.contextmanager
 def sweep_lock(folder: Path) -> Iterator[None]:
-    """Hold the sweep folder's lock, or fail at once with a one-line error if another driver holds it."""
-    fh = open(folder / LOCK, "a+")
+    """Hold the sweep folder's lock, or fail at once with a one-line error naming the driver that holds it (a
+    second driver in this process is refused too)."""
     try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise GannormError(f"another gannorm sweep is running in {folder}; wait for it or use another "
-                               "--out DIR") from None
+        held = acquire_lock(folder / LOCK, reentrant=False)
+    except LockBusy as busy:
+        who = f" (process {busy.pid})" if busy.pid is not None else ""
+        raise GannormError(f"another gannorm sweep is running in {folder}{who}; wait for it or use another "
+                           "--out DIR") from None
+    with held:
         yield
-    finally:
-        fh.close()
 
 
 def _meta(spec: SweepSpec) -> dict:
