@@ -17,9 +17,9 @@ from .app.analysis import SUMMARY, analyze
 from .app.export import export_generator
 from .app.sampling import GRID_MEMORY_LIMIT, MIB, sample_to_file
 from .app.report import PAGE_NAME as REPORT_PAGE
-from .app.report import render, terminal_table
+from .app.report import render, report_path, terminal_table
 from .app.sweep import DB as SWEEP_DB
-from .app.sweep import default_workers, is_stale, read_results, rebuild, run_sweep, sweep_names
+from .app.sweep import default_workers, load_results, run_sweep, sweep_names
 from .app.training import resume, train, train_variants, variants_table
 from .config import AboutConfig, load, load_variants, preset_names
 from .data import DATASETS
@@ -183,11 +183,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
-    if is_stale(folder):
-        print(f"rebuilding {folder / SWEEP_DB} from the run folders", file=sys.stderr)
-        rebuild(folder)
-    results = read_results(folder / SWEEP_DB)
-    page = render(results, Path(args.output) if args.output else folder / REPORT_PAGE)
+    output = report_path(folder, args.output, args.overwrite)  # checked before anything is read or rebuilt
+    results = load_results(folder, announce=lambda message: print(message, file=sys.stderr))
+    page = render(results, output)
     print(terminal_table(results))
     print(f"report: {page}")
     return 0
@@ -394,7 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "paired comparisons, metric vs grid keys, metric over training, divergences, "
                                    "health warnings, and each variant's median run's samples.")
     p.add_argument("folder", metavar="DIR", help="a sweep folder (what 'gannorm sweep --out' names)")
-    p.add_argument("-o", "--output", default=None, help="the HTML file (default DIR/report.html)")
+    p.add_argument("-o", "--output", default=None,
+                   help="the HTML file (default DIR/report.html, replaced each time); an existing file is refused "
+                        "unless --overwrite, and the sweep's own records never are written over")
+    p.add_argument("--overwrite", action="store_true", help="replace the -o file if it exists")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("list", help="list methods, networks, datasets, losses, metrics, presets and sweeps")

@@ -6,7 +6,7 @@ A run folder holds everything one training run writes::
     checkpoint.pt       the latest checkpoint (atomic; loaded with ``weights_only=True``)
     checkpoint_best.pt  the checkpoint of the best evaluation so far by ``train.best_metric`` (with the record)
     best.json           that record in plain JSON: the metric, its direction, the step, the value, the generator
-    status.json         running / finished / interrupted / diverged, the step, and why
+    status.json         running / finished / interrupted / diverged / failed, the step, and why
     metrics.jsonl       one row per logged step: losses, D outputs, sigmas, evaluation and diagnostics scalars
     metrics.csv         the training rows of metrics.jsonl as CSV (columns fixed by the first row)
     eval.jsonl          one record per evaluation: the step, which generator, the metrics and their protocol
@@ -179,6 +179,20 @@ class RunRecords:
     health: list[HealthWarning] = field(default_factory=list)
     status: Status | None = None
     skipped: dict[str, int] = field(default_factory=dict)     # file name -> unreadable lines skipped
+
+
+@dataclass
+class RecordCheck:
+    """:meth:`RunFolder.check_records`: the run's status (None: not started; ``damaged``: unknown) and which
+    records were unreadable, with how the status was recovered (None when every record read)."""
+    status: Status | None
+    damage: str | None = None
+
+
+def _section(config: Any, name: str) -> dict[str, Any]:
+    """``config[name]`` when both are mappings, else ``{}`` (a config read from a damaged file)."""
+    section = config.get(name) if isinstance(config, dict) else None
+    return section if isinstance(section, dict) else {}
 
 
 # ------------------------------------------------------------------------------------------ JSONL
@@ -593,8 +607,64 @@ class RunFolder:
         atomic_write_text(self.status_file, json.dumps(status.to_json(), indent=1) + "\n")
 
     def read_status(self) -> Status | None:
+        """``status.json``, or None if it is missing or unreadable (:meth:`check_records` tells which)."""
         data = _json_object(self.status_file)
-        return None if data is None else Status.from_json(data)
+        try:
+            return None if data is None else Status.from_json(data)
+        except (TypeError, ValueError):
+            return None
+
+    def check_records(self) -> RecordCheck:
+        """The run's status and which of its records are unreadable, for a results store.
+
+        A readable ``status.json`` is the status. A run with neither ``status.json`` nor a checkpoint has
+        not started (status None). When ``status.json`` is unreadable (empty, garbled) or missing beside a
+        checkpoint, the status is recovered from the other records: ``finished`` when the checkpoint loads,
+        is at the config's ``train.steps``, and (if the run evaluates, ``train.eval_every > 0``) ``eval.jsonl``
+        holds the evaluation of that step, since only a run that ended well writes both; otherwise
+        ``damaged`` (how it ended cannot be told). Unreadable lines in a finished run's ``eval.jsonl`` and an
+        unreadable ``config.yaml`` are reported too.
+
+        Returns:
+            A :class:`RecordCheck`: the status (possibly recovered) and what was unreadable (None if nothing).
+
+        Example::
+
+            check = RunFolder("runs/r").check_records()
+            if check.damage:
+                print(f"{check.status.status}: {check.damage}")
+        """
+        problems = []
+        status = self.read_status()
+        if self.config_file.is_file() and not self.read_config_dict():
+            problems.append(f"{CONFIG} unreadable")
+        if status is None and (self.status_file.exists() or self.has_checkpoint()):
+            problems.append(f"{STATUS} unreadable" if self.status_file.exists() else f"{STATUS} missing")
+            status, how = self._recover_status()
+            problems.append(how)
+        if status is not None and status.status == "finished":
+            raw, skipped = read_jsonl(self.eval_file)
+            bad = skipped + _parse(raw, EvalRecord.from_json)[1]
+            if bad:
+                problems.append(f"{EVAL}: {bad} unreadable line{'s' if bad != 1 else ''}")
+        return RecordCheck(status, "; ".join(problems) or None)
+
+    def _recover_status(self) -> tuple[Status, str]:
+        """The status the checkpoint and the evaluations imply (see :meth:`check_records`), and how it was found."""
+        try:
+            state = self.load_checkpoint()
+            step = int(state["step"])
+        except (RunFolderError, KeyError, TypeError, ValueError):
+            return Status("damaged", 0), f"no loadable {CHECKPOINT}: how the run ended is unknown"
+        train = {**_section(state.get("config"), "train"), **_section(self.read_config_dict(), "train")}
+        steps, every = train.get("steps"), train.get("eval_every") or 0
+        evaluated = any(r.step == step for r in self.read_eval())
+        if isinstance(steps, int) and step == steps and (not every or evaluated):
+            return Status("finished", step), (f"recovered as finished: {CHECKPOINT} at train.steps={steps}"
+                                              + (" and its final evaluation" if every else ""))
+        return Status("damaged", step), (f"{CHECKPOINT} at G step {step} of {steps if steps is not None else '?'}"
+                                         + (", no evaluation at that step" if every and not evaluated else "")
+                                         + ": how the run ended is unknown")
 
     def write_tags(self, tags: dict[str, Any]) -> None:
         """``tags.json``: plain JSON describing the run's place in a sweep (or any grouping)."""
