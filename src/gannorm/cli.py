@@ -387,8 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("report", help="the stability report of a sweep folder as one HTML page",
-                       description="Read DIR/results.sqlite (rebuilt from the run folders if it is missing or "
-                                   "older than a run) and write a self-contained HTML page: stability table, "
+                       description="Read DIR/results.sqlite (rebuilt from the run folders if it is missing, "
+                                   "older than a run, or unreadable: an unreadable one is kept as "
+                                   "results.sqlite.damaged-<time>) and write a self-contained HTML page: stability table, "
                                    "paired comparisons, metric vs grid keys, metric over training, divergences, "
                                    "health warnings, and each variant's median run's samples.")
     p.add_argument("folder", metavar="DIR", help="a sweep folder (what 'gannorm sweep --out' names)")

@@ -24,7 +24,8 @@ __all__ = ["FIGURES", "NO_DIAGNOSTICS_HINT", "SUMMARY", "analyze", "load_run", "
 
 def analyze(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
     """Write the figures for which the run has data and ``summary.md`` into ``run_dir/analysis`` (or
-    ``out_dir``); returns the files written, ``summary.md`` last. Prints nothing."""
+    ``out_dir``); returns the files written, ``summary.md`` last. Prints nothing. Writing into the run folder,
+    it holds the folder's lock (another writer there is a one-line :class:`~gannorm.errors.RunFolderError`)."""
     run = load_run(run_dir)
     folder = RunFolder(run.path)
     out = Path(out_dir) if out_dir is not None else folder.analysis_dir

@@ -218,7 +218,19 @@ def heal(folder: Path, announce: Callable[[str], None]) -> Path | None:
 
 def load_results(folder: str | Path, announce: Callable[[str], None] = lambda _msg: None) -> SweepResults:
     """The sweep's results for a report: the store, rebuilt from the run folders first when it is missing,
-    older than a run's status, or unreadable (set aside, never deleted; ``announce`` gets a one-line notice)."""
+    older than a run's status, or unreadable (set aside, never deleted).
+
+    Args:
+        folder: the sweep folder.
+        announce: gets a one-line notice when the store is rebuilt (the command line prints it on stderr).
+
+    Returns:
+        The store's :class:`~gannorm.app.sweep.results.SweepResults`.
+
+    Example::
+
+        results = load_results("runs/sweep-x", announce=print)
+    """
     folder = Path(folder)
     spec = read_spec(folder)
     db = folder / DB
@@ -240,7 +252,19 @@ def load_results(folder: str | Path, announce: Callable[[str], None] = lambda _m
 
 def owns(folder: str | Path, path: str | Path) -> bool:
     """Whether ``path`` is one of the sweep folder's own records: ``sweep.json``, the store with its journal
-    and the stores set aside, the lock, anything under ``runs/``, or the folder itself."""
+    and the stores set aside, the lock, anything under ``runs/``, or the folder itself.
+
+    Args:
+        folder: the sweep folder.
+        path: any path (links and ``..`` are resolved).
+
+    Returns:
+        True if writing ``path`` would write over the sweep's records.
+
+    Example::
+
+        owns("runs/sweep-x", "runs/sweep-x/results.sqlite")    # True
+    """
     try:
         rel = Path(os.path.realpath(path)).relative_to(os.path.realpath(folder))
     except ValueError:
