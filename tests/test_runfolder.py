@@ -137,3 +137,63 @@ def test_concurrent_creation_gives_distinct_folders(tmp_path):
     for t in threads:
         t.join()
     assert len(set(got)) == 8 and sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in got)
+
+
+# ------------------------------------------------------------------------------------------ damaged records
+def _ended_run(tmp_path, step=6, steps=6, every=3, evals=(3, 6), status=""):
+    """A hand-made run folder: a checkpoint at ``step`` of ``steps``, evaluations at ``evals``, ``status.json``
+    holding ``status`` (None: no file)."""
+    run = RunFolder.create(tmp_path, "r")
+    rf.save_checkpoint(run.checkpoint, {"step": step, "config": {"train": {"steps": steps, "eval_every": every}}})
+    for s in evals:
+        run.append_eval(EvalRecord(s, "raw", {"modes": {"value": 8.0}}))
+    if status is not None:
+        run.status_file.write_text(status)
+    return run
+
+
+@pytest.mark.parametrize("status", ["", '{"status": "fini', "[1, 2]", '{"status": "finished", "step": "x"}', None])
+def test_an_ended_run_without_a_readable_status_is_recovered_as_finished(tmp_path, status):
+    run = _ended_run(tmp_path, status=status)
+    assert run.read_status() is None  # never an exception
+    check = run.check_records()
+    assert check.status.status == "finished" and check.status.step == 6
+    assert ("status.json unreadable" if status is not None else "status.json missing") in check.damage
+    assert "recovered as finished" in check.damage and "final evaluation" in check.damage
+
+
+@pytest.mark.parametrize("kwargs,why", [
+    ({"step": 4}, "at G step 4 of 6"),                           # stopped early: interrupted, diverged or failed
+    ({"evals": (3,)}, "no evaluation at that step"),             # the final evaluation is missing
+])
+def test_a_run_whose_end_cannot_be_told_is_damaged(tmp_path, kwargs, why):
+    check = _ended_run(tmp_path, **kwargs).check_records()
+    assert check.status.status == "damaged" and why in check.damage and "how the run ended is unknown" in check.damage
+
+
+def test_recovery_without_evaluations_needs_only_the_checkpoint(tmp_path):
+    check = _ended_run(tmp_path, every=0, evals=()).check_records()
+    assert check.status.status == "finished" and "final evaluation" not in check.damage
+
+
+def test_an_unloadable_checkpoint_is_damaged(tmp_path):
+    run = _ended_run(tmp_path)
+    run.checkpoint.write_bytes(b"not a checkpoint")
+    check = run.check_records()
+    assert check.status.status == "damaged" and "no loadable checkpoint.pt" in check.damage
+
+
+def test_readable_records_have_no_damage_and_a_new_folder_has_no_status(tmp_path):
+    assert RunFolder.create(tmp_path, "empty").check_records() == rf.RecordCheck(None, None)
+    run = _ended_run(tmp_path, status=json.dumps({"status": "diverged", "step": 4}))
+    assert run.check_records() == rf.RecordCheck(Status("diverged", 4), None)
+
+
+def test_unreadable_evaluations_and_config_of_a_finished_run_are_reported(tmp_path):
+    run = _ended_run(tmp_path, status=json.dumps({"status": "finished", "step": 6}))
+    with run.eval_file.open("a") as fh:
+        fh.write('{"step": 7, "metr\n')
+    run.config_file.write_text("train: [unclosed\n")
+    check = run.check_records()
+    assert check.status == Status("finished", 6)
+    assert check.damage == "config.yaml unreadable; eval.jsonl: 1 unreadable line"

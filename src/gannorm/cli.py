@@ -3,6 +3,7 @@ list, demo."""
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 import traceback
@@ -14,11 +15,11 @@ from .app.evaluation import evaluate_run, fid_stats, format_results
 from .app.experiments import EXPERIMENTS, run_experiment
 from .app.analysis import SUMMARY, analyze
 from .app.export import export_generator
-from .app.sampling import sample_png
+from .app.sampling import GRID_MEMORY_LIMIT, MIB, sample_to_file
 from .app.report import PAGE_NAME as REPORT_PAGE
-from .app.report import render, terminal_table
+from .app.report import render, report_path, terminal_table
 from .app.sweep import DB as SWEEP_DB
-from .app.sweep import default_workers, is_stale, read_results, rebuild, run_sweep, sweep_names
+from .app.sweep import default_workers, load_results, run_sweep, sweep_names
 from .app.training import resume, train, train_variants, variants_table
 from .config import AboutConfig, load, load_variants, preset_names
 from .data import DATASETS
@@ -102,9 +103,14 @@ def _train_variants(preset: str, overrides: list[str]) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    path, count, per_class = sample_png(args.run, args.num, args.output, seed=args.seed, use_ema=not args.no_ema,
-                                        overwrite=args.overwrite, checkpoint=args.checkpoint,
-                                        class_index=args.class_index)
+    output = args.output or ("samples.npz" if args.npz else "samples.png")
+    if not (math.isfinite(args.memory_limit) and args.memory_limit > 0):
+        raise GannormError(f"--memory-limit must be a number of MiB > 0, got {args.memory_limit}")
+    if args.npz and Path(output).suffix.lower() != ".npz":
+        raise GannormError(f"--npz writes a .npz file; give -o NAME.npz, not {output}")
+    path, count, per_class = sample_to_file(args.run, args.num, output, seed=args.seed, use_ema=not args.no_ema,
+                                            overwrite=args.overwrite, checkpoint=args.checkpoint,
+                                            memory_limit=round(args.memory_limit * MIB), class_index=args.class_index)
     rows = f" ({per_class} per class, one class per row)" if per_class else ""
     which = f" of class {args.class_index}" if args.class_index is not None else ""
     print(f"wrote {count} samples{which}{rows} to {path}")
@@ -180,11 +186,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
-    if is_stale(folder):
-        print(f"rebuilding {folder / SWEEP_DB} from the run folders", file=sys.stderr)
-        rebuild(folder)
-    results = read_results(folder / SWEEP_DB)
-    page = render(results, Path(args.output) if args.output else folder / REPORT_PAGE)
+    output = report_path(folder, args.output, args.overwrite)  # checked before anything is read or rebuilt
+    results = load_results(folder, announce=lambda message: print(message, file=sys.stderr))
+    page = render(results, output)
     print(terminal_table(results))
     print(f"report: {page}")
     return 0
@@ -270,10 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its checkpoint")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("sample", help="draw samples from a trained run into a PNG grid")
+    p = sub.add_parser("sample", help="draw samples from a trained run into a PNG grid or an .npz array")
     p.add_argument("run", help="a run folder (holds checkpoint.pt and config.yaml)")
     p.add_argument("-n", "--num", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("-o", "--output", default="samples.png", help="output PNG file (default samples.png)")
+    p.add_argument("-o", "--output", default=None,
+                   help="output file: NAME.png (a grid) or NAME.npz (the samples as an array under the key "
+                        "'samples': uint8 [n, H, W, C] images or float32 [n, D] vectors, written in batches); "
+                        "default samples.png (samples.npz with --npz)")
+    p.add_argument("--npz", action="store_true", help="write the samples as an .npz array (default samples.npz)")
+    p.add_argument("--memory-limit", type=float, default=GRID_MEMORY_LIMIT / MIB, metavar="MIB",
+                   help=f"the most memory a PNG may take to make, checked before any sample is drawn (default "
+                        f"{GRID_MEMORY_LIMIT // MIB:d} MiB); an .npz needs one batch whatever -n is")
     p.add_argument("--seed", type=int, default=0, help="seed for z (default 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator even if the run has an EMA copy")
     p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS),
@@ -383,12 +394,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("report", help="the stability report of a sweep folder as one HTML page",
-                       description="Read DIR/results.sqlite (rebuilt from the run folders if it is missing or "
-                                   "older than a run) and write a self-contained HTML page: stability table, "
+                       description="Read DIR/results.sqlite (rebuilt from the run folders if it is missing, "
+                                   "older than a run, or unreadable: an unreadable one is kept as "
+                                   "results.sqlite.damaged-<time>) and write a self-contained HTML page: stability table, "
                                    "paired comparisons, metric vs grid keys, metric over training, divergences, "
                                    "health warnings, and each variant's median run's samples.")
     p.add_argument("folder", metavar="DIR", help="a sweep folder (what 'gannorm sweep --out' names)")
-    p.add_argument("-o", "--output", default=None, help="the HTML file (default DIR/report.html)")
+    p.add_argument("-o", "--output", default=None,
+                   help="the HTML file (default DIR/report.html, replaced each time); an existing file is refused "
+                        "unless --overwrite, and the sweep's own records never are written over")
+    p.add_argument("--overwrite", action="store_true", help="replace the -o file if it exists")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("list", help="list methods, networks, datasets, losses, metrics, presets and sweeps")

@@ -11,28 +11,70 @@ from PIL import Image, ImageDraw
 from .fileio import atomic_write
 
 
+def cell_factor(width: int, min_cell: int = 0) -> int:
+    """The integer nearest-neighbour factor that makes an image ``width`` pixels wide at least ``min_cell`` wide."""
+    return max(1, -(-min_cell // width)) if min_cell else 1
+
+
+def grid_layout(n: int, nrow: int | None = None) -> tuple[int, int]:
+    """``(rows, cols)`` of a grid of ``n`` images with ``nrow`` images per row (default: a square)."""
+    cols = nrow or max(1, int(math.ceil(math.sqrt(n))))
+    return int(math.ceil(n / cols)), cols
+
+
+def grid_size(n: int, height: int, width: int, nrow: int | None = None, pad: int = 2,
+              min_cell: int = 0) -> tuple[int, int]:
+    """The ``(height, width)`` in pixels of :func:`image_grid`'s picture of ``n`` images ``height x width``.
+
+    Args:
+        n: the number of images.
+        height: an image's height.
+        width: an image's width.
+        nrow: images per row (default: a square grid).
+        pad: pixels between and around the cells.
+        min_cell: the smallest cell width (small images are enlarged by an integer factor).
+
+    Returns:
+        The picture's height and width (it is ``uint8`` RGB: 3 bytes per pixel).
+
+    Example::
+
+        >>> grid_size(64, 8, 8, min_cell=64)
+        (530, 530)
+    """
+    factor = cell_factor(width, min_cell)
+    rows, cols = grid_layout(n, nrow)
+    return rows * (height * factor + pad) + pad, cols * (width * factor + pad) + pad
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``[N, C, H, W]`` in [-1, 1] -> ``uint8`` ``[N, H, W, C]`` in 0..255 (values outside [-1, 1] clamped)."""
+    x = images.detach().float().cpu().clamp(-1, 1)
+    return ((x.numpy() + 1) * 127.5).round().astype(np.uint8).transpose(0, 2, 3, 1)
+
+
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, min_cell: int = 0) -> np.ndarray:
     """``[N, C, H, W]`` in [-1, 1] -> one ``uint8`` image ``[rows*(H+pad)+pad, cols*(W+pad)+pad, 3]``.
 
     ``min_cell`` enlarges small images by an integer nearest-neighbour factor so that each cell is at
-    least that many pixels wide (16x16 digits are hard to judge at their own size).
+    least that many pixels wide (16x16 digits are hard to judge at their own size). The images are
+    enlarged one at a time as they are placed, so the memory is the grid's (:func:`grid_size`) plus one cell.
     """
-    x = images.detach().float().cpu().clamp(-1, 1)
-    factor = max(1, -(-min_cell // x.shape[-1])) if min_cell else 1
-    if factor > 1:
-        x = x.repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2)
-    n, c, h, w = x.shape
-    if c == 1:
-        x = x.expand(n, 3, h, w)
-    elif c != 3:
+    n, c, h, w = images.shape
+    if c not in (1, 3):
         raise ValueError(f"image grids need 1 or 3 channels, got {c}")
-    arr = ((x.numpy() + 1) * 127.5).round().astype(np.uint8).transpose(0, 2, 3, 1)
-    cols = nrow or max(1, int(math.ceil(math.sqrt(n))))
-    rows = int(math.ceil(n / cols))
-    grid = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), dtype=np.uint8)
-    for i in range(n):
-        r, q = divmod(i, cols)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = arr[i]
+    factor = cell_factor(w, min_cell)
+    rows, cols = grid_layout(n, nrow)
+    height, width = grid_size(n, h, w, nrow, pad, min_cell)
+    cell_h, cell_w = h * factor, w * factor
+    grid = np.zeros((height, width, 3), dtype=np.uint8)
+    for r in range(rows):
+        row = to_uint8(images[r * cols:(r + 1) * cols])  # one grid row at the native size at a time
+        for q, image in enumerate(row):
+            if factor > 1:
+                image = image.repeat(factor, axis=0).repeat(factor, axis=1)
+            top, left = pad + r * (cell_h + pad), pad + q * (cell_w + pad)
+            grid[top:top + cell_h, left:left + cell_w] = image  # one channel broadcasts to three
     return grid
 
 

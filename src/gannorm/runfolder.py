@@ -6,7 +6,7 @@ A run folder holds everything one training run writes::
     checkpoint.pt       the latest checkpoint (atomic; loaded with ``weights_only=True``)
     checkpoint_best.pt  the checkpoint of the best evaluation so far by ``train.best_metric`` (with the record)
     best.json           that record in plain JSON: the metric, its direction, the step, the value, the generator
-    status.json         running / finished / interrupted / diverged, the step, and why
+    status.json         running / finished / interrupted / diverged / failed, the step, and why
     metrics.jsonl       one row per logged step: losses, D outputs, sigmas, evaluation and diagnostics scalars
     metrics.csv         the training rows of metrics.jsonl as CSV (columns fixed by the first row)
     eval.jsonl          one record per evaluation: the step, which generator, the metrics and their protocol
@@ -16,22 +16,32 @@ A run folder holds everything one training run writes::
     tensorboard/        TensorBoard event files (when tensorboard is installed)
     analysis/           what ``gannorm analyze`` writes
     tags.json           where the run sits in a sweep (sweep, run id, variant, grid cell, seed), for sweep runs
+    .lock               the writers' lock (:meth:`RunFolder.lock`): the PID of the last process that held it
 
 Everything above the libraries (the trainer, ``eval``, ``sample``, ``analyze``, ``experiment``) reads and
 writes runs through :class:`RunFolder`. Every step-keyed log holds each step at most once: a resumed run
 first drops the rows after its checkpoint's step (:meth:`RunFolder.truncate_logs`), and each file is
 replaced atomically, so a kill during the truncation leaves the old file or the new one, never half.
+
+One process at a time writes a run folder: the trainer (a new run or ``--resume``), ``eval``, ``analyze``,
+``sample`` and ``export`` (when they write into the folder) hold its lock (:meth:`RunFolder.lock`, an
+``flock`` on ``.lock`` that the kernel releases when the holder dies, however it dies); a second writer
+gets a one-line :class:`RunFolderError` naming the holder's PID.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import math
 import os
+import threading
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
 
@@ -60,6 +70,7 @@ SAMPLES_DIR = "samples"
 TENSORBOARD = "tensorboard"
 ANALYSIS = "analysis"
 TAGS = "tags.json"
+LOCK = ".lock"
 #: the step-keyed JSONL logs (each step at most once after any number of resumes)
 LOGS = (METRICS, EVAL, DIAGNOSTICS, HEALTH)
 #: files whose presence marks a folder as a run folder
@@ -170,6 +181,20 @@ class RunRecords:
     skipped: dict[str, int] = field(default_factory=dict)     # file name -> unreadable lines skipped
 
 
+@dataclass
+class RecordCheck:
+    """:meth:`RunFolder.check_records`: the run's status (None: not started; ``damaged``: unknown) and which
+    records were unreadable, with how the status was recovered (None when every record read)."""
+    status: Status | None
+    damage: str | None = None
+
+
+def _section(config: Any, name: str) -> dict[str, Any]:
+    """``config[name]`` when both are mappings, else ``{}`` (a config read from a damaged file)."""
+    section = config.get(name) if isinstance(config, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
 # ------------------------------------------------------------------------------------------ JSONL
 def read_jsonl(path: str | os.PathLike) -> tuple[list[dict[str, Any]], int]:
     """The JSON objects of a JSONL file and the number of lines skipped as unreadable (e.g. the torn last
@@ -247,6 +272,136 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+# ------------------------------------------------------------------------------------------ locks
+class LockBusy(Exception):
+    """The lock file ``path`` is held by another process: ``pid`` (None if it has not written it yet)."""
+
+    def __init__(self, path: Path, pid: int | None) -> None:
+        super().__init__(f"{path} is held by process {pid if pid is not None else '(unknown)'}")
+        self.path, self.pid = path, pid
+
+
+class _Held:
+    """One open, locked lock file of this process and how many holders share it."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.count = fh, 0
+
+
+_GUARD = threading.Lock()
+_SHARED: dict[str, _Held] = {}     # real path -> the lock this process holds there (reentrant locks)
+_OPEN: set[_Held] = set()           # every lock file this process holds open
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: close the parent's lock files. The parent keeps its locks (an ``flock`` belongs to the
+    open file, which the parent still has open); the child holds none, so it never outlives a killed parent."""
+    global _GUARD
+    _GUARD = threading.Lock()
+    for held in _OPEN:
+        try:
+            held.fh.close()
+        except OSError:
+            pass
+    _OPEN.clear()
+    _SHARED.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _take(path: Path) -> Any:
+    """Open and ``flock`` ``path`` without waiting, then write this process's PID into it."""
+    fh = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        text = fh.read(32).strip()
+        fh.close()
+        raise LockBusy(path, int(text) if text.isdigit() else None) from None
+    except BaseException:
+        fh.close()
+        raise
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def _release(key: str | None, held: _Held) -> None:
+    with _GUARD:
+        held.count -= 1
+        if held.count > 0:
+            return
+        if key is not None and _SHARED.get(key) is held:
+            del _SHARED[key]
+        _OPEN.discard(held)
+        try:
+            held.fh.close()  # closing the file releases the flock
+        except OSError:
+            pass
+
+
+class HeldLock:
+    """A lock :func:`acquire_lock` took; :meth:`release` (or leaving its ``with`` block, or its garbage
+    collection, or the end of the process) gives it back."""
+
+    def __init__(self, key: str | None, held: _Held) -> None:
+        self._held: _Held | None = held
+        self._finalizer = weakref.finalize(self, _release, key, held)
+
+    @property
+    def held(self) -> bool:
+        return self._held is not None
+
+    def release(self) -> None:
+        if self._held is not None:
+            self._held = None
+            self._finalizer()  # calls _release once, then never again
+
+    def __enter__(self) -> "HeldLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def acquire_lock(path: str | os.PathLike, *, reentrant: bool = True) -> HeldLock:
+    """Hold the exclusive lock of the file ``path`` (created if missing), or raise :class:`LockBusy` at once.
+
+    The lock is an ``flock`` on the open file: the kernel releases it when the holder ends, however it
+    ends (SIGKILL included), and a forked child does not keep it. The file holds the holder's PID, which
+    :class:`LockBusy` reports. With ``reentrant``, a lock this process already holds is shared (counted,
+    and released with its last holder); without, a second acquire in this process is refused as another
+    process's would be.
+
+    Args:
+        path: the lock file (its folder must exist).
+        reentrant: whether this process may hold it more than once.
+
+    Returns:
+        The :class:`HeldLock` (a context manager).
+
+    Example::
+
+        with acquire_lock(folder / ".lock"):
+            ...  # no other process holds it here
+    """
+    path = Path(path)
+    key = os.path.realpath(path)
+    with _GUARD:
+        held = _SHARED.get(key) if reentrant else None
+        if held is None:
+            held = _Held(_take(path))
+            _OPEN.add(held)
+            if reentrant:
+                _SHARED[key] = held
+        held.count += 1
+    return HeldLock(key if reentrant else None, held)
+
+
 # ------------------------------------------------------------------------------------------ the folder
 class RunFolder:
     """A run folder at ``path``; see the module docstring for its files."""
@@ -254,6 +409,7 @@ class RunFolder:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self._csv_columns: list[str] | None = None
+        self._lock: HeldLock | None = None
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -297,6 +453,63 @@ class RunFolder:
             raise RunFolderError(f"{path} is not a run folder: it has none of {', '.join(MARKERS)} "
                                  "(train one with 'gannorm train')")
         return cls(path)
+
+    # ---------------------------------------------------------------- the writers' lock
+    def lock(self, hint: str = "") -> None:
+        """Hold the folder's writers' lock (``.lock``) until :meth:`unlock`, until this object is gone, or until
+        the process ends (however it ends). Holding it already is fine: the same process may lock a folder
+        through several :class:`RunFolder` objects (one process, one writer).
+
+        Args:
+            hint: another way out for the user, added to the error (e.g. ``"or give -o FILE outside the run"``).
+
+        Raises:
+            RunFolderError: another process holds it (the message names its PID), or the folder cannot take a
+                lock file.
+
+        Example::
+
+            folder = RunFolder.open("runs/r")
+            with folder.locked():
+                folder.write_status(Status("running", 0))
+        """
+        if self._lock is not None and self._lock.held:
+            return
+        try:
+            self._lock = acquire_lock(self.path / LOCK)
+        except LockBusy as busy:
+            who = f"process {busy.pid}" if busy.pid is not None else "another process"
+            stop = f" (kill {busy.pid})" if busy.pid is not None else ""
+            raise RunFolderError(f"run folder {self.path} is in use by {who}, which is writing into it (gannorm "
+                                 f"train, eval, analyze, sample or export); wait for it to end or stop it{stop}"
+                                 + (f", {hint}" if hint else "") + ", then try again") from None
+        except OSError as err:
+            raise RunFolderError(f"cannot lock the run folder {self.path}: {err.strerror or err}") from None
+
+    def unlock(self) -> None:
+        """Give the writers' lock back (nothing if this object does not hold it)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @contextlib.contextmanager
+    def locked(self, hint: str = "") -> Iterator["RunFolder"]:
+        """:meth:`lock` for a ``with`` block; a lock held before the block stays held after it."""
+        before = self._lock is not None and self._lock.held
+        self.lock(hint)
+        try:
+            yield self
+        finally:
+            if not before:
+                self.unlock()
+
+    def contains(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` lies inside this folder (symbolic links and ``..`` resolved)."""
+        try:
+            Path(os.path.realpath(path)).relative_to(os.path.realpath(self.path))
+        except ValueError:
+            return False
+        return True
 
     # ---------------------------------------------------------------- paths
     def file(self, name: str) -> Path:
@@ -394,8 +607,64 @@ class RunFolder:
         atomic_write_text(self.status_file, json.dumps(status.to_json(), indent=1) + "\n")
 
     def read_status(self) -> Status | None:
+        """``status.json``, or None if it is missing or unreadable (:meth:`check_records` tells which)."""
         data = _json_object(self.status_file)
-        return None if data is None else Status.from_json(data)
+        try:
+            return None if data is None else Status.from_json(data)
+        except (TypeError, ValueError):
+            return None
+
+    def check_records(self) -> RecordCheck:
+        """The run's status and which of its records are unreadable, for a results store.
+
+        A readable ``status.json`` is the status. A run with neither ``status.json`` nor a checkpoint has
+        not started (status None). When ``status.json`` is unreadable (empty, garbled) or missing beside a
+        checkpoint, the status is recovered from the other records: ``finished`` when the checkpoint loads,
+        is at the config's ``train.steps``, and (if the run evaluates, ``train.eval_every > 0``) ``eval.jsonl``
+        holds the evaluation of that step, since only a run that ended well writes both; otherwise
+        ``damaged`` (how it ended cannot be told). Unreadable lines in a finished run's ``eval.jsonl`` and an
+        unreadable ``config.yaml`` are reported too.
+
+        Returns:
+            A :class:`RecordCheck`: the status (possibly recovered) and what was unreadable (None if nothing).
+
+        Example::
+
+            check = RunFolder("runs/r").check_records()
+            if check.damage:
+                print(f"{check.status.status}: {check.damage}")
+        """
+        problems = []
+        status = self.read_status()
+        if self.config_file.is_file() and not self.read_config_dict():
+            problems.append(f"{CONFIG} unreadable")
+        if status is None and (self.status_file.exists() or self.has_checkpoint()):
+            problems.append(f"{STATUS} unreadable" if self.status_file.exists() else f"{STATUS} missing")
+            status, how = self._recover_status()
+            problems.append(how)
+        if status is not None and status.status == "finished":
+            raw, skipped = read_jsonl(self.eval_file)
+            bad = skipped + _parse(raw, EvalRecord.from_json)[1]
+            if bad:
+                problems.append(f"{EVAL}: {bad} unreadable line{'s' if bad != 1 else ''}")
+        return RecordCheck(status, "; ".join(problems) or None)
+
+    def _recover_status(self) -> tuple[Status, str]:
+        """The status the checkpoint and the evaluations imply (see :meth:`check_records`), and how it was found."""
+        try:
+            state = self.load_checkpoint()
+            step = int(state["step"])
+        except (RunFolderError, KeyError, TypeError, ValueError):
+            return Status("damaged", 0), f"no loadable {CHECKPOINT}: how the run ended is unknown"
+        train = {**_section(state.get("config"), "train"), **_section(self.read_config_dict(), "train")}
+        steps, every = train.get("steps"), train.get("eval_every") or 0
+        evaluated = any(r.step == step for r in self.read_eval())
+        if isinstance(steps, int) and step == steps and (not every or evaluated):
+            return Status("finished", step), (f"recovered as finished: {CHECKPOINT} at train.steps={steps}"
+                                              + (" and its final evaluation" if every else ""))
+        return Status("damaged", step), (f"{CHECKPOINT} at G step {step} of {steps if steps is not None else '?'}"
+                                         + (", no evaluation at that step" if every and not evaluated else "")
+                                         + ": how the run ended is unknown")
 
     def write_tags(self, tags: dict[str, Any]) -> None:
         """``tags.json``: plain JSON describing the run's place in a sweep (or any grouping)."""

@@ -31,6 +31,10 @@ from ..training.sample_mode import evaluate_generator
 from .sampling import checkpoint_config, load_generator, prepare_output, write_output
 
 DEVICES = "auto, cpu, cuda or cuda:N"
+#: the most generated (or real) samples one evaluation takes: it holds every sample's features in memory, and
+#: an Inception feature is 2048 float64 numbers (16 KiB), so the limit is 8 GiB of features (FID's usual
+#: protocol takes 50000)
+MAX_EVAL_SAMPLES = 500_000
 
 
 def eval_device(name: str) -> torch.device:
@@ -76,6 +80,11 @@ def check_options(options: EvalOptions, dataset: str | None = None, conditional:
                              ("--batch-size", options.batch_size, 1)):
         if value is not None and value < low:
             raise GannormError(f"{what} must be >= {low}, got {value}")
+        if what != "--batch-size" and value is not None and value > MAX_EVAL_SAMPLES:
+            raise GannormError(f"{what} {value} is over the limit of {MAX_EVAL_SAMPLES} samples: an evaluation holds "
+                               f"every sample's features in memory ({MAX_EVAL_SAMPLES * 2048 * 8 / 2**30:.0f} GiB of "
+                               f"Inception features at the limit); give at most {MAX_EVAL_SAMPLES} (FID's usual "
+                               "protocol takes 50000)")
     if options.reference_stats:
         try:
             load_statistics(options.reference_stats)
@@ -156,6 +165,22 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
     step = state["step"]
     path = Path(ranks.from_main(lambda: prepare_output(output, ".json", overwrite=True) if output
                                 else folder.eval_result_path(step)))
+    if folder.contains(path):  # RUN/eval_step<step>.json: one writer at a time in a run folder
+        ranks.from_main(lambda: folder.lock("or write the result elsewhere with -o FILE"))
+    try:
+        out = {"run": str(folder.path), "step": step, "checkpoint": checkpoint,
+               "results": _evaluate_both(folder, state, cfg, checkpoint, options, device)}
+        if ranks.main:
+            write_output(path, lambda p: atomic_write_text(p, json.dumps(out, indent=1) + "\n"))
+    finally:
+        folder.unlock()
+    out["path"] = str(path)
+    return out
+
+
+def _evaluate_both(folder: RunFolder, state: dict, cfg: Config, checkpoint: str, options: EvalOptions,
+                   device: torch.device) -> dict[str, Any]:
+    """``{"ema": ..., "raw": ...}``: each generator of the checkpoint ``state`` evaluated by ``options``."""
     data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.resolution, **cfg.data.options)
     results = {}
     try:
@@ -165,11 +190,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
                                                device=device)
     finally:
         data.close()
-    out = {"run": str(folder.path), "step": step, "checkpoint": checkpoint, "results": results}
-    if ranks.main:
-        write_output(path, lambda p: atomic_write_text(p, json.dumps(out, indent=1) + "\n"))
-    out["path"] = str(path)
-    return out
+    return results
 
 
 def _protocol_text(protocol: dict[str, Any]) -> str:

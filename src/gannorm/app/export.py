@@ -35,7 +35,7 @@ from ..metrics.evaluate import generator_classes
 from ..fileio import atomic_write
 from ..normalizations import remove
 from ..runfolder import RunFolder
-from .sampling import load_generator, prepare_output, write_output
+from .sampling import writing_into, load_generator, prepare_output, write_output
 
 EXTRA_FILE = "gannorm.json"
 
@@ -99,7 +99,8 @@ def trace(model: nn.Module, z_dim: int, num_classes: int = 0) -> torch.jit.Scrip
 def export_generator(run_dir: str | Path, output: str | Path, *, use_ema: bool = True, checkpoint: str = "latest",
                      overwrite: bool = False) -> tuple[Path, ExportInfo]:
     """Write the run's generator to the TorchScript file ``output`` (``.pt``; atomic, refused if it exists
-    unless ``overwrite``); returns the path and what ``gannorm.json`` records."""
+    unless ``overwrite``; inside the run folder, under its lock); returns the path and what ``gannorm.json``
+    records."""
     output = prepare_output(output, ".pt", overwrite)
     folder = RunFolder.open(run_dir)
     state = folder.load_checkpoint(checkpoint)
@@ -117,7 +118,8 @@ def export_generator(run_dir: str | Path, output: str | Path, *, use_ema: bool =
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.jit.save(traced, fh, _extra_files=extra)
 
-    write_output(output, lambda path: atomic_write(path, save))
+    with writing_into(folder, output):
+        write_output(output, lambda path: atomic_write(path, save))
     return output, info
 
 

@@ -147,6 +147,7 @@ class Trainer:
         self.non_finite: str | None = None  # what went non-finite first, once a step has diverged
         self._resumed = resume is not None
         self.folder = self._open_folder(resume, run_dir)
+        self.ranks.from_main(self.folder.lock)  # one writer per run folder: another gets its PID in one line
         if self.ranks.main:
             self.folder.write_config(cfg)
 
@@ -515,6 +516,8 @@ class Trainer:
 
     def run(self) -> RunResult:
         """Train to ``train.steps``; returns how it ended. The caller's threads, RNG and signals are kept."""
+        if self.ranks.main:
+            self.folder.lock()  # held since __init__, unless a previous run() gave it back
         with num_threads(self.cfg.train.threads), private_rng(self._torch_rng, device=self.device), \
                 self._signal_handlers():
             self._in_run = True
@@ -527,8 +530,9 @@ class Trainer:
 
     def close(self) -> None:
         """Stop the data worker processes of a lazy dataset (:meth:`run` does this when it ends, however it
-        ends); a later run or evaluation starts them again."""
+        ends), and give the run folder's lock back; a later run or evaluation starts them again."""
         self.data.close()
+        self.folder.unlock()
 
     def _loop(self) -> RunResult:
         resumed = self._resumed or self.step > 0

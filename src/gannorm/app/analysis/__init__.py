@@ -8,6 +8,7 @@ The work is split in four: :mod:`.reading` reads the run folder into typed recor
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 from ...fileio import atomic_write_text
@@ -23,11 +24,15 @@ __all__ = ["FIGURES", "NO_DIAGNOSTICS_HINT", "SUMMARY", "analyze", "load_run", "
 
 def analyze(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
     """Write the figures for which the run has data and ``summary.md`` into ``run_dir/analysis`` (or
-    ``out_dir``); returns the files written, ``summary.md`` last. Prints nothing."""
+    ``out_dir``); returns the files written, ``summary.md`` last. Prints nothing. Writing into the run folder,
+    it holds the folder's lock (another writer there is a one-line :class:`~gannorm.errors.RunFolderError`)."""
     run = load_run(run_dir)
-    out = Path(out_dir) if out_dir is not None else RunFolder(run.path).analysis_dir
-    out.mkdir(parents=True, exist_ok=True)
-    written = [path for name, plot in FIGURES.items() if (path := plot(run, out / name)) is not None]
-    summary = out / SUMMARY
-    atomic_write_text(summary, summarize(run, written))
+    folder = RunFolder(run.path)
+    out = Path(out_dir) if out_dir is not None else folder.analysis_dir
+    # RUN/analysis: one writer at a time in a run folder
+    with folder.locked("or write the analysis elsewhere with -o DIR") if folder.contains(out) else nullcontext():
+        out.mkdir(parents=True, exist_ok=True)
+        written = [path for name, plot in FIGURES.items() if (path := plot(run, out / name)) is not None]
+        summary = out / SUMMARY
+        atomic_write_text(summary, summarize(run, written))
     return [*written, summary]

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from ..sweep.results import SweepResults
 from .groups import group
-from .page import PAGE_NAME, page_html, render
-from .tables import Table, all_tables, stability_table, text_table
+from .page import PAGE_NAME, page_html, render, report_path
+from .tables import Table, all_tables, damaged_lines, stability_table, text_table
 
-__all__ = ["PAGE_NAME", "Table", "all_tables", "page_html", "render", "terminal_table"]
+__all__ = ["PAGE_NAME", "Table", "all_tables", "page_html", "render", "report_path", "terminal_table"]
 
 
 def terminal_table(results: SweepResults) -> str:
-    """The stability table (per variant and grid cell) as aligned plain text, with its reading note."""
+    """The stability table (per variant and grid cell) as aligned plain text, with its reading note, then a
+    line per variant with damaged run folders (if any)."""
     table = stability_table(results, group(results))
-    return f"{table.title}: {results.name}\n{text_table(table)}\n{table.note}"
+    return "\n".join([f"{table.title}: {results.name}", text_table(table), table.note, *damaged_lines(results)])

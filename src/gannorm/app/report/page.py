@@ -12,8 +12,11 @@ import html
 import os
 from pathlib import Path
 
+from ...errors import GannormError
 from ...fileio import atomic_write_text
+from ..sampling import prepare_output
 from ..sweep.results import SweepResults
+from ..sweep.runner import owns
 from .figures import Picture, grid_figure, sample_pictures, training_figure
 from .groups import Groups, group, variants
 from .tables import Table, all_tables, rule_of
@@ -94,8 +97,11 @@ def _figure_sections(results: SweepResults, groups: Groups) -> list[str]:
 
 def _overview(results: SweepResults) -> str:
     done = sum(r.status in ("finished", "diverged", "failed") for r in results.runs)
+    damaged = sum(r.damaged is not None for r in results.runs)
     items = [("metric", f"{results.metric} ({'lower' if results.lower_is_better else 'higher'} is better)"),
-             ("runs", f"{len(results.runs)} ({done} done)"), ("variants", ", ".join(variants(results))),
+             ("runs", f"{len(results.runs)} ({done} done" + (f"; {damaged} with damaged records, see \"Damaged run "
+                                                             "folders\")" if damaged else ")")),
+             ("variants", ", ".join(variants(results))),
              ("grid", ", ".join(results.grid_keys) or "none"), ("success", str(rule_of(results)))]
     return "<ul>" + "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in items) + "</ul>"
 
@@ -106,13 +112,50 @@ def page_html(results: SweepResults) -> str:
     tables = {t.id: _table_section(t) for t in all_tables(results, groups)}
     grid, training, samples = _figure_sections(results, groups)
     body = [tables["stability"], tables["paired"], tables["noise"], grid, training, tables["failures"],
-            tables["health"], samples]
+            *([tables["damaged"]] if "damaged" in tables else []), tables["health"], samples]
     title = f"Sweep {results.name}: stability report"
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{esc(title)}</title>\n'
             f'<style>{_CSS}</style>\n</head>\n<body>\n<h1>{esc(title)}</h1>\n{_overview(results)}\n'
             + "".join(body) + f"<script>{_CHECK}</script>\n</body>\n</html>\n")
+
+
+def report_path(folder: str | os.PathLike, output: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+    """Where ``gannorm report DIR [-o OUTPUT]`` writes its page, checked before anything is written.
+
+    Without ``output``: ``DIR/report.html``, the sweep's own page, replaced each time. An ``output`` folder
+    means ``output/report.html``. Any other file must be a new ``.html`` file (an existing one only with
+    ``overwrite``), and never one of the sweep folder's own records (``sweep.json``, the store, anything
+    under ``runs/``: :func:`gannorm.app.sweep.owns`), even with ``overwrite``.
+
+    Args:
+        folder: the sweep folder.
+        output: ``-o``, or None.
+        overwrite: whether an existing ``output`` may be replaced.
+
+    Returns:
+        The page's path.
+
+    Raises:
+        GannormError: one line naming the file and what to do instead.
+
+    Example::
+
+        render(results, report_path("runs/sweep-x", "page.html", overwrite=True))
+    """
+    own = Path(folder) / PAGE_NAME
+    if output is None:
+        return own
+    path = Path(output).expanduser()
+    if path.is_dir():
+        path = path / PAGE_NAME
+    if os.path.realpath(path) == os.path.realpath(own):
+        return own
+    if owns(folder, path):
+        raise GannormError(f"output {path} is one of the sweep folder's own records (sweep.json, the results store, "
+                           f"the run folders), which the report never writes over; give -o a new .html file")
+    return prepare_output(path, ".html", overwrite)
 
 
 def render(results: SweepResults, out: str | os.PathLike) -> Path:

@@ -197,9 +197,34 @@ def _message(w: dict) -> str:
     return _short(f"{layer}: {w.get('message', '')}" if layer else str(w.get("message", "")))
 
 
+def damaged_table(results: SweepResults) -> Table:
+    """The runs whose folders have unreadable records, one row per variant: how many of its runs, which, what
+    was unreadable and what status was recovered (``damaged``: unknown, left out of every statistic)."""
+    rows = []
+    for variant in variants(results):
+        runs = [r for r in results.runs if r.variant == variant]
+        bad = [r for r in runs if r.damaged is not None]
+        if bad:
+            rows.append([variant, f"{len(bad)} of {len(runs)}", "; ".join(f"{r.run_id} ({r.status}: {r.damaged})"
+                                                                          for r in bad)])
+    note = ("Run folders with unreadable records (e.g. an empty status.json). A run whose checkpoint is at "
+            "train.steps with its final evaluation is recovered as finished and counted; a run whose end cannot "
+            "be told is 'damaged' and left out of every statistic. Run the sweep again to resume those runs.")
+    return Table("damaged", "Damaged run folders", ["variant", "runs damaged", "which (status: what)"], rows, note,
+                 [False, True, False])
+
+
+def damaged_lines(results: SweepResults) -> list[str]:
+    """The damaged runs per variant as plain-text lines (none when no run is damaged)."""
+    table = damaged_table(results)
+    return [f"damaged run folders in {v}: {n} ({which})" for v, n, which in table.rows]
+
+
 def all_tables(results: SweepResults, groups: Groups) -> list[Table]:
+    """Every table of the page; the damaged run folders' only when there are some."""
+    damaged = damaged_table(results)
     return [stability_table(results, groups), paired_table(results, groups), noise_table(results, groups),
-            failure_table(results, groups), health_table(results)]
+            failure_table(results, groups), *([damaged] if damaged.rows else []), health_table(results)]
 
 
 def text_table(table: Table) -> str:

@@ -6,9 +6,9 @@
 - :mod:`.results` holds the typed records the report reads.
 """
 from .results import RunRow, SweepResults
-from .runner import SweepOutcome, default_workers, is_stale, rebuild, run_sweep
+from .runner import SweepOutcome, default_workers, is_stale, load_results, owns, rebuild, run_sweep
 from .spec import RunSpec, SweepSpec, expand, load_sweep, sweep_names
 from .store import DB, read_results
 
 __all__ = ["DB", "RunRow", "RunSpec", "SweepOutcome", "SweepResults", "SweepSpec", "default_workers", "expand", "is_stale",
-           "load_sweep", "read_results", "rebuild", "run_sweep", "sweep_names"]
+           "load_results", "load_sweep", "owns", "read_results", "rebuild", "run_sweep", "sweep_names"]

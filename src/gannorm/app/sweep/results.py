@@ -12,11 +12,12 @@ class RunRow:
     variant: str                         # the variant's name ("base" when the sweep has none)
     cell: dict[str, Any]                 # the grid cell: {"optim.lr_d": 2e-4, ...} ({} without a grid)
     seed: int
-    status: str                          # finished, diverged, failed, running, pending
+    status: str                          # finished, diverged, failed, running, pending, damaged
     final: dict[str, float] = field(default_factory=dict)  # the last evaluation: {"cfd": 3.1, "cis": 8.2, ...}
     error: str | None = None             # why a run failed or diverged
     run_dir: str = ""                    # its run folder (samples.png, metrics.jsonl, ...)
     seconds: float | None = None         # training wall time
+    damaged: str | None = None           # which records of its run folder were unreadable, and what was recovered
 
 
 @dataclass

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import fcntl
 import json
 import multiprocessing
 import os
+import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,10 +21,10 @@ from typing import Callable, Iterator, Sequence
 
 from ...errors import GannormError
 from ...fileio import atomic_write_text, safe_path
-from ...runfolder import STATUS, RunFolder
+from ...runfolder import STATUS, LockBusy, RecordCheck, RunFolder, acquire_lock
 from .results import RunRow, SweepResults
 from .spec import RunSpec, SweepSpec, expand, load_sweep, run_config
-from .store import DB, connect, final_metrics, read_results, record_run, write_meta
+from .store import DB, connect, final_metrics, read_results, record_run, set_aside, store_problem, write_meta
 from .worker import ENDED, RunOutcome, RunTask, die_with_parent, run_one
 
 SPEC_FILE = "sweep.json"
@@ -54,17 +54,16 @@ def default_threads(workers: int) -> int:
 
 @contextlib.contextmanager
 def sweep_lock(folder: Path) -> Iterator[None]:
-    """Hold the sweep folder's lock, or fail at once with a one-line error if another driver holds it."""
-    fh = open(folder / LOCK, "a+")
+    """Hold the sweep folder's lock, or fail at once with a one-line error naming the driver that holds it (a
+    second driver in this process is refused too)."""
     try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise GannormError(f"another gannorm sweep is running in {folder}; wait for it or use another "
-                               "--out DIR") from None
+        held = acquire_lock(folder / LOCK, reentrant=False)
+    except LockBusy as busy:
+        who = f" (process {busy.pid})" if busy.pid is not None else ""
+        raise GannormError(f"another gannorm sweep is running in {folder}{who}; wait for it or use another "
+                           "--out DIR") from None
+    with held:
         yield
-    finally:
-        fh.close()
 
 
 def _meta(spec: SweepSpec) -> dict:
@@ -79,13 +78,17 @@ def _task(spec: SweepSpec, run: RunSpec, folder: Path, threads: int) -> RunTask:
 
 
 def record(con, spec: SweepSpec, run: RunSpec, task: RunTask, outcome: RunOutcome | None = None) -> RunRow:
-    """Write one run's row (from its run folder, the source of truth) into the store."""
+    """Write one run's row (from its run folder, the source of truth) into the store. A run folder whose
+    records are partly unreadable is recorded with what was unreadable (``damaged``), its status recovered
+    from its other records when they tell it (:meth:`gannorm.runfolder.RunFolder.check_records`)."""
     folder = RunFolder(task.run_dir)
-    status = folder.read_status()
+    check = folder.check_records() if folder.path.is_dir() else RecordCheck(None)
+    status = check.status
     state = outcome.status if outcome is not None else (status.status if status else "pending")
     error = outcome.error if outcome is not None else (status.reason if status else None)
     row = RunRow(run.run_id, run.variant, run.cell, run.seed, state, final_metrics(folder) if folder.path.is_dir()
-                 else {}, error, task.run_dir, status.seconds if status else None)
+                 else {}, error, task.run_dir, status.seconds if status else None,
+                 check.damage if outcome is None else None)
     cfg = folder.read_config_dict() if folder.path.is_dir() else {}
     record_run(con, row, cfg, folder=folder if folder.path.is_dir() else None)
     return row
@@ -104,6 +107,8 @@ def run_sweep(sweep: str, out: str | Path | None = None, *, workers: int = 1, th
     start = time.perf_counter()
     with sweep_lock(folder):
         atomic_write_text(folder / SPEC_FILE, json.dumps(_meta(spec)["spec"], indent=1, default=str) + "\n")
+        if heal(folder, announce):
+            _rebuild(folder, spec)
         con = connect(folder / DB)
         try:
             write_meta(con, _meta(spec))
@@ -172,18 +177,102 @@ def _execute_ray(pending: Sequence[tuple[RunSpec, RunTask]], workers: int, addre
             ray.shutdown()
 
 
-def rebuild(folder: str | Path) -> Path:
-    """Make ``results.sqlite`` anew from the run folders (the source of truth) and ``sweep.json``."""
+def read_spec(folder: str | Path) -> SweepSpec:
+    """The sweep as run, from the folder's ``sweep.json``; a one-line error if it is missing or unreadable."""
     folder = Path(folder)
     spec_file = folder / SPEC_FILE
     if not spec_file.is_file():
         raise GannormError(f"{folder} is not a sweep folder: it has no {SPEC_FILE} (run 'gannorm sweep' first)")
-    raw = json.loads(spec_file.read_text())
-    spec = SweepSpec(**{**raw, "overrides": tuple(raw["overrides"]), "seeds": tuple(raw["seeds"]),
-                        "variants": {k: tuple(v) for k, v in raw["variants"].items()},
-                        "grid": {k: tuple(v) for k, v in raw["grid"].items()}})
+    try:
+        raw = json.loads(spec_file.read_text(encoding="utf-8"))
+        return SweepSpec(**{**raw, "overrides": tuple(raw["overrides"]), "seeds": tuple(raw["seeds"]),
+                            "variants": {k: tuple(v) for k, v in raw["variants"].items()},
+                            "grid": {k: tuple(v) for k, v in raw["grid"].items()}})
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise GannormError(f"{spec_file} is unreadable ({type(err).__name__}); run 'gannorm sweep SWEEP --out "
+                           f"{folder}' again with the sweep's file to write it anew") from None
+
+
+def rebuild(folder: str | Path, announce: Callable[[str], None] = lambda _msg: None) -> Path:
+    """Make ``results.sqlite`` anew from the run folders (the source of truth) and ``sweep.json``; an
+    unreadable store is set aside first (:func:`heal`), never deleted."""
+    folder = Path(folder)
+    spec = read_spec(folder)
     with sweep_lock(folder):
+        heal(folder, announce)
         return _rebuild(folder, spec)
+
+
+def heal(folder: Path, announce: Callable[[str], None]) -> Path | None:
+    """Set an unreadable store aside (:func:`~gannorm.app.sweep.store.set_aside`) with a one-line notice; the
+    caller holds the sweep's lock and rebuilds it. Returns where it went (None if it read fine)."""
+    db = folder / DB
+    problem = store_problem(db)
+    if problem is None:
+        return None
+    moved = set_aside(db)
+    announce(f"gannorm: {db} cannot be read ({problem}); moved it to {moved.name} and rebuilt it from the run "
+             "folders")
+    return moved
+
+
+def load_results(folder: str | Path, announce: Callable[[str], None] = lambda _msg: None) -> SweepResults:
+    """The sweep's results for a report: the store, rebuilt from the run folders first when it is missing,
+    older than a run's status, or unreadable (set aside, never deleted).
+
+    Args:
+        folder: the sweep folder.
+        announce: gets a one-line notice when the store is rebuilt (the command line prints it on stderr).
+
+    Returns:
+        The store's :class:`~gannorm.app.sweep.results.SweepResults`.
+
+    Example::
+
+        results = load_results("runs/sweep-x", announce=print)
+    """
+    folder = Path(folder)
+    spec = read_spec(folder)
+    db = folder / DB
+    if store_problem(db) is not None or is_stale(folder):
+        with sweep_lock(folder):
+            if heal(folder, announce) is None:
+                announce(f"rebuilding {db} from the run folders")
+            _rebuild(folder, spec)
+    try:
+        return read_results(db)
+    except (sqlite3.DatabaseError, ValueError, KeyError, TypeError) as err:  # readable tables, garbled values
+        with sweep_lock(folder):
+            moved = set_aside(db)
+            announce(f"gannorm: {db} cannot be read ({type(err).__name__}: {' '.join(str(err).split())}); moved it "
+                     f"to {moved.name} and rebuilt it from the run folders")
+            _rebuild(folder, spec)
+        return read_results(db)
+
+
+def owns(folder: str | Path, path: str | Path) -> bool:
+    """Whether ``path`` is one of the sweep folder's own records: ``sweep.json``, the store with its journal
+    and the stores set aside, the lock, anything under ``runs/``, or the folder itself.
+
+    Args:
+        folder: the sweep folder.
+        path: any path (links and ``..`` are resolved).
+
+    Returns:
+        True if writing ``path`` would write over the sweep's records.
+
+    Example::
+
+        owns("runs/sweep-x", "runs/sweep-x/results.sqlite")    # True
+    """
+    try:
+        rel = Path(os.path.realpath(path)).relative_to(os.path.realpath(folder))
+    except ValueError:
+        return False
+    if not rel.parts or rel.parts[0] == RUNS:
+        return True
+    name = rel.parts[0]
+    return len(rel.parts) == 1 and (name in (SPEC_FILE, LOCK) or name.startswith((DB, f".{DB}")))
 
 
 def _rebuild(folder: Path, spec: SweepSpec) -> Path:
@@ -214,4 +303,5 @@ def is_stale(folder: str | Path) -> bool:
     return newest > db.stat().st_mtime
 
 
-__all__ = ["SweepOutcome", "default_threads", "default_workers", "is_stale", "rebuild", "record", "run_config", "run_sweep"]
+__all__ = ["SweepOutcome", "default_threads", "default_workers", "heal", "is_stale", "load_results", "owns", "read_spec",
+           "rebuild", "record", "run_config", "run_sweep"]
