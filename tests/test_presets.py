@@ -16,7 +16,7 @@ from gannorm.metrics.evaluate import metric_protocols
 from gannorm.metrics.frechet import save_statistics
 from gannorm.metrics.protocol import MetricProtocol
 
-PAPER_FAMILIES = ("sngan_", "bssn_", "gn_", "pgn_")
+PAPER_FAMILIES = ("sngan_", "bssn_", "gn_", "pgn_", "biggan_", "celebahq", "projection_")
 PAPER_PRESETS = [n for n in C.preset_names() if n.startswith(PAPER_FAMILIES)]
 OWN_JOBS = [n for n in C.preset_names() if not n.startswith(PAPER_FAMILIES)]
 
@@ -27,7 +27,8 @@ def test_the_families_are_all_there():
     assert len(pgn) == 16 and {n + "_code" for n in pgn if not n.endswith("_code")} == {n for n in pgn if n.endswith("_code")}
     assert len([n for n in PAPER_PRESETS if n.startswith("bssn_")]) == 10
     assert {"sngan_cifar10_cnn", "sngan_cifar10_resnet", "sngan_gamma_cifar10"} <= set(PAPER_PRESETS)
-    assert {"digits", "ring8"} <= set(OWN_JOBS)
+    assert {"digits", "ring8", "digits_cond"} <= set(OWN_JOBS)
+    assert {n for n in PAPER_PRESETS if n.startswith(("biggan_", "celebahq", "projection_"))} == set(CONDITIONAL)
 
 
 @pytest.mark.parametrize("name", PAPER_PRESETS)
@@ -69,7 +70,8 @@ def test_what_the_headers_say_about_each_family():
                 assert "D init: variance scaling" not in text
         if name.startswith("gn_"):
             assert "first-order" in text and cfg.normalization.first_order_g
-        if name.startswith(("gn_", "pgn_")):  # the GN-GAN code: the whole state dict averaged, train-mode samples
+        if name.startswith(("gn_", "pgn_", "biggan_", "celebahq")):  # the GN-GAN code: the whole state dict
+            # averaged, train-mode samples
             assert (cfg.train.ema_buffers, cfg.train.sample_mode) == ("average", "train")
         else:
             assert (cfg.train.ema_buffers, cfg.train.sample_mode) == ("copy", "eval")
@@ -142,8 +144,12 @@ def test_list_presets_prints_paper_follows_and_deviations(capsys):
 BSSN_CODE = [n for n in PAPER_PRESETS if n.startswith("bssn_")] + ["sngan_gamma_cifar10"]
 GN_CODE = [n for n in PAPER_PRESETS if n.startswith(("gn_", "pgn_"))]
 SNGAN_COLLECTIONS = ["sngan_cifar10_cnn", "sngan_cifar10_resnet"]
+#: the class-conditional and CelebA-HQ presets (the PGN paper's BigGAN and CelebA-HQ experiments, the projection D)
+BIGGAN = ["biggan_cifar10", "biggan_cifar10_cr", "biggan_cifar10_pgn", "biggan_cifar10_pgn_cr"]
+CELEBAHQ = [f"celebahq{r}_{m}" for r in (128, 256) for m in ("sn", "gn", "pgn")]
+CONDITIONAL = [*BIGGAN, *CELEBAHQ, "projection_cifar10"]
 #: the training-set sizes of the paper datasets (gannorm.data), to resolve num_real: all and the caps
-DATASET_SIZES = {"cifar10": 50_000, "stl10": 100_000, "celeba": 202_599, "imagefolder": 1_281_167}
+DATASET_SIZES = {"cifar10": 50_000, "stl10": 100_000, "celeba": 202_599, "imagefolder": 1_281_167, "celebahq": 30_000}
 
 
 def resolved(name):
@@ -154,10 +160,13 @@ def resolved(name):
 
 
 def test_every_paper_preset_evaluates_during_training():
-    assert set(BSSN_CODE) | set(GN_CODE) | set(SNGAN_COLLECTIONS) == set(PAPER_PRESETS)
+    assert set(BSSN_CODE) | set(GN_CODE) | set(SNGAN_COLLECTIONS) | set(CONDITIONAL) == set(PAPER_PRESETS)
     for name in PAPER_PRESETS:
         cfg, plans = resolved(name)
-        assert cfg.train.eval_every > 0 and set(plans) == {"fid", "is"} and C.best_metric(cfg) == "fid", name
+        metrics = {"fid"} if name in CELEBAHQ else {"fid", "is"}  # the PGN paper reports FID on CelebA-HQ
+        assert cfg.train.eval_every > 0 and set(plans) == metrics and C.best_metric(cfg) == "fid", name
+        if name in CELEBAHQ:
+            continue
         assert plans["is"].num_samples == 50_000 and plans["is"].settings["splits"] == 10, name
         assert "evaluation: the code's" in " ".join(cfg.about.deviations), name
 
@@ -171,7 +180,29 @@ def test_the_bssn_code_protocol(name):
     assert plans["fid"] == MetricProtocol(10_000, 5_000, {"reference": None})
 
 
-@pytest.mark.parametrize("name", GN_CODE + SNGAN_COLLECTIONS)
+@pytest.mark.parametrize("name", CELEBAHQ)
+def test_the_gn_gan_code_celebahq_protocol(name):
+    """Every 1k steps, FID on 10k samples against the whole training set (the GN-GAN code's CelebA-HQ configs)."""
+    cfg, plans = resolved(name)
+    assert cfg.train.eval_every == 1_000 and cfg.data.name == "celebahq" and cfg.train.steps == 100_000
+    assert plans["fid"] == MetricProtocol(10_000, DATASET_SIZES["celebahq"], {"reference": None})
+    assert (cfg.train.n_dis, cfg.train.batch_size_d, cfg.train.ema_decay, cfg.train.real_hflip) == (5, 64, 0.9999, True)
+
+
+def test_the_biggan_presets_follow_the_pgn_paper():
+    """Batch 50, 4 D steps per G step, 125k G steps, flips, EMA 0.9999, K = 10; SN in G (the BigGAN code); PGN or
+    SN on D; CR on the _cr ones only."""
+    for name in BIGGAN:
+        cfg = C.load(name)
+        t, n = cfg.train, cfg.normalization
+        assert (t.batch_size_d, t.batch_size_g, t.n_dis, t.steps, t.real_hflip, t.ema_decay) == (50, 50, 4, 125_000,
+                                                                                                   True, 0.9999)
+        assert cfg.model.arch == "biggan" and cfg.model.num_classes == 10 and n.g_method == "sn"
+        assert (n.function, n.method) == (("pgn", "none") if "_pgn" in name else ("none", "sn"))
+        assert (t.cr_weight > 0) == name.endswith("_cr")
+
+
+@pytest.mark.parametrize("name", GN_CODE + SNGAN_COLLECTIONS + BIGGAN + ["projection_cifar10"])
 def test_the_gn_gan_and_pytorch_gan_collections_protocol(name, tmp_path):
     """Every 5k steps; IS and FID on 50k samples, FID against the whole training set (or its statistics file)."""
     cfg, plans = resolved(name)
