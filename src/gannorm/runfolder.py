@@ -273,6 +273,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ locks
+class RunFolderBusy(RunFolderError):
+    """Another process writes the run folder (the one-line error of :meth:`RunFolder.lock`); ``pid`` is its PID."""
+
+    def __init__(self, message: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
 class LockBusy(Exception):
     """The lock file ``path`` is held by another process: ``pid`` (None if it has not written it yet)."""
 
@@ -480,9 +488,9 @@ class RunFolder:
         except LockBusy as busy:
             who = f"process {busy.pid}" if busy.pid is not None else "another process"
             stop = f" (kill {busy.pid})" if busy.pid is not None else ""
-            raise RunFolderError(f"run folder {self.path} is in use by {who}, which is writing into it (gannorm "
-                                 f"train, eval, analyze, sample or export); wait for it to end or stop it{stop}"
-                                 + (f", {hint}" if hint else "") + ", then try again") from None
+            raise RunFolderBusy(f"run folder {self.path} is in use by {who}, which is writing into it (gannorm "
+                                f"train, eval, analyze, sample or export); wait for it to end or stop it{stop}"
+                                + (f", {hint}" if hint else "") + ", then try again", busy.pid) from None
         except OSError as err:
             raise RunFolderError(f"cannot lock the run folder {self.path}: {err.strerror or err}") from None
 

@@ -59,7 +59,7 @@ def test_bad_settings_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="diagnostics.every"):
         train(cfg(tmp_path, "diagnostics.every=-1"))
     with pytest.raises(ConfigError, match="model.d_init"):
-        train(cfg(tmp_path, "model.d_init=orthogonal"))
+        train(cfg(tmp_path, "model.d_init=orthonormal"))
     assert not any(tmp_path.iterdir())  # nothing written
 
 

@@ -114,7 +114,7 @@ def test_evaluation_during_training_runs_on_the_trainers_device(tmp_path, monkey
 
     seen = []
     monkeypatch.setattr(callbacks, "check_evaluation",
-                        lambda data, options, where: seen.append(("check", options.device)))
+                        lambda data, options, where, **kw: seen.append(("check", options.device)))
 
     def fake_evaluation(generator, mode, data, z_dim, options, device):
         seen.append(("evaluate", options.device, str(device)))

@@ -215,6 +215,17 @@ def draw_labels(g: nn.Module, n: int, class_index: int | None,
     return y, (per_class if class_index is None else None)
 
 
+def _open_draw(run_dir: str | Path, n: int, use_ema: bool, checkpoint: str, class_index: int | None):
+    """What a draw into a file needs: the run folder, G, its config and data shape, the labels and the samples
+    per class (:func:`draw_labels`), after checking ``n``."""
+    _check_count(n)
+    folder = RunFolder.open(run_dir)
+    state = folder.load_checkpoint(checkpoint)
+    g, cfg, data_shape = load_generator(folder.path, use_ema, state=state, checkpoint=checkpoint)
+    y, per_class = draw_labels(g, n, class_index, run_dir)
+    return folder, g, cfg, data_shape, y, per_class
+
+
 def _check_count(n: int) -> None:
     if n < 1:
         raise GannormError(f"the number of samples must be >= 1, got {n} (-n)")
@@ -291,11 +302,7 @@ def sample_png(run_dir: str | Path, n: int, output: str | Path, seed: int = 0, u
     """:func:`sample_to_png`, returning the path, the number of samples drawn and, for a class-per-row grid,
     the samples per class (else None)."""
     output = prepare_output(output, ".png", overwrite)
-    _check_count(n)
-    folder = RunFolder.open(run_dir)
-    state = folder.load_checkpoint(checkpoint)
-    g, cfg, data_shape = load_generator(folder.path, use_ema, state=state, checkpoint=checkpoint)
-    y, per_class = draw_labels(g, n, class_index, run_dir)
+    folder, g, cfg, data_shape, y, per_class = _open_draw(run_dir, n, use_ema, checkpoint, class_index)
     count = n if y is None else len(y)
     check_grid_memory(count, data_shape, memory_limit)
     with writing_into(folder, output):
@@ -323,11 +330,7 @@ def sample_to_npz(run_dir: str | Path, n: int, output: str | Path, seed: int = 0
     run's labels (:func:`draw_labels`) are stored under the key ``labels``. Returns as :func:`sample_to_file`.
     """
     output = prepare_output(output, ".npz", overwrite)
-    _check_count(n)
-    folder = RunFolder.open(run_dir)
-    state = folder.load_checkpoint(checkpoint)
-    g, cfg, data_shape = load_generator(folder.path, use_ema, state=state, checkpoint=checkpoint)
-    y, per_class = draw_labels(g, n, class_index, run_dir)
+    folder, g, cfg, data_shape, y, per_class = _open_draw(run_dir, n, use_ema, checkpoint, class_index)
     n = n if y is None else len(y)
     is_image = len(data_shape) == 3
     shape = (n, data_shape[1], data_shape[2], data_shape[0]) if is_image else (n, *data_shape)

@@ -92,6 +92,7 @@ class ScalarLog(Callback):
         row = {**scalars, "it_per_s": (trainer.step - self._step) / max(now - self._t, 1e-9)}
         self._t, self._step = now, trainer.step
         row.update({f"sigma/{k}": v for k, v in sigmas(trainer.D).items()})
+        row.update({f"g_sigma/{k}": v for k, v in sigmas(trainer.G).items()})  # normalization.g_method
         trainer.logger.log(trainer.step, row)
         trainer.last = row
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ... import config as config_mod
-from ...runfolder import RunFolder
+from ...runfolder import RunFolder, RunFolderBusy
 from ...training import Trainer
 
 #: a run with one of these statuses has ended; starting the sweep again does not train it again
@@ -62,6 +62,9 @@ def run_one(task: RunTask) -> RunOutcome:
         return RunOutcome(task.run_id, status.status, status.reason, 0.0, skipped=True)
     cfg = config_mod.load(task.base, [*task.overrides, f"train.threads={task.threads}", "train.progress=false"])
     try:
+        if folder.path.is_dir():  # RunFolderBusy if a worker of an earlier sweep still writes it
+            with folder.locked():
+                pass
         if folder.has_checkpoint():
             trainer = Trainer(cfg, resume=folder.path)
         else:
@@ -70,6 +73,9 @@ def run_one(task: RunTask) -> RunOutcome:
             trainer = Trainer(cfg, run_dir=folder.path)
             trainer.folder.write_tags(task.tags)
         result = trainer.run()
+    except RunFolderBusy as err:  # another process (a dying worker of an earlier sweep) still writes it: not ended,
+        # so the next start of the sweep trains it
+        return RunOutcome(task.run_id, "interrupted", str(err), time.perf_counter() - start)
     except Exception as err:  # a failed run is a result, never a crash of the sweep
         return RunOutcome(task.run_id, "failed", f"{type(err).__name__}: {err}", time.perf_counter() - start)
     reason = (folder.read_status().reason if result.status == "diverged" else None)
