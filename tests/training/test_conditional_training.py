@@ -201,3 +201,24 @@ def test_a_conditional_run_on_two_ranks_equals_one_process(tmp_path):
     for run in (one, two):
         assert resume(run, ["train.steps=4", "train.threads=1"]).status == "finished"
     assert_same_run(two, one, 4)
+
+
+def test_diffaugment_sits_between_g_and_d_in_the_g_step_and_its_gradient_reaches_g(tmp_path):
+    """D sees DiffAugment(G(z, y)) with the parameters drawn from the trainer's stream, and the G step's
+    gradient reaches every G weight through the (differentiable) augmentation."""
+    trainer = Trainer(cfg(tmp_path, "train.steps=1", "train.diffaug=color,translation,cutout"))
+    z, y = trainer._z(16), trainer._fake_labels(16)
+    with torch.no_grad():
+        fake = trainer.G(z, y)  # train mode, batch statistics: what the step's forward computes
+    params = trainer.diffaug.draw(16, tuple(fake.shape[1:]), torch.Generator().set_state(trainer.rng.get_state()))
+    expected = trainer.diffaug.apply(fake, params)
+    assert not torch.allclose(expected, fake)
+    seen = []
+    forward = trainer.D.forward
+    trainer.D.forward = lambda x, labels=None: (seen.append(x.detach().clone()), forward(x, labels))[1]
+    _, ok = trainer._g_step(z, y)
+    assert ok and len(seen) == 1
+    torch.testing.assert_close(seen[0], expected, rtol=1e-5, atol=1e-6)
+    weights = [p for name, p in trainer.G.named_parameters() if name.endswith("weight") and ".bn" not in name]
+    assert weights and all(p.grad is not None and torch.isfinite(p.grad).all() for p in weights)
+    assert all(float(p.grad.abs().sum()) > 0 for p in weights if p.dim() > 1)
