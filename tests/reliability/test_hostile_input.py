@@ -27,6 +27,7 @@ from gannorm.app.sweep import run_sweep
 from gannorm.app.sweep.spec import load_sweep
 from gannorm.data import DatasetError
 from gannorm.errors import ConfigError, GannormError
+from gannorm.metrics.evaluate import EvalOptions
 
 #: a tiny job, so that a case that wrongly passes still ends in seconds
 TINY = ["data.resolution=8", "model.width=0.125", "train.batch_size_d=8", "train.batch_size_g=8", "train.steps=2",
@@ -303,6 +304,15 @@ def test_a_metric_the_dataset_cannot_give_fails_in_validate(place):
     proc, _ = cli(["train", "ring8", *RING8, "train.eval_metrics=[cfd]", "train.eval_every=1"], work, report)
     assert_one_line_exit_2(proc, r"cfd cannot be computed on dataset 'ring8'")
     assert listing(work) == {}
+
+
+def test_eval_of_a_metric_the_run_s_dataset_cannot_give_fails_before_any_work(tmp_path):
+    from gannorm.app.evaluation import evaluate_run
+    run = gannorm.train("ring8", [*RING8, f"train.out_dir={tmp_path}", "train.run_name=r"]).run_dir
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(GannormError, match=r"--metric cfd cannot be computed on dataset 'ring8' .*use one of modes"):
+        evaluate_run(run, EvalOptions(metrics=("cfd",), progress=False))
+    assert sorted(p.name for p in run.iterdir()) == before  # no eval file written
 
 
 def test_a_sweep_whose_metric_the_dataset_cannot_give_trains_nothing(tmp_path):

@@ -21,8 +21,8 @@ from ..data import load_dataset
 from ..errors import GannormError, RunFolderError
 from ..fileio import atomic_write_text
 from ..metrics.evaluate import (METRICS, EvalOptions, check_conditional, check_precision, default_metrics,
-                                make_extractor, metric_protocols, real_subset, save_inception_statistics,
-                                statistics_precision)
+                                make_extractor, metric_dataset_problem, metric_protocols, metrics_for_dataset,
+                                real_subset, save_inception_statistics, statistics_precision)
 from ..metrics.frechet import feature_statistics, load_statistics
 from ..metrics.sharding import Shards, extract_shard
 from ..runfolder import RunFolder
@@ -75,6 +75,10 @@ def check_options(options: EvalOptions, dataset: str | None = None, conditional:
     with the conditional ones for a ``conditional`` run), an Inception precision that is not fp32 or bf16."""
     for name in options.metrics:
         METRICS.get(name)  # a one-line error listing the known metrics
+        why = None if dataset is None else metric_dataset_problem(name, dataset)
+        if why is not None:
+            raise GannormError(f"--metric {name} cannot be computed on dataset {dataset!r} ({why}); use one of "
+                               f"{', '.join(metrics_for_dataset(dataset)) or 'none'}")
     check_precision(options.inception_precision, "--precision")
     for what, value, low in (("--num-samples", options.num_samples, 2), ("--num-real", options.num_real, 2),
                              ("--batch-size", options.batch_size, 1)):
