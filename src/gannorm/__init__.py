@@ -10,6 +10,8 @@ Spectral normalization and its successors as PyTorch parametrizations, behind on
     result = gannorm.train("digits", ["train.steps=500"])    # what `gannorm train digits train.steps=500` does
     gannorm.RunFolder.open(result.run_dir).load()             # its logs as typed records
 """
+import importlib
+
 from .errors import ConfigError, GannormError
 from .gradnorm import GradientNormalized, gradient_normalize, penalty_gradient_normalize
 from .init import SCHEMES as INIT_SCHEMES
@@ -21,13 +23,27 @@ from .normalizations import (METHODS, UPDATE_POLICIES, BidirectionalSpectralNorm
                              update_power_iteration)
 from .penalties import PENALTIES
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place (pyproject.toml reads it)
 
-# the application layer last: gannorm.train / gannorm.resume are `gannorm train` and `--resume` in Python
-from .app.training import resume, train  # noqa: E402
-from .errors import RunFolderError  # noqa: E402
-from .runfolder import RunFolder  # noqa: E402
-from .training import RunResult  # noqa: E402
+#: the application layer's names, imported on first use so that ``import gannorm`` (and every library module under
+#: it) loads no trainer, config, run folder, data or metrics: gannorm.train / gannorm.resume are `gannorm train` and
+#: `--resume` in Python
+_LAZY = {"train": ("gannorm.app.training", "train"), "resume": ("gannorm.app.training", "resume"),
+         "RunFolder": ("gannorm.runfolder", "RunFolder"), "RunFolderError": ("gannorm.errors", "RunFolderError"),
+         "RunResult": ("gannorm.training", "RunResult")}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'gannorm' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [
