@@ -4,6 +4,7 @@ import inspect
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 import gannorm
 from gannorm.normalizations import MethodSpec, method_options
@@ -62,8 +63,10 @@ def test_normalize_asks_the_entry_for_input_shapes():
     def model():
         return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 5 * 5, 1))
 
-    with pytest.raises(ValueError, match="'strict_sn': needs input_shape=\\(C, H, W\\)"):
-        gannorm.normalize(model(), "strict_sn")
+    lazy = gannorm.normalize(model(), "strict_sn", warmup=0)  # no input_shape: inferred at the first forward
+    assert not parametrize.is_parametrized(lazy[0])
+    lazy(torch.zeros(3, 2, 5, 5))
+    assert lazy[0].parametrizations.weight[0].input_shape == (2, 5, 5)
     with pytest.raises(ValueError, match="normalization 'sn': unknown option\\(s\\) input_shape"):
         gannorm.normalize(model(), "sn", input_shape=(2, 5, 5))
     m = gannorm.normalize(model(), "strict_sn", input_shape=(2, 5, 5), warmup=0)

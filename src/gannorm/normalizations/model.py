@@ -61,18 +61,38 @@ def _record_input_shapes(model: nn.Module, layers: Sequence[tuple[str, nn.Module
 
     A class-conditional model (:func:`takes_labels`) also gets the label ``y = tensor([0])`` (int64).
     """
+    param = next(model.parameters(), None)
+    kwargs = {} if param is None else {"dtype": param.dtype, "device": param.device}
+    x = torch.zeros((1, *input_shape), **kwargs)
+    args = (x, torch.zeros(1, dtype=torch.long, device=x.device)) if takes_labels(model) else (x,)
+    return _shapes_of_a_dry_forward(model, layers, args, {})
+
+
+def _shapes_of_a_dry_forward(model: nn.Module, layers: Sequence[tuple[str, nn.Module]], args: tuple,
+                             kwargs: dict) -> dict[str, tuple[int, ...]]:
+    """Each layer's input shape in one forward of ``model(*args, **kwargs)`` in eval mode without gradients (the
+    model's mode, BatchNorm statistics included, is as before)."""
     was_training = model.training
     try:
-        param = next(model.parameters(), None)
-        kwargs = {} if param is None else {"dtype": param.dtype, "device": param.device}
-        x = torch.zeros((1, *input_shape), **kwargs)
-        args = (x, torch.zeros(1, dtype=torch.long, device=x.device)) if takes_labels(model) else (x,)
         model.eval()
         with torch.no_grad(), recording_input_shapes(layers) as shapes:
-            model(*args)
+            model(*args, **kwargs)
     finally:
         model.train(was_training)
     return shapes
+
+
+def _at_first_forward(model: nn.Module, method: str, layers: Sequence[tuple[str, nn.Module]], options: dict) -> None:
+    """Apply ``spec`` when ``model`` is first called, with the layers' input shapes read off a dry forward of the
+    first sample of that call (the way torch's lazy modules infer their sizes); the call then runs normalized."""
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        handle.remove()
+        del module._gannorm_pending
+        first = tuple(a[:1] if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args)
+        METHODS.get(method).apply(layers, _shapes_of_a_dry_forward(model, layers, first, kwargs), **options)
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    model._gannorm_pending = method
 
 
 def method_options(method: str) -> list[str]:
@@ -113,18 +133,18 @@ def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **o
     spec = METHODS.get(method)
     try:
         spec.check_options(options)
-        if spec.needs_input_shapes and "input_shape" not in options:
-            raise OptionError("input_shape", "needs input_shape=(C, H, W), the shape of one input to the model")
     except OptionError as err:
         raise OptionError(err.option, f"normalization {method!r}: {err}") from None
     layers = _layers(model, exclude, spec.layer_types)
     for name, m in layers:
-        if is_normalized(m):
+        if is_normalized(m) or hasattr(model, "_gannorm_pending"):
             raise ValueError(f"layer {name or type(m).__name__!r} is already normalized; "
                              "call gannorm.remove(model) before normalizing it again")
     input_shape = options.pop("input_shape", None)
     if not spec.needs_input_shapes:
         spec.apply(layers, **options)
+    elif input_shape is None:  # inferred from the first call's input, as torch's lazy modules do
+        _at_first_forward(model, method, layers, options)
     else:
         spec.apply(layers, _record_input_shapes(model, layers, input_shape), **options)
     return model
