@@ -133,6 +133,17 @@ def discriminator_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @torch.no_grad()
+def reset_biggan(net: nn.Module) -> None:
+    """Torch's default draw for every sub-layer of a BigGAN ``net`` (biases and norms), the attention gains at 0,
+    then its weight init (``net.weight_init``)."""
+    for m in net.modules():
+        if m is not net and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+        if isinstance(m, SelfAttention):
+            nn.init.zeros_(m.gamma)
+    init_biggan_weights(net, net.weight_init)
+
+
 def init_biggan_weights(model: nn.Module, weight_init: str) -> nn.Module:
     """The reference's init: ``weight_init`` on the weight of every Conv2d, Linear and Embedding.
 
@@ -290,12 +301,7 @@ class BigGANGenerator(nn.Module):
 
     def reset_parameters(self) -> None:
         """Torch's default draw for every layer (biases), then the weight init; norms and attention gains reset."""
-        for m in self.modules():
-            if m is not self and hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-            if isinstance(m, SelfAttention):
-                nn.init.zeros_(m.gamma)
-        init_biggan_weights(self, self.weight_init)
+        reset_biggan(self)
 
     def _conditions(self, z: Tensor, y: Tensor | None) -> tuple[Tensor, list[Tensor | None]]:
         """The linear layer's input and each block's conditioning (vector, labels or None)."""
@@ -366,12 +372,7 @@ class BigGANDiscriminator(nn.Module):
 
     def reset_parameters(self) -> None:
         """Torch's default draw for every layer (biases), then the weight init; attention gains reset to 0."""
-        for m in self.modules():
-            if m is not self and hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-            if isinstance(m, SelfAttention):
-                nn.init.zeros_(m.gamma)
-        init_biggan_weights(self, self.weight_init)
+        reset_biggan(self)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if self.num_classes:
