@@ -75,3 +75,13 @@ def test_the_block_b_and_c_bssn_sweeps_keep_the_preset_s_gradient_through_the_ve
             for overrides in spec.variants.values():
                 cfg = C.load(spec.base, [*spec.overrides, *overrides])
                 assert cfg.normalization.options["grad_through_vectors"] is True
+
+
+def test_a_conditional_sweep_evaluates_the_conditional_metrics_too():
+    """A sweep adds its headline metric to the metrics a run evaluates by default, and a class-conditional run's
+    defaults include the intra-class distance and the classifier's accuracy on G(z, y)."""
+    from gannorm.app.sweep.spec import expand, run_config
+    spec = load_sweep("conditional_digits")
+    cfg = run_config(spec, expand(spec)[0])
+    assert cfg.model.num_classes == 10
+    assert {"cfd", "intra_cfd", "class_acc"} <= set(C.evaluated_metrics(cfg))

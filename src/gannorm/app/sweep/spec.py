@@ -216,7 +216,7 @@ def _evaluation_overrides(spec: SweepSpec) -> list[str]:
     extra = []
     if base.train.eval_every <= 0:
         extra.append(f"train.eval_every={base.train.steps}")
-    metrics = list(base.train.eval_metrics) or list(default_metrics(base.data.name))
+    metrics = list(config_mod.evaluated_metrics(base))  # the dataset's defaults (conditional ones included)
     if spec.metric not in metrics:
         extra.append(f"train.eval_metrics=[{', '.join([*metrics, spec.metric])}]")
     return extra
