@@ -256,14 +256,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"gannorm: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="gannorm", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="GAN training that does not blow up: spectral normalization and its successors.",
-        epilog=EXAMPLES + "\nRun 'gannorm COMMAND --help' for the options of a command.")
-    parser.add_argument("--version", action="version", version=f"gannorm {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """The ``gannorm train`` command's options."""
     p = sub.add_parser("train", help="train a GAN (default: BSSN on the digits)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train a GAN from a preset or YAML file, with key=value overrides "
@@ -274,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its checkpoint")
     p.set_defaults(func=_cmd_train)
 
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    """The ``gannorm sample`` command's options."""
     p = sub.add_parser("sample", help="draw samples from a trained run into a PNG grid or an .npz array")
     p.add_argument("run", help="a run folder (holds checkpoint.pt and config.yaml)")
     p.add_argument("-n", "--num", type=int, default=64, help="number of samples (default 64)")
@@ -295,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "ceil(n / classes) samples each)")
     p.set_defaults(func=_cmd_sample)
 
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    """The ``gannorm export`` command's options."""
     p = sub.add_parser("export", help="write a run's generator as a TorchScript file that loads without gannorm",
                        description="Write the run's generator (the EMA copy if any) with its normalizations removed, "
                                    "traced to TorchScript: torch.jit.load(FILE) maps z [n, z_dim] to samples (a "
@@ -309,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=_cmd_export)
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    """The ``gannorm eval`` command's options."""
     p = sub.add_parser("eval", help="evaluate a run's checkpoint (EMA and raw G) and write the result as JSON",
                        description="Evaluate a run's checkpoint. Inception metrics (fid, is, kid) need the weights "
                                    "file pt_inception-2015-12-05-6726825d.pth (--inception-weights, the "
@@ -335,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(func=_cmd_eval)
 
+
+def _add_fid_stats(sub: argparse._SubParsersAction) -> None:
+    """The ``gannorm fid-stats`` command's options."""
     p = sub.add_parser("fid-stats", help="write TTUR-compatible Inception statistics (mu, sigma) of a dataset",
                        description="Write the TTUR-compatible mu and sigma of the Inception pool3 features of a "
                                    "dataset's images. Under torchrun the images are split over the ranks.")
@@ -353,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(func=_cmd_fid_stats)
 
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    """The ``gannorm analyze`` command's options."""
     p = sub.add_parser("analyze", help="figures and a summary of a run's diagnostics (gradients, sigmas, variance)",
                        description="Write figures (gradient norms, sigmas, variance ratios, input gradients, "
                                    "Lipschitz bounds) and summary.md from a run folder's diagnostics.jsonl, "
@@ -361,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, metavar="OUT", help="output folder (default RUN/analysis)")
     p.set_defaults(func=_cmd_analyze)
 
+
+def _add_experiment(sub: argparse._SubParsersAction) -> None:
+    """The ``gannorm experiment`` command's options."""
     p = sub.add_parser("experiment", help="regenerate the papers' evidence at CPU scale: gradients, variance, scale, mean_drift",
                        description="Train every variant of the preset experiment_NAME into OUT/experiment-NAME/, "
                                    "then write its figures and summary.md there. gradients: per-layer gradient "
@@ -376,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=None, metavar="V1,V2", help="train only these variants")
     p.set_defaults(func=_cmd_experiment)
 
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    """The ``gannorm sweep`` command's options."""
     p = sub.add_parser("sweep", help="train a sweep (variants x grid x seeds) and report its stability",
                        description="Expand SWEEP (a name from 'gannorm list' or a YAML file with base, overrides, "
                                    "variants, grid, seeds, metric, success) into runs, train those not yet ended "
@@ -393,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.set_defaults(func=_cmd_sweep)
 
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    """The ``gannorm report`` command's options."""
     p = sub.add_parser("report", help="the stability report of a sweep folder as one HTML page",
                        description="Read DIR/results.sqlite (rebuilt from the run folders if it is missing, "
                                    "older than a run, or unreadable: an unreadable one is kept as "
@@ -406,15 +424,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the -o file if it exists")
     p.set_defaults(func=_cmd_report)
 
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    """The ``gannorm list`` command's options."""
     p = sub.add_parser("list", help="list methods, networks, datasets, losses, metrics, presets and sweeps")
     p.add_argument("--presets", action="store_true",
                    help="only the presets, each with its paper, what it follows (paper or code) and its deviations")
     p.set_defaults(func=_cmd_list)
 
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    """The ``gannorm demo`` command's options."""
     p = sub.add_parser("demo", help="a short tour of the normalizations on the SNGAN CNN discriminator")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--width", type=float, default=1.0, help="channel-width multiplier (default 1.0, the official net)")
     p.set_defaults(func=_cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="gannorm", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="GAN training that does not blow up: spectral normalization and its successors.",
+        epilog=EXAMPLES + "\nRun 'gannorm COMMAND --help' for the options of a command.")
+    parser.add_argument("--version", action="version", version=f"gannorm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_train, _add_sample, _add_export, _add_eval, _add_fid_stats, _add_analyze, _add_experiment,
+                _add_sweep, _add_report, _add_list, _add_demo):  # one function per command, in --help's order
+        add(sub)
     return parser
 
 

@@ -31,14 +31,15 @@ DEADLINE = 60.0
 LOCK = ".lock"
 
 #: a process that takes RUN's lock, says LOCKED, and holds it until its stdin closes (or it is killed); with
-#: ``fork`` it first forks a child that outlives it (sleeping), to show that a forked child does not keep the lock
+#: ``fork`` it first forks a child that outlives it (until stdin closes), to show that a forked child does not keep
+#: the lock
 HOLDER = """
 import os, sys, time
 from gannorm.runfolder import RunFolder
 folder = RunFolder(sys.argv[1])
 folder.lock()
 if len(sys.argv) > 2 and os.fork() == 0:
-    time.sleep(120)
+    sys.stdin.read()  # lives on until the test closes the shared stdin
     os._exit(0)
 print("LOCKED", flush=True)
 sys.stdin.read()
@@ -173,6 +174,7 @@ def test_a_forked_child_does_not_keep_the_lock_of_its_killed_parent(run):
     finally:
         proc.kill()
         proc.wait()
+        proc.stdin.close()  # the forked child's end: it reads EOF and exits
 
 
 def test_in_process_locks_are_shared_and_released(tmp_path):

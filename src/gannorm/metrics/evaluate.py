@@ -863,6 +863,13 @@ def check_evaluation(data, options: EvalOptions, where: str = "EvalOptions.proto
     return plans
 
 
+def _draw_protocol(num_fake: int, num_real: int, seed: int, classes_protocol: dict, shards: Shards) -> dict:
+    """What an evaluation's draws were: the sample counts, G's mode, the z seed, the labels and the ranks."""
+    out = {"num_generated": num_fake, "num_real": num_real, "generator_mode": "eval", "z_seed": seed + 1000,
+           **classes_protocol}
+    return {**out, "ranks": shards.world} if shards.distributed else out
+
+
 def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, device="cpu") -> dict[str, Any]:
     """Compute ``options.metrics`` (default: the dataset's) for ``generator`` against ``data``.
 
@@ -900,10 +907,7 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
                       labels=fake_y)
     real_x, protocol = (real_subset(data, num_real, options.seed, rows=real_rows[shards.rank]) if num_real
                         else (None, {"real_split": "none (no metric reads real images)"}))
-    protocol.update({"num_generated": num_fake, "num_real": num_real, "generator_mode": "eval",
-                     "z_seed": options.seed + 1000, **classes_protocol})
-    if shards.distributed:
-        protocol["ranks"] = shards.world
+    protocol.update(_draw_protocol(num_fake, num_real, options.seed, classes_protocol, shards))
     fakes, reals = {}, {}
     for kind, extractor in built.items():
         protocol.update({f"{kind}_{k}": v for k, v in extractor.description.items()})
