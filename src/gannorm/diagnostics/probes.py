@@ -34,6 +34,7 @@ from torch.nn.utils import parametrize
 from ..init import fans, raw_weight
 from ..normalizations.base import TRANSPOSED_CONVS
 from ..normalizations.model import NORMALIZABLE, recording_input_shapes, sigmas
+from ..gradnorm import call_d
 from ..penalties import input_gradient_norms, interpolates
 from .lipschitz import explain_upper_bound, operator_norm
 from .records import QUANTITIES, GradStats, LayerProbe, ProbeRecord
@@ -196,11 +197,6 @@ def _layer_probe(name: str, m: nn.Module, eff: Tensor, raw: Tensor, grads: dict[
                       grad_sparsity=gradient_sparsity(grads.get(id(raw))))
 
 
-def _at_labels(D: nn.Module, y: Tensor | None) -> Callable[[Tensor], Tensor]:
-    """``x -> D(x)``, or ``x -> D(x, y)`` for a conditional D at the fixed labels ``y``."""
-    return D if y is None else (lambda x: D(x, y[:len(x)]))
-
-
 def _input_gradients(D: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator | None,
                      y_real: Tensor | None = None, y_fake: Tensor | None = None) -> dict[str, Tensor]:
     """Per-sample ``||grad_x D(x)||`` (at fixed labels for a conditional D) on the real, fake and (same shapes
@@ -248,7 +244,7 @@ def probe(D: nn.Module, loss_d: Callable[[Tensor, Tensor], Tensor], real: Tensor
                 parametrize.cached():
             effective = [m.weight for _, m in named]  # the tensors the forward below uses
             raws = [raw_weight(m) for _, m in named]
-            d_real, d_fake = _at_labels(D, y_real)(real), _at_labels(D, y_fake)(fake)
+            d_real, d_fake = call_d(D, real, y_real), call_d(D, fake, y_fake)
             loss = loss_d(d_real.float(), d_fake.float())
             wanted = [t for t in effective + raws if t.requires_grad]
             grads = dict(zip(map(id, wanted), torch.autograd.grad(loss, wanted, allow_unused=True)))

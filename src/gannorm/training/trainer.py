@@ -35,7 +35,7 @@ from ..config import Config, ConfigError, evaluation_options, to_dict, validate
 from ..data import load_dataset
 from ..diagnostics.probes import probe
 from ..diagnostics.records import ProbeRecord
-from ..gradnorm import GradientNormalized
+from ..gradnorm import GradientNormalized, call_d
 from ..losses import LOSSES
 from ..networks import build_discriminator, build_generator
 from ..normalizations import update_after_step
@@ -311,7 +311,7 @@ class Trainer:
 
     def discriminate(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """``D(x)``, or ``D(x, y)`` for a conditional run (GN/PGN take the gradient w.r.t. x at fixed y)."""
-        return self.D(x) if y is None else self.D(x, y)
+        return call_d(self.D, x, y)
 
     def _augment(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """DiffAugment (``train.diffaug``) of this rank's shard ``x`` of a global batch of ``n``: the random numbers
