@@ -234,7 +234,8 @@ def test_named_protocols_give_the_papers_counts():
     assert metric_protocols(["fid"], full, dataset_size=50000)["fid"].num_real == 50000  # the whole training set
     for entry in EVAL_PROTOCOLS.entries():
         record = entry.obj.to_json(entry.name)
-        assert record["name"] == entry.name and record["resize"] == "legacy_tensorflow" and record["paper"]
+        assert record["name"] == entry.name and record["paper"] and record["extractor"] == "inception"
+        assert record["resize"] == ("pytorch_bilinear" if entry.name == "train_50k_pytorch" else "legacy_tensorflow")
 
 
 def test_named_protocol_errors(tmp_path):

@@ -255,6 +255,11 @@ EVAL_PROTOCOLS.register("train_50k", NamedProtocol(
     settings={"is": ORIGINAL_IS},
     description="50,000 samples; FID against the whole training set (or its statistics, --reference); IS with "
                 "10 splits over all 1,008 logits"))
+EVAL_PROTOCOLS.register("train_50k_pytorch", NamedProtocol(
+    "the GN-GAN and PGN codes' own metric package (pytorch-gan-metrics)", "train", "statistics", 50000, ALL,
+    settings={"is": ORIGINAL_IS}, resize="pytorch_bilinear",
+    description="train_50k with the package's resize: PyTorch's bilinear interpolation (align_corners=False) "
+                "instead of TF1's"))
 EVAL_PROTOCOLS.register("test_10k", NamedProtocol(
     "the common test-set protocol (e.g. the GN-GAN metrics package's CIFAR-10 test statistics)", "test",
     "statistics", 10000, ALL, settings={"is": ORIGINAL_IS},
