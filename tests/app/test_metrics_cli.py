@@ -117,7 +117,7 @@ def stand_in(options, specs):  # noqa: ARG001
 
 @pytest.fixture
 def no_inception(monkeypatch):
-    monkeypatch.setattr(mc, "build_inception", stand_in)
+    monkeypatch.setattr(mc, "_build_inception", stand_in)
 
 
 def hand_is(logits, splits=10):
@@ -170,7 +170,7 @@ def test_images_of_different_sizes_are_grouped_in_order():
 
 
 def test_two_statistics_files_need_no_network(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(mc, "build_inception", lambda *a: pytest.fail("no network is needed"))
+    monkeypatch.setattr(mc, "_build_inception", lambda *a: pytest.fail("no network is needed"))
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(50, 4)), rng.normal(size=(60, 4)) + 1
     save_statistics(tmp_path / "a.npz", *feature_statistics(a))

@@ -160,8 +160,19 @@ def array_to_uint8(arr: np.ndarray, layout: str, value_range: str) -> Tensor:
 
 # ------------------------------------------------------------------------------------------ readers
 def read_image(path: Path) -> Tensor:
-    """One image file as uint8 ``[3, H, W]``: EXIF-rotated, converted to RGB, at its own size; a one-line
-    :class:`InputError` for a file that is not a readable image."""
+    """One image file as uint8 ``[3, H, W]``: EXIF-rotated, converted to RGB, at its own size.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        uint8 ``[3, H, W]``; a one-line :class:`InputError` for a file that is not a readable image.
+
+    Example::
+
+        >>> read_image(Path("cat.png")).shape   # doctest: +SKIP
+        torch.Size([3, 480, 640])
+    """
     try:
         with Image.open(path) as im:
             arr = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
@@ -172,7 +183,21 @@ def read_image(path: Path) -> Tensor:
 
 
 def open_folder(path: Path, batch_size: int) -> Source:
-    """The images under the folder ``path`` (read ``batch_size`` at a time); an error if there are none."""
+    """The images under the folder ``path``, listed now and read on demand.
+
+    Args:
+        path: the folder.
+        batch_size: the rows a shard's reads are cut into.
+
+    Returns:
+        A :class:`Source` whose ``read`` gives a list of uint8 ``[3, H, W]``; an :class:`InputError` for a folder
+        without images.
+
+    Example::
+
+        >>> open_folder(Path("pngs"), 50).count   # doctest: +SKIP
+        1000
+    """
     try:
         files = list_images(path)
     except OSError as err:
@@ -203,7 +228,20 @@ def _load_array(path: Path) -> tuple[np.ndarray, str]:
 
 
 def open_array(path: Path, batch_size: int) -> Source:
-    """The images of an ``.npy``/``.npz`` file: layout and value range checked, rows read on demand."""
+    """The images of an ``.npy`` (memory-mapped) or ``.npz`` file, layout and value range checked now.
+
+    Args:
+        path: the file.
+        batch_size: the rows a shard's reads are cut into.
+
+    Returns:
+        A :class:`Source` whose ``read`` gives uint8 ``[n, C, H, W]`` (:func:`array_to_uint8`).
+
+    Example::
+
+        >>> open_array(Path("samples.npz"), 50).description["layout"]   # doctest: +SKIP
+        'NHWC'
+    """
     try:
         arr, name = _load_array(path)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
@@ -223,7 +261,19 @@ def open_array(path: Path, batch_size: int) -> Source:
 
 
 def open_statistics(path: Path) -> Source:
-    """The ``mu`` and ``sigma`` of a statistics file (one-line errors from :func:`load_statistics`)."""
+    """The ``mu`` and ``sigma`` of a statistics file.
+
+    Args:
+        path: an ``.npz`` with ``mu`` and ``sigma`` (``gannorm fid-stats``).
+
+    Returns:
+        A :class:`Source` with ``statistics`` and no images; one-line errors from :func:`load_statistics`.
+
+    Example::
+
+        >>> open_statistics(Path("cifar10_train.npz")).statistics[0].shape   # doctest: +SKIP
+        (2048,)
+    """
     try:
         stats = load_statistics(path)
     except ValueError as err:
@@ -233,11 +283,30 @@ def open_statistics(path: Path) -> Source:
 
 
 def open_run(path: Path, num_samples: int, seed: int, checkpoint: str, device: torch.device | str) -> Source:
-    """``num_samples`` images of the run's generator (EMA copy if any) on ``device``, drawn as ``gannorm eval``
-    draws them for ``seed`` (z seed ``seed + 1000``; a conditional G's classes uniform, seed ``seed + 2000``),
-    in whole batches of :data:`~gannorm.metrics.evaluate.GENERATE_BATCH`."""
+    """``num_samples`` images of the run's generator (EMA copy if any), drawn as ``gannorm eval`` draws them.
+
+    Args:
+        path: the run folder.
+        num_samples: the images drawn.
+        seed: z comes from seed ``seed + 1000`` (as ``gannorm eval --seed``); a class-conditional G's classes are
+            uniform, from seed ``seed + 2000``.
+        checkpoint: ``latest`` or ``best``.
+        device: where the generator runs.
+
+    Returns:
+        A :class:`Source` whose ``read`` gives float ``[n, C, H, W]`` in [-1, 1], in whole batches of
+        :data:`~gannorm.metrics.evaluate.GENERATE_BATCH` (its ``unit``).
+
+    Example::
+
+        >>> open_run(Path("runs/digits-cnn-bssn-s0"), 1000, 0, "latest", "cpu").count   # doctest: +SKIP
+        1000
+    """
     folder = RunFolder.open(path)
     state = folder.load_checkpoint(checkpoint)
+    if not isinstance(state.get("step"), int):
+        raise RunFolderError(f"checkpoint {folder.checkpoint_file(checkpoint)} records no step: it is not a gannorm "
+                             "checkpoint")
     g, cfg, shape = load_generator(folder.path, use_ema=True, state=state, checkpoint=checkpoint)
     if len(shape) != 3:
         raise InputError(f"run {path} generates {shape[-1]}-D points, not images; gannorm metrics compares images")
@@ -250,9 +319,6 @@ def open_run(path: Path, num_samples: int, seed: int, checkpoint: str, device: t
         return generate(view, num_samples, cfg.model.z_dim, seed + 1000, device=device, rows=(start, stop),
                         labels=labels)
 
-    if not isinstance(state.get("step"), int):
-        raise RunFolderError(f"checkpoint {folder.checkpoint_file(checkpoint)} records no step: it is not a gannorm "
-                             "checkpoint")
     return Source(RUN, str(folder.path), num_samples, GENERATE_BATCH, read, description={
         "kind": RUN, "path": str(folder.path), "step": state["step"], "checkpoint": checkpoint,
         "generator": "ema" if state.get("G_ema") is not None else "raw", "generator_mode": cfg.train.sample_mode,

@@ -64,7 +64,7 @@ class Plan:
     protocol: MetricProtocol | None
 
 
-def metric_spec(name: str) -> MetricSpec:
+def _metric_spec(name: str) -> MetricSpec:
     """The registered metric ``name`` if ``gannorm metrics`` computes it (an Inception metric needing no labels)."""
     spec = METRICS.get(name)  # an unknown name: a one-line error listing the known ones
     if spec.extractor != "inception" or spec.needs_labels:
@@ -76,10 +76,10 @@ def metric_spec(name: str) -> MetricSpec:
     return spec
 
 
-def plan_metric(name: str, sides: dict[str, Source]) -> Plan:
+def _plan_metric(name: str, sides: dict[str, Source]) -> Plan:
     """Which side ``name`` measures and which it compares with, its protocol resolved; one-line errors for a
     statistics file where images are needed and for a side with fewer than 2 images."""
-    spec = metric_spec(name)
+    spec = _metric_spec(name)
     takes_stats = "reference" in spec.settings
     a, b = sides["a"], sides["b"]
     if not a.images and not b.images:
@@ -109,7 +109,7 @@ def plan_metric(name: str, sides: dict[str, Source]) -> Plan:
     return Plan(fake, real, plans[name])
 
 
-def build_inception(options: MetricsOptions, specs: dict[str, MetricSpec]) -> FeatureExtractor:
+def _build_inception(options: MetricsOptions, specs: dict[str, MetricSpec]) -> FeatureExtractor:
     """The Inception extractor of ``options``, checked to give every output ``specs`` need (IS: logits)."""
     request = ExtractorRequest("images", None, options.batch_size, False, options.inception_weights,
                                options.inception_backend, options.download, options.device, options.precision)
@@ -125,8 +125,22 @@ def build_inception(options: MetricsOptions, specs: dict[str, MetricSpec]) -> Fe
 
 def extract_images(images: Any, extract: Callable[[torch.Tensor], dict[str, np.ndarray]],
                    batch_size: int) -> dict[str, np.ndarray]:
-    """The features of ``images`` in order: a batch ``[n, C, H, W]`` in chunks of ``batch_size``, or a list of
-    ``[C, H, W]`` images in runs of consecutive images of one shape (at most ``batch_size`` each)."""
+    """The outputs of ``extract`` for ``images``, row for row in their order.
+
+    Args:
+        images: a batch ``[n, C, H, W]`` (cut into chunks of ``batch_size``), or a list of ``[C, H, W]`` images
+            of any sizes (cut into runs of consecutive images of one shape, at most ``batch_size`` each).
+        extract: a feature extractor, ``batch -> {output: array [rows, ...]}``.
+        batch_size: the most images per call of ``extract``.
+
+    Returns:
+        ``{output: array [n, ...]}``.
+
+    Example::
+
+        >>> extract_images([torch.zeros(3, 8, 8, dtype=torch.uint8)] * 3, lambda x: {"n": np.ones(len(x))}, 2)
+        {'n': array([1., 1., 1.])}
+    """
     if isinstance(images, torch.Tensor):
         groups = list(images.split(batch_size))
     else:
@@ -141,7 +155,7 @@ def extract_images(images: Any, extract: Callable[[torch.Tensor], dict[str, np.n
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def extract_side(source: Source, extract: Callable, shards: Shards, batch_size: int,
+def _extract_side(source: Source, extract: Callable, shards: Shards, batch_size: int,
                  progress: bool, label: str) -> dict[str, np.ndarray] | None:
     """The features of every row of ``source``, gathered in order on rank 0 (None on the others): each rank
     reads and extracts its shard, ``source.unit`` rows at a time."""
@@ -182,21 +196,33 @@ def _compute(plans: dict[str, Plan], sides: dict[str, Source], features: dict[st
 
 
 def compare(sides: dict[str, Source], options: MetricsOptions) -> dict[str, Any]:
-    """The metrics of ``options`` between the sides ``{"a": ..., "b": ...}``: ``{"a", "b" (their
-    descriptions), "metrics": {name: {"value", ...}}, "protocol": {...}}``; every rank of a sharded run calls
-    it alike and gets the same result."""
+    """The metrics of ``options`` between two opened sides; every rank of a sharded run calls it alike and gets
+    the same result.
+
+    Args:
+        sides: ``{"a": Source, "b": Source}`` (:func:`gannorm.app.metric_inputs.open_source`).
+        options: the metrics and the Inception settings.
+
+    Returns:
+        ``{"a", "b" (the sides' descriptions), "metrics": {name: {"value", ...}}, "protocol": {"seed",
+        "inception_*", "metrics": {name: {"generated", "real", "num_generated", ...}}, "seconds"}}``.
+
+    Example::
+
+        >>> compare({"a": open_source("x.npz"), "b": open_source("stats.npz")}, MetricsOptions())  # doctest: +SKIP
+    """
     shards = Shards.current()
     t0 = time.perf_counter()
-    plans = {name: plan_metric(name, sides) for name in dict.fromkeys(options.metrics)}
+    plans = {name: _plan_metric(name, sides) for name in dict.fromkeys(options.metrics)}
     specs = {name: METRICS.get(name) for name, plan in plans.items() if plan.protocol is not None}
     needed = sorted({s for p in plans.values() if p.protocol is not None for s in (p.fake, p.real) if s})
     protocol: dict[str, Any] = {"seed": options.seed}
     features: dict[str, Any] = {}
     if needed:
-        built = shards.main_first(lambda: build_inception(options, specs))
+        built = shards.main_first(lambda: _build_inception(options, specs))
         protocol.update({f"inception_{k}": v for k, v in built.description.items()})
         for side in needed:
-            features[side] = extract_side(sides[side], built.extract, shards, options.batch_size,
+            features[side] = _extract_side(sides[side], built.extract, shards, options.batch_size,
                                           options.progress and shards.main, side.upper())
     results, protocol["metrics"] = shards.from_main(lambda: _compute(plans, sides, features, options.seed))
     if shards.distributed:
@@ -205,12 +231,12 @@ def compare(sides: dict[str, Source], options: MetricsOptions) -> dict[str, Any]
     return {"a": sides["a"].description, "b": sides["b"].description, "metrics": results, "protocol": protocol}
 
 
-def check_metrics_options(options: MetricsOptions) -> None:
+def _check_options(options: MetricsOptions) -> None:
     """Refuse bad options before any file is read: no metric, an unknown or unsupported one, bad counts."""
     if not options.metrics:
         raise InputError("--metric names no metric; give e.g. --metric fid,kid")
     for name in options.metrics:
-        metric_spec(name)
+        _metric_spec(name)
     check_precision(options.precision, "--precision")
     if options.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {options.batch_size}")
@@ -240,7 +266,7 @@ def metrics_between(a: str | Path, b: str | Path, options: MetricsOptions, outpu
         >>> metrics_between("samples.npz", "cifar10_train.npz", MetricsOptions())["metrics"]["fid"]  # doctest: +SKIP
         {'value': 17.9}
     """
-    check_metrics_options(options)
+    _check_options(options)
     ranks, device = join_ranks(options.device, dist_timeout)
     options = dataclasses.replace(options, device=str(device))
     path = Path(ranks.from_main(lambda: prepare_output(output, ".json", overwrite))) if output else None
@@ -256,7 +282,19 @@ def metrics_between(a: str | Path, b: str | Path, options: MetricsOptions, outpu
 
 
 def format_metrics(out: dict[str, Any]) -> list[str]:
-    """One line per metric: ``fid    12.3456  (std ...)``."""
+    """The lines ``gannorm metrics`` prints: one per metric, its value and its other numbers.
+
+    Args:
+        out: :func:`compare`'s result.
+
+    Returns:
+        The lines.
+
+    Example::
+
+        >>> format_metrics({"metrics": {"kid": {"value": 0.0123, "std": 0.001}}})
+        ['kid    0.0123  (std 0.001)']
+    """
     lines = []
     for name, values in out["metrics"].items():
         extra = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k != "value")
@@ -265,7 +303,20 @@ def format_metrics(out: dict[str, Any]) -> list[str]:
 
 
 def describe_side(label: str, side: dict[str, Any]) -> str:
-    """A side in words, for the command's stderr."""
+    """A side in words, for the command's stderr.
+
+    Args:
+        label: ``"A"`` or ``"B"``.
+        side: the side's description (:attr:`gannorm.app.metric_inputs.Source.description`).
+
+    Returns:
+        One line.
+
+    Example::
+
+        >>> describe_side("B", {"kind": "statistics", "path": "s.npz"})
+        'B: statistics file s.npz'
+    """
     if side["kind"] == "statistics":
         return f"{label}: statistics file {side['path']}"
     if side["kind"] == "run":
