@@ -214,3 +214,30 @@ def test_too_few_images_and_statistics_as_the_measured_side(folders, no_inceptio
     assert "holds 1 image; fid needs at least 2" in capsys.readouterr().err
     assert main(["metrics", str(tmp_path / "s.npz"), str(one), "--metric", "is"]) == 2
     assert "is a statistics file: is needs its images" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_ranks_give_the_numbers_of_one_process(folders, tmp_path):
+    """``torchrun -m gannorm metrics`` on two gloo ranks: each reads and extracts its shard of both folders
+    (blocks of 2 images: A's 4 split 2 + 2, B's 5 split 4 + 1), rank 0 gathers them and writes the numbers one
+    process computes."""
+    import os
+    import subprocess
+    import sys
+
+    one, two = folders
+    args = ["-m", "gannorm", "metrics", str(one), str(two), "--metric", "fid,kid", "--backend", "fid-helper",
+            "--batch-size", "2"]
+    single = tmp_path / "one.json"
+    assert main([*args[2:], "-o", str(single)]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args,
+           "-o", str(tmp_path / "two.json")]
+    done = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("fid ") == 1  # rank 0 alone prints
+    a, b = json.loads(single.read_text()), json.loads((tmp_path / "two.json").read_text())
+    assert b["protocol"].pop("ranks") == 2
+    for name in ("fid", "kid"):
+        for key, value in a["metrics"][name].items():
+            assert b["metrics"][name][key] == pytest.approx(value, rel=1e-6, abs=1e-12), (name, key)
