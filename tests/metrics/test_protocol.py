@@ -212,3 +212,49 @@ def test_check_evaluation_reads_the_reference_file_before_any_sample(tmp_path):
         check_evaluation(data, options, where=WHERE)
     assert "\n" not in str(err.value)
     assert set(check_evaluation(data, EvalOptions(metrics=["modes"], num_samples=10, progress=False))) == {"modes"}
+
+
+# ------------------------------------------------------------------------------------------ named protocols
+def test_named_protocols_give_the_papers_counts():
+    from gannorm.metrics.evaluate import named_protocol_options
+    from gannorm.metrics.protocol import ALL, EVAL_PROTOCOLS
+
+    assert {"sngan_10k_5k", "train_50k", "test_10k", "bssn_10k_5k"} <= set(EVAL_PROTOCOLS.names())
+    sngan = named_protocol_options(EvalOptions(seed=4, batch_size=7), "sngan_10k_5k")
+    assert sngan.metrics == ("fid", "is") and (sngan.seed, sngan.batch_size) == (4, 7)
+    plans = metric_protocols(sngan.metrics, sngan, dataset_size=50000)
+    assert plans["fid"] == MetricProtocol(5000, 10000, {"reference": None})  # 5k samples vs 10k real images
+    assert plans["is"] == MetricProtocol(5000, None, {"splits": 10, "logits": 1008})
+    bssn = named_protocol_options(EvalOptions(), "bssn_10k_5k")
+    plans = metric_protocols(bssn.metrics, bssn, dataset_size=50000)
+    assert plans["fid"] == MetricProtocol(10000, 5000, {"reference": None})
+    assert plans["is"] == MetricProtocol(50000, None, {"splits": 10, "logits": 1000})
+    full = named_protocol_options(EvalOptions(metrics=("fid",)), "train_50k")
+    assert full.metrics == ("fid",) and full.protocol == {"fid": {"num_samples": 50000, "num_real": ALL}}
+    assert metric_protocols(["fid"], full, dataset_size=50000)["fid"].num_real == 50000  # the whole training set
+    for entry in EVAL_PROTOCOLS.entries():
+        record = entry.obj.to_json(entry.name)
+        assert record["name"] == entry.name and record["paper"] and record["extractor"] == "inception"
+        assert record["resize"] == ("pytorch_bilinear" if entry.name == "train_50k_pytorch" else "legacy_tensorflow")
+
+
+def test_named_protocol_errors(tmp_path):
+    from gannorm.errors import ConfigError
+    from gannorm.metrics.evaluate import named_protocol_options
+    from gannorm.metrics.protocol import EVAL_PROTOCOLS, NamedProtocol
+
+    with pytest.raises(ConfigError, match="protocol sngan_10k_5k defines fid, is, not kid"):
+        named_protocol_options(EvalOptions(metrics=("fid", "kid")), "sngan_10k_5k")
+    with pytest.raises(ConfigError, match="compares with the test split.*--reference FILE"):
+        named_protocol_options(EvalOptions(), "test_10k")
+    stats = tmp_path / "test.npz"
+    save_statistics(stats, np.zeros(3), np.eye(3))
+    test = named_protocol_options(EvalOptions(reference_stats=str(stats)), "test_10k")
+    assert metric_protocols(["fid"], test, 50000)["fid"] == MetricProtocol(10000, None, {"reference": str(stats)})
+    with pytest.raises(Exception, match="unknown evaluation protocol 'nope'; known: sngan_10k_5k"):
+        named_protocol_options(EvalOptions(), "nope")
+    for bad in (NamedProtocol("p", "val", "subset", 10, 5), NamedProtocol("p", "train", "subset", 10, 5, resize="x"),
+                NamedProtocol("p", "train", "statistics", 10, 5), NamedProtocol("p", "train", "subset", 10, 5,
+                                                                               settings={"kid": {}})):
+        with pytest.raises(ValueError):
+            EVAL_PROTOCOLS.register("bad", bad)

@@ -22,8 +22,10 @@ from ..errors import GannormError, RunFolderError
 from ..fileio import atomic_write_text
 from ..metrics.evaluate import (METRICS, EvalOptions, check_conditional, check_precision, default_metrics,
                                 make_extractor, metric_dataset_problem, metric_protocols, metrics_for_dataset,
-                                real_subset, save_inception_statistics, statistics_precision)
+                                named_protocol_options, real_subset, save_inception_statistics,
+                                statistics_precision)
 from ..metrics.frechet import feature_statistics, load_statistics
+from ..metrics.protocol import EVAL_PROTOCOLS
 from ..metrics.sharding import Shards, extract_shard
 from ..runfolder import RunFolder
 from ..training.distributed import DEFAULT_TIMEOUT, Ranks, ranks_from_env, setup
@@ -136,7 +138,7 @@ def precision_warnings(options: EvalOptions, dataset: str) -> list[str]:
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path | None = None,
                  checkpoint: str = "latest", use_training_protocol: bool = False,
-                 dist_timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+                 dist_timeout: float = DEFAULT_TIMEOUT, protocol: str | None = None) -> dict[str, Any]:
     """Evaluate the EMA (if the run has one) and the raw generator of ``run_dir``'s ``latest`` or ``best``
     checkpoint, each sampling in the run's ``train.sample_mode``; with ``use_training_protocol`` by the run's
     own evaluation protocol (:func:`training_protocol`) instead of ``options``' metrics and counts. The
@@ -148,7 +150,17 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
     ``RUN/eval_step<step>.json``) and returns it. Under torchrun every rank calls it alike: the evaluation is
     sharded over the ranks (:func:`gannorm.metrics.evaluate.evaluate`), rank 0 alone writes the file, and every
     rank returns the same numbers; ``dist_timeout`` bounds each wait for the other ranks.
+
+    ``protocol`` names a protocol of :data:`~gannorm.metrics.protocol.EVAL_PROTOCOLS` (``sngan_10k_5k``,
+    ``train_50k``, ...): its metrics, counts and settings replace ``options``' (:func:`gannorm.metrics.evaluate.
+    named_protocol_options`), and the result records it under ``"protocol"`` and in each generator's protocol
+    (``"protocol_name"``).
     """
+    if protocol is not None and use_training_protocol:
+        raise GannormError("give either a named protocol or the run's own training protocol, not both")
+    named = None if protocol is None else EVAL_PROTOCOLS.get(protocol).to_json(protocol)
+    if protocol is not None:
+        options = named_protocol_options(options, protocol)
     check_options(options)
     ranks, device = join_ranks(options.device, dist_timeout)
     options = dataclasses.replace(options, device=str(device), sharded=True)
@@ -174,6 +186,10 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
     try:
         out = {"run": str(folder.path), "step": step, "checkpoint": checkpoint,
                "results": _evaluate_both(folder, state, cfg, checkpoint, options, device)}
+        if named is not None:
+            out["protocol"] = named
+            for result in out["results"].values():
+                result["protocol"]["protocol_name"] = protocol
         if ranks.main:
             write_output(path, lambda p: atomic_write_text(p, json.dumps(out, indent=1) + "\n"))
     finally:
@@ -207,8 +223,12 @@ def _protocol_text(protocol: dict[str, Any]) -> str:
 
 
 def format_results(out: dict[str, Any]) -> str:
+    """The result of :func:`evaluate_run` as text: per generator, each metric with its protocol."""
     which = " (the best checkpoint)" if out.get("checkpoint") == "best" else ""
     lines = [f"run {out['run']} at G step {out['step']}{which}"]
+    if "protocol" in out:
+        named = out["protocol"]
+        lines.append(f"  protocol {named['name']}: {named['paper']}")
     for kind, res in out["results"].items():
         p = res["protocol"]
         precision = p.get("inception_precision", "fp32")

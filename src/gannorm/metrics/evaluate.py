@@ -30,6 +30,7 @@ the same generator batches, the same rows in the same order (``docs/distributed.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import zipfile
@@ -56,8 +57,8 @@ from .inception_fid_helper import FidHelperNotInstalledError, fid_inception_from
 from .inception_score import inception_score
 from .kid import kernel_inception_distance
 from .mixtures import energy_distance, mode_statistics
-from .protocol import (COUNT_SETTINGS, Defaults, MetricProtocol, ProtocolError, Setting, integer_at_least,
-                       nonempty_path, one_of, resolve_metric)
+from .protocol import (COUNT_SETTINGS, EVAL_PROTOCOLS, Defaults, MetricProtocol, ProtocolError, Setting,
+                       integer_at_least, nonempty_path, one_of, resolve_metric)
 from .sharding import Shards, extract_shard
 
 #: which metrics a dataset gets when none are named
@@ -460,6 +461,42 @@ def metric_protocols(names: Sequence[str], options: EvalOptions, dataset_size: i
     plans = {n: resolve_metric(n, METRICS.get(n), given.get(n), defaults, f"{where}.{n}")
              for n in dict.fromkeys([*names, *given])}
     return {n: plans[n] for n in names}
+
+
+def named_protocol_options(options: EvalOptions, name: str) -> EvalOptions:
+    """``options`` measured by the named protocol ``name`` (:data:`~gannorm.metrics.protocol.EVAL_PROTOCOLS`):
+    its metrics (or those of ``options.metrics``, which must be among them), sample counts and per-metric
+    settings; the extractor settings, seed and ``reference_stats`` stay ``options``'.
+
+    Args:
+        options: the evaluation's options (their counts and ``protocol`` are replaced).
+        name: an ``EVAL_PROTOCOLS`` name, e.g. ``"sngan_10k_5k"``.
+
+    Returns:
+        The options to evaluate with.
+
+    Raises:
+        ConfigError: an unknown name, a metric the protocol does not define, or a protocol on the test split
+            without ``reference_stats`` (statistics of that split: the run's dataset is its training set).
+
+    Example::
+
+        >>> named_protocol_options(EvalOptions(), "sngan_10k_5k").protocol["fid"]
+        {'num_samples': 5000, 'num_real': 10000}
+    """
+    entry = EVAL_PROTOCOLS.get(name)
+    metrics = tuple(options.metrics) or entry.metrics
+    extra = [m for m in metrics if m not in entry.metrics]
+    if extra:
+        raise ConfigError(f"protocol {name} defines {', '.join(entry.metrics)}, not {', '.join(extra)}; drop "
+                          f"--metric {','.join(extra)} or evaluate without --protocol")
+    if entry.real_split != "train" and not options.reference_stats:
+        raise ConfigError(f"protocol {name} compares with the {entry.real_split} split, which a run's dataset does not "
+                          f"hold: give its statistics with --reference FILE (gannorm fid-stats imagefolder --root "
+                          f"DIR_OF_{entry.real_split.upper()}_IMAGES -o FILE)")
+    per_metric = entry.per_metric(lambda m: METRICS.get(m).uses_real({}))
+    return dataclasses.replace(options, metrics=metrics, num_samples=entry.num_fake, num_real=None,
+                               protocol={m: per_metric[m] for m in metrics})
 
 
 # ---- the compute functions (numbers in, numbers out) and their hooks

@@ -13,6 +13,11 @@ entry (:class:`gannorm.metrics.evaluate.MetricSpec`) lists its own :class:`Setti
 given settings (``uses_real``) and checks settings against each other (``limits``).
 :func:`resolve_metric` turns what a user wrote into a :class:`MetricProtocol` with every default
 filled in, or raises a one-line :class:`ProtocolError` naming ``<where>.<metric>.<key>``.
+
+A *named* protocol (:data:`EVAL_PROTOCOLS`, ``gannorm eval --protocol NAME``) bundles how one paper measures
+its numbers: the real split and whether the real side is a seeded subset of its images or statistics of the
+whole split, the numbers of generated and real samples, the feature extractor, the resize mode and each
+metric's settings; :meth:`NamedProtocol.per_metric` turns it into the per-metric mapping above.
 """
 from __future__ import annotations
 
@@ -21,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
 from ..errors import ConfigError
+from ..registry import Registry
 
-__all__ = ["ALL", "COUNT_SETTINGS", "MetricProtocol", "ProtocolError", "Setting", "resolve_metric"]
+__all__ = ["ALL", "COUNT_SETTINGS", "EVAL_PROTOCOLS", "MetricProtocol", "NamedProtocol", "ProtocolError", "Setting",
+           "resolve_metric"]
 
 
 @dataclass(frozen=True)
@@ -156,3 +163,109 @@ def resolve_metric(name: str, spec: MetricLike, given: Any, defaults: Defaults, 
         key, text = problem
         raise ProtocolError(f"{where}.{key}: {text}")
     return protocol
+
+
+# ------------------------------------------------------------------------------------------ named protocols
+REAL_SPLITS = ("train", "test")
+RESIZE_MODES = ("legacy_tensorflow", "clean", "pytorch_bilinear")
+REAL_SOURCES = ("subset", "statistics")
+
+
+@dataclass(frozen=True)
+class NamedProtocol:
+    """How a paper measures its IS and FID, by name (``gannorm eval --protocol NAME``).
+
+    ``real_split`` is the split the real side comes from (``train``: the run's own dataset; ``test``: a
+    statistics file of the test split, ``--reference``); ``real_source`` says whether it is a seeded
+    ``subset`` of ``num_real`` images or ``statistics`` of the whole split (``num_real`` is then ``all``).
+    ``num_fake`` samples are drawn; ``settings`` holds each metric's own settings beyond the counts
+    (``{"is": {"splits": 10, "logits": 1008}}``). ``extractor`` names the feature network and ``resize`` the
+    way images are resized to its input (a mode name; ``legacy_tensorflow`` is TF1's bilinear resize).
+
+    Example::
+
+        >>> EVAL_PROTOCOLS.get("sngan_10k_5k").per_metric(lambda m: m != "is")["fid"]
+        {'num_samples': 5000, 'num_real': 10000}
+    """
+
+    paper: str
+    real_split: str
+    real_source: str
+    num_fake: int
+    num_real: int | str
+    metrics: tuple[str, ...] = ("fid", "is")
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    extractor: str = "inception"
+    resize: str = "legacy_tensorflow"
+    description: str = ""
+
+    def per_metric(self, uses_real: Callable[[str], bool]) -> dict[str, dict[str, Any]]:
+        """``{metric: {"num_samples", "num_real" (for a metric that ``uses_real``), <settings>}}`` for every
+        metric of the protocol, in the form of ``EvalOptions.protocol`` / ``train.eval_protocol``.
+
+        Args:
+            uses_real: whether a metric (by name) reads real images with its default settings.
+
+        Returns:
+            The per-metric settings.
+
+        Example::
+
+            >>> EVAL_PROTOCOLS.get("train_50k").per_metric(lambda m: m == "fid")["is"]
+            {'num_samples': 50000, 'splits': 10, 'logits': 1008}
+        """
+        out = {}
+        for name in self.metrics:
+            counts: dict[str, Any] = {"num_samples": self.num_fake}
+            if uses_real(name):
+                counts["num_real"] = self.num_real
+            out[name] = {**counts, **self.settings.get(name, {})}
+        return out
+
+    def to_json(self, name: str) -> dict[str, Any]:
+        """The record of the protocol in an evaluation's result (``"protocol"``), under its ``name``."""
+        return {"name": name, "paper": self.paper, "real_split": self.real_split, "real_source": self.real_source,
+                "num_generated": self.num_fake, "num_real": self.num_real, "extractor": self.extractor,
+                "resize": self.resize}
+
+
+def check_named(name: str, entry: NamedProtocol) -> None:
+    """Refuse an inconsistent named protocol at registration (EVAL_PROTOCOLS' check)."""
+    if entry.real_split not in REAL_SPLITS or entry.real_source not in REAL_SOURCES:
+        raise ValueError(f"protocol {name!r}: real_split must be one of {REAL_SPLITS} and real_source one of "
+                         f"{REAL_SOURCES}")
+    if entry.resize not in RESIZE_MODES:
+        raise ValueError(f"protocol {name!r}: resize must be one of {', '.join(RESIZE_MODES)}, got {entry.resize!r}")
+    if (entry.real_source == "statistics") != (entry.num_real == ALL):
+        raise ValueError(f"protocol {name!r}: statistics of the whole split go with num_real 'all', a subset with a "
+                         "count")
+    if not integer_at_least(2)(entry.num_fake) or set(entry.settings) - set(entry.metrics):
+        raise ValueError(f"protocol {name!r}: num_fake must be >= 2 and settings only for its metrics")
+
+
+ORIGINAL_IS = {"splits": 10, "logits": 1008}  # the original Inception Score code: 10 splits, all 1008 logits
+EVAL_PROTOCOLS: Registry[NamedProtocol] = Registry("evaluation protocol", check=check_named)
+EVAL_PROTOCOLS.register("sngan_10k_5k", NamedProtocol(
+    "Miyato et al., Spectral normalization for GANs (ICLR 2018)", "train", "subset", 5000, 10000,
+    settings={"is": ORIGINAL_IS},
+    description="the SNGAN paper's: 5,000 samples; FID against 10,000 real training images (a seeded subset); "
+                "IS on the same samples"))
+EVAL_PROTOCOLS.register("train_50k", NamedProtocol(
+    "GN-GAN (Wu et al., ICCV 2021), PGN and pytorch-gan-collections' code", "train", "statistics", 50000, ALL,
+    settings={"is": ORIGINAL_IS},
+    description="50,000 samples; FID against the whole training set (or its statistics, --reference); IS with "
+                "10 splits over all 1,008 logits"))
+EVAL_PROTOCOLS.register("train_50k_pytorch", NamedProtocol(
+    "the GN-GAN and PGN codes' own metric package (pytorch-gan-metrics)", "train", "statistics", 50000, ALL,
+    settings={"is": ORIGINAL_IS}, resize="pytorch_bilinear",
+    description="train_50k with the package's resize: PyTorch's bilinear interpolation (align_corners=False) "
+                "instead of TF1's"))
+EVAL_PROTOCOLS.register("test_10k", NamedProtocol(
+    "the common test-set protocol (e.g. the GN-GAN metrics package's CIFAR-10 test statistics)", "test",
+    "statistics", 10000, ALL, settings={"is": ORIGINAL_IS},
+    description="10,000 samples; FID against the test split's statistics (--reference FILE); IS with 10 splits"))
+EVAL_PROTOCOLS.register("bssn_10k_5k", NamedProtocol(
+    "Lin, Sekar and Fanti, BSSN (NeurIPS 2021), as its code measures", "train", "subset", 10000, 5000,
+    settings={"is": {"num_samples": 50000, "splits": 10, "logits": 1000}},
+    description="the BSSN code's (and the bssn_* presets'): FID on 10,000 samples against 5,000 real training "
+                "images (a seeded subset); IS on 50,000 samples, 10 splits, the first 1,000 logits"))
