@@ -1,7 +1,7 @@
 """Evaluation: draw samples, extract features, compute registered metrics, record the protocol.
 
 The math lives in pure functions (``frechet.py``, ``inception_score.py``, ``kid.py``,
-``mixtures.py``); this module is the I/O edge: it runs a generator, picks the real reference
+``mixtures.py``, ``prdc.py``); this module is the I/O edge: it runs a generator, picks the real reference
 subset, calls a feature extractor and returns plain numbers together with the protocol that produced
 them (sample counts, reference split, extractor, seed, and each metric's own settings) so that every
 printed number can say how it was measured.

@@ -67,7 +67,7 @@ def _blocks(x: Tensor, chunk_size: int) -> Iterator[tuple[int, Tensor, Tensor]]:
     """``(start, rows, squared norms)`` of consecutive row blocks of ``x``, upcast to float64."""
     for start in range(0, x.shape[0], chunk_size):
         rows = x[start:start + chunk_size].double()
-        yield start, rows, (rows * rows).sum(dim=1)
+        yield start, rows, torch.einsum("ij,ij->i", rows, rows)  # no [chunk_size, D] temporary
 
 
 def _distances(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
@@ -125,6 +125,7 @@ def _radii(x: Tensor, k: int, chunk_size: int) -> Tensor:
                 d.diagonal().zero_()
             d = d if smallest is None else torch.cat([smallest, d], dim=1)
             smallest = torch.topk(d, min(k + 1, d.shape[1]), dim=1, largest=False).values
+            del d  # before the next block is made
         radii[start:start + len(rows)] = smallest.max(dim=1).values
     return radii
 
@@ -185,6 +186,7 @@ def _compare(real: Tensor, fake: Tensor, real_radii: Tensor, fake_radii: Tensor,
             in_real_balls[j:j + len(cols)] += inside.sum(dim=0)
             covered[i:i + len(rows)] |= inside.any(dim=1)
             recalled[i:i + len(rows)] |= (d < fake_radii[j:j + len(cols)].unsqueeze(0)).any(dim=1)
+            del d, inside  # before the next block is made
     n, m = real.shape[0], fake.shape[0]
     return {"precision": int((in_real_balls > 0).sum()) / m, "recall": int(recalled.sum()) / n,
             "density": (1.0 / k) * (int(in_real_balls.sum()) / m), "coverage": int(covered.sum()) / n}
