@@ -224,7 +224,19 @@ EXTRACTORS.register("features", ExtractorSpec(
 
 def on_dataset(spec: "MetricSpec", dataset: str) -> "MetricSpec":
     """``spec`` with its extractor resolved for ``dataset`` (an extractor with ``per_dataset`` replaced by the
-    one it stands for there), so that metrics reading the same features share one extraction."""
+    one it stands for there), so that metrics reading the same features share one extraction.
+
+    Args:
+        spec: a ``METRICS`` entry.
+        dataset: a ``DATASETS`` name.
+
+    Returns:
+        ``spec`` itself, or a copy naming the resolved extractor.
+
+    Example:
+        >>> on_dataset(METRICS.get("precision"), "digits").extractor
+        'classifier'
+    """
     chooser = EXTRACTORS.get(spec.extractor).per_dataset
     return spec if chooser is None else dataclasses.replace(spec, extractor=chooser(dataset))
 
@@ -554,7 +566,11 @@ def _prdc(fake: dict, real: dict, nearest_k: int = 5, device: str = "cpu") -> di
 
 
 def _prdc_options(ctx: EvalContext) -> dict[str, Any]:
-    device = torch.device(ctx.options.device)  # float64 blocks: on a CUDA device or the CPU (MPS has no float64)
+    """``nearest_k`` and where the float64 blocks are computed: the evaluation's CUDA device, else the CPU."""
+    try:
+        device = torch.device(ctx.options.device)
+    except (RuntimeError, TypeError):  # a name the app layer resolves ("auto"): the CPU is always right
+        device = torch.device("cpu")
     return {"nearest_k": ctx.metric.settings["nearest_k"], "device": str(device) if device.type == "cuda" else "cpu"}
 
 
