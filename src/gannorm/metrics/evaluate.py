@@ -1,7 +1,7 @@
 """Evaluation: draw samples, extract features, compute registered metrics, record the protocol.
 
 The math lives in pure functions (``frechet.py``, ``inception_score.py``, ``kid.py``,
-``mixtures.py``); this module is the I/O edge: it runs a generator, picks the real reference
+``mixtures.py``, ``prdc.py``); this module is the I/O edge: it runs a generator, picks the real reference
 subset, calls a feature extractor and returns plain numbers together with the protocol that produced
 them (sample counts, reference split, extractor, seed, and each metric's own settings) so that every
 printed number can say how it was measured.
@@ -57,6 +57,7 @@ from .inception_fid_helper import FidHelperNotInstalledError, fid_inception_from
 from .inception_score import inception_score
 from .kid import kernel_inception_distance
 from .mixtures import energy_distance, mode_statistics
+from .prdc import PRDC_KEYS, prdc
 from .protocol import (COUNT_SETTINGS, EVAL_PROTOCOLS, Defaults, MetricProtocol, ProtocolError, Setting,
                        integer_at_least, nonempty_path, one_of, resolve_metric)
 from .sharding import Shards, extract_shard
@@ -132,13 +133,16 @@ class ExtractorSpec:
     """A registered extractor: ``factory(request) -> FeatureExtractor`` and every output it can provide.
 
     ``accepts(dataset)`` is None when the extractor can run on the registered dataset ``dataset``, else
-    why not (checked by the config before anything is trained).
+    why not (checked by the config before anything is trained). ``per_dataset(dataset)``, if set, names the
+    extractor this entry stands for on ``dataset`` (an evaluation then shares that extractor's features
+    with the metrics that name it directly).
     """
 
     factory: Callable[[ExtractorRequest], FeatureExtractor]
     provides: frozenset[str]
     description: str = ""
     accepts: Callable[[str], str | None] = _image_dataset
+    per_dataset: Callable[[str], str] | None = None
 
 
 def _batched(fn: Callable[[Tensor], dict[str, Tensor]], batch_size: int, progress: bool, desc: str) -> Extractor:
@@ -193,6 +197,48 @@ EXTRACTORS.register("classifier", ExtractorSpec(
 EXTRACTORS.register("points", ExtractorSpec(
     _points_extractor, frozenset({"points"}), "the raw samples (2-D points)",
     lambda d: None if DATASETS.get(d).resolutions == () else "it reads 2-D points, and the dataset holds images"))
+
+
+def frechet_features(dataset: str) -> str:
+    """The extractor whose features the default Frechet distance of the image dataset ``dataset`` reads: the
+    digits classifier where it is trained (``cfd``), else the FID Inception (``fid``).
+
+    Args:
+        dataset: a ``DATASETS`` name.
+
+    Returns:
+        ``"classifier"`` or ``"inception"``.
+
+    Example:
+        >>> frechet_features("digits"), frechet_features("cifar10")
+        ('classifier', 'inception')
+    """
+    return "classifier" if dataset in RECIPES else "inception"
+
+
+EXTRACTORS.register("features", ExtractorSpec(
+    lambda request: EXTRACTORS.get(frechet_features(request.dataset)).factory(request), frozenset({"features"}),
+    "the features of the dataset's Frechet distance: the digits classifier's (digits, mnist5k), else Inception pool3",
+    per_dataset=frechet_features))
+
+
+def on_dataset(spec: "MetricSpec", dataset: str) -> "MetricSpec":
+    """``spec`` with its extractor resolved for ``dataset`` (an extractor with ``per_dataset`` replaced by the
+    one it stands for there), so that metrics reading the same features share one extraction.
+
+    Args:
+        spec: a ``METRICS`` entry.
+        dataset: a ``DATASETS`` name.
+
+    Returns:
+        ``spec`` itself, or a copy naming the resolved extractor.
+
+    Example:
+        >>> on_dataset(METRICS.get("precision"), "digits").extractor
+        'classifier'
+    """
+    chooser = EXTRACTORS.get(spec.extractor).per_dataset
+    return spec if chooser is None else dataclasses.replace(spec, extractor=chooser(dataset))
 
 
 def metric_dataset_problem(metric: str, dataset: str) -> str | None:
@@ -411,6 +457,10 @@ class MetricSpec:
     ``needs_labels``: the metric reads class labels (``fake["labels"]``, the y each sample was generated
     for, and ``real["labels"]``, the real samples' classes), so it needs a class-conditional generator and a
     labelled dataset (:func:`check_conditional`).
+
+    ``value_of``: ``compute`` returns several numbers of which this metric is the one under that key; the
+    metrics with the same ``compute``, extractor, counts and options share one call in an evaluation
+    (``precision``, ``recall``, ``density`` and ``coverage`` are one k-NN computation).
     """
 
     extractor: str
@@ -424,6 +474,7 @@ class MetricSpec:
     uses_real: Callable[[dict[str, Any]], bool] = _always
     limits: Callable[[MetricProtocol], tuple[str, str] | None] = _no_limits
     needs_labels: bool = False
+    value_of: str = ""                    # the entry of compute's result that is this metric's value (below)
 
 
 def check_metric(name: str, spec: MetricSpec) -> None:
@@ -544,6 +595,33 @@ def _intra_fd(fake: dict, real: dict, num_classes: int = 0) -> dict[str, float]:
             "min_class_real": float(out["num_real"].min())}
 
 
+def _prdc(fake: dict, real: dict, nearest_k: int = 5, device: str = "cpu") -> dict[str, float]:
+    """The four k-NN numbers of the generated features against the real ones (one call serves all four)."""
+    return prdc(torch.from_numpy(real["features"]).to(device), torch.from_numpy(fake["features"]).to(device),
+                nearest_k=nearest_k)
+
+
+def _prdc_options(ctx: EvalContext) -> dict[str, Any]:
+    """``nearest_k`` and where the float64 blocks are computed: the evaluation's CUDA device, else the CPU."""
+    try:
+        device = torch.device(ctx.options.device)
+    except (RuntimeError, TypeError):  # a name the app layer resolves ("auto"): the CPU is always right
+        device = torch.device("cpu")
+    return {"nearest_k": ctx.metric.settings["nearest_k"], "device": str(device) if device.type == "cuda" else "cpu"}
+
+
+def _prdc_protocol(ctx: EvalContext) -> dict[str, Any]:
+    return {"features": frechet_features(ctx.data.name)}
+
+
+def _prdc_fits(p: MetricProtocol) -> tuple[str, str] | None:
+    k, rows = p.settings["nearest_k"], min(p.num_samples, p.num_real or p.num_samples)
+    if k >= rows:
+        return "nearest_k", (f"{k} needs more than {k} samples in each set, but the smaller of num_samples and "
+                             f"num_real is {rows}; lower nearest_k or raise the counts")
+    return None
+
+
 def _class_acc(fake: dict, real: dict) -> dict[str, float]:  # noqa: ARG001
     return {"value": class_accuracy(fake["probs"], fake["labels"])}
 
@@ -615,6 +693,14 @@ REFERENCE = {"reference": Setting(None, nonempty_path,
 LOGITS = {"logits": Setting(1008, one_of(*IS_LOGITS), "1008 or 1000",
                             "softmax over all 1008 unbiased logits (the original IS code) or the first 1000 "
                             "(the ImageNet classes; tfgan-based code such as the BSSN code)")}
+NEAREST_K = {"nearest_k": Setting(5, integer_at_least(1), "an integer >= 1",
+                                  "each sample's radius is the distance to its nearest_k-th nearest neighbour in its "
+                                  "own set (precision, recall, density, coverage)")}
+PRDC_DESCRIPTIONS = {
+    "precision": "the fraction of generated samples inside the real k-NN manifold (Kynkaanniemi et al.)",
+    "recall": "the fraction of real samples inside the generated k-NN manifold (Kynkaanniemi et al.)",
+    "density": "the mean number of real k-NN balls holding a generated sample, over k (Naeem et al.)",
+    "coverage": "the fraction of real k-NN balls holding a generated sample (Naeem et al.)"}
 PROBS, LOGITS_OUT = frozenset({"probs"}), frozenset({"logits"})
 METRICS.register("fid", MetricSpec("inception", _fd, options=_reference_stats, settings=REFERENCE,
                                    uses_real=_without_reference, limits=_reference_exists,
@@ -642,6 +728,11 @@ METRICS.register("intra_cfd", MetricSpec("classifier", _intra_fd, options=_class
 METRICS.register("class_acc", MetricSpec("classifier", _class_acc, PROBS, uses_real=_never, lower_is_better=False,
                                          needs_labels=True, description="the fraction of G(z, y) the digits "
                                          "classifier assigns to class y"))
+for _key in PRDC_KEYS:
+    METRICS.register(_key, MetricSpec("features", _prdc, options=_prdc_options, protocol=_prdc_protocol,
+                                      settings=NEAREST_K, limits=_prdc_fits, lower_is_better=False, value_of=_key,
+                                      description=f"{PRDC_DESCRIPTIONS[_key]}; the features of the dataset's "
+                                      "Frechet distance (digits classifier or Inception pool3)"))
 METRICS.register("modes", MetricSpec("points", _modes, frozenset({"points"}), options=_mixture_modes,
                                      description="2-D mixtures: modes covered, high-quality fraction (within 3 std), "
                                      "energy distance"))
@@ -889,7 +980,7 @@ def check_evaluation(data, options: EvalOptions, where: str = "EvalOptions.proto
     if conditional:
         _labels_fit(data, num_classes)
     plans = metric_protocols(names, options, len(data), where)
-    _build_extractors({n: METRICS.get(n) for n in names}, _request(data, options))
+    _build_extractors({n: on_dataset(METRICS.get(n), data.name) for n in names}, _request(data, options))
     for name, plan in plans.items():
         reference = plan.settings.get("reference")
         if reference:
@@ -905,6 +996,18 @@ def _draw_protocol(num_fake: int, num_real: int, seed: int, classes_protocol: di
     out = {"num_generated": num_fake, "num_real": num_real, "generator_mode": "eval", "z_seed": seed + 1000,
            **classes_protocol}
     return {**out, "ranks": shards.world} if shards.distributed else out
+
+
+def _values(spec: MetricSpec, plan: MetricProtocol, fake: dict, real: dict, kwargs: dict[str, Any],
+            shared: dict) -> dict[str, float]:
+    """``spec.compute``'s numbers as floats. A metric with ``value_of`` reports that entry of the result as its
+    value, and the metrics with the same compute, features, counts and options share one call (``shared``)."""
+    if not spec.value_of:
+        return {k: float(v) for k, v in spec.compute(fake, real, **kwargs).items()}
+    key = (spec.compute, spec.extractor, plan.num_samples, plan.num_real, tuple(sorted(kwargs.items())))
+    if key not in shared:
+        shared[key] = spec.compute(fake, real, **kwargs)
+    return {"value": float(shared[key][spec.value_of])}
 
 
 def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, device="cpu") -> dict[str, Any]:
@@ -929,7 +1032,7 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
     shards = Shards.current() if options.sharded else Shards()
     classes = generator_classes(generator)
     names = list(options.metrics) or list(default_metrics(data.name, bool(classes) and _labelled(data)))
-    specs = {n: METRICS.get(n) for n in names}
+    specs = {n: on_dataset(METRICS.get(n), data.name) for n in names}
     plans = metric_protocols(names, options, len(data))
     _check_run(names, classes, data)
     t0 = time.perf_counter()
@@ -954,13 +1057,13 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
         reals[kind] = extract_shard(extractor.extract, real_x, shards, real_rows, n_real) if n_real else {}
 
     def compute() -> tuple[dict, dict, float]:  # on rank 0, which holds the gathered features
-        results, per_metric = {}, {}
+        results, per_metric, shared = {}, {}, {}
         for name, spec in specs.items():
             plan = plans[name]
             context = EvalContext(data, options, plan, classes)
             fake = _first(fakes[spec.extractor], plan.num_samples, fake_y)
             real = _first(reals[spec.extractor], plan.num_real or 0, real_y)
-            results[name] = {k: float(v) for k, v in spec.compute(fake, real, **spec.options(context)).items()}
+            results[name] = _values(spec, plan, fake, real, spec.options(context), shared)
             per_metric[name] = {**plan.to_json(), **spec.protocol(context)}
         return results, per_metric, round(time.perf_counter() - t0, 2)
     results, protocol["metrics"], protocol["seconds"] = shards.from_main(compute)
