@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..errors import GannormError, InputError
 from ..fileio import atomic_write_text
 from ..metrics.evaluate import (EXTRACTORS, METRICS, EvalContext, EvalOptions, ExtractorRequest, FeatureExtractor,
-                                MetricSpec, check_precision, metric_protocols)
+                                MetricSpec, check_precision, metric_protocols, on_dataset)
 from ..metrics.frechet import frechet_distance
 from ..metrics.protocol import MetricProtocol
 from ..metrics.sharding import Shards
@@ -64,12 +64,17 @@ class Plan:
     protocol: MetricProtocol | None
 
 
+def _resolved(name: str) -> MetricSpec:
+    """The registered metric ``name`` with its extractor resolved for images that are not a dataset (the
+    dataset-dependent ``features`` of precision/recall/density/coverage are Inception pool3 here)."""
+    return on_dataset(METRICS.get(name), "images")
+
+
 def _metric_spec(name: str) -> MetricSpec:
     """The registered metric ``name`` if ``gannorm metrics`` computes it (an Inception metric needing no labels)."""
-    spec = METRICS.get(name)  # an unknown name: a one-line error listing the known ones
+    spec = _resolved(name)  # an unknown name: a one-line error listing the known ones
     if spec.extractor != "inception" or spec.needs_labels:
-        usable = [n for n in METRICS.names() if METRICS.get(n).extractor == "inception"
-                  and not METRICS.get(n).needs_labels]
+        usable = [n for n in METRICS.names() if _resolved(n).extractor == "inception" and not _resolved(n).needs_labels]
         why = "needs class labels" if spec.needs_labels else f"reads the {spec.extractor} extractor's outputs"
         raise InputError(f"--metric {name}: gannorm metrics computes {', '.join(usable)} (Inception features of any "
                          f"images); {name} {why}; use gannorm eval for it")
@@ -177,17 +182,22 @@ def _extract_side(source: Source, extract: Callable, shards: Shards, batch_size:
 def _compute(plans: dict[str, Plan], sides: dict[str, Source], features: dict[str, Any],
              seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every metric's numbers and protocol record from the gathered features (on rank 0)."""
-    results, records = {}, {}
+    results, records, shared = {}, {}, {}  # type: ignore[var-annotated]
     for name, plan in plans.items():
         if plan.protocol is None:  # FID between two statistics files
             results[name] = {"value": float(frechet_distance(*sides["a"].statistics, *sides["b"].statistics))}
             records[name] = {"generated": "a (statistics)", "real": "b (statistics)"}
             continue
-        spec = METRICS.get(name)
+        spec = _resolved(name)
         context = EvalContext(None, EvalOptions(seed=seed), plan.protocol)
         real = features[plan.real] if plan.real else {}
-        values = spec.compute(features[plan.fake], real, **spec.options(context))
-        results[name] = {k: float(v) for k, v in values.items()}
+        kwargs = spec.options(context)
+        key = (spec.compute, plan.fake, plan.real, tuple(sorted(kwargs.items())))
+        if key not in shared:  # precision/recall/density/coverage: one k-NN computation for the four
+            shared[key] = spec.compute(features[plan.fake], real, **kwargs)
+        values = shared[key]
+        results[name] = ({"value": float(values[spec.value_of])} if spec.value_of
+                         else {k: float(v) for k, v in values.items()})
         reference = plan.protocol.settings.get("reference")
         other = "b" if plan.fake == "a" else "a"
         records[name] = {"generated": plan.fake, "real": plan.real or (f"{other} (statistics)" if reference else "none"),
@@ -214,7 +224,7 @@ def compare(sides: dict[str, Source], options: MetricsOptions) -> dict[str, Any]
     shards = Shards.current()
     t0 = time.perf_counter()
     plans = {name: _plan_metric(name, sides) for name in dict.fromkeys(options.metrics)}
-    specs = {name: METRICS.get(name) for name, plan in plans.items() if plan.protocol is not None}
+    specs = {name: _resolved(name) for name, plan in plans.items() if plan.protocol is not None}
     needed = sorted({s for p in plans.values() if p.protocol is not None for s in (p.fake, p.real) if s})
     protocol: dict[str, Any] = {"seed": options.seed}
     features: dict[str, Any] = {}

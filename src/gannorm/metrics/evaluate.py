@@ -611,7 +611,8 @@ def _prdc_options(ctx: EvalContext) -> dict[str, Any]:
 
 
 def _prdc_protocol(ctx: EvalContext) -> dict[str, Any]:
-    return {"features": frechet_features(ctx.data.name)}
+    """Which features the k-NN manifolds were built on (Inception pool3 for images that are not a dataset)."""
+    return {"features": frechet_features(ctx.data.name) if ctx.data is not None else "inception"}
 
 
 def _prdc_fits(p: MetricProtocol) -> tuple[str, str] | None:
