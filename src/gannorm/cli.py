@@ -28,6 +28,7 @@ from .errors import ConfigError, GannormError
 from .losses import LOSSES
 from .metrics.evaluate import METRICS, EvalOptions
 from .metrics.inception import INCEPTION_PRECISIONS
+from .metrics.resize import DEFAULT_RESIZE, RESIZE_MODES
 from .networks import NETWORKS
 from .normalizations import METHODS
 from .training.distributed import DEFAULT_TIMEOUT as DIST_TIMEOUT
@@ -132,7 +133,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     opts = EvalOptions(metrics=metrics, num_samples=args.num_samples, num_real=args.num_real, seed=args.seed,
                        batch_size=args.batch_size, inception_weights=args.inception_weights,
                        inception_backend=args.backend, reference_stats=args.reference, download=args.download,
-                       device=args.device, inception_precision=args.precision)
+                       device=args.device, inception_precision=args.precision, inception_resize=args.resize)
     print(format_results(evaluate_run(args.run, opts, args.output, checkpoint=args.checkpoint,
                                       dist_timeout=args.dist_timeout)))
     return 0
@@ -142,9 +143,9 @@ def _cmd_fid_stats(args: argparse.Namespace) -> int:
     info = fid_stats(args.dataset, args.output, root=args.root, resolution=args.resolution, num=args.num,
                      seed=args.seed, batch_size=args.batch_size, inception_weights=args.inception_weights,
                      backend=args.backend, overwrite=args.overwrite, download=args.download, device=args.device,
-                     dist_timeout=args.dist_timeout, precision=args.precision)
-    print(f"wrote mu and sigma of {info['num']} images ({info['real_split']}; Inception in {info['precision']}) to "
-          f"{info['path']}")
+                     dist_timeout=args.dist_timeout, precision=args.precision, resize=args.resize)
+    print(f"wrote mu and sigma of {info['num']} images ({info['real_split']}; Inception in {info['precision']}, "
+          f"{info['resize']} resize) to {info['path']}")
     return 0
 
 
@@ -232,6 +233,13 @@ def _print_presets() -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     run_demo(seed=args.seed, width=args.width)
     return 0
+
+
+def _add_resize_option(p: argparse.ArgumentParser) -> None:
+    """``--resize NAME``: the resize mode of the Inception input (eval and fid-stats)."""
+    p.add_argument("--resize", default=DEFAULT_RESIZE, choices=RESIZE_MODES.names(),
+                   help=f"how images are resized to the Inception input (default {DEFAULT_RESIZE}: TF1 bilinear; "
+                        "clean: clean-fid's PIL bicubic; pytorch_bilinear: F.interpolate); recorded in the result")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -336,6 +344,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="latest", choices=list(CHECKPOINTS),
                    help="the latest checkpoint (default) or the best one (checkpoint_best.pt)")
     _add_run_options(p)
+    _add_resize_option(p)
     p.set_defaults(func=_cmd_eval)
 
 
@@ -357,6 +366,7 @@ def _add_fid_stats(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=50, help="images per Inception batch (default 50)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     _add_run_options(p)
+    _add_resize_option(p)
     p.set_defaults(func=_cmd_fid_stats)
 
 

@@ -10,10 +10,11 @@ from .inception_score import inception_score
 from .kid import kernel_inception_distance
 from .inception import (INCEPTION_WEIGHTS_ENV, FIDInceptionV3, InceptionWeightsHashError, InceptionWeightsLoadError,
                         InceptionWeightsNotFoundError, load_fid_inception, preprocess, resize_bilinear_tf1)
+from .resize import RESIZE_MODES
 from .mixtures import energy_distance, mode_counts, mode_statistics, sliced_wasserstein
 
 __all__ = ["DigitsClassifier", "classifier_metrics", "get_classifier", "intra_fid", "class_accuracy", "feature_statistics", "frechet_distance",
            "load_statistics", "save_statistics", "inception_score", "kernel_inception_distance", "energy_distance",
            "mode_counts", "mode_statistics", "sliced_wasserstein", "INCEPTION_WEIGHTS_ENV", "FIDInceptionV3",
            "InceptionWeightsHashError", "InceptionWeightsLoadError", "InceptionWeightsNotFoundError", "load_fid_inception", "preprocess",
-           "resize_bilinear_tf1"]
+           "resize_bilinear_tf1", "RESIZE_MODES"]
