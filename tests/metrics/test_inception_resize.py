@@ -174,7 +174,26 @@ def test_an_evaluation_passes_and_records_its_resize_mode(spy_loader, mode):
                                                        inception_resize=mode))
     assert spy_loader[-1]["resize"] == mode
     assert out["protocol"]["inception_resize"] == mode and mode in out["protocol"]["inception_preprocess"]
-    assert "kid" in out["metrics"]
+    assert set(out["metrics"]["kid"]) == {"value"}  # 20 vs 20: one distinct KID subset, no std
+
+
+def test_kid_reports_a_spread_only_when_its_subsets_differ(spy_loader):
+    """The evaluation's KID (subset size min(1000, counts)) against the unbiased MMD^2 written out with the
+    polynomial kernel: one subset of everything (no std), then 20 generated vs 40 real (a std)."""
+    data = load_dataset("digits", resolution=8)
+    whole = evaluate(Ordered(data), data, 4, EvalOptions(metrics=("kid",), num_samples=20, progress=False))
+    assert set(whole["metrics"]["kid"]) == {"value"} and whole["protocol"]["metrics"]["kid"]["subset_size"] == 20
+    fake = data.get(torch.arange(20))
+    real = data.get(ev._subset_indices(len(data), 20, 0))
+    x, y = (t.flatten(1).float().double().numpy() for t in (fake, real))  # FakeInception's features
+    k = lambda a, b: (a @ b.T / a.shape[1] + 1) ** 3  # noqa: E731
+    m = 20
+    mmd2 = ((k(x, x).sum() - np.trace(k(x, x))) / (m * (m - 1)) + (k(y, y).sum() - np.trace(k(y, y))) / (m * (m - 1))
+            - 2 * k(x, y).mean())
+    assert whole["metrics"]["kid"]["value"] == pytest.approx(mmd2, rel=1e-9)
+    more = evaluate(Ordered(data), data, 4, EvalOptions(metrics=("kid",), num_samples=20, num_real=40,
+                                                        progress=False))
+    assert more["metrics"]["kid"]["std"] > 0
 
 
 def test_bad_resize_in_eval_options_is_refused(spy_loader):
@@ -231,6 +250,7 @@ def test_the_config_key_and_the_training_protocol(tmp_path):
         "pytorch_bilinear"
 
 
+@pytest.mark.slow  # about 30 s: a training run, gannorm eval and fid-stats through the real network
 def test_a_run_gannorm_eval_and_fid_stats_record_the_resize(tmp_path, capsys):
     """A training run evaluated in clean, gannorm eval of it in pytorch_bilinear, fid-stats in clean: every record
     says so (FID on 4 images of 8 px through the offline fid-helper network)."""
@@ -251,8 +271,9 @@ def test_a_run_gannorm_eval_and_fid_stats_record_the_resize(tmp_path, capsys):
     assert main(["fid-stats", "digits", "--resolution", "8", "-n", "4", "-o", str(out), "--backend", "fid-helper",
                  "--resize", "clean"]) == 0
     assert "clean resize" in capsys.readouterr().out and statistics_resize(out) == "clean"
-    assert main(["fid-stats", "digits", "-o", str(tmp_path / "t.npz"), "--resize", "area"]) == 2
-    assert "invalid choice: 'area'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["fid-stats", "digits", "-o", str(tmp_path / "t.npz"), "--resize", "area"])
+    assert stop.value.code == 2 and "invalid choice: 'area'" in capsys.readouterr().err
 
 
 def test_evaluate_run_refuses_a_bad_resize(tmp_path):
