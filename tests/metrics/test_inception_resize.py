@@ -7,7 +7,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from cleanfid.resize import make_resizer  # clean-fid 0.1.35 (test extra, --no-deps); this module needs no torchvision
+from cleanfid.resize import (
+    make_resizer,  # clean-fid 0.1.35 (test extra, --no-deps); this module needs no torchvision
+)
 from PIL import Image
 from torch import nn
 
@@ -18,8 +20,14 @@ from gannorm.app.training import train
 from gannorm.cli import main
 from gannorm.data import load_dataset
 from gannorm.errors import ConfigError, GannormError
-from gannorm.metrics.evaluate import (EvalOptions, check_evaluation, evaluate, resize_mismatch,
-                                      save_inception_statistics, statistics_resize)
+from gannorm.metrics.evaluate import (
+    EvalOptions,
+    check_evaluation,
+    evaluate,
+    resize_mismatch,
+    save_inception_statistics,
+    statistics_resize,
+)
 from gannorm.metrics.frechet import save_statistics
 from gannorm.metrics.inception import FIDInceptionV3, preprocess, resize_bilinear_tf1
 from gannorm.metrics.resize import DEFAULT_RESIZE, RESIZE_MODES
@@ -186,7 +194,7 @@ def test_kid_reports_a_spread_only_when_its_subsets_differ(spy_loader):
     fake = data.get(torch.arange(20))
     real = data.get(ev._subset_indices(len(data), 20, 0))
     x, y = (t.flatten(1).float().double().numpy() for t in (fake, real))  # FakeInception's features
-    k = lambda a, b: (a @ b.T / a.shape[1] + 1) ** 3  # noqa: E731
+    k = lambda a, b: (a @ b.T / a.shape[1] + 1) ** 3
     m = 20
     mmd2 = ((k(x, x).sum() - np.trace(k(x, x))) / (m * (m - 1)) + (k(y, y).sum() - np.trace(k(y, y))) / (m * (m - 1))
             - 2 * k(x, y).mean())

@@ -20,11 +20,12 @@ from ..config import Config, evaluation_options
 from ..data import load_dataset
 from ..errors import GannormError, RunFolderError
 from ..fileio import atomic_write_text
-from ..metrics.evaluate import (METRICS, EvalOptions, check_conditional, check_precision, check_resize, default_metrics,
-                                make_extractor, metric_dataset_problem, metric_protocols, metrics_for_dataset,
-                                real_subset, resize_mismatch, save_inception_statistics, statistics_precision)
-from ..metrics.resize import DEFAULT_RESIZE
+from ..metrics.evaluate import (METRICS, EvalOptions, check_conditional, check_precision, check_resize,
+                                default_metrics, make_extractor, metric_dataset_problem, metric_protocols,
+                                metrics_for_dataset, real_subset, resize_mismatch, save_inception_statistics,
+                                statistics_precision)
 from ..metrics.frechet import feature_statistics, load_statistics
+from ..metrics.resize import DEFAULT_RESIZE
 from ..metrics.sharding import Shards, extract_shard
 from ..runfolder import RunFolder
 from ..training.distributed import DEFAULT_TIMEOUT, Ranks, ranks_from_env, setup

@@ -357,7 +357,8 @@ def save_inception_statistics(path: str | Path, mu: Any, sigma: Any, precision: 
     the Inception ``precision`` the features were extracted in, under :data:`STATS_PRECISION_KEY`, and the
     ``resize`` mode of their input, under :data:`STATS_RESIZE_KEY`."""
     mu, sigma = _check_stats(mu, sigma, "")
-    extra = {STATS_PRECISION_KEY: np.array(check_precision(precision)), STATS_RESIZE_KEY: np.array(check_resize(resize))}
+    extra = {STATS_PRECISION_KEY: np.array(check_precision(precision)),
+             STATS_RESIZE_KEY: np.array(check_resize(resize))}
     atomic_write(Path(path).expanduser(), lambda f: np.savez(f, mu=mu, sigma=sigma, **extra))
 
 

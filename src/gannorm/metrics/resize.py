@@ -17,8 +17,8 @@ the normalization to the network's range, ``(x - 128) / 128``, follows in every 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -28,8 +28,15 @@ from torch import Tensor
 
 from ..registry import Registry
 
-__all__ = ["ResizeMode", "RESIZE_MODES", "DEFAULT_RESIZE", "resize_pil_bicubic", "resize_torch_bilinear",
-           "resize_mode", "resize_bilinear_tf1"]
+__all__ = [
+    "DEFAULT_RESIZE",
+    "RESIZE_MODES",
+    "ResizeMode",
+    "resize_bilinear_tf1",
+    "resize_mode",
+    "resize_pil_bicubic",
+    "resize_torch_bilinear",
+]
 
 #: the resize of every result and statistics file that records none
 DEFAULT_RESIZE = "legacy_tensorflow"
@@ -90,7 +97,7 @@ def resize_torch_bilinear(x: Tensor, size: int) -> Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def resize_bilinear_tf1(x: Tensor, size: Union[int, Sequence[int]] = 299) -> Tensor:
+def resize_bilinear_tf1(x: Tensor, size: int | Sequence[int] = 299) -> Tensor:
     """Bilinear resize exactly as TF1's ``tf.image.resize_bilinear(align_corners=False)`` (no half-pixel centers).
 
     For each output row ``i`` (likewise columns): ``scale = in / out`` (float32), ``src = i * scale``,
@@ -149,8 +156,8 @@ def _tf1_source_index(in_size: int, out_size: int, dtype: torch.dtype, device) -
 
 RESIZE_MODES: Registry[ResizeMode] = Registry("resize mode")
 RESIZE_MODES.register("legacy_tensorflow", ResizeMode(
-    resize_bilinear_tf1, "TF1 resize_bilinear (align_corners=False, no half-pixel centres), bit-exact: the original TF FID code, "
-          "torch-fidelity, StyleGAN's metrics (the default)"))
+    resize_bilinear_tf1, "TF1 resize_bilinear (align_corners=False, no half-pixel centres), bit-exact: the "
+                         "original TF FID code, torch-fidelity, StyleGAN's metrics (the default)"))
 RESIZE_MODES.register("clean", ResizeMode(
     resize_pil_bicubic, "clean-fid's clean mode: PIL bicubic per channel on float32 images (antialiased when "
                         "shrinking), clipped to [0, 255]", differentiable=False))
