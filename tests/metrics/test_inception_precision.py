@@ -16,7 +16,7 @@ from gannorm.app.training import train
 from gannorm.cli import main
 from gannorm.data import load_dataset
 from gannorm.errors import ConfigError, GannormError
-from gannorm.metrics.evaluate import (STATS_PRECISION_KEY, EvalOptions, evaluate, inception_backend,
+from gannorm.metrics.evaluate import (STATS_PRECISION_KEY, STATS_RESIZE_KEY, EvalOptions, evaluate, inception_backend,
                                       save_inception_statistics, statistics_precision)
 from gannorm.metrics.frechet import load_statistics, save_statistics
 from gannorm.metrics.inception import INCEPTION_PRECISIONS, FIDInceptionV3
@@ -158,7 +158,7 @@ def test_statistics_files_record_the_precision_and_stay_ttur_compatible(tmp_path
         np.testing.assert_array_equal(got[1], sigma)
     with np.load(ours) as f:  # how TTUR's fid.py reads a statistics file
         m, s = f["mu"][:], f["sigma"][:]
-        assert sorted(f.files) == sorted(["mu", "sigma", STATS_PRECISION_KEY])
+        assert sorted(f.files) == sorted(["mu", "sigma", STATS_PRECISION_KEY, STATS_RESIZE_KEY])
     np.testing.assert_array_equal(m, mu)
     np.testing.assert_array_equal(s, sigma)
     (tmp_path / "junk.npz").write_bytes(b"not an npz")

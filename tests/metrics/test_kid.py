@@ -23,9 +23,22 @@ def test_matches_direct_computation_when_the_subset_is_everything():
     y = rng.standard_normal((40, 6)) * 1.3 + 0.2
     ref = _direct_mmd2(x, y)
     mean, std = kernel_inception_distance(x, y, subsets=1, subset_size=40, seed=0)
-    assert mean == pytest.approx(ref, rel=1e-10) and std == 0.0
-    mean3, std3 = kernel_inception_distance(x, y, subsets=3, subset_size=40, seed=5)  # permutations only
-    assert mean3 == pytest.approx(ref, rel=1e-10) and std3 == pytest.approx(0.0, abs=1e-10 * abs(ref))
+    assert mean == pytest.approx(ref, rel=1e-10) and std is None
+    # every subset would be both whole sets (permutations only): one distinct subset, no spread reported
+    mean3, std3 = kernel_inception_distance(x, y, subsets=3, subset_size=40, seed=5)
+    assert mean3 == pytest.approx(ref, rel=1e-10) and std3 is None
+
+
+def test_spread_is_reported_when_the_subsets_differ():
+    """Only one set whole: the subsets of the other differ, so the std is a real spread, matching a direct
+    computation of the same draws."""
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((12, 4)), rng.standard_normal((20, 4)) + 0.3
+    mean, std = kernel_inception_distance(x, y, subsets=5, subset_size=12, seed=1)
+    rs = np.random.RandomState(1)
+    ref = [_direct_mmd2(x[rs.choice(12, 12, replace=False)], y[rs.choice(20, 12, replace=False)]) for _ in range(5)]
+    assert mean == pytest.approx(np.mean(ref), rel=1e-10) and std == pytest.approx(np.std(ref), rel=1e-8)
+    assert std > 1e-3 * abs(mean)
 
 
 def test_kernel_matches_sklearn_polynomial_kernel():

@@ -20,12 +20,13 @@ from ..config import Config, evaluation_options
 from ..data import load_dataset
 from ..errors import GannormError, RunFolderError
 from ..fileio import atomic_write_text
-from ..metrics.evaluate import (METRICS, EvalOptions, check_conditional, check_precision, default_metrics,
-                                make_extractor, metric_dataset_problem, metric_protocols, metrics_for_dataset,
-                                named_protocol_options, real_subset, save_inception_statistics,
-                                statistics_precision)
+from ..metrics.evaluate import (METRICS, EvalOptions, check_conditional, check_precision, check_resize,
+                                default_metrics, make_extractor, metric_dataset_problem, metric_protocols,
+                                metrics_for_dataset, named_protocol_options, real_subset, resize_mismatch,
+                                save_inception_statistics, statistics_precision)
 from ..metrics.frechet import feature_statistics, load_statistics
 from ..metrics.protocol import EVAL_PROTOCOLS
+from ..metrics.resize import DEFAULT_RESIZE
 from ..metrics.sharding import Shards, extract_shard
 from ..runfolder import RunFolder
 from ..training.distributed import DEFAULT_TIMEOUT, Ranks, ranks_from_env, setup
@@ -82,6 +83,7 @@ def check_options(options: EvalOptions, dataset: str | None = None, conditional:
             raise GannormError(f"--metric {name} cannot be computed on dataset {dataset!r} ({why}); use one of "
                                f"{', '.join(metrics_for_dataset(dataset)) or 'none'}")
     check_precision(options.inception_precision, "--precision")
+    check_resize(options.inception_resize, "--resize")
     for what, value, low in (("--num-samples", options.num_samples, 2), ("--num-real", options.num_real, 2),
                              ("--batch-size", options.batch_size, 1)):
         if value is not None and value < low:
@@ -104,21 +106,24 @@ def check_options(options: EvalOptions, dataset: str | None = None, conditional:
 def training_protocol(options: EvalOptions, cfg: Config) -> EvalOptions:
     """``options`` with the metrics, counts, per-metric protocol and seed of ``cfg``'s evaluations during
     training (:func:`gannorm.config.evaluation_options`); the extractor settings (batch size, Inception
-    weights, backend, device and precision, download, progress), ``reference_stats`` and ``sharded`` stay
-    ``options``' (so ``train.eval_inception_precision`` does not carry over: the result records the precision
-    used)."""
+    weights, backend, device, precision and resize, download, progress), ``reference_stats`` and ``sharded``
+    stay ``options``' (so ``train.eval_inception_precision`` and ``train.eval_inception_resize`` do not carry
+    over: the result records the precision and resize used)."""
     return dataclasses.replace(evaluation_options(cfg), batch_size=options.batch_size, progress=options.progress,
                                inception_weights=options.inception_weights,
                                inception_backend=options.inception_backend, download=options.download,
                                reference_stats=options.reference_stats, device=options.device,
-                               sharded=options.sharded, inception_precision=options.inception_precision)
+                               sharded=options.sharded, inception_precision=options.inception_precision,
+                               inception_resize=options.inception_resize)
 
 
 def precision_warnings(options: EvalOptions, dataset: str) -> list[str]:
     """One line for each statistics file an Inception metric of ``options`` compares with (``--reference``, a
     protocol's ``reference``) whose features were extracted in another Inception precision than
     ``options.inception_precision``. A file that records no precision (:func:`gannorm.metrics.evaluate.
-    statistics_precision`: other tools' files, gannorm's before bf16) counts as fp32. The metrics are
+    statistics_precision`: other tools' files, gannorm's before bf16) counts as fp32. Likewise one line for
+    each such file computed with another resize mode than ``options.inception_resize`` (:func:`gannorm.metrics.
+    evaluate.resize_mismatch`; a file that records none counts as legacy_tensorflow). The metrics are
     ``options``' or, when none are named, ``dataset``'s default ones."""
     names = list(options.metrics) or list(default_metrics(dataset))
     ours, lines = options.inception_precision, []
@@ -126,6 +131,8 @@ def precision_warnings(options: EvalOptions, dataset: str) -> list[str]:
         reference = plan.settings.get("reference")
         if not reference or METRICS.get(name).extractor != "inception":
             continue
+        resize_line = resize_mismatch(name, reference, options.inception_resize)
+        lines.extend([resize_line] if resize_line else [])
         recorded = statistics_precision(reference)
         theirs = recorded or "fp32"
         if theirs != ours:
@@ -231,9 +238,10 @@ def format_results(out: dict[str, Any]) -> str:
         lines.append(f"  protocol {named['name']}: {named['paper']}")
     for kind, res in out["results"].items():
         p = res["protocol"]
-        precision = p.get("inception_precision", "fp32")
+        precision, resize = p.get("inception_precision", "fp32"), p.get("inception_resize", DEFAULT_RESIZE)
         lines.append(f"  {kind} generator ({p['num_generated']} generated vs {p['num_real']} real; {p['real_split']}"
-                     f"{'' if precision == 'fp32' else f'; Inception in {precision}'}):")
+                     f"{'' if precision == 'fp32' else f'; Inception in {precision}'}"
+                     f"{'' if resize == DEFAULT_RESIZE else f'; {resize} resize'}):")
         for name, vals in res["metrics"].items():
             extra = ", ".join(f"{k} {v:.4g}" for k, v in vals.items() if k != "value")
             lines.append(f"    {name:<6} {vals['value']:.4f}" + (f"  ({extra})" if extra else ""))
@@ -247,17 +255,19 @@ def fid_stats(dataset: str, output: str | Path, *, root: str | None = None, reso
               num: int | None = None, seed: int = 0, batch_size: int = 50, inception_weights: str | None = None,
               backend: str = "auto", progress: bool = True, overwrite: bool = False,
               download: bool = False, device: str = "cpu", dist_timeout: float = DEFAULT_TIMEOUT,
-              precision: str = "fp32") -> dict[str, Any]:
+              precision: str = "fp32", resize: str = DEFAULT_RESIZE) -> dict[str, Any]:
     """Write TTUR-compatible ``mu``/``sigma`` of the Inception pool3 features of ``dataset`` to ``output``.
 
     An existing ``output`` is refused unless ``overwrite``; the file is written atomically. The Inception
     weights are downloaded only with ``download`` (otherwise a missing file is a one-line error). The network
     runs on ``device`` in ``precision`` (``fp32`` or ``bf16``), which the file also records
-    (:func:`gannorm.metrics.evaluate.save_inception_statistics`: a key TTUR-style readers ignore). Under
+    (:func:`gannorm.metrics.evaluate.save_inception_statistics`: a key TTUR-style readers ignore), as it records
+    the ``resize`` mode of the Inception input (``legacy_tensorflow``, ``clean``, ``pytorch_bilinear``). Under
     torchrun every rank calls it alike: each extracts its shard of the images (whole batches of
     ``batch_size``), rank 0 gathers the features in order and alone writes the file.
     """
     check_precision(precision, "--precision")
+    check_resize(resize, "--resize")
     if batch_size < 1:
         raise GannormError(f"--batch-size must be >= 1, got {batch_size}")
     if num is not None and num < 2:
@@ -275,11 +285,11 @@ def fid_stats(dataset: str, output: str | Path, *, root: str | None = None, reso
         extract, desc = shards.main_first(lambda: make_extractor(
             "inception", dataset=dataset, resolution=data.shape[-1], batch_size=batch_size,
             progress=progress and shards.main, inception_weights=inception_weights, inception_backend=backend,
-            download=download, device=str(dev), inception_precision=precision))
+            download=download, device=str(dev), inception_precision=precision, inception_resize=resize))
         features = extract_shard(extract, x, shards, bounds, n)
     finally:
         data.close()
     if shards.main:
         mu, sigma = feature_statistics(features["features"])
-        write_output(output, lambda path: save_inception_statistics(path, mu, sigma, precision))
+        write_output(output, lambda path: save_inception_statistics(path, mu, sigma, precision, resize))
     return {"path": str(output), "num": n, **protocol, **desc}

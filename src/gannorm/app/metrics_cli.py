@@ -27,6 +27,7 @@ from ..metrics.evaluate import (EXTRACTORS, METRICS, EvalContext, EvalOptions, E
                                 MetricSpec, check_precision, metric_protocols, on_dataset)
 from ..metrics.frechet import frechet_distance
 from ..metrics.protocol import MetricProtocol
+from ..metrics.resize import DEFAULT_RESIZE
 from ..metrics.sharding import Shards
 from ..training.distributed import DEFAULT_TIMEOUT
 from .evaluation import MAX_EVAL_SAMPLES, join_ranks
@@ -51,6 +52,7 @@ class MetricsOptions:
     download: bool = False
     device: str = "cpu"
     precision: str = "fp32"
+    resize: str = DEFAULT_RESIZE
     progress: bool = True
 
 
@@ -117,7 +119,8 @@ def _plan_metric(name: str, sides: dict[str, Source]) -> Plan:
 def _build_inception(options: MetricsOptions, specs: dict[str, MetricSpec]) -> FeatureExtractor:
     """The Inception extractor of ``options``, checked to give every output ``specs`` need (IS: logits)."""
     request = ExtractorRequest("images", None, options.batch_size, False, options.inception_weights,
-                               options.inception_backend, options.download, options.device, options.precision)
+                               options.inception_backend, options.download, options.device, options.precision,
+                               inception_resize=options.resize)
     built = EXTRACTORS.get("inception").factory(request)
     for name, spec in specs.items():
         missing = sorted(set(spec.needs) - built.provides)

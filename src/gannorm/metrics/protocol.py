@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from ..errors import ConfigError
 from ..registry import Registry
+from .resize import RESIZE_MODES
 
 __all__ = ["ALL", "COUNT_SETTINGS", "EVAL_PROTOCOLS", "MetricProtocol", "NamedProtocol", "ProtocolError", "Setting",
            "resolve_metric"]
@@ -167,7 +168,6 @@ def resolve_metric(name: str, spec: MetricLike, given: Any, defaults: Defaults, 
 
 # ------------------------------------------------------------------------------------------ named protocols
 REAL_SPLITS = ("train", "test")
-RESIZE_MODES = ("legacy_tensorflow", "clean", "pytorch_bilinear")
 REAL_SOURCES = ("subset", "statistics")
 
 
@@ -234,8 +234,8 @@ def check_named(name: str, entry: NamedProtocol) -> None:
     if entry.real_split not in REAL_SPLITS or entry.real_source not in REAL_SOURCES:
         raise ValueError(f"protocol {name!r}: real_split must be one of {REAL_SPLITS} and real_source one of "
                          f"{REAL_SOURCES}")
-    if entry.resize not in RESIZE_MODES:
-        raise ValueError(f"protocol {name!r}: resize must be one of {', '.join(RESIZE_MODES)}, got {entry.resize!r}")
+    if entry.resize not in RESIZE_MODES.names():
+        raise ValueError(f"protocol {name!r}: resize must be one of {', '.join(RESIZE_MODES.names())}, got {entry.resize!r}")
     if (entry.real_source == "statistics") != (entry.num_real == ALL):
         raise ValueError(f"protocol {name!r}: statistics of the whole split go with num_real 'all', a subset with a "
                          "count")
