@@ -11,6 +11,7 @@ tests/test_yamlsafe.py) and its memory (tests/reliability/test_hostile_input.py)
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -20,7 +21,7 @@ from gannorm import yamlsafe
 def bomb(levels: int = 9, fan: int = 9) -> str:
     names = [f"l{i}" for i in range(levels)]
     lines = [f"{names[0]}: &{names[0]} [{', '.join(['lol'] * fan)}]"]
-    lines += [f"{b}: &{b} [{', '.join(['*' + a] * fan)}]" for a, b in zip(names, names[1:])]
+    lines += [f"{b}: &{b} [{', '.join(['*' + a] * fan)}]" for a, b in itertools.pairwise(names)]
     return "\n".join(lines) + "\n"
 
 

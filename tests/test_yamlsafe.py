@@ -37,7 +37,7 @@ def test_the_bomb_is_small_and_refused_at_once(monkeypatch):
     events, real_parse = list(yaml.parse(text)), yaml.parse
     seen = []
 
-    def counting_parse(stream, Loader):  # noqa: N803 (PyYAML's keyword)
+    def counting_parse(stream, Loader):
         for event in real_parse(stream, Loader=Loader):
             seen.append(event)
             yield event
