@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TINY_DIGITS
 
 from gannorm.cli import main
 
@@ -43,8 +44,7 @@ def test_python_dash_m_gannorm_is_the_command_line():
     assert proc.returncode == 2 and proc.stderr.strip().startswith("gannorm: error: unknown preset 'nosuchpreset'")
 
 
-TINY = ["data.resolution=8", "model.width=0.125", "train.batch_size_d=8", "train.batch_size_g=8",
-        "train.progress=false", "train.tensorboard=false", "train.steps=3"]
+TINY = [*TINY_DIGITS, "train.steps=3"]
 
 
 def test_train_then_sample(tmp_path, capsys):

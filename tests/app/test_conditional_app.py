@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+from conftest import DIGITS_CNN
 
 from gannorm import images
 from gannorm.app import sampling
@@ -25,8 +26,7 @@ from gannorm.runfolder import RunFolder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["data.name=digits", "data.resolution=8", "model.arch=cnn", "model.width=0.125", "model.z_dim=16",
-        "train.batch_size_d=8", "train.batch_size_g=8", "train.steps=1", "train.log_every=1",
+TINY = [*DIGITS_CNN, "train.batch_size_d=8", "train.batch_size_g=8", "train.steps=1", "train.log_every=1",
         "train.sample_every=1000", "train.checkpoint_every=1000", "train.eval_every=0", "train.progress=false",
         "train.tensorboard=false", "diagnostics.every=0", "train.ema_decay=0.5"]
 CLASSES = 10

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import DIGITS_CNN
 
 from gannorm.app.export import EXTRA_FILE, read_info
 from gannorm.app.sampling import sample
@@ -15,8 +16,7 @@ from gannorm.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["data.name=digits", "data.resolution=8", "model.arch=cnn", "model.width=0.125", "model.z_dim=16",
-        "train.batch_size_d=8", "train.batch_size_g=8", "train.steps=3", "train.log_every=3",
+TINY = [*DIGITS_CNN, "train.batch_size_d=8", "train.batch_size_g=8", "train.steps=3", "train.log_every=3",
         "train.sample_every=3", "train.checkpoint_every=3", "train.eval_every=0", "train.progress=false",
         "train.tensorboard=false", "diagnostics.every=0", "train.ema_decay=0.5"]
 

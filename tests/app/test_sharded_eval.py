@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DIGITS_CNN
 
 from gannorm.app.evaluation import evaluate_run, fid_stats
 from gannorm.app.training import train
@@ -32,8 +33,7 @@ from gannorm.runfolder import RunFolder
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CHILD = Path(__file__).with_name("_sharded_eval_child.py")
-TINY = ["data.name=digits", "data.resolution=8", "model.arch=cnn", "model.width=0.125", "model.z_dim=16",
-        "train.batch_size_d=8", "train.batch_size_g=8", "train.steps=2", "train.log_every=1",
+TINY = [*DIGITS_CNN, "train.batch_size_d=8", "train.batch_size_g=8", "train.steps=2", "train.log_every=1",
         "train.sample_every=1000", "train.checkpoint_every=1000", "train.eval_every=0", "train.progress=false",
         "train.tensorboard=false", "diagnostics.every=0", "train.ema_decay=0.5", "train.sample_mode=train",
         "train.threads=1"]

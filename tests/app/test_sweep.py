@@ -5,9 +5,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
+from conftest import child_pids, is_dead, wait_until
 
 from gannorm.app.sweep import DB, expand, load_sweep, read_results, rebuild, run_sweep, sweep_names
 from gannorm.app.sweep.runner import is_stale, sweep_lock
@@ -93,6 +93,17 @@ def test_a_second_driver_on_the_same_folder_is_refused(tmp_path):
             run_sweep(str(sweep_file(tmp_path)), tmp_path / "out")
 
 
+def spawned_workers(parent: int) -> set[int]:
+    """The child processes of ``parent`` that multiprocessing spawned (its pool's workers)."""
+    def cmdline(pid: int) -> bytes:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+    return {pid for pid in child_pids(parent) if b"spawn_main" in cmdline(pid)}
+
+
 def test_sigkill_then_restart_records_each_run_exactly_once(tmp_path):
     """The driver is killed mid-sweep (its workers die with it); started again, it resumes partial runs
     from their checkpoints, and ends with the same per-run results as an uninterrupted sweep."""
@@ -101,15 +112,18 @@ def test_sigkill_then_restart_records_each_run_exactly_once(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "gannorm", "sweep", str(spec), "--out", str(out), "--workers", "2", "--no-report"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill once some runs ended and others are part-way
-        done = list(out.glob("runs/*/status.json"))
-        if len([p for p in done if '"finished"' in p.read_text()]) >= 2:
-            break
-        time.sleep(0.2)
+
+    def finished_runs() -> int:
+        assert proc.poll() is None, "the sweep ended before it could be killed mid-way"
+        return len([p for p in out.glob("runs/*/status.json") if '"finished"' in p.read_text()])
+
+    wait_until(lambda: finished_runs() >= 2, 300, "two finished runs")  # some runs ended, others part-way
+    workers = wait_until(lambda: spawned_workers(proc.pid), 60, "the sweep's worker processes")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(0.5)  # the workers get SIGKILL from the kernel when the driver dies
+    assert len([p for p in out.glob("runs/*/status.json") if '"finished"' in p.read_text()]) < 8  # mid-sweep
+    # the workers get SIGKILL from the kernel when the driver dies (PR_SET_PDEATHSIG): wait until they have
+    wait_until(lambda: all(is_dead(pid) for pid in workers), 60, f"the workers {sorted(workers)} to die")
     restarted = run_sweep(str(spec), out, workers=2)
     reference = run_sweep(str(spec), tmp_path / "reference", workers=2)
     got = rows(out)

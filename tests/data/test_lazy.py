@@ -5,11 +5,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
 import torch
+from conftest import is_dead, wait_until
 from data_fakes import celeba_image, children, png_bytes, stl_bytes, stl_images, write_zip
 
 from gannorm.data import Dataset, DatasetError, LazyDataset, load_dataset
@@ -239,10 +239,7 @@ def test_workers_start_on_demand_and_stop_on_close(folder):
     ds.sample(4, torch.Generator().manual_seed(0))  # usable again: new workers
     assert len(children() - before) == 2
     del ds  # garbage-collected: stopped too
-    deadline = time.time() + 10
-    while children() != before and time.time() < deadline:
-        time.sleep(0.05)
-    assert children() == before
+    wait_until(lambda: children() == before, 10, "the workers of a garbage-collected dataset to stop")
 
 
 @pytest.mark.skipif(not LINUX, reason="reads /proc")
@@ -250,9 +247,11 @@ def test_a_dead_worker_is_a_clear_error(folder):
     before = children()
     with load_dataset("imagefolder", folder, 8, in_memory=False, workers=1) as ds:
         ds.get([0])
-        for pid in children() - before:
+        killed = children() - before
+        assert killed
+        for pid in killed:
             os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
+        wait_until(lambda: all(is_dead(pid) for pid in killed), 10, "the killed worker to die")
         with pytest.raises(DatasetError, match="data worker process died.*data.workers"):
             ds.get([0, 1])
     assert children() == before
@@ -268,9 +267,17 @@ def test_workers_ignore_ctrl_c_and_exit_when_the_main_process_dies(folder, tmp_p
         ds = load_dataset("imagefolder", {str(folder)!r}, 8, in_memory=False, workers=2)
         ds.sample(4, torch.Generator().manual_seed(0))
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and open(f"/proc/{{p}}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
+        BIT = 1 << (signal.SIGINT - 1)
+        def masks(pid):
+            rows = dict(line.split(":", 1) for line in open(f"/proc/{{pid}}/status").read().splitlines() if ":" in line)
+            return {{k: int(rows[k], 16) & BIT for k in ("SigIgn", "SigPnd", "ShdPnd")}}
+        assert all(masks(pid)["SigIgn"] for pid in pids), "a worker does not ignore SIGINT"
         for pid in pids:
             os.kill(pid, signal.SIGINT)
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30  # the signals were dealt with: none is pending any more
+        while any(masks(pid)["SigPnd"] or masks(pid)["ShdPnd"] for pid in pids):
+            assert time.monotonic() < deadline, "a SIGINT stayed pending"
+            time.sleep(0.01)
         assert ds.get([1]).shape == (1, 3, 8, 8)
         print(" ".join(map(str, pids)), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -280,20 +287,7 @@ def test_workers_ignore_ctrl_c_and_exit_when_the_main_process_dies(folder, tmp_p
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     pids = [int(p) for p in proc.stdout.split()]
     assert len(pids) == 2
-    deadline = time.time() + 10
-    alive = pids
-    while alive and time.time() < deadline:
-        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in _state(p)]
-        time.sleep(0.1)
-    assert not alive, f"workers {alive} outlived their main process"
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
+    wait_until(lambda: all(is_dead(p) for p in pids), 10, f"the workers {pids} to end with their main process")
 
 
 def test_spawned_workers_give_the_same_pixels(folder, monkeypatch):

@@ -7,6 +7,7 @@ import pytest
 import scipy.linalg
 import torch
 from torch import nn
+from conftest import TINY_DIGITS
 
 from gannorm.app.training import train
 from gannorm.cli import main
@@ -64,8 +65,7 @@ def test_unknown_metric_lists_the_known_ones():
     assert {"fid", "is", "kid", "cfd", "cis", "ckid", "modes"} <= set(METRICS.names())
 
 
-TINY = ["data.resolution=8", "model.width=0.125", "train.batch_size_d=8", "train.batch_size_g=8",
-        "train.progress=false", "train.tensorboard=false", "train.steps=2", "train.ema_decay=0.5"]
+TINY = [*TINY_DIGITS, "train.steps=2", "train.ema_decay=0.5"]
 
 
 def test_eval_command_writes_json_for_ema_and_raw(tmp_path, cache, monkeypatch, capsys):

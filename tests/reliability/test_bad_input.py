@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import NO_EVAL, TINY_DIGITS, listing
 
 pytestmark = pytest.mark.slow
 
 #: a tiny job, so that a case that wrongly passes the checks still ends in seconds
-TINY = ["data.resolution=8", "model.width=0.125", "train.batch_size_d=8", "train.batch_size_g=8", "train.steps=2",
-        "train.progress=false", "train.tensorboard=false", "train.eval_every=0", "diagnostics.every=0"]
+TINY = [*TINY_DIGITS, "train.steps=2", *NO_EVAL]
 
 
 def gannorm(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -45,15 +45,6 @@ def trained_run(tmp_path_factory) -> Path:
     proc = gannorm(["train", "digits", *TINY, "train.out_dir=.", "train.run_name=run"], where)
     assert proc.returncode == 0, proc.stderr
     return where / "run"
-
-
-def listing(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file and folder under ``root``: relative path -> (size, modification time) (folders: (-1, 0))."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        st = p.stat()
-        out[p.relative_to(root).as_posix()] = (-1, 0) if p.is_dir() else (st.st_size, st.st_mtime_ns)
-    return out
 
 
 # ------------------------------------------------------------------------------------------ inputs

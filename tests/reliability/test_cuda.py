@@ -32,6 +32,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from conftest import DIGITS_CNN, LOG_EVERY_STEP, QUIET as SHARED_QUIET
 
 from gannorm import config as config_mod
 from gannorm.app.evaluation import evaluate_run
@@ -56,10 +57,8 @@ OTHER = {"cpu": "cuda" if GPU else "cpu", "cuda": "cpu"}
 #: a GPU against the CPU, TF32 off: float32 rounding through a few small layers
 RTOL, ATOL = 1e-3, 1e-5
 
-QUIET = ["train.progress=false", "train.tensorboard=false", "train.log_every=1", "train.sample_every=1000",
-         "train.checkpoint_every=1000"]
-TINY = ["data.name=digits", "data.resolution=8", "model.arch=cnn", "model.width=0.125", "model.z_dim=16",
-        "normalization.method=sn", "normalization.options={}", "train.batch_size_d=8", "train.batch_size_g=8",
+QUIET = [*SHARED_QUIET, *LOG_EVERY_STEP]
+TINY = [*DIGITS_CNN, "normalization.method=sn", "normalization.options={}", "train.batch_size_d=8", "train.batch_size_g=8",
         "train.steps=2", *QUIET]
 
 #: a representative set of what training runs: each weight normalization family, GN/PGN, a penalty, CR, EMA

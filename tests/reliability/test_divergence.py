@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from conftest import RING8_32
 
 from gannorm import config as config_mod
 from gannorm.runfolder import RunFolder
@@ -14,8 +15,7 @@ from gannorm.training import Callback, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BASE = ["train.progress=false", "train.tensorboard=false", "train.batch_size_d=16", "train.batch_size_g=16",
-        "model.d_options={hidden: 32}", "model.g_options={hidden: 32}", "train.steps=20",
+BASE = [*RING8_32, "train.steps=20",
         "train.checkpoint_every=4", "train.log_every=1"]
 BREAK_AT = 6  # the injection happens after G step 6; step 7 must catch it
 

@@ -5,6 +5,7 @@ import tempfile
 
 import pytest
 import torch
+from conftest import RING8_32
 
 from gannorm import config as config_mod
 from gannorm import runfolder
@@ -14,8 +15,7 @@ from gannorm.training import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BASE = ["train.progress=false", "train.tensorboard=false", "train.batch_size_d=16", "train.batch_size_g=16",
-        "model.d_options={hidden: 32}", "model.g_options={hidden: 32}", "train.steps=12",
+BASE = [*RING8_32, "train.steps=12",
         "train.checkpoint_every=4"]
 
 

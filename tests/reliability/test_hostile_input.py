@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import NO_EVAL, TINY_DIGITS, listing
 
 import gannorm
 from gannorm import config as C
@@ -30,12 +31,11 @@ from gannorm.errors import ConfigError, GannormError
 from gannorm.metrics.evaluate import EvalOptions
 
 #: a tiny job, so that a case that wrongly passes still ends in seconds
-TINY = ["data.resolution=8", "model.width=0.125", "train.batch_size_d=8", "train.batch_size_g=8", "train.steps=2",
-        "train.progress=false", "train.tensorboard=false", "train.eval_every=0", "diagnostics.every=0"]
+TINY = [*TINY_DIGITS, "train.steps=2", *NO_EVAL]
 RING8 = ["train.steps=2", "train.batch_size_d=16", "train.batch_size_g=16", "train.progress=false",
          "train.tensorboard=false", "train.eval_every=0", "diagnostics.every=0", "data.options={n: 256}"]
-#: the issue's budget for refusing a YAML bomb
-BOMB_SECONDS, BOMB_MB = 5.0, 500
+#: the memory budget for refusing a YAML bomb
+BOMB_MB = 500
 #: a safety net only: a runaway child fails with MemoryError long before it hurts the machine (the data
 #: segment, which unlike the address space does not count the libraries torch maps)
 DATA_LIMIT = 2 * 2**30
@@ -66,14 +66,6 @@ def cli(args: list[str], cwd: Path, report: Path) -> tuple[subprocess.CompletedP
     data = json.loads(report.read_text()) if report.is_file() else {}
     report.unlink(missing_ok=True)
     return proc, data
-
-
-def listing(root: Path) -> dict[str, tuple[int, int]]:
-    out = {}
-    for p in sorted(root.rglob("*")):
-        st = p.lstat()
-        out[p.relative_to(root).as_posix()] = (-1, 0) if p.is_dir() else (st.st_size, st.st_mtime_ns)
-    return out
 
 
 def assert_one_line_exit_2(proc: subprocess.CompletedProcess, pattern: str) -> None:
@@ -124,14 +116,15 @@ BOMBS = {"config data.options": _config_bomb, "sweep grid value": _sweep_bomb,
 
 
 @pytest.mark.parametrize("case", list(BOMBS))
-def test_an_alias_bomb_is_refused_within_5_s_and_500_mb(place, case):
+def test_an_alias_bomb_is_refused_within_500_mb(place, case):
+    """The refusal's memory, measured in the child; its speed is a benchmark (benchmarks/yaml_bomb.py), and
+    tests/test_yamlsafe.py checks without a clock that it is one pass over the text's events."""
     work, report = place
     args = BOMBS[case](work)
     assert all(len(a) < 1024 for a in args) and sum(p.stat().st_size for p in work.iterdir()) < 1024
     before = listing(work)
     proc, measured = cli(args, work, report)
     assert_one_line_exit_2(proc, r"expands to more than 10000 values")
-    assert measured["seconds"] < BOMB_SECONDS, measured
     assert measured["peak_mb"] < BOMB_MB, measured
     assert listing(work) == before
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import NO_EVAL, TINY_DIGITS
 
 from gannorm import images
 from gannorm.app.sampling import sample
@@ -20,9 +21,7 @@ from gannorm.app.training import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["data.resolution=8", "model.width=0.125", "train.batch_size_d=8", "train.batch_size_g=8", "train.steps=2",
-        "train.progress=false", "train.tensorboard=false", "train.eval_every=0", "diagnostics.every=0",
-        "train.threads=1"]
+TINY = [*TINY_DIGITS, "train.steps=2", *NO_EVAL, "train.threads=1"]
 #: the child's address space is capped, so that code without the up-front checks fails fast (MemoryError)
 #: instead of taking the machine's memory; python + torch + gannorm map well under 2 GiB
 ADDRESS_SPACE = 3 << 30

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import NO_EVAL, TINY_DIGITS
 
 import gannorm.runfolder as rf
 from gannorm.app.training import train
@@ -23,9 +24,8 @@ from gannorm.runfolder import RunFolder, read_jsonl
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CHILD = Path(__file__).with_name("_child.py")
-TINY = ["data.resolution=8", "model.width=0.125", "train.batch_size_d=8", "train.batch_size_g=8",
-        "train.progress=false", "train.tensorboard=false", "train.eval_every=0", "diagnostics.every=0",
-        "train.threads=1", "train.log_every=1", "train.checkpoint_every=2", "train.sample_every=1000"]
+TINY = [*TINY_DIGITS, *NO_EVAL, "train.threads=1", "train.log_every=1", "train.checkpoint_every=2",
+        "train.sample_every=1000"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 DEADLINE = 60.0
 LOCK = ".lock"

@@ -213,11 +213,9 @@ def test_a_dead_rank_fails_the_job_without_hanging(tmp_path):
     """SIGKILL to rank 1: torchrun ends the job (its report names rank 1) in seconds, never hangs; rank 0
     says what failed and keeps the last checkpoint."""
     proc, run, workers = _start_long_run(tmp_path)
-    start = time.monotonic()
     os.kill(workers[1], signal.SIGKILL)
-    _, err = proc.communicate(timeout=90)
+    _, err = proc.communicate(timeout=90)  # the deadline: a hanging job fails here (TimeoutExpired)
     assert proc.returncode != 0
-    assert time.monotonic() - start < 60
     assert "rank      : 1" in err and "SIGKILL" in err, err[-3000:]
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "failed" and "another rank died" in status["reason"], status

@@ -4,6 +4,7 @@ import signal
 
 import pytest
 import torch
+from conftest import RING8_32
 
 from gannorm import config as config_mod
 from gannorm.app.training import resume
@@ -12,8 +13,7 @@ from gannorm.training import Callback, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BASE = ["train.progress=false", "train.tensorboard=false", "train.batch_size_d=16", "train.batch_size_g=16",
-        "model.d_options={hidden: 32}", "model.g_options={hidden: 32}"]
+BASE = RING8_32
 
 
 def cfg(tmp_path, *extra):

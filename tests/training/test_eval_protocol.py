@@ -3,6 +3,7 @@ real subset and a reference statistics file, and the checks made before the firs
 import math
 
 import pytest
+from conftest import DIGITS_CNN, LOG_EVERY_STEP, QUIET as SHARED_QUIET, RING8_MLP
 
 from gannorm import config as config_mod
 from gannorm.app.evaluation import evaluate_run, format_results
@@ -14,13 +15,9 @@ from gannorm.runfolder import RunFolder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-QUIET = ["train.progress=false", "train.tensorboard=false", "train.log_every=1", "train.sample_every=1000",
-         "train.checkpoint_every=1000"]
-RING8 = ["data.name=ring8", "data.options={n: 500}", "model.arch=mlp", "model.z_dim=4",
-         "model.d_options={hidden: 16}", "model.g_options={hidden: 16}", "train.batch_size_d=16",
-         "train.batch_size_g=16", *QUIET]
-DIGITS = ["data.name=digits", "data.resolution=8", "model.arch=cnn", "model.width=0.125", "model.z_dim=16",
-          "normalization.method=sn", "normalization.options={}", "train.batch_size_d=16", "train.batch_size_g=16",
+QUIET = [*SHARED_QUIET, *LOG_EVERY_STEP]
+RING8 = [*RING8_MLP, *QUIET]
+DIGITS = [*DIGITS_CNN, "normalization.method=sn", "normalization.options={}", "train.batch_size_d=16", "train.batch_size_g=16",
           *QUIET]
 
 

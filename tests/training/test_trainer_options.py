@@ -4,6 +4,7 @@ train.eval_metrics. Tiny runs (ring8 with a small MLP, digits at 8 px with width
 import pytest
 import torch
 from torch import nn
+from conftest import DIGITS_CNN, LOG_EVERY_STEP, QUIET as SHARED_QUIET, RING8_MLP
 
 from gannorm import PENALTIES
 from gannorm import config as config_mod
@@ -13,13 +14,9 @@ from gannorm.training import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-QUIET = ["train.progress=false", "train.tensorboard=false", "train.log_every=1", "train.sample_every=1000",
-         "train.checkpoint_every=1000"]
-RING8 = ["data.name=ring8", "data.options={n: 500}", "model.arch=mlp", "model.z_dim=4",
-         "model.d_options={hidden: 16}", "model.g_options={hidden: 16}", "train.batch_size_d=16",
-         "train.batch_size_g=16", *QUIET]
-DIGITS = ["data.name=digits", "data.resolution=8", "model.arch=cnn", "model.width=0.125", "model.z_dim=16",
-          "normalization.method=sn", "normalization.options={}", "train.batch_size_d=64", "train.batch_size_g=64",
+QUIET = [*SHARED_QUIET, *LOG_EVERY_STEP]
+RING8 = [*RING8_MLP, *QUIET]
+DIGITS = [*DIGITS_CNN, "normalization.method=sn", "normalization.options={}", "train.batch_size_d=64", "train.batch_size_g=64",
           *QUIET]
 
 

@@ -4,14 +4,14 @@ import sys
 import types
 
 import pytest
+from conftest import NO_EVAL, TINY_DIGITS
 
 import gannorm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["data.resolution=8", "model.width=0.125", "train.batch_size_d=8", "train.batch_size_g=8",
-        "train.progress=false", "train.tensorboard=false", "train.steps=4", "train.log_every=2",
-        "train.sample_every=2", "train.eval_every=0", "diagnostics.every=0", "train.checkpoint_every=2"]
+TINY = [*TINY_DIGITS, "train.steps=4", "train.log_every=2", "train.sample_every=2", *NO_EVAL,
+        "train.checkpoint_every=2"]
 
 
 class Recorder:

@@ -23,6 +23,7 @@ from ...errors import GannormError
 from ...fileio import atomic_write_text, safe_path
 from ...runfolder import STATUS, LockBusy, RecordCheck, RunFolder, acquire_lock
 from .results import RunRow, SweepResults
+from .placement import place_runs
 from .spec import RunSpec, SweepSpec, expand, load_sweep, run_config
 from .store import DB, connect, final_metrics, read_results, record_run, set_aside, store_problem, write_meta
 from .worker import ENDED, RunOutcome, RunTask, die_with_parent, run_one
@@ -112,7 +113,7 @@ def run_sweep(sweep: str, out: str | Path | None = None, *, workers: int = 1, th
         con = connect(folder / DB)
         try:
             write_meta(con, _meta(spec))
-            pending, runs = [], expand(spec)
+            pending, runs = [], place_runs(spec, expand(spec), folder / RUNS, announce)
             for run in runs:
                 task = _task(spec, run, folder, threads)
                 status = RunFolder(task.run_dir).read_status()
@@ -200,7 +201,7 @@ def rebuild(folder: str | Path, announce: Callable[[str], None] = lambda _msg: N
     spec = read_spec(folder)
     with sweep_lock(folder):
         heal(folder, announce)
-        return _rebuild(folder, spec)
+        return _rebuild(folder, spec, announce)
 
 
 def heal(folder: Path, announce: Callable[[str], None]) -> Path | None:
@@ -238,7 +239,7 @@ def load_results(folder: str | Path, announce: Callable[[str], None] = lambda _m
         with sweep_lock(folder):
             if heal(folder, announce) is None:
                 announce(f"rebuilding {db} from the run folders")
-            _rebuild(folder, spec)
+            _rebuild(folder, spec, announce)
     try:
         return read_results(db)
     except (sqlite3.DatabaseError, ValueError, KeyError, TypeError) as err:  # readable tables, garbled values
@@ -246,7 +247,7 @@ def load_results(folder: str | Path, announce: Callable[[str], None] = lambda _m
             moved = set_aside(db)
             announce(f"gannorm: {db} cannot be read ({type(err).__name__}: {' '.join(str(err).split())}); moved it "
                      f"to {moved.name} and rebuilt it from the run folders")
-            _rebuild(folder, spec)
+            _rebuild(folder, spec, announce)
         return read_results(db)
 
 
@@ -275,7 +276,7 @@ def owns(folder: str | Path, path: str | Path) -> bool:
     return len(rel.parts) == 1 and (name in (SPEC_FILE, LOCK) or name.startswith((DB, f".{DB}")))
 
 
-def _rebuild(folder: Path, spec: SweepSpec) -> Path:
+def _rebuild(folder: Path, spec: SweepSpec, announce: Callable[[str], None] = lambda _msg: None) -> Path:
     db = folder / DB
     tmp = folder / f".{DB}.rebuild"
     for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
@@ -283,7 +284,7 @@ def _rebuild(folder: Path, spec: SweepSpec) -> Path:
     con = connect(tmp)
     try:
         write_meta(con, _meta(spec))
-        for run in expand(spec):
+        for run in place_runs(spec, expand(spec), folder / RUNS, announce):
             record(con, spec, run, _task(spec, run, folder, 1))
     finally:
         con.close()
