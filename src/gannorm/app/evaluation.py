@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from ..metrics.sharding import Shards, extract_shard
 from ..runfolder import RunFolder
 from ..training.distributed import DEFAULT_TIMEOUT, Ranks, ranks_from_env, setup
 from ..training.sample_mode import evaluate_generator
+from ..validate import is_real
 from .sampling import checkpoint_config, load_generator, prepare_output, write_output
 
 DEVICES = "auto, cpu, cuda or cuda:N"
@@ -59,7 +59,7 @@ def eval_device(name: str) -> torch.device:
 def join_ranks(device: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[Ranks, torch.device]:
     """The ranks torchrun started (one process without torchrun) and this rank's device, the process group
     joined: ``gloo`` on the CPU, ``nccl`` on ``cuda:LOCAL_RANK``; its collectives wait ``timeout`` seconds."""
-    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+    if not (is_real(timeout) and timeout > 0):
         raise GannormError(f"--dist-timeout must be a number of seconds > 0, got {timeout}")
     resolved = eval_device(device)
     ranks = ranks_from_env(timeout)
