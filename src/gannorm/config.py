@@ -27,7 +27,7 @@ import yaml
 from .augment import DIFFAUG_OPS
 from .data import DATASETS
 from .errors import ConfigError, OptionError
-from .fileio import safe_name, safe_path
+from .fileio import resolve_shipped, safe_name, safe_path
 from .gradnorm import FUNCTIONS
 from .init import SCHEMES
 from .losses import LOSSES
@@ -396,19 +396,7 @@ def resolve_path(name_or_path: str | os.PathLike) -> Path:
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise ConfigError(f"the config must be a preset name, a YAML path, a dict or a Config, got "
                           f"{summary(name_or_path)}")
-    name_or_path = safe_path(name_or_path, "config")
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if path.is_dir():
-            raise ConfigError(f"config {summary(name_or_path)} is a directory; give a YAML file in it or a preset name")
-        if not path.is_file():
-            raise ConfigError(f"config file {summary(name_or_path)} not found (or give a preset name: "
-                              f"{_presets_hint(name_or_path)})")
-        return path
-    preset = PRESET_DIR / f"{name_or_path}.yaml"
-    if not preset.is_file():
-        raise ConfigError(f"unknown preset {summary(name_or_path)}; {_presets_hint(name_or_path)}")
-    return preset
+    return resolve_shipped(name_or_path, folder=PRESET_DIR, what="config", kind="preset", hint=_presets_hint)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 from ... import config as config_mod
 from ...config import Config, ConfigError
-from ...fileio import safe_name, safe_path
+from ...fileio import resolve_shipped, safe_name
 from ...metrics.evaluate import METRICS, default_metrics, metric_dataset_problem, metrics_for_dataset
 from ...yamlsafe import YamlError, summary
 from ...yamlsafe import load as load_yaml
@@ -75,17 +75,8 @@ def sweep_names() -> list[str]:
 
 
 def _resolve(name_or_path: str) -> Path:
-    path = Path(safe_path(name_or_path, "sweep file"))
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if path.is_dir():
-            raise ConfigError(f"sweep {name_or_path!r} is a directory; give a sweep YAML file in it")
-        if not path.is_file():
-            raise ConfigError(f"sweep file {name_or_path!r} not found (or use one of: {', '.join(sweep_names())})")
-        return path
-    shipped = SWEEP_DIR / f"{name_or_path}.yaml"
-    if not shipped.is_file():
-        raise ConfigError(f"unknown sweep {name_or_path!r}; known: {', '.join(sweep_names())}")
-    return shipped
+    return resolve_shipped(name_or_path, folder=SWEEP_DIR, what="sweep", kind="sweep",
+                           hint=lambda _: f"known: {', '.join(sweep_names())}")
 
 
 def _list(value: Any, key: str, path: Path) -> list:
