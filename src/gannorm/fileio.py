@@ -204,12 +204,12 @@ def resolve_shipped(name_or_path: Any, *, folder: Path, what: str, kind: str,
         PosixPath('a.yaml')
     """
     text = safe_path(name_or_path, f"{what} file")
-    path = Path(text)
+    path, shown = Path(text), summary(text, 240)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if path.is_dir():
-            raise ConfigError(f"{what} {summary(text)} is a directory; give a YAML file in it or a {kind} name")
+            raise ConfigError(f"{what} {shown} is a directory; give a YAML file in it or a {kind} name")
         if not path.is_file():
-            raise ConfigError(f"{what} file {summary(text)} not found (or give a {kind} name: {hint(text)})")
+            raise ConfigError(f"{what} file {shown} not found (or give a {kind} name: {hint(text)})")
         return path
     shipped = folder / f"{text}.yaml"
     if not shipped.is_file():
