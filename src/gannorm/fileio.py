@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ConfigError
-from .yamlsafe import summary
 
 
 TEMPORARY_SUFFIX = ".tmp"
@@ -204,7 +203,7 @@ def resolve_shipped(name_or_path: Any, *, folder: Path, what: str, kind: str,
         PosixPath('a.yaml')
     """
     text = safe_path(name_or_path, f"{what} file")
-    path, shown = Path(text), summary(text, 240)
+    path, shown = Path(text), repr(text) if len(text) <= 240 else _shown(text)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if path.is_dir():
             raise ConfigError(f"{what} {shown} is a directory; give a YAML file in it or a {kind} name")
@@ -213,5 +212,5 @@ def resolve_shipped(name_or_path: Any, *, folder: Path, what: str, kind: str,
         return path
     shipped = folder / f"{text}.yaml"
     if not shipped.is_file():
-        raise ConfigError(f"unknown {kind} {summary(text)}; {hint(text)}")
+        raise ConfigError(f"unknown {kind} {shown}; {hint(text)}")
     return shipped

@@ -19,15 +19,20 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from collections.abc import Collection
 from typing import Any, Literal
 
 from .errors import OptionError
-from .yamlsafe import summary
 
 Kind = Literal["real", "int", "any"]
 
-__all__ = ["Kind", "bounds_text", "in_bounds", "is_int", "is_real", "problem", "require"]
+__all__ = ["Kind", "bounds_text", "in_bounds", "is_int", "is_real", "problem", "require", "shown"]
+
+#: about how many characters a value takes in a message
+SHOWN_CHARS = 60
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = SHOWN_CHARS
 
 
 def is_real(x: Any, finite: bool = True) -> bool:
@@ -114,6 +119,24 @@ def in_bounds(x: Any, min: float | None = None, max: float | None = None, *,
     return max is None or (x < max if max_exclusive else x <= max)
 
 
+def shown(value: Any) -> str:
+    """``value`` for a one-line message: its repr, bounded (a long string or container is cut, a huge
+    integer is its number of digits); no YAML needed, so a library can use it.
+
+    Example:
+        >>> shown(0.5), shown(10**400), shown("x" * 100)[:22]
+        ('0.5', 'an integer of 401 digits', "a str of 100 chars: 'x")
+    """
+    if is_int(value) and abs(int(value)).bit_length() > 3 * SHOWN_CHARS:
+        return f"an integer of {math.floor(abs(int(value)).bit_length() * math.log10(2)) + 1} digits"
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"a str of {len(value)} chars: {value[:SHOWN_CHARS]!r}..."
+    try:
+        return _REPR.repr(value)
+    except ValueError:  # an integer inside a container past int-to-text's limit
+        return f"a {type(value).__name__}"
+
+
 _NOUNS = {"real": "a finite number", "int": "an integer", "any": "a value"}
 
 
@@ -159,7 +182,7 @@ def require(value: Any, *, name: str, kind: Kind = "real", min: float | None = N
     """``value`` if it is what :func:`problem` asks for, else a one-line ``error``.
 
     The message is ``<name> must be <rule>, got <value>`` then `` (<why>)`` and ``; <fix>`` when given;
-    the value is shown bounded (a huge integer or string stays one short line).
+    the value is shown bounded (a huge integer or string stays one short line, :func:`shown`).
 
     Args:
         value: the value to check.
@@ -184,7 +207,7 @@ def require(value: Any, *, name: str, kind: Kind = "real", min: float | None = N
                    choices=choices, optional=optional)
     if rule is None:
         return value
-    message = f"{name} must be {rule}, got {summary(value)}{f' ({why})' if why else ''}{f'; {fix}' if fix else ''}"
+    message = f"{name} must be {rule}, got {shown(value)}{f' ({why})' if why else ''}{f'; {fix}' if fix else ''}"
     if issubclass(error, OptionError):
         raise error(name, message)
     raise error(message)
