@@ -2,9 +2,9 @@
 
 Layers, bottom to top; a module may import its own layer and the layers below, never above:
 
-0. foundation  registry, errors, fileio, yamlsafe
-1. libraries   init, losses, augment, fastgrad, images, normalizations, gradnorm, penalties, networks, data,
-               metrics, diagnostics
+0. foundation  registry, errors, fileio, yamlsafe, validate
+1. libraries   devices, world, init, losses, augment, fastgrad, images, normalizations, gradnorm, penalties,
+               networks, data, metrics, diagnostics
 2. run layer   config, runfolder
 3. engine      training
 4. application app, cli, __main__, and the package's own ``__init__`` (the public API)
@@ -23,8 +23,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "gannorm"
 
 LAYERS = {
-    "registry": 0, "errors": 0, "fileio": 0, "yamlsafe": 0,
-    "init": 1, "losses": 1, "augment": 1, "fastgrad": 1, "images": 1, "normalizations": 1, "gradnorm": 1,
+    "registry": 0, "errors": 0, "fileio": 0, "yamlsafe": 0, "validate": 0,
+    "devices": 1, "world": 1, "init": 1, "losses": 1, "augment": 1, "fastgrad": 1, "images": 1, "normalizations": 1, "gradnorm": 1,
     "penalties": 1, "networks": 1, "data": 1, "metrics": 1, "diagnostics": 1,
     "stability": 1,
     "config": 2, "runfolder": 2,

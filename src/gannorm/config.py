@@ -16,19 +16,18 @@ import importlib.util
 import os
 import sys
 import difflib
-import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import yaml
 
 from .augment import DIFFAUG_OPS
 from .data import DATASETS
 from .errors import ConfigError, OptionError
-from .fileio import safe_name, safe_path
+from .fileio import resolve_shipped, safe_name, safe_path
 from .gradnorm import FUNCTIONS
 from .init import SCHEMES
 from .losses import LOSSES
@@ -39,6 +38,7 @@ from .networks import NETWORKS
 from .normalizations import METHODS
 from .normalizations.model import method_options
 from .penalties import PENALTIES
+from .validate import bounds_text, in_bounds, is_int, is_real
 from .yamlsafe import YamlError, problem, summary
 from .yamlsafe import load as load_yaml
 
@@ -239,9 +239,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         return _coerce_float(value, bad)
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise bad
-        return value
+        return int(value)
     if tp is bool:
         if not isinstance(value, bool):
             raise bad
@@ -263,7 +263,7 @@ def _coerce_float(value: Any, bad: ConfigError) -> float:
             return float(value)
         except ValueError:
             raise bad from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_real(value, finite=False):  # inf and nan are numbers here; validate() refuses them by range
         raise bad
     try:
         return float(value)
@@ -400,19 +400,7 @@ def resolve_path(name_or_path: str | os.PathLike) -> Path:
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise ConfigError(f"the config must be a preset name, a YAML path, a dict or a Config, got "
                           f"{summary(name_or_path)}")
-    name_or_path = safe_path(name_or_path, "config")
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if path.is_dir():
-            raise ConfigError(f"config {summary(name_or_path)} is a directory; give a YAML file in it or a preset name")
-        if not path.is_file():
-            raise ConfigError(f"config file {summary(name_or_path)} not found (or give a preset name: "
-                              f"{_presets_hint(name_or_path)})")
-        return path
-    preset = PRESET_DIR / f"{name_or_path}.yaml"
-    if not preset.is_file():
-        raise ConfigError(f"unknown preset {summary(name_or_path)}; {_presets_hint(name_or_path)}")
-    return preset
+    return resolve_shipped(name_or_path, folder=PRESET_DIR, what="config", kind="preset", hint=_presets_hint)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -469,23 +457,30 @@ def dump(cfg: Config) -> str:
 # ------------------------------------------------------------------------------------ validation
 @dataclass(frozen=True)
 class Range:
-    """Where a numeric config value must lie: ``test(value)``, and ``text`` saying it in words.
+    """Where a numeric config value must lie: the bounds of :func:`gannorm.validate.in_bounds`, and
+    :attr:`text` saying them in words (:func:`gannorm.validate.bounds_text`).
 
-    Every range also requires a finite value; ``None`` (an optional key left unset) always passes, and
-    each element of a list (``optim.betas_d``) is checked. ``high`` is an upper bound besides ``test``
-    (counts and sizes that reach tensors and loops; a value above it says ``<= high``).
+    Every range also requires a finite number (:func:`gannorm.validate.is_real`); ``None`` (an optional key
+    left unset) always passes, and each element of a list (``optim.betas_d``) is checked. ``high`` is a cap
+    besides the bounds (counts and sizes that reach tensors and loops; a value above it says ``<= high``).
     """
-    test: Callable[[float], bool]
-    text: str
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    max_exclusive: bool = False
     high: float | None = None
+
+    @property
+    def text(self) -> str:
+        return bounds_text(self.min, self.max, min_exclusive=self.min_exclusive, max_exclusive=self.max_exclusive)
 
     def holds(self, value: Any) -> bool:
         if value is None:
             return True
         if isinstance(value, tuple):
             return all(self.holds(v) for v in value)
-        return not (isinstance(value, float) and not math.isfinite(value)) and self.test(value) and \
-            not self.too_high(value)
+        return is_real(value) and in_bounds(value, self.min, self.max, min_exclusive=self.min_exclusive,
+                                            max_exclusive=self.max_exclusive) and not self.too_high(value)
 
     def too_high(self, value: Any) -> bool:
         """Whether ``value`` (or an element of it) lies above :attr:`high`."""
@@ -499,12 +494,12 @@ class Range:
 
 
 def at_least(low: float, high: float | None = None) -> Range:
-    return Range(lambda v: v >= low, f">= {low}", high)
+    return Range(min=low, high=high)
 
 
-POSITIVE = Range(lambda v: v > 0, "> 0")
-UNIT = Range(lambda v: 0 <= v < 1, "in [0, 1)")
-SEED = Range(lambda v: 0 <= v < 2**32, "in [0, 2**32)")
+POSITIVE = Range(min=0, min_exclusive=True)
+UNIT = Range(min=0, max=1, max_exclusive=True)
+SEED = Range(min=0, max=2**32, max_exclusive=True)
 
 #: every numeric config key and its range (``gannorm.config.validate`` checks them in this order)
 #: the upper bound of sizes that become tensor dimensions (a batch, z_dim, a resolution, a sample count)
@@ -514,7 +509,7 @@ MAX_STEPS = 10**9
 
 RANGES: tuple[tuple[str, Range], ...] = (
     ("data.resolution", at_least(1, 2**14)), ("data.workers", at_least(0, 1024)),
-    ("model.width", Range(lambda v: v > 0, "> 0", 1024)), ("model.z_dim", at_least(1, MAX_SIZE)),
+    ("model.width", Range(min=0, min_exclusive=True, high=1024)), ("model.z_dim", at_least(1, MAX_SIZE)),
     ("model.num_classes", at_least(0, MAX_SIZE)),
     ("normalization.function_eps", at_least(0)),
     ("optim.lr_d", POSITIVE), ("optim.lr_g", POSITIVE), ("optim.betas_d", UNIT), ("optim.betas_g", UNIT),
@@ -523,7 +518,7 @@ RANGES: tuple[tuple[str, Range], ...] = (
     ("train.batch_size_d", at_least(1, MAX_SIZE)), ("train.batch_size_g", at_least(1, MAX_SIZE)),
     ("train.penalty_weight", at_least(0)), ("train.penalty_every", at_least(1, MAX_STEPS)),
     ("train.weight_clip", at_least(0)), ("train.ortho_reg", at_least(0)),
-    ("train.cr_weight", at_least(0)), ("train.cr_translate", Range(lambda v: 0 <= v < 0.5, "in [0, 0.5)")),
+    ("train.cr_weight", at_least(0)), ("train.cr_translate", Range(min=0, max=0.5, max_exclusive=True)),
     ("train.ema_decay", UNIT), ("train.dist_timeout", POSITIVE), ("train.ema_start", at_least(0, MAX_STEPS)),
     ("train.seed", SEED), ("train.threads", at_least(0, 4096)),
     ("train.eval_every", at_least(0, MAX_STEPS)), ("train.eval_num_samples", at_least(2, 10**8)),

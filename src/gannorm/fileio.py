@@ -177,3 +177,40 @@ def safe_path(path: Any, what: str) -> str:
     else:
         return text
     raise ConfigError(f"{what}: {_shown(text)} is not a usable path ({why}); give a folder such as runs/")
+
+
+def resolve_shipped(name_or_path: Any, *, folder: Path, what: str, kind: str,
+                    hint: Callable[[str], str]) -> Path:
+    """A YAML file the user names, or the name of one shipped in ``folder`` (a preset, a sweep).
+
+    Text ending in ``.yaml``/``.yml``, or naming something that exists, is a path; anything else is the
+    name of ``folder/<name>.yaml``. A problem is a one-line :class:`ConfigError`: a folder given as the
+    file, a missing file, an unknown name (each with ``hint(name)``: the known names, the close ones).
+
+    Args:
+        name_or_path: a ``str`` or ``os.PathLike``.
+        folder: where the shipped YAML files live.
+        what: what the file is, for the messages (``"config"``, ``"sweep"``).
+        kind: what a shipped one is called (``"preset"``, ``"sweep"``).
+        hint: the known names for a message, given the text the user gave.
+
+    Returns:
+        The path of the YAML file (not read).
+
+    Example:
+        >>> resolve_shipped("a.yaml", folder=Path("configs"), what="config", kind="preset",
+        ...                 hint=lambda n: "known: digits")  # doctest: +SKIP
+        PosixPath('a.yaml')
+    """
+    text = safe_path(name_or_path, f"{what} file")
+    path, shown = Path(text), repr(text) if len(text) <= 240 else _shown(text)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"{what} {shown} is a directory; give a YAML file in it or a {kind} name")
+        if not path.is_file():
+            raise ConfigError(f"{what} file {shown} not found (or give a {kind} name: {hint(text)})")
+        return path
+    shipped = folder / f"{text}.yaml"
+    if not shipped.is_file():
+        raise ConfigError(f"unknown {kind} {shown}; {hint(text)}")
+    return shipped

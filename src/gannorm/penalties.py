@@ -38,8 +38,6 @@ after each D step (WGAN, ``c = 0.01``), and :func:`orthogonal_regularization` is
 """
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -52,6 +50,7 @@ from .gradnorm import call_d
 from .init import raw_weight
 from .normalizations.model import NORMALIZABLE
 from .registry import Registry
+from .validate import require
 
 
 def input_gradient_norms(D: nn.Module, x: Tensor, create_graph: bool = True, *, y: Tensor | None = None) -> Tensor:
@@ -118,8 +117,7 @@ def r2(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,  # noqa: ARG0
 
 
 def _check_nonnegative(option: str, value: float, why: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise OptionError(option, f"{option} must be a finite number >= 0, got {value!r} ({why})")
+    require(value, name=option, min=0, error=OptionError, why=why)
 
 
 @dataclass(frozen=True)
@@ -155,9 +153,8 @@ def weight_clip_(D: nn.Module, c: float = 0.01) -> None:
 
     ``c`` is a bound on the weights, not a loss weight (WGAN's clipping constant).
     """
-    if isinstance(c, bool) or not isinstance(c, numbers.Real) or not math.isfinite(c) or c <= 0:
-        raise OptionError("c", f"c must be a finite number > 0, got {c!r} (weights are clipped to [-c, c]; "
-                          "0 would zero the discriminator)")
+    require(c, name="c", min=0, min_exclusive=True, error=OptionError,
+            why="weights are clipped to [-c, c]; 0 would zero the discriminator")
     for p in D.parameters():
         p.clamp_(-c, c)
 

@@ -119,7 +119,8 @@ def test_evaluation_during_training_sharded_over_two_ranks(tiny_run, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--device", "tpu"], "gannorm: error: --device 'tpu' is not a device (auto, cpu, cuda or cuda:N)"),
-    (["--device", "meta"], "gannorm: error: --device 'meta': evaluation runs on auto, cpu, cuda or cuda:N"),
+    (["--device", "meta"], "gannorm: error: --device 'meta' is not a device evaluation runs on "
+                           "(auto, cpu, cuda or cuda:N)"),
     (["--dist-timeout", "0"], "gannorm: error: --dist-timeout must be a number of seconds > 0, got 0.0"),
 ])
 def test_bad_device_or_timeout_is_one_line(tmp_path, capsys, args, message):

@@ -73,7 +73,7 @@ def test_bad_option_values():
     with pytest.raises(ValueError, match="hidden must be an integer >= 1"):
         build_generator("mlp", (2,), hidden=0)
     for build in BUILDERS:
-        with pytest.raises(ValueError, match="width must be a number > 0"):
+        with pytest.raises(ValueError, match="width must be a finite number > 0"):
             build("mlp", (2,), width=0)
     with pytest.raises(ValueError, match="z_dim must be an integer >= 1"):
         build_generator("mlp", (2,), z_dim=0)

@@ -8,8 +8,6 @@ against LeCun's 1 -- the quantity the BSSN paper ties spectral normalization to.
 from __future__ import annotations
 
 import copy
-import math
-import numbers
 import time
 
 import torch
@@ -18,6 +16,7 @@ from ..errors import InputError
 from ..init import fans, init_weights
 from ..networks import SNGANCNNDiscriminator
 from ..normalizations import normalize, normalized_layers, sigmas
+from ..validate import is_int, is_real
 
 #: the widest network the demo builds (width 1.0 is the official one; memory grows as width squared)
 MAX_WIDTH = 8.0
@@ -71,10 +70,9 @@ def run_demo(seed: int = 0, width: float = 1.0, print_fn=print) -> dict[str, dic
 
 
 def _check(seed: int, width: float) -> None:
-    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not (
-            math.isfinite(width) and 0 < width <= MAX_WIDTH):
+    if not (is_real(width) and 0 < width <= MAX_WIDTH):
         raise InputError(f"--width must be > 0 and <= {MAX_WIDTH:g} (1.0: the official network), got {width}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+    if not (is_int(seed) and 0 <= seed < 2**32):
         raise InputError(f"--seed must be in [0, 2**32), got {seed}")
 
 

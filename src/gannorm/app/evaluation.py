@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 
 from ..config import Config, evaluation_options
 from ..data import load_dataset
+from ..devices import resolve_device
 from ..errors import GannormError, RunFolderError
 from ..fileio import atomic_write_text
 from ..metrics.evaluate import (METRICS, EvalOptions, check_conditional, check_precision, check_resize,
@@ -31,9 +31,9 @@ from ..metrics.sharding import Shards, extract_shard
 from ..runfolder import RunFolder
 from ..training.distributed import DEFAULT_TIMEOUT, Ranks, ranks_from_env, setup
 from ..training.sample_mode import evaluate_generator
+from ..validate import is_real
 from .sampling import checkpoint_config, load_generator, prepare_output, write_output
 
-DEVICES = "auto, cpu, cuda or cuda:N"
 #: the most generated (or real) samples one evaluation takes: it holds every sample's features in memory, and
 #: an Inception feature is 2048 float64 numbers (16 KiB), so the limit is 8 GiB of features (FID's usual
 #: protocol takes 50000)
@@ -42,27 +42,13 @@ MAX_EVAL_SAMPLES = 500_000
 
 def eval_device(name: str) -> torch.device:
     """The device ``--device NAME`` names (``auto``: a GPU if there is one); a one-line error otherwise."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise GannormError(f"--device {name!r} is not a device ({DEVICES})") from None
-    if device.type not in ("cpu", "cuda"):
-        raise GannormError(f"--device {name!r}: evaluation runs on {DEVICES}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GannormError(f"--device {name}: no GPU is available; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        raise GannormError(f"--device {name}: this machine has {count} GPU(s) (cuda:0 to cuda:{count - 1}); use one "
-                           "of those, cuda or auto")
-    return device
+    return resolve_device(name, what="--device", task="evaluation")
 
 
 def join_ranks(device: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[Ranks, torch.device]:
     """The ranks torchrun started (one process without torchrun) and this rank's device, the process group
     joined: ``gloo`` on the CPU, ``nccl`` on ``cuda:LOCAL_RANK``; its collectives wait ``timeout`` seconds."""
-    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+    if not (is_real(timeout) and timeout > 0):
         raise GannormError(f"--dist-timeout must be a number of seconds > 0, got {timeout}")
     resolved = eval_device(device)
     ranks = ranks_from_env(timeout)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import numbers
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GannormError
+from ..validate import is_int
 from ..yamlsafe import summary
 
 ANY = "any"  # ``resolutions=ANY``: any positive integer is accepted
@@ -293,7 +293,7 @@ class Dataset(Labelled):
 # ----------------------------------------------------------------------------------------- loaders
 
 def _check_resolution(name: str, resolution, resolutions, default):
-    if isinstance(resolution, bool) or (resolution is not None and not isinstance(resolution, numbers.Integral)):
+    if resolution is not None and not is_int(resolution):
         raise DatasetError(f"{name}: resolution must be an integer or None, got {resolution!r}")
     if resolutions == ():
         if resolution is not None:
@@ -353,8 +353,7 @@ def loader(name: str, resolutions: Sequence[int] | str = (), default: int | None
                 raise DatasetError(f"{name}: resolution is required (any positive integer, e.g. 32)")
             if not (isinstance(in_memory, bool) or in_memory == "auto"):
                 raise DatasetError(f"{name}: in_memory must be auto, true or false, got {in_memory!r}")
-            if workers is not None and (isinstance(workers, bool) or not isinstance(workers, numbers.Integral)
-                                        or workers < 0):
+            if workers is not None and not (is_int(workers) and workers >= 0):
                 raise DatasetError(f"{name}: workers must be a non-negative integer (0: decode in this process), "
                                    f"got {workers!r}")
             path = None if root is None or str(root) == "" else Path(root).expanduser()
@@ -380,7 +379,7 @@ def check_limit(name: str, limit) -> int | None:
     """Validate a ``limit`` option (None or a positive integer, at most 2**40: more than any dataset holds)."""
     if limit is None:
         return None
-    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or not 0 < limit <= 2**40:
+    if not (is_int(limit) and 0 < limit <= 2**40):
         raise DatasetError(f"{name}: limit must be a positive integer <= 2**40 or None, got {summary(limit)}")
     return int(limit)
 

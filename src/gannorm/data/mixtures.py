@@ -14,11 +14,11 @@ the modes (``class_names`` "mode 0" .. "mode K-1", so ``num_classes`` is K even 
 from __future__ import annotations
 
 import math
-import numbers
 from pathlib import Path
 
 import torch
 
+from ..validate import is_int, is_real, require
 from ..yamlsafe import summary
 from .base import Dataset, DatasetError, loader
 
@@ -32,11 +32,8 @@ MAX_SCALE = 1e6
 
 
 def _positive(name: str, key: str, value, integer: bool = False):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
-    if integer:
-        ok = ok and isinstance(value, numbers.Integral)
     high = MAX_N if integer else MAX_SCALE
-    if not ok or value > high or not math.isfinite(value):
+    if not (is_int(value) if integer else is_real(value)) or not 0 < value <= high:
         kind = f"a positive integer <= {MAX_N:,}" if integer else f"a positive number <= {MAX_SCALE:g}"
         raise DatasetError(f"{name}: option {key} must be {kind}, got {summary(value)}")
     return int(value) if integer else float(value)
@@ -45,8 +42,7 @@ def _positive(name: str, key: str, value, integer: bool = False):
 def _mixture(name: str, modes: torch.Tensor, n, std, seed) -> Dataset:
     n = _positive(name, "n", n, integer=True)
     std = _positive(name, "std", std)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
-        raise DatasetError(f"{name}: option seed must be an integer in [0, 2**63), got {summary(seed)}")
+    require(seed, name=f"{name}: option seed", kind="int", min=0, max=2**63, max_exclusive=True, error=DatasetError)
     g = torch.Generator().manual_seed(int(seed))
     labels = torch.randint(len(modes), (n,), generator=g)
     noise = torch.randn(n, modes.shape[1], generator=g, dtype=torch.float64)

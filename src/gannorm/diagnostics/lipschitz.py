@@ -67,6 +67,7 @@ from torch.nn.utils import parametrize
 from ..gradnorm import GradientNormalized
 from ..normalizations.feature_norms import post_norm
 from ..normalizations.mean_sn import MeanOnlyBatchNorm
+from ..validate import require
 
 __all__ = [
     "RULES", "BoundReport", "BoundContext", "LipschitzRule", "RuleRegistry", "operator_norm",
@@ -202,8 +203,7 @@ def _lanczos_top(matvec: Callable[[Tensor], Tensor], v0: Tensor, n_iter: int, to
 def _linear_norm(fn: Callable[[Tensor], Tensor], input_shape: tuple[int, ...], dtype: torch.dtype,
                  device: torch.device, n_iter: int, tol: float, what: str) -> float:
     """Spectral norm of ``x -> fn(x) - fn(0)`` on ``(1, *input_shape)`` inputs (fn must be affine)."""
-    if not isinstance(n_iter, int) or n_iter < 1:
-        raise ValueError(f"n_iter must be an integer >= 1, got {n_iter!r}")
+    require(n_iter, name="n_iter", kind="int", min=1)
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol!r}")
     gen = torch.Generator().manual_seed(_SEED)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..validate import require
 from .frechet import _to_numpy, feature_statistics, frechet_distance
 
 __all__ = ["intra_fid", "class_accuracy", "check_labels", "MIN_PER_CLASS"]
@@ -94,8 +95,7 @@ def intra_fid(real_features: Any, real_labels: Any, fake_features: Any, fake_lab
         >>> intra_fid(f, y, f, y, 2)["intra_fid"] < 1e-9
         True
     """
-    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 1:
-        raise InputError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    require(num_classes, name="num_classes", kind="int", min=1, error=InputError)
     real, fake = _to_numpy(real_features), _to_numpy(fake_features)
     for f, which in ((real, "real"), (fake, "generated")):
         if f.ndim != 2:

@@ -13,11 +13,12 @@ torch-fidelity shuffles first (seed 2020); we do not, so shuffle the rows yourse
 """
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 from scipy.special import xlogy
+
+from ..validate import require
 
 __all__ = ["inception_score"]
 
@@ -46,8 +47,7 @@ def inception_score(probs: Any, splits: int = 10) -> tuple[float, float]:
         raise ValueError(f"every row of probs must sum to 1 (a softmax output); row {worst} sums to "
                          f"{sums[worst]:.6g}")
     n = p.shape[0]
-    if isinstance(splits, bool) or not isinstance(splits, numbers.Integral) or not 1 <= splits <= n:
-        raise ValueError(f"splits must be an integer between 1 and the number of samples ({n}), got {splits!r}")
+    require(splits, name="splits", kind="int", min=1, max=n, why=f"at most the number of samples, {n}")
     splits = int(splits)
     scores = np.empty(splits, dtype=np.float64)
     for i in range(splits):

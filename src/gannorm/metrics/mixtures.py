@@ -17,11 +17,12 @@ samples and 8 or 25 modes, stricter rules are sometimes used (PacGAN: a mode is 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 from scipy.spatial.distance import cdist
+
+from ..validate import require
 
 __all__ = ["mode_statistics", "mode_counts", "energy_distance", "sliced_wasserstein"]
 
@@ -45,9 +46,7 @@ def _points(x: Any, name: str, dim: int | None = None) -> np.ndarray:
 
 
 def _positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+    return float(require(value, name=name, min=0, min_exclusive=True))
 
 
 def _assign(samples: Any, modes: Any, std: float, threshold: float) -> tuple[np.ndarray, int, int]:
@@ -88,8 +87,7 @@ def mode_statistics(samples: Any, modes: Any, std: float, threshold: float = 3.0
 
     The per-mode counts are :func:`mode_counts`. Every failure is a one-line ``ValueError``.
     """
-    if isinstance(min_count, bool) or not isinstance(min_count, numbers.Integral) or min_count < 1:
-        raise ValueError(f"min_count must be an integer >= 1, got {min_count!r}")
+    require(min_count, name="min_count", kind="int", min=1)
     counts, n_hq, n = _assign(samples, modes, std, threshold)
     return {
         "modes_covered": int((counts >= min_count).sum()),
@@ -153,10 +151,8 @@ def sliced_wasserstein(x: Any, y: Any, projections: int = 128, seed: int = 0, p:
     """
     x = _points(x, "x")
     y = _points(y, "y", dim=x.shape[1])
-    if isinstance(projections, bool) or not isinstance(projections, numbers.Integral) or projections < 1:
-        raise ValueError(f"projections must be an integer >= 1, got {projections!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    require(projections, name="projections", kind="int", min=1)
+    require(seed, name="seed", kind="int", min=0)
     p = _positive(p, "p")
     if p < 1:
         raise ValueError(f"p must be >= 1, got {p!r}")

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, Protocol
 from ..errors import ConfigError
 from ..registry import Registry
 from .resize import RESIZE_MODES
+from ..validate import is_int
 
 __all__ = ["ALL", "COUNT_SETTINGS", "EVAL_PROTOCOLS", "MetricProtocol", "NamedProtocol", "ProtocolError", "Setting",
            "resolve_metric"]
@@ -53,7 +54,7 @@ class Setting:
 
 def integer_at_least(low: int) -> Callable[[Any], bool]:
     """``valid`` for an integer >= ``low`` (booleans refused)."""
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+    return lambda v: is_int(v) and v >= low
 
 
 def one_of(*values: Any) -> Callable[[Any], bool]:

@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import GannormError
+from ..world import RankPlace
 
 T = TypeVar("T")
 Arrays = dict[str, np.ndarray]
@@ -69,31 +70,10 @@ def _collective(what: str) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class Shards:
-    """This process's place among ``world`` ranks (``Shards()``: one process, the plain path)."""
-
-    world: int = 1
-    rank: int = 0
-
-    def __post_init__(self) -> None:
-        if self.world < 1 or not 0 <= self.rank < self.world:
-            raise ValueError(f"rank {self.rank} does not fit a world of {self.world}")
-
-    @classmethod
-    def current(cls) -> "Shards":
-        """The ranks of the initialized default process group; one process if there is none."""
-        if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_world_size(), dist.get_rank())
-        return cls()
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        """Rank 0, which receives the gathered arrays, computes the numbers and writes the files."""
-        return self.rank == 0
+class Shards(RankPlace):
+    """This process's place among ``world`` ranks (``Shards()``: one process, the plain path; ``Shards.current()``:
+    the initialized process group's). Rank 0 (:attr:`main`) receives the gathered arrays, computes the numbers
+    and writes the files."""
 
     # ---------------------------------------------------------------- shards
     def bounds(self, total: int, unit: int = 1) -> list[tuple[int, int]]:
@@ -139,7 +119,7 @@ class Shards:
         with _collective("the exchange of shard shapes"):
             dist.all_gather_object(metas, meta)
         layout = _check_shards(metas, counts)
-        device = _comm_device()
+        device = RankPlace.comm_device()
         largest = max(counts)
         out: Arrays = {}
         for key in sorted(layout):
@@ -236,11 +216,6 @@ def _check_shards(metas: Sequence[Mapping[str, tuple[tuple[int, ...], str]]],
     return layout or {}
 
 
-def _comm_device() -> torch.device:
-    """Where a collective's tensors go: this rank's current GPU for nccl, the CPU otherwise."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def extract_shard(extract: Callable[[torch.Tensor], Arrays], x: torch.Tensor, shards: Shards,

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..init import raw_weight
+from ..validate import is_int, require
 from .blocks import channels as _ch
 from .conditional import (ConditionalBatchNorm2d, ProjectionHead, SelfAttention, SharedConditionalBatchNorm,
                           check_num_classes, require_labels)
@@ -75,11 +76,11 @@ OPTIONS: Mapping[str, Any] = {"attention": 64, "shared_dim": 128, "hier": True, 
 
 
 def _attention_set(attention: Any) -> frozenset[int]:
-    ok = isinstance(attention, int) and not isinstance(attention, bool) and attention >= 0
+    ok = is_int(attention) and attention >= 0
     if ok:
         return frozenset({attention} - {0})
     if isinstance(attention, (list, tuple)) and all(
-            isinstance(a, int) and not isinstance(a, bool) and a >= 1 for a in attention):
+            is_int(a) and a >= 1 for a in attention):
         return frozenset(attention)
     raise ConfigError(f"attention must be a resolution (0: none) or a list of resolutions, got {attention!r}")
 
@@ -105,8 +106,8 @@ def generator_options(options: Mapping[str, Any]) -> dict[str, Any]:
         128
     """
     shared_dim, hier = options["shared_dim"], options["hier"]
-    if isinstance(shared_dim, bool) or not isinstance(shared_dim, int) or shared_dim < 0:
-        raise ConfigError(f"shared_dim must be an integer >= 0 (0: per-norm class embeddings), got {shared_dim!r}")
+    require(shared_dim, name="shared_dim", kind="int", min=0, error=ConfigError,
+            why="0: per-norm class embeddings")
     if not isinstance(hier, bool):
         raise ConfigError(f"hier must be true or false, got {hier!r}")
     _attention_set(options["attention"])

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, InputError
 from ..init import raw_weight
+from ..validate import require
 
 
 def check_num_classes(num_classes: int) -> int:
@@ -45,8 +46,7 @@ def check_num_classes(num_classes: int) -> int:
         >>> check_num_classes(10)
         10
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-        raise ConfigError(f"num_classes must be an integer >= 0 (0: unconditional), got {num_classes!r}")
+    require(num_classes, name="num_classes", kind="int", min=0, error=ConfigError, why="0: unconditional")
     return num_classes
 
 

@@ -24,15 +24,14 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..init import init_weights, raw_weight
+from ..validate import require
 from .blocks import channels as _ch
 from .conditional import ProjectionHead, check_num_classes, require_labels
 
 
 def _check(depth: int, hidden: int) -> None:
-    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
-        raise ConfigError(f"depth must be an integer >= 0, got {depth!r}")
-    if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 1:
-        raise ConfigError(f"hidden must be an integer >= 1, got {hidden!r}")
+    require(depth, name="depth", kind="int", min=0, error=ConfigError)
+    require(hidden, name="hidden", kind="int", min=1, error=ConfigError)
 
 
 def _stack(n_in: int, n_out: int, depth: int, hidden: int, activation) -> nn.Sequential:

@@ -36,6 +36,7 @@ from ..errors import ConfigError
 from ..init import SCHEMES, init_weights
 from ..normalizations import METHODS, normalize
 from ..registry import Registry, UnknownNameError
+from ..validate import is_int, require
 from . import biggan, sngan_resnet
 from .conditional import check_num_classes
 from .dscnn import DSCNNDiscriminator
@@ -92,7 +93,7 @@ class NetworkSpec:
         """Validate ``data_shape`` for this arch; returns it as a tuple of ints."""
         try:
             shape = tuple(data_shape)
-            ok = all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+            ok = all(is_int(s) and s >= 1 for s in shape)
         except TypeError:
             ok = False
         if not ok:
@@ -161,8 +162,7 @@ def _labelled(module: nn.Module, options: Mapping[str, int]) -> nn.Module:
 
 
 def _check_width(width: float) -> None:
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ConfigError(f"width must be a number > 0, got {width!r}")
+    require(width, name="width", min=0, min_exclusive=True, error=ConfigError)
 
 
 def build_generator(arch: str, data_shape: Sequence[int], *, z_dim: int = 128, width: float = 1.0,
@@ -194,8 +194,7 @@ def build_generator(arch: str, data_shape: Sequence[int], *, z_dim: int = 128, w
     shape = spec.check_data_shape(arch, data_shape)
     options = spec.resolve_options(arch, arch_options)
     _check_width(width)
-    if isinstance(z_dim, bool) or not isinstance(z_dim, int) or z_dim < 1:
-        raise ConfigError(f"z_dim must be an integer >= 1, got {z_dim!r}")
+    require(z_dim, name="z_dim", kind="int", min=1, error=ConfigError)
     classes = _class_options(arch, spec, num_classes)
     method = METHODS.get(normalization)  # fail on an unknown method before building anything
     G = _labelled(spec.generator(shape, z_dim=z_dim, width=width, **options, **classes), classes)

@@ -36,6 +36,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..validate import require
 from .blocks import channels as _ch
 from .blocks import normal_, trunc_normal_
 from .conditional import (LABEL_NORMS, ProjectionHead, check_num_classes, class_norm, glorot_uniform_,
@@ -65,8 +66,7 @@ class SNGANCNNDiscriminator(nn.Module):
                  extra_convs: int = 0, num_classes: int = 0) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
-        if not isinstance(extra_convs, int) or extra_convs < 0:
-            raise ConfigError(f"extra_convs must be an integer >= 0, got {extra_convs!r}")
+        require(extra_convs, name="extra_convs", kind="int", min=0, error=ConfigError)
         mg = _bottom(resolution)
         c = [_ch(n, width) for n in (64, 64, 128, 128, 256, 256, 512)]
         specs = [(channels, c[0], 3, 1), (c[0], c[1], 4, 2), (c[1], c[2], 3, 1), (c[2], c[3], 4, 2),

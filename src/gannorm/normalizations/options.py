@@ -7,12 +7,11 @@ discriminator, ``scale=-1.4`` a sign-flipped one, ``momentum=0`` a running mean 
 """
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..errors import OptionError
+from ..validate import is_int, is_real
 
 UPDATE_POLICIES = ("forward", "step")
 
@@ -24,16 +23,6 @@ class OptionCheck:
     accepts: Callable[[Any], bool]
     rule: str
     why: str = ""
-
-
-def is_real(x: Any) -> bool:
-    """A finite real number (not a bool, not a string)."""
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
-
-
-def is_int(x: Any) -> bool:
-    """An integer (not a bool); numpy integers count."""
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 def _positive_int_sequence(x: Any) -> bool:

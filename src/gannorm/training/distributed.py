@@ -45,6 +45,7 @@ from ..config import Config
 from ..errors import ConfigError, GannormError
 from ..metrics.sharding import failed_collective
 from ..normalizations import METHODS
+from ..world import RankPlace
 
 #: seconds a collective waits for the other ranks before the run fails (``train.dist_timeout``)
 DEFAULT_TIMEOUT = 600.0
@@ -99,22 +100,12 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class Ranks:
-    """The ranks of a run and this process's place among them (``Ranks()``: a single process)."""
+class Ranks(RankPlace):
+    """The ranks of a run and this process's place among them (``Ranks()``: a single process); rank 0
+    (:attr:`main`) alone writes the run folder (checkpoints, logs, samples, evaluations)."""
 
-    world: int = 1
-    rank: int = 0
     local_rank: int = 0
     timeout: float = DEFAULT_TIMEOUT
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        """Rank 0, which alone writes the run folder (checkpoints, logs, samples, evaluations)."""
-        return self.rank == 0
 
     @property
     def loss_scale(self) -> float:
@@ -180,7 +171,7 @@ class Ranks:
         """Whether ``flag`` holds on any rank (every rank gets the same answer)."""
         if not self.distributed:
             return flag
-        return bool(self.sum(torch.tensor([float(flag)], device=self._flag_device())) > 0)
+        return bool(self.sum(torch.tensor([float(flag)], device=self.comm_device())) > 0)
 
     def sum_grads(self, params: Sequence[Tensor]) -> None:
         """Sum the parameters' gradients over the ranks, in place (one flat all-reduce)."""
@@ -255,10 +246,6 @@ class Ranks:
                               "drifted apart, so rank 0's checkpoint does not stand for them all; this is a bug "
                               "in gannorm's distributed training (or a nondeterministic kernel): please report it")
         return len(digests)
-
-    def _flag_device(self) -> torch.device:
-        backend = dist.get_backend() if dist.is_initialized() else "gloo"
-        return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 
 
 def _advanced(state: Tensor, draws: int) -> torch.Generator:

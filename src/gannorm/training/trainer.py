@@ -29,7 +29,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from .. import images
+from .. import devices, images
 from ..augment import DiffAugment, consistency_loss, flip_translate
 from ..config import Config, ConfigError, evaluation_options, to_dict, validate
 from ..data import load_dataset
@@ -71,22 +71,8 @@ class RunResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"config key train.device: {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"config key train.device: {name!r} is not a device gannorm trains on (auto, cpu, cuda, "
-                          "cuda:N)")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config key train.device: cuda was asked for but no GPU is available; use cpu or auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        raise ConfigError(f"config key train.device: {name} names GPU {device.index}, but this machine has {count} "
-                          f"(cuda:0 to cuda:{count - 1}); use one of those, cuda or auto")
-    return device
+    """``train.device`` as a device (:func:`gannorm.devices.resolve_device`); a one-line ConfigError otherwise."""
+    return devices.resolve_device(name, what="config key train.device:", task="training", error=ConfigError)
 
 
 class Trainer:

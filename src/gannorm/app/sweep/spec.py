@@ -29,8 +29,9 @@ from typing import Any, Sequence
 
 from ... import config as config_mod
 from ...config import Config, ConfigError
-from ...fileio import safe_name, safe_path
+from ...fileio import resolve_shipped, safe_name
 from ...metrics.evaluate import METRICS, default_metrics, metric_dataset_problem, metrics_for_dataset
+from ...validate import is_int, is_real
 from ...yamlsafe import YamlError, summary
 from ...yamlsafe import load as load_yaml
 
@@ -75,17 +76,8 @@ def sweep_names() -> list[str]:
 
 
 def _resolve(name_or_path: str) -> Path:
-    path = Path(safe_path(name_or_path, "sweep file"))
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if path.is_dir():
-            raise ConfigError(f"sweep {name_or_path!r} is a directory; give a sweep YAML file in it")
-        if not path.is_file():
-            raise ConfigError(f"sweep file {name_or_path!r} not found (or use one of: {', '.join(sweep_names())})")
-        return path
-    shipped = SWEEP_DIR / f"{name_or_path}.yaml"
-    if not shipped.is_file():
-        raise ConfigError(f"unknown sweep {name_or_path!r}; known: {', '.join(sweep_names())}")
-    return shipped
+    return resolve_shipped(name_or_path, folder=SWEEP_DIR, what="sweep", kind="sweep",
+                           hint=lambda _: f"known: {', '.join(sweep_names())}")
 
 
 def _list(value: Any, key: str, path: Path) -> list:
@@ -136,11 +128,11 @@ def load_sweep(name_or_path: str) -> SweepSpec:
     if not isinstance(grid, dict):
         raise ConfigError(f"sweep {path}: grid must map config keys to lists of values")
     seeds = raw.get("seeds", 1)
-    count = isinstance(seeds, int) and not isinstance(seeds, bool)
+    count = is_int(seeds)
     if count and not 1 <= seeds <= MAX_RUNS:
         raise ConfigError(f"sweep {path}: seeds must be a count in [1, {MAX_RUNS}] or a list of seeds >= 0")
     seeds = list(range(seeds)) if count else _list(seeds, "seeds", path)
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+    if not seeds or not all(is_int(s) and s >= 0 for s in seeds):
         raise ConfigError(f"sweep {path}: seeds must be a count >= 1 or a list of seeds >= 0")
     base, overrides = _base(raw["base"], path), _texts(raw.get("overrides"), "overrides", path)
     metric = raw["metric"] if "metric" in raw else default_metrics(config_mod.load(base, overrides).data.name)[0]
@@ -168,7 +160,7 @@ def _metric(value: Any, path: Path) -> str:
 def _success(value: Any, path: Path) -> dict[str, float]:
     success = value or {}
     if not isinstance(success, dict) or set(success) - {"min", "max"} or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in success.values()):
+            is_real(v, finite=False) for v in success.values()):
         raise ConfigError(f"sweep {path}: success must be a mapping with 'min' and/or 'max' numbers on the metric")
     return {k: float(v) for k, v in success.items()}
 
