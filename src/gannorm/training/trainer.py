@@ -194,7 +194,7 @@ class Trainer:
         m, n, t = self.cfg.model, self.cfg.normalization, self.cfg.train
         shape = tuple(self.data.shape)
         G = build_generator(m.arch, shape, z_dim=m.z_dim, width=m.width, num_classes=m.num_classes,
-                            normalization=n.g_method, normalization_options=dict(n.g_options),
+                            normalization=n.g_method, normalization_options=dict(n.g_options), init=m.g_init,
                             **m.g_options).to(self.device)
         if self.ranks.distributed:  # BatchNorm over the global batch; the same state-dict keys
             G = sync_batch_norm(G)
