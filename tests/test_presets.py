@@ -26,7 +26,7 @@ def test_the_families_are_all_there():
     pgn = [n for n in PAPER_PRESETS if n.startswith("pgn_")]
     assert len(pgn) == 16 and {n + "_code" for n in pgn if not n.endswith("_code")} == {n for n in pgn if n.endswith("_code")}
     assert len([n for n in PAPER_PRESETS if n.startswith("bssn_")]) == 10
-    assert {"sngan_cifar10_cnn", "sngan_cifar10_resnet", "sngan_gamma_cifar10"} <= set(PAPER_PRESETS)
+    assert {"sngan_cifar10_cnn", "sngan_cifar10_resnet", *GAMMA} <= set(PAPER_PRESETS)
     assert {"digits", "ring8", "digits_cond"} <= set(OWN_JOBS)
     assert {n for n in PAPER_PRESETS if n.startswith(("biggan_", "celebahq", "projection_"))} == set(CONDITIONAL)
 
@@ -149,7 +149,9 @@ def test_list_presets_prints_paper_follows_and_deviations(capsys):
 
 
 # ------------------------------------------------------------------------------------- evaluation protocols
-BSSN_CODE = [n for n in PAPER_PRESETS if n.startswith("bssn_")] + ["sngan_gamma_cifar10"]
+#: the BSSN code's SN-with-gamma baselines (same_gamma-CNN), on its three datasets
+GAMMA = [f"sngan_gamma_{d}" for d in ("cifar10", "stl10", "celeba")]
+BSSN_CODE = [n for n in PAPER_PRESETS if n.startswith("bssn_")] + GAMMA
 GN_CODE = [n for n in PAPER_PRESETS if n.startswith(("gn_", "pgn_"))]
 SNGAN_COLLECTIONS = ["sngan_cifar10_cnn", "sngan_cifar10_resnet"]
 #: the class-conditional and CelebA-HQ presets (the PGN paper's BigGAN and CelebA-HQ experiments, the projection D)
