@@ -26,7 +26,7 @@ def test_the_families_are_all_there():
     pgn = [n for n in PAPER_PRESETS if n.startswith("pgn_")]
     assert len(pgn) == 16 and {n + "_code" for n in pgn if not n.endswith("_code")} == {n for n in pgn if n.endswith("_code")}
     assert len([n for n in PAPER_PRESETS if n.startswith("bssn_")]) == 10
-    assert {"sngan_cifar10_cnn", "sngan_cifar10_resnet", "sngan_gamma_cifar10"} <= set(PAPER_PRESETS)
+    assert {"sngan_cifar10_cnn", "sngan_cifar10_resnet", *GAMMA} <= set(PAPER_PRESETS)
     assert {"digits", "ring8", "digits_cond"} <= set(OWN_JOBS)
     assert {n for n in PAPER_PRESETS if n.startswith(("biggan_", "celebahq", "projection_"))} == set(CONDITIONAL)
 
@@ -54,12 +54,19 @@ def test_what_the_headers_say_about_each_family():
             assert ("the paper says hinge" in text) == ("_cnn" in name) and cfg.train.loss == ("ns" if "_cnn" in name
                                                                                              else "hinge")
             assert ("the paper says 500k" in text) == ("stl10" in name)
-            assert ("Kaiming-normal" in text) and cfg.model.d_init == ("normal" if "_cnn" in name else "kaiming")
-        elif name.startswith("pgn_"):  # the PGN paper: hinge everywhere, Kaiming-normal D, 500k steps on STL-10
+            # the CNN code's N(0, 0.02) init departs from the paper's Kaiming-normal; the ResNet code's G and D are it
+            assert ("Kaiming-normal" in text) == ("_cnn" in name)
+            assert cfg.model.d_init == ("normal" if "_cnn" in name else "kaiming")
+        elif name.startswith("pgn_"):  # the PGN paper: hinge everywhere, Kaiming-normal G and D, 500k steps on STL-10
             assert cfg.about.follows == "paper" and cfg.train.loss == "hinge" and cfg.model.d_init == "kaiming"
             assert cfg.train.steps == (500_000 if "stl10" in name else 200_000)
             assert "the paper says hinge" not in text and "the paper says 500k" not in text
-            assert "no G init option" in text  # G keeps its own init: the paper's Kaiming-normal G is a deviation
+            assert cfg.model.g_init == "kaiming"  # as the paper says: no longer a deviation
+        # the GN-GAN code's ResNet G is Kaiming-normal (every conv and linear): the ResNet presets of its family
+        code_resnet_g = cfg.model.arch == "resnet" and name.startswith(("gn_", "pgn_", "celebahq"))
+        paper_g = name.startswith("pgn_") and not name.endswith("_code")
+        assert cfg.model.g_init == ("kaiming" if code_resnet_g or paper_g else "official"), name
+        assert "no G init option" not in text and "G keeps its official init" not in text, name
         if name.startswith(("gn_", "pgn_")):  # the code's networks: G's BatchNorm2d(512), ResNet D bias + Kaiming
             if "_cnn" in name:
                 assert cfg.model.g_options == {"bottom_bn": "channel"}
@@ -98,9 +105,10 @@ def test_each_pgn_code_preset_differs_from_the_paper_preset_only_in_the_document
     differing = {k for k in a if a[k] != b[k] and not k.startswith("about.")}
     expected = set()
     if "_cnn" in name:
-        expected |= {"train.loss", "model.d_init"}
+        expected |= {"train.loss", "model.d_init", "model.g_init"}
         assert (a["train.loss"], b["train.loss"]) == ("hinge", "ns")
         assert (a["model.d_init"], b["model.d_init"]) == ("kaiming", "normal")
+        assert (a["model.g_init"], b["model.g_init"]) == ("kaiming", "official")
     if "stl10" in name:
         expected.add("train.steps")
         assert (a["train.steps"], b["train.steps"]) == (500_000, 200_000)
@@ -141,7 +149,9 @@ def test_list_presets_prints_paper_follows_and_deviations(capsys):
 
 
 # ------------------------------------------------------------------------------------- evaluation protocols
-BSSN_CODE = [n for n in PAPER_PRESETS if n.startswith("bssn_")] + ["sngan_gamma_cifar10"]
+#: the BSSN code's SN-with-gamma baselines (same_gamma-CNN), on its three datasets
+GAMMA = [f"sngan_gamma_{d}" for d in ("cifar10", "stl10", "celeba")]
+BSSN_CODE = [n for n in PAPER_PRESETS if n.startswith("bssn_")] + GAMMA
 GN_CODE = [n for n in PAPER_PRESETS if n.startswith(("gn_", "pgn_"))]
 SNGAN_COLLECTIONS = ["sngan_cifar10_cnn", "sngan_cifar10_resnet"]
 #: the class-conditional and CelebA-HQ presets (the PGN paper's BigGAN and CelebA-HQ experiments, the projection D)

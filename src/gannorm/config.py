@@ -62,6 +62,7 @@ class ModelConfig:
     g_options: dict[str, Any] = field(default_factory=dict)  # architecture options for G (e.g. depth)
     d_options: dict[str, Any] = field(default_factory=dict)  # ... and for D
     d_init: str = "official"             # D's initialisation: official, lecun, xavier, kaiming, normal, trunc_normal
+    g_init: str = "official"             # G's initialisation, the same schemes (official: the network's own)
     num_classes: int = 0                 # class-conditional G(z, y) and D(x, y) with this many classes (0: unconditional);
                                          # must equal the dataset's number of classes (docs/conditional.md)
 
@@ -532,6 +533,7 @@ RANGES: tuple[tuple[str, Range], ...] = (
 #: every config key that names a registry entry, the registry, and the names allowed besides its entries
 NAMES: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
     ("data.name", DATASETS, ()), ("model.arch", NETWORKS, ()), ("model.d_init", SCHEMES, ("official",)),
+    ("model.g_init", SCHEMES, ("official",)),
     ("normalization.method", METHODS, ()), ("normalization.g_method", METHODS, ()),
     ("normalization.function", FUNCTIONS, ()),
     ("train.loss", LOSSES, ()), ("train.penalty", PENALTIES, ("none",)), ("train.eval_metrics", METRICS, ()),

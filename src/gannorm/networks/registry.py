@@ -11,10 +11,10 @@ Each entry is a :class:`NetworkSpec`: the two constructors, the data ``kind`` ("
 ``data_shape = (C, H, W)`` with ``H == W``, the resolution; "vector": ``data_shape = (D,)``), the
 supported resolutions and the allowed arch options with their defaults. One ``arch_options`` dict
 serves both builders: an option that concerns only one network (e.g. D's ``slope``) is accepted
-and ignored by the other. Every network is built with its official initialisation; only D is
-normalized (``gannorm.normalize(D, normalization, **normalization_options)``, with
-``input_shape=data_shape`` filled in for the methods whose entry says ``needs_input_shapes``). Bad
-input raises a one-line ``ValueError`` naming the allowed values (an unknown arch raises
+and ignored by the other. Every network is built with its official initialisation unless ``init`` names
+a scheme of :func:`gannorm.init_weights` (both builders); D is normalized
+(``gannorm.normalize(D, normalization, **normalization_options)``, with ``input_shape=data_shape`` filled
+in for the methods whose entry says ``needs_input_shapes``), G only when asked. Bad input raises a one-line ``ValueError`` naming the allowed values (an unknown arch raises
 :class:`UnknownNetworkError`, which is both a ``ValueError`` and the library's
 ``UnknownNameError``/``KeyError``).
 
@@ -161,13 +161,19 @@ def _labelled(module: nn.Module, options: Mapping[str, int]) -> nn.Module:
     return module
 
 
+def _check_init(init: str, who: str) -> None:
+    if init != "official" and init not in SCHEMES:
+        raise ConfigError(f"unknown {who} init {init!r}; known: official, {', '.join(SCHEMES)}")
+
+
 def _check_width(width: float) -> None:
     require(width, name="width", min=0, min_exclusive=True, error=ConfigError)
 
 
 def build_generator(arch: str, data_shape: Sequence[int], *, z_dim: int = 128, width: float = 1.0,
                     num_classes: int = 0, normalization: str = "none",
-                    normalization_options: Mapping[str, Any] | None = None, **arch_options) -> nn.Module:
+                    normalization_options: Mapping[str, Any] | None = None, init: str = "official",
+                    **arch_options) -> nn.Module:
     """G mapping ``z [B, z_dim]`` (and, with ``num_classes > 0``, labels ``y [B]``) to ``[B, *data_shape]``
     (tanh for images, linear for vectors).
 
@@ -179,6 +185,9 @@ def build_generator(arch: str, data_shape: Sequence[int], *, z_dim: int = 128, w
         num_classes: 0 (unconditional, ``G(z)``) or the number of classes (``G(z, y)``; a conditional arch).
         normalization: a weight method applied to G's layers as BigGAN does (``"sn"``; default none), with
             ``normalization_options``; a method that needs input shapes gets ``input_shape=(z_dim,)``.
+        init: ``"official"`` (the network's own initialisation, drawing nothing more) or a scheme of
+            :func:`gannorm.init_weights` (``kaiming``, ...), applied before the normalization as D's ``init``
+            (zero biases; class embeddings and BatchNorm keep the network's own init).
         **arch_options: the arch's options (``NetworkSpec.options``).
 
     Returns:
@@ -196,8 +205,11 @@ def build_generator(arch: str, data_shape: Sequence[int], *, z_dim: int = 128, w
     _check_width(width)
     require(z_dim, name="z_dim", kind="int", min=1, error=ConfigError)
     classes = _class_options(arch, spec, num_classes)
+    _check_init(init, "G")
     method = METHODS.get(normalization)  # fail on an unknown method before building anything
     G = _labelled(spec.generator(shape, z_dim=z_dim, width=width, **options, **classes), classes)
+    if init != "official":
+        init_weights(G, init)
     if normalization == "none":
         return G
     norm_options = dict(normalization_options or {})
@@ -229,8 +241,7 @@ def build_discriminator(arch: str, data_shape: Sequence[int], *, width: float = 
         >>> D(torch.randn(2, 3, 32, 32), torch.tensor([3, 7])).shape  # doctest: +SKIP
         torch.Size([2, 1])
     """
-    if init != "official" and init not in SCHEMES:
-        raise ConfigError(f"unknown D init {init!r}; known: official, {', '.join(SCHEMES)}")
+    _check_init(init, "D")
     spec = get_spec(arch)
     shape = spec.check_data_shape(arch, data_shape)
     options = spec.resolve_options(arch, arch_options)

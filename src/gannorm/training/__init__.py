@@ -1,4 +1,5 @@
-"""The training engine: the :class:`Trainer` loop, its callbacks, EMA, and the process-state guards.
+"""The training engine: the :class:`Trainer` loop, its callbacks, EMA, checkpoints (:mod:`.checkpointing`),
+the stop on SIGINT/SIGTERM (:mod:`.signals`) and the process-state guards.
 
 The commands built on it (``gannorm train``, ``--resume``, comparison presets) are in
 :mod:`gannorm.app.training`.

@@ -6,8 +6,10 @@ Everything random in the loop comes from one seeded ``torch.Generator`` that is 
 checkpoint, so a resumed run produces bitwise the same weights as an uninterrupted one on CPU.
 
 The loop itself is :meth:`Trainer.run`; logging, diagnostics, samples, evaluation, checkpoints and the
-progress bar are callbacks (:mod:`gannorm.training.callbacks`). The trainer leaves its caller's process
-state as it found it: torch's thread count, the global RNG, and the signal handlers are restored.
+progress bar are callbacks (:mod:`gannorm.training.callbacks`); what a checkpoint holds and how a resume
+restores it is :mod:`gannorm.training.checkpointing`, and the SIGINT/SIGTERM stop is
+:mod:`gannorm.training.signals`. The trainer leaves its caller's process state as it found it: torch's
+thread count, the global RNG, and the signal handlers are restored.
 
 Started by ``torchrun`` (``WORLD_SIZE`` > 1), every rank runs this same loop on its shard of each global
 batch, with the gradients summed over the ranks after each backward (:mod:`gannorm.training.distributed`,
@@ -20,11 +22,10 @@ import contextlib
 import math
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -40,13 +41,15 @@ from ..losses import LOSSES
 from ..networks import build_discriminator, build_generator
 from ..normalizations import update_after_step
 from ..penalties import PENALTIES, orthogonal_regularization, weight_clip_
-from ..runfolder import CHECKPOINT, SAMPLES, BestRecord, EvalRecord, RunFolder, Status, load_state_checked
+from ..runfolder import CHECKPOINT, SAMPLES, BestRecord, EvalRecord, RunFolder, Status
+from . import checkpointing
 from .callbacks import Callback, default_callbacks, evaluate_sampler, rank_callbacks
 from .distributed import check_supported, ranks_from_env, setup, sync_batch_norm, synced
 from .ema import EMA
 from .finite import agreed_non_finite, locate, named_grads
 from .logger import MetricSink
 from .sample_mode import sampling
+from .signals import StopRequest
 from .wandb_log import WandbRun
 from .state import num_threads, private_rng
 
@@ -128,7 +131,7 @@ class Trainer:
         self.saved_step: int | None = None        # the step of the latest checkpoint this session wrote
         self.callbacks: list[Callback] = list(default_callbacks(cfg) if callbacks is None else callbacks)
         self.logger: MetricSink | None = None
-        self._stop_signal: int | None = None
+        self.stop = StopRequest()                 # SIGINT/SIGTERM or request_stop(): stop after this step
         self._in_run = False
         self.non_finite: str | None = None  # what went non-finite first, once a step has diverged
         self._resumed = resume is not None
@@ -177,7 +180,7 @@ class Trainer:
         m, n, t = self.cfg.model, self.cfg.normalization, self.cfg.train
         shape = tuple(self.data.shape)
         G = build_generator(m.arch, shape, z_dim=m.z_dim, width=m.width, num_classes=m.num_classes,
-                            normalization=n.g_method, normalization_options=dict(n.g_options),
+                            normalization=n.g_method, normalization_options=dict(n.g_options), init=m.g_init,
                             **m.g_options).to(self.device)
         if self.ranks.distributed:  # BatchNorm over the global batch; the same state-dict keys
             G = sync_batch_norm(G)
@@ -190,35 +193,24 @@ class Trainer:
             D = GradientNormalized(D, n.function, n.function_eps, n.first_order_g)
         return G, D
 
-    # ------------------------------------------------------------------ state
+    # ------------------------------------------------------------------ state (gannorm.training.checkpointing)
+    def _objects(self) -> checkpointing.TrainingObjects:
+        return checkpointing.TrainingObjects(self.G, self.D, self.opt_g, self.opt_d, self.rng, self.ema, self.scaler)
+
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step, "config": to_dict(self.cfg), "G": self.G.state_dict(),
-            "D": self.D.state_dict(), "G_ema": None if self.ema is None else self.ema.state_dict(),
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "scaler": None if self.scaler is None else self.scaler.state_dict(),
-            "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state() if self._in_run else self._torch_rng,
-            "fixed_z": self.fixed_z, "data_shape": list(self.data.shape), "d_steps": self.d_steps,
-        }
+        """The checkpoint of the run as it stands (:func:`gannorm.training.checkpointing.capture`)."""
+        torch_rng = torch.get_rng_state() if self._in_run else self._torch_rng
+        progress = checkpointing.Progress(self.step, self.d_steps, torch_rng, self.fixed_z)
+        return checkpointing.capture(self._objects(), progress, to_dict(self.cfg), self.data.shape)
 
     def _load(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint; a checkpoint of another network or method is a one-line error."""
-        load_state_checked(self.G, state["G"], "the generator", self.folder.checkpoint)
-        load_state_checked(self.D, state["D"], "the discriminator", self.folder.checkpoint)
-        if self.ema is not None and state.get("G_ema") is not None:
-            load_state_checked(self.ema.model, state["G_ema"], "the EMA generator", self.folder.checkpoint)
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.rng.set_state(state["rng"])
-        self._torch_rng = state["torch_rng"]
-        self.fixed_z = state["fixed_z"]
-        self.step = int(state["step"])
-        self.d_steps = int(state.get("d_steps", self.step * self.cfg.train.n_dis))
+        p = checkpointing.restore(self._objects(), state, self.folder.checkpoint, self.cfg.train.n_dis)
+        self.step, self.d_steps, self._torch_rng, self.fixed_z = p.step, p.d_steps, p.torch_rng, p.fixed_z
 
     def save(self) -> None:
-        self.folder.save_checkpoint(self.state_dict())
+        """The latest checkpoint, at this step."""
+        checkpointing.save(self.folder, self.state_dict())
         self.saved_step = self.step
 
     def save_best(self, record: BestRecord) -> None:
@@ -227,10 +219,8 @@ class Trainer:
         The latest checkpoint comes first, so a resume never starts before the best step: the best file
         always holds a state of the run's own history.
         """
-        state = self.state_dict()
-        self.folder.save_checkpoint(state)
+        checkpointing.save(self.folder, self.state_dict(), best=record)
         self.saved_step = self.step
-        self.folder.save_best(state, record)
 
     # ------------------------------------------------------------------ pieces of a step
     def _autocast(self):
@@ -491,21 +481,15 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def request_stop(self, signum: int = signal.SIGINT) -> None:
         """Stop after the current step, with a checkpoint (what SIGINT/SIGTERM do); a second request
-        stops at once."""
-        if self._stop_signal is not None:
-            raise KeyboardInterrupt
-        self._stop_signal = signum
-        print(f"\ngannorm: got signal {signum}; saving a checkpoint after this step", file=sys.stderr)
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self.request_stop(signum)
+        stops at once (:class:`gannorm.training.signals.StopRequest`)."""
+        self.stop.request(signum)
 
     def run(self) -> RunResult:
         """Train to ``train.steps``; returns how it ended. The caller's threads, RNG and signals are kept."""
         if self.ranks.main:
             self.folder.lock()  # held since __init__, unless a previous run() gave it back
         with num_threads(self.cfg.train.threads), private_rng(self._torch_rng, device=self.device), \
-                self._signal_handlers():
+                self.stop.handlers():
             self._in_run = True
             try:
                 return self._loop()
@@ -558,8 +542,7 @@ class Trainer:
             return rank_callbacks(self.callbacks, self.ranks)
         t = self.cfg.train
         if resumed:  # what a killed run left: half-written temporaries, log rows after the checkpoint
-            self.folder.remove_temporaries()
-            self.folder.truncate_logs(self.step)
+            checkpointing.tidy_for_resume(self.folder, self.step)
         self.logger = MetricSink(self.folder, tensorboard=t.tensorboard, resume_step=self.step if resumed else None,
                                  wandb=WandbRun.start(self.folder, self.cfg) if t.wandb else None)
         self.folder.write_status(Status("running", self.step))
@@ -585,7 +568,7 @@ class Trainer:
                 return "diverged"
             for cb in callbacks:
                 cb.on_step(self, scalars)
-            if self.ranks.any(self._stop_signal is not None):  # a stop asked of one rank stops them all
+            if self.ranks.any(self.stop.requested):  # a stop asked of one rank stops them all
                 return "interrupted"
         return "finished"
 
@@ -606,19 +589,6 @@ class Trainer:
                                             f"{self.non_finite}", checkpoint_step=self.folder.checkpoint_step()))
         else:
             self.folder.write_status(Status(status, self.step, seconds=round(seconds, 2)))
-
-    @contextlib.contextmanager
-    def _signal_handlers(self) -> Iterator[None]:
-        """SIGINT/SIGTERM stop after the current step (main thread only); the caller's handlers are restored."""
-        handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                handlers[sig] = signal.signal(sig, self._on_signal)
-        try:
-            yield
-        finally:
-            for sig, h in handlers.items():
-                signal.signal(sig, h)
 
 
 @contextlib.contextmanager
