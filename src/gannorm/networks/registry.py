@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 from torch import nn
 
 from ..errors import ConfigError
-from ..init import SCHEMES, init_weights
+from ..init import INIT_SCHEMES, init_weights
 from ..normalizations import METHODS, normalize
 from ..registry import Registry, UnknownNameError
 from . import biggan, sngan_resnet
@@ -230,8 +230,8 @@ def build_discriminator(arch: str, data_shape: Sequence[int], *, width: float = 
         >>> D(torch.randn(2, 3, 32, 32), torch.tensor([3, 7])).shape  # doctest: +SKIP
         torch.Size([2, 1])
     """
-    if init != "official" and init not in SCHEMES:
-        raise ConfigError(f"unknown D init {init!r}; known: official, {', '.join(SCHEMES)}")
+    if init != "official" and init not in INIT_SCHEMES:
+        raise ConfigError(f"unknown D init {init!r}; known: official, {', '.join(INIT_SCHEMES.names())}")
     spec = get_spec(arch)
     shape = spec.check_data_shape(arch, data_shape)
     options = spec.resolve_options(arch, arch_options)

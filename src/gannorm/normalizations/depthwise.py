@@ -8,7 +8,7 @@ output channels) is diagonalized by the 2-D DFT (Sedghi et al., ICLR 2019;
     sigma = max_c max_omega sqrt( sum_{j in group c} |DFT_N(pad(k_j))(omega)|^2 )
 
 (for ``m == 1`` this is ``max_c max_omega |DFT(k_c)(omega)|``; for ``m > 1`` the ``m`` outputs of a
-channel stack vertically, so their squared moduli add). :class:`DepthwiseSpectralNorm` computes it
+channel stack vertically, so their squared moduli add). :class:`DepthwiseSeparableSpectralNorm` computes it
 *exactly on every forward* with one ``torch.fft.fft2`` of the tiny kernels -- no power iteration,
 no state -- and returns ``scale * W / sigma``; gradients flow through sigma by autograd.
 
@@ -69,7 +69,7 @@ def depthwise_sigma(weight: Tensor, channels: int, fft_size: Sequence[int]) -> T
     return power.sum(dim=1).amax().sqrt()
 
 
-class DepthwiseSpectralNorm(nn.Module):
+class DepthwiseSeparableSpectralNorm(nn.Module):
     """Parametrization ``W -> scale * W / sigma_DFT(W)`` for a depthwise ``Conv2d`` (see the module docstring).
 
     ``input_size`` is the layer's input ``(H, W)``; ``padding`` the total extra grid ``(pad_h, pad_w)``
@@ -162,7 +162,8 @@ def depthwise_separable_spectral_norm(module: nn.Module, name: str = "weight", *
     if len(shape) != 2:
         raise ValueError(f"input_shape for a depthwise Conv2d must be (C, H, W) or (H, W), got {tuple(input_shape)}")
     _get_weight(module, name)  # a one-line error if the layer has no such tensor
-    param = DepthwiseSpectralNorm(module.in_channels, shape, padding=_grid_padding(module), scale=scale, eps=eps)
+    param = DepthwiseSeparableSpectralNorm(module.in_channels, shape, padding=_grid_padding(module), scale=scale,
+                                           eps=eps)
     parametrize.register_parametrization(module, name, param)
     return module
 
@@ -178,3 +179,7 @@ def apply_dssn(layers: Sequence[tuple[str, nn.Module]], input_shapes: dict[str, 
         depthwise_separable_spectral_norm(m, input_shape=input_shapes.get(name, ()), scale=scale, eps=eps,
                                           n_power_iterations=n_power_iterations, update=update,
                                           grad_through_vectors=grad_through_vectors, warmup=warmup)
+
+
+#: the former name of :class:`DepthwiseSeparableSpectralNorm`
+DepthwiseSpectralNorm = DepthwiseSeparableSpectralNorm

@@ -16,7 +16,7 @@ model **but the first and the last** (the last is D's output layer; placement in
   ``(C, H, W)`` (over ``C`` for a Linear), then a learned *per-channel* gain and bias (not per element:
   ``nn.LayerNorm((C, H, W))`` would tie the discriminator to one input size and have ``C*H*W`` gains).
   Per sample, so GN/PGN accept it. It divides by a data-dependent standard deviation, so it is not
-  affine: it cannot be folded into the layer, and :func:`gannorm.remove` refuses a model that has it.
+  affine: it cannot be folded into the layer, and :func:`gannorm.remove_normalization` refuses a model that has it.
 """
 from __future__ import annotations
 

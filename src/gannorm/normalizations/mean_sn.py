@@ -13,7 +13,7 @@ official layers rescale the weight *in place* by ``W / sigma`` (a projection); g
 parametrization, which is the same normalized weight. gamma is unconstrained, so the layer's
 Lipschitz constant is ``max |gamma_c|``, not 1. The batch mean couples samples, so GN/PGN refuse it.
 
-MSN is not only a weight normalization, so :func:`gannorm.remove` does more for it than for the
+MSN is not only a weight normalization, so :func:`gannorm.remove_normalization` does more for it than for the
 others: it folds the *eval-mode* mean-only BN (running mean, gain, bias) into the layer's weight and
 bias (:func:`fold_mean_norm`). The plain network left behind computes what the MSN model computes in
 eval mode; the training-mode batch mean is gone.

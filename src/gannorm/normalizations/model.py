@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import warnings
 from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..errors import OptionError
+from ..errors import InputError, OptionError
 from .base import PowerIterationNorm
 from .feature_norms import fold_post_norm, post_norm
 from .gamma import GammaScale
@@ -138,8 +139,8 @@ def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **o
     layers = _layers(model, exclude, spec.layer_types)
     for name, m in layers:
         if is_normalized(m) or hasattr(model, "_gannorm_pending"):
-            raise ValueError(f"layer {name or type(m).__name__!r} is already normalized; "
-                             "call gannorm.remove(model) before normalizing it again")
+            raise InputError(f"layer {name or type(m).__name__!r} is already normalized; "
+                             "call gannorm.remove_normalization(model) before normalizing it again")
     input_shape = options.pop("input_shape", None)
     if not spec.needs_input_shapes:
         spec.apply(layers, **options)
@@ -218,7 +219,7 @@ def reset_power_iteration(model: nn.Module, n_iterations: int | None = None) -> 
         p.reinitialize(weight, n_iterations)
 
 
-def remove(model: nn.Module) -> nn.Module:
+def remove_normalization(model: nn.Module) -> nn.Module:
     """Undo :func:`normalize`: every parametrization, hook and submodule a method attached is removed.
 
     Each layer keeps its *effective* weight (``scale * W / sigma``, times gamma for the gamma methods;
@@ -229,13 +230,33 @@ def remove(model: nn.Module) -> nn.Module:
     :func:`gannorm.normalizations.mean_sn.fold_mean_norm` and
     :func:`gannorm.normalizations.feature_norms.fold_post_norm`). The result is a plain network that
     computes what the normalized model computes in eval mode. A ``layer_norm`` model is refused with a
-    one-line ``ValueError`` before anything changes: a layer norm is not affine, so no plain layer
-    computes it. Returns the model.
+    one-line :class:`~gannorm.errors.InputError` (a ``ValueError``) before anything changes: a layer norm is
+    not affine, so no plain layer computes it.
+
+    Like ``torch.nn.utils.parametrize.remove_parametrizations(module, name, leave_parametrized=True)``, but for
+    every layer of a model and every method of :data:`METHODS`.
+
+    Args:
+        model: a model normalized by :func:`normalize` (or by the per-layer functions), changed in place.
+
+    Returns:
+        ``model``, with plain layers.
+
+    Raises:
+        InputError: the model has a ``layer_norm`` method's layer norm (nothing is changed).
+
+    Example::
+
+        >>> D = normalize(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 1)), "bssn", scale=1.4)
+        >>> effective = D[0].weight.detach().clone()
+        >>> D = remove_normalization(D.eval())
+        >>> parametrize.is_parametrized(D[0]), torch.equal(D[0].weight, effective)
+        (False, True)
     """
     for name, m in model.named_modules():
         found = post_norm(m)
         if found is not None and not found[0].foldable:
-            raise ValueError(f"gannorm.remove: layer {name or type(m).__name__!r} is followed by a "
+            raise InputError(f"gannorm.remove_normalization: layer {name or type(m).__name__!r} is followed by a "
                              f"{type(found[1]).__name__} (layer_norm), which is not affine and cannot be folded into "
                              "its weight; rebuild the model without normalization instead")
     for _, m, tensor_name, plist in list(_parametrizations(model)):
@@ -247,3 +268,26 @@ def remove(model: nn.Module) -> nn.Module:
         if post_norm(m) is not None:
             fold_post_norm(m)
     return model
+
+
+def remove(model: nn.Module) -> nn.Module:
+    """Deprecated name of :func:`remove_normalization` (same arguments and result); emits a ``DeprecationWarning``.
+
+    Args:
+        model: a normalized model, changed in place.
+
+    Returns:
+        ``model``, with plain layers.
+
+    Example::
+
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     D = remove(normalize(nn.Linear(3, 2), "sn"))
+        >>> caught[0].category.__name__, parametrize.is_parametrized(D)
+        ('DeprecationWarning', False)
+    """
+    warnings.warn("gannorm.remove is deprecated; use gannorm.remove_normalization (same arguments)",
+                  DeprecationWarning, stacklevel=2)
+    return remove_normalization(model)

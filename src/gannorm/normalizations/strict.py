@@ -44,8 +44,9 @@ def _explicit_padding(module: nn.Module, nd: int) -> tuple[list[int] | None, tup
     return None, tuple(module.padding)
 
 
-class ConvOperatorNorm(PowerIterationNorm):
-    """Parametrization ``W -> scale * W / ||conv(., W)||_op`` for a fixed input shape."""
+class StrictSpectralNorm(PowerIterationNorm):
+    """Parametrization ``W -> scale * W / ||conv(., W)||_op`` for a fixed input shape (what
+    :func:`strict_spectral_norm` registers on a convolution; formerly named ``ConvOperatorNorm``)."""
 
     vector_names = (("_u", "_v"),)
 
@@ -158,6 +159,10 @@ def strict_spectral_norm(module: nn.Module, name: str = "weight", *, input_shape
     if isinstance(module, (nn.Linear, nn.Embedding)):
         param = SpectralNorm(weight, dim=0, **options)
     else:
-        param = ConvOperatorNorm(module, weight, input_shape, **options)
+        param = StrictSpectralNorm(module, weight, input_shape, **options)
     parametrize.register_parametrization(module, name, param)
     return module
+
+
+#: the former name of :class:`StrictSpectralNorm` (kept so that old code and pickles keep working)
+ConvOperatorNorm = StrictSpectralNorm
