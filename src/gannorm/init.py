@@ -291,6 +291,20 @@ def arpit_g(fan_in: int, fan_out: int, activation_gain: float = 2.0, residual_bl
 
     ``c`` is ``activation_gain`` (2 for a ReLU after the layer, ``2 / (1 + a^2)`` for a LeakyReLU(a),
     1 for none) and ``B`` is ``residual_blocks`` for the last layer of a residual branch (else 1).
+
+    Args:
+        fan_in: the layer's fan-in (:func:`fans`).
+        fan_out: its fan-out.
+        activation_gain: ``c``.
+        residual_blocks: ``B`` (for the last layer of a residual branch).
+
+    Returns:
+        the gain ``g``.
+
+    Example::
+
+        >>> arpit_g(64, 128), arpit_g(100, 100, activation_gain=1.0, residual_blocks=4)
+        (1.0, 0.5)
     """
     return math.sqrt(activation_gain * fan_in / fan_out / residual_blocks)
 
@@ -428,6 +442,21 @@ def init_wn_arpit(model: nn.Module, bias: float = 0.0) -> nn.Module:
     A weight-normalized layer (``normalization.method=weight_norm``) gets ``v`` and ``g``; any other layer
     gets the effective weight ``g * v / ||v||`` itself, so initializing and then normalizing gives the
     same weights as normalizing and then initializing. Returns the model.
+
+    Args:
+        model: the network, changed in place.
+        bias: the value of every bias.
+
+    Returns:
+        ``model``.
+
+    Example::
+
+        >>> from gannorm.normalizations import normalize
+        >>> net = normalize(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 1)), "weight_norm")
+        >>> net = init_wn_arpit(net)
+        >>> round(float(net[0].parametrizations.weight[0].g[0]), 4), float(net[2].parametrizations.weight[0].g[0])
+        (2.0, 1.0)
     """
     walk = _ForwardWalk()
     walk.chain([model])

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from .base import TRANSPOSED_CONVS
 from .options import FEATURE_NORM_CHECKS, check_option
 
@@ -74,7 +75,7 @@ def out_channels(module: nn.Module) -> int:
 def inner_layers(layers: Layers, method: str) -> Layers:
     """Every layer but the first and the last (in module order); fewer than 3 layers is a one-line error."""
     if len(layers) < 3:
-        raise ValueError(f"{method} follows every layer but the first and the last with a normalization, but the "
+        raise InputError(f"{method} follows every layer but the first and the last with a normalization, but the "
                          f"model has only {len(layers)} normalizable layer(s); use a deeper model or another method")
     return layers[1:-1]
 
@@ -140,7 +141,7 @@ def fold_post_norm(module: nn.Module) -> nn.Module:
         return module
     kind, norm = found
     if not kind.foldable:
-        raise ValueError(f"a {type(norm).__name__} after {type(module).__name__} is not affine and cannot be folded "
+        raise InputError(f"a {type(norm).__name__} after {type(module).__name__} is not affine and cannot be folded "
                          "into its weight")
     weight = module.weight
     gain = (norm.weight / torch.sqrt(norm.running_var + norm.eps)).to(weight.dtype)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import LayerTypeError
 from .options import check_option
 
 
@@ -63,7 +64,8 @@ def attach_mean_norm(module: nn.Module, momentum: float = 0.1) -> nn.Module:
     ``module`` is a Conv1d/2d/3d or a Linear layer; the new parameters take its device and (float) dtype.
     """
     if not isinstance(module, _TARGETS):
-        raise TypeError(f"mean-only batch norm follows a Conv1d/2d/3d or Linear layer, got {type(module).__name__}")
+        raise LayerTypeError(f"mean-only batch norm follows a Conv1d/2d/3d or Linear layer, got "
+                             f"{type(module).__name__}")
     check_option("momentum", momentum)
     channels = module.out_channels if hasattr(module, "out_channels") else module.out_features
     like = next(module.parameters())
