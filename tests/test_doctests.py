@@ -12,6 +12,7 @@ import importlib
 import inspect
 import io
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,7 +26,7 @@ MODULES = (
 )
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 #: names every example may use without importing them (as in torch's docstrings)
-GLOBS = {"torch": torch, "nn": torch.nn}
+GLOBS = {"torch": torch, "nn": torch.nn, "np": np}
 
 
 def public_functions(module) -> list[tuple[str, object]]:

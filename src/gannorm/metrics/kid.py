@@ -47,7 +47,21 @@ def _positive_int(value: Any, name: str, minimum: int) -> int:
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The KID kernel matrix ``(x @ y.T / d + 1) ** 3`` for ``x`` ``[n, d]`` and ``y`` ``[m, d]``."""
+    """The KID kernel matrix ``(x @ y.T / d + 1) ** 3`` for ``x`` ``[n, d]`` and ``y`` ``[m, d]``.
+
+    Args:
+        x: ``[n, d]``.
+        y: ``[m, d]``.
+
+    Returns:
+        the kernel matrix ``[n, m]``.
+
+    Example::
+
+        >>> polynomial_kernel(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1.0, 0.0]]))   # (1/2 + 1)^3, (0 + 1)^3
+        array([[3.375],
+               [1.   ]])
+    """
     k = x @ y.T
     k /= x.shape[1]
     k += 1.0
@@ -56,7 +70,20 @@ def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     """The unbiased MMD^2 estimate between equally sized samples ``x``, ``y`` ``[m, d]`` (m >= 2) with
-    :func:`polynomial_kernel` (torch-fidelity's ``mmd2(..., mmd_est='unbiased')``)."""
+    :func:`polynomial_kernel` (torch-fidelity's ``mmd2(..., mmd_est='unbiased')``).
+
+    Args:
+        x: ``[m, d]``.
+        y: ``[m, d]``.
+
+    Returns:
+        the estimate (it can be slightly negative).
+
+    Example::
+
+        >>> round(mmd2_unbiased(np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([[0.0, 1.0], [1.0, 1.0]])), 4)
+        1.1875
+    """
     m = x.shape[0]
     k_xx = polynomial_kernel(x, x)
     k_yy = polynomial_kernel(y, y)
@@ -75,6 +102,25 @@ def kernel_inception_distance(f1: Any, f2: Any, subsets: int = 100, subset_size:
     result is reproducible for a given seed. Raises a one-line ``ValueError`` if either set has fewer
     than ``subset_size`` rows, if the dimensions differ, or for invalid arguments (``subset_size >= 2``,
     ``subsets >= 1``).
+
+    Args:
+        f1: features ``[n1, d]``.
+        f2: features ``[n2, d]``.
+        subsets: the number of subsets.
+        subset_size: the rows of each set per subset.
+        seed: the seed of the subset draws.
+
+    Returns:
+        ``(mean, std)`` of the MMD^2 estimates.
+
+    Example::
+
+        >>> rng = np.random.default_rng(0)
+        >>> a, b = rng.normal(size=(50, 4)), rng.normal(size=(50, 4))
+        >>> same, _ = kernel_inception_distance(a, b, subsets=10, subset_size=20)
+        >>> shifted, _ = kernel_inception_distance(a, b + 1, subsets=10, subset_size=20)
+        >>> abs(same) < 0.5 < shifted
+        True
     """
     f1 = _features(f1, "f1")
     f2 = _features(f2, "f2")

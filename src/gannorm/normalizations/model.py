@@ -93,7 +93,13 @@ def _record_input_shapes(model: nn.Module, layers: Sequence[tuple[str, nn.Module
     kwargs = {} if param is None else {"dtype": param.dtype, "device": param.device}
     x = torch.zeros((1, *input_shape), **kwargs)
     args = (x, torch.zeros(1, dtype=torch.long, device=x.device)) if takes_labels(model) else (x,)
-    return _shapes_of_a_dry_forward(model, layers, args, {})
+    try:
+        return _shapes_of_a_dry_forward(model, layers, args, {})
+    except RuntimeError as err:  # the shape does not fit the model: the user's option, not a bug
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OptionError("input_shape", f"input_shape={tuple(input_shape)}: the model cannot run on an input of "
+                          f"shape {tuple(x.shape)} ({reason}); pass the shape of one input without the batch "
+                          "dim, e.g. (C, H, W)") from None
 
 
 def _shapes_of_a_dry_forward(model: nn.Module, layers: Sequence[tuple[str, nn.Module]], args: tuple,
