@@ -20,7 +20,9 @@ import torch
 MODULES = (
     "gannorm.normalizations.model", "gannorm.normalizations.spectral", "gannorm.normalizations.bidirectional",
     "gannorm.normalizations.strict", "gannorm.normalizations.depthwise", "gannorm.normalizations.weight_norm",
-    "gannorm.normalizations.convert", "gannorm.gradnorm", "gannorm.penalties", "gannorm.init", "gannorm.augment",
+    "gannorm.normalizations.convert", "gannorm.normalizations.options", "gannorm.normalizations.gamma",
+    "gannorm.normalizations.mean_sn", "gannorm.normalizations.layers", "gannorm.normalizations.power_iteration",
+    "gannorm.gradnorm", "gannorm.penalties", "gannorm.init", "gannorm.augment",
     "gannorm.metrics.frechet", "gannorm.metrics.inception_score", "gannorm.metrics.kid", "gannorm.metrics.mixtures",
     "gannorm.stability",
 )

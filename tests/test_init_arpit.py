@@ -120,7 +120,8 @@ def test_the_resnet_discriminator_gets_the_residual_rule():
 
 
 def test_bad_use_is_refused():
-    with pytest.raises(OptionError, match="^init scheme 'wn_arpit' does not use distribution='uniform'; it takes bias$"):
+    with pytest.raises(OptionError, match="^init scheme 'wn_arpit' does not use distribution='uniform'; it takes "
+                                          "bias$"):
         init_weights(nn.Linear(2, 2), "wn_arpit", distribution="uniform")
 
     class Hidden(nn.Module):  # describes a forward that leaves a layer out

@@ -60,7 +60,8 @@ def test_normalized_layers_get_their_raw_weight():
 
 def test_scheme_is_listed_and_refuses_uniform():
     assert "orthogonal" in SCHEMES
-    with pytest.raises(OptionError, match="init scheme 'orthogonal' does not use distribution='uniform'; it takes gain, bias"):
+    with pytest.raises(OptionError, match="init scheme 'orthogonal' does not use distribution='uniform'; it "
+                                          "takes gain, bias"):
         init_weights(nn.Linear(3, 3), "orthogonal", distribution="uniform")
 
 

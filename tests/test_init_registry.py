@@ -10,7 +10,15 @@ from torch import nn
 
 import gannorm
 from gannorm.errors import OptionError
-from gannorm.init import INIT_SCHEMES, SCHEMES, InitScheme, fans, init_weights, orthogonal_units, raw_weight
+from gannorm.init import (
+    INIT_SCHEMES,
+    SCHEMES,
+    InitScheme,
+    fans,
+    init_weights,
+    orthogonal_units,
+    raw_weight,
+)
 from gannorm.normalizations.model import NORMALIZABLE, reset_power_iteration
 from gannorm.normalizations.spectral import default_dim
 from gannorm.normalizations.weight_norm import weight_norm_layers

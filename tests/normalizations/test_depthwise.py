@@ -6,8 +6,8 @@ from torch import nn
 from torch.func import jacrev
 
 import gannorm
-from gannorm.normalizations.depthwise import (DepthwiseSeparableSpectralNorm, apply_dssn, depthwise_separable_spectral_norm,
-                                              depthwise_sigma)
+from gannorm.normalizations.depthwise import (DepthwiseSeparableSpectralNorm, apply_dssn,
+                                              depthwise_separable_spectral_norm, depthwise_sigma)
 from gannorm.normalizations.spectral import SpectralNorm
 
 

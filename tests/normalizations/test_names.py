@@ -10,7 +10,13 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import gannorm
-from gannorm.errors import ConfigError, GannormError, InputError, LayerTypeError, OptionError
+from gannorm.errors import (
+    ConfigError,
+    GannormError,
+    InputError,
+    LayerTypeError,
+    OptionError,
+)
 from gannorm.normalizations import depthwise, strict
 
 

@@ -31,7 +31,8 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module)
     whichever layout the file uses. Keys of unnormalized layers pass through unchanged.
 
     Args:
-        state_dict: a state dict in torch's old (``weight_orig``/``weight_u``) or new (parametrize) layout, or gannorm's.
+        state_dict: a state dict in torch's old (``weight_orig``/``weight_u``) or new (parametrize) layout, or
+            gannorm's.
         model: the normalized model to load it into.
 
     Returns:

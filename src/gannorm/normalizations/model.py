@@ -185,7 +185,7 @@ def normalize(model: nn.Module, method: str, *, exclude: Iterable[str] = (), **o
         >>> normalize(G, "sn")
         Traceback (most recent call last):
         ...
-        gannorm.errors.InputError: layer '0' is already normalized; call gannorm.remove_normalization(model) before normalizing it again
+        gannorm.errors.InputError: layer '0' is already normalized; call gannorm.remove_normalization(model) ...
     """
     spec = METHODS.get(method)
     try:

@@ -27,12 +27,36 @@ class OptionCheck:
 
 
 def is_real(x: Any) -> bool:
-    """A finite real number (not a bool, not a string)."""
+    """A finite real number (not a bool, not a string).
+
+    Args:
+        x: any value.
+
+    Returns:
+        whether it is a finite real number.
+
+    Example::
+
+        >>> is_real(1.5), is_real(True), is_real(float("nan")), is_real("1")
+        (True, False, False, False)
+    """
     return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
 def is_int(x: Any) -> bool:
-    """An integer (not a bool); numpy integers count."""
+    """An integer (not a bool); numpy integers count.
+
+    Args:
+        x: any value.
+
+    Returns:
+        whether it is an integer.
+
+    Example::
+
+        >>> is_int(3), is_int(3.0), is_int(False)
+        (True, False, False)
+    """
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
@@ -74,7 +98,24 @@ FEATURE_NORM_CHECKS: dict[str, OptionCheck] = {
 
 
 def check_option(name: str, value: Any, checks: Mapping[str, OptionCheck] = OPTION_CHECKS) -> None:
-    """Raise :class:`OptionError` if ``value`` is not acceptable for the option ``name``."""
+    """Raise :class:`OptionError` if ``value`` is not acceptable for the option ``name``.
+
+    Args:
+        name: the option.
+        value: its value.
+        checks: the range checks (an option without one is accepted).
+
+    Raises:
+        OptionError: ``value`` is out of range; the message names the rule and why.
+
+    Example::
+
+        >>> check_option("scale", 1.4)
+        >>> check_option("scale", 0)
+        Traceback (most recent call last):
+        ...
+        gannorm.errors.OptionError: scale must be a finite number > 0, got 0 (the effective weight is ...)
+    """
     check = checks.get(name)
     if check is not None and not check.accepts(value):
         why = f" ({check.why})" if check.why else ""
@@ -82,6 +123,22 @@ def check_option(name: str, value: Any, checks: Mapping[str, OptionCheck] = OPTI
 
 
 def check_options(options: Mapping[str, Any], checks: Mapping[str, OptionCheck] = OPTION_CHECKS) -> None:
-    """:func:`check_option` for every item of ``options``."""
+    """:func:`check_option` for every item of ``options``.
+
+    Args:
+        options: ``{name: value}``.
+        checks: the range checks.
+
+    Raises:
+        OptionError: the first value out of range.
+
+    Example::
+
+        >>> check_options({"n_power_iterations": 2, "update": "step"})
+        >>> check_options({"update": "sometimes"})
+        Traceback (most recent call last):
+        ...
+        gannorm.errors.OptionError: update must be one of forward, step, got 'sometimes' (...)
+    """
     for name, value in options.items():
         check_option(name, value, checks)
