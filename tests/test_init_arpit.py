@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import gannorm
+from gannorm.errors import InputError, OptionError
 from gannorm.init import SCHEMES, arpit_g, fans, init_weights, raw_weight
 from gannorm.networks import build_discriminator
 
@@ -119,7 +120,8 @@ def test_the_resnet_discriminator_gets_the_residual_rule():
 
 
 def test_bad_use_is_refused():
-    with pytest.raises(ValueError, match="^scheme 'wn_arpit' draws orthogonal directions .* no distribution or gain"):
+    with pytest.raises(OptionError, match="^init scheme 'wn_arpit' does not use distribution='uniform'; it takes "
+                                          "bias$"):
         init_weights(nn.Linear(2, 2), "wn_arpit", distribution="uniform")
 
     class Hidden(nn.Module):  # describes a forward that leaves a layer out
@@ -130,7 +132,7 @@ def test_bad_use_is_refused():
         def lipschitz_structure(self):
             return [[("a", self.a)]]
 
-    with pytest.raises(ValueError, match="^wn_arpit: layer 'b' is not in the forward the model describes"):
+    with pytest.raises(InputError, match="^wn_arpit: layer 'b' is not in the forward the model describes"):
         init_weights(Hidden(), "wn_arpit")
 
 

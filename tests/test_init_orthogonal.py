@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import gannorm
+from gannorm.errors import OptionError
 from gannorm.init import SCHEMES, init_weights, orthogonal_units, raw_weight
 
 
@@ -59,7 +60,8 @@ def test_normalized_layers_get_their_raw_weight():
 
 def test_scheme_is_listed_and_refuses_uniform():
     assert "orthogonal" in SCHEMES
-    with pytest.raises(ValueError, match="'orthogonal' has its own distribution"):
+    with pytest.raises(OptionError, match="init scheme 'orthogonal' does not use distribution='uniform'; it "
+                                          "takes gain, bias"):
         init_weights(nn.Linear(3, 3), "orthogonal", distribution="uniform")
 
 

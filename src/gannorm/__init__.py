@@ -7,20 +7,22 @@ Spectral normalization and its successors as PyTorch parametrizations, behind on
     gannorm.sigmas(D)                           # per-layer sigma estimates, for logging
     D_gn = gannorm.GradientNormalized(D, "gn")  # function-level: f / (||grad f|| + |f|)
     spec = gannorm.PENALTIES.get("r1")          # a gradient penalty: spec.fn(D, real, fake, spec.default_weight)
+    gannorm.METHODS.names()                     # every family's registry: METHODS, FUNCTIONS, PENALTIES,
+                                                # INIT_SCHEMES, LOSSES, NETWORKS, DATASETS, METRICS, ...
     result = gannorm.train("digits", ["train.steps=500"])    # what `gannorm train digits train.steps=500` does
     gannorm.RunFolder.open(result.run_dir).load()             # its logs as typed records
 """
 import importlib
 
 from .errors import ConfigError, GannormError
-from .gradnorm import GradientNormalized, gradient_normalize, penalty_gradient_normalize
-from .init import SCHEMES as INIT_SCHEMES
-from .init import fans, init_weights, leaky_relu_gain, raw_weight
-from .normalizations import (METHODS, UPDATE_POLICIES, BidirectionalSpectralNorm, ConvOperatorNorm, GammaScale,
-                             PowerIterationNorm, SpectralNorm, bidirectional_spectral_norm, convert_state_dict,
+from .gradnorm import FUNCTIONS, GradientNormalized, gradient_normalize, penalty_gradient_normalize
+from .init import INIT_SCHEMES, fans, init_weights, leaky_relu_gain, raw_weight
+from .normalizations import (METHODS, UPDATE_POLICIES, BidirectionalSpectralNorm, ConvOperatorNorm,
+                             DepthwiseSeparableSpectralNorm, GammaScale, PowerIterationNorm, SpectralNorm,
+                             StrictSpectralNorm, bidirectional_spectral_norm, convert_state_dict,
                              depthwise_separable_spectral_norm, normalize, normalized_layers, remove,
-                             reset_power_iteration, sigmas, spectral_norm, strict_spectral_norm, update_after_step,
-                             update_power_iteration)
+                             remove_normalization, reset_power_iteration, sigmas, spectral_norm, strict_spectral_norm,
+                             update_after_step, update_power_iteration)
 from .penalties import PENALTIES
 
 __version__ = "0.1.0"  # the one place (pyproject.toml reads it)
@@ -30,7 +32,16 @@ __version__ = "0.1.0"  # the one place (pyproject.toml reads it)
 #: `--resume` in Python
 _LAZY = {"train": ("gannorm.app.training", "train"), "resume": ("gannorm.app.training", "resume"),
          "RunFolder": ("gannorm.runfolder", "RunFolder"), "RunFolderError": ("gannorm.errors", "RunFolderError"),
-         "RunResult": ("gannorm.training", "RunResult")}
+         "RunResult": ("gannorm.training", "RunResult"),
+         # the registries of the families whose modules are heavier than the normalizations (the eager ones above:
+         # METHODS, FUNCTIONS, PENALTIES, INIT_SCHEMES); each is the module's own object
+         "LOSSES": ("gannorm.losses", "LOSSES"), "NETWORKS": ("gannorm.networks", "NETWORKS"),
+         "DIFFAUG_OPS": ("gannorm.augment", "DIFFAUG_OPS"), "DATASETS": ("gannorm.data", "DATASETS"),
+         "METRICS": ("gannorm.metrics.evaluate", "METRICS"), "EXTRACTORS": ("gannorm.metrics.evaluate", "EXTRACTORS")}
+
+#: every family's registry, by the name ``gannorm.<NAME>`` gives it
+REGISTRIES = ("METHODS", "FUNCTIONS", "PENALTIES", "INIT_SCHEMES", "LOSSES", "NETWORKS", "DIFFAUG_OPS", "DATASETS",
+              "METRICS", "EXTRACTORS")
 
 
 def __getattr__(name: str):
@@ -47,10 +58,12 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "METHODS", "UPDATE_POLICIES", "INIT_SCHEMES", "PENALTIES", "BidirectionalSpectralNorm", "ConvOperatorNorm",
-    "GammaScale", "PowerIterationNorm", "SpectralNorm", "GradientNormalized", "ConfigError", "GannormError",
-    "bidirectional_spectral_norm", "convert_state_dict", "depthwise_separable_spectral_norm", "fans",
-    "gradient_normalize", "init_weights", "leaky_relu_gain", "normalize", "normalized_layers",
-    "penalty_gradient_normalize", "raw_weight", "remove", "reset_power_iteration", "sigmas", "spectral_norm",
-    "strict_spectral_norm", "update_after_step", "update_power_iteration", "train", "resume", "RunFolder", "RunFolderError", "RunResult", "__version__",
+    "METHODS", "FUNCTIONS", "PENALTIES", "INIT_SCHEMES", "LOSSES", "NETWORKS", "DIFFAUG_OPS", "DATASETS", "METRICS",
+    "EXTRACTORS", "REGISTRIES", "UPDATE_POLICIES", "BidirectionalSpectralNorm", "StrictSpectralNorm",
+    "DepthwiseSeparableSpectralNorm", "ConvOperatorNorm", "GammaScale", "PowerIterationNorm", "SpectralNorm",
+    "GradientNormalized", "ConfigError", "GannormError", "bidirectional_spectral_norm", "convert_state_dict",
+    "depthwise_separable_spectral_norm", "fans", "gradient_normalize", "init_weights", "leaky_relu_gain", "normalize",
+    "normalized_layers", "penalty_gradient_normalize", "raw_weight", "remove_normalization", "remove",
+    "reset_power_iteration", "sigmas", "spectral_norm", "strict_spectral_norm", "update_after_step",
+    "update_power_iteration", "train", "resume", "RunFolder", "RunFolderError", "RunResult", "__version__",
 ]

@@ -40,6 +40,24 @@ from .registry import Registry
 
 
 def flip_translate(x: Tensor, translate: float = 0.125, generator: torch.Generator | None = None) -> Tensor:
+    """A random horizontal flip (probability 1/2) and an integer shift by up to ``translate`` of the size, per
+    image, with the uncovered border filled with -1 (black in [-1, 1]): consistency regularization's ``T``.
+
+    Args:
+        x: images ``[N, C, H, W]``.
+        translate: the largest shift, as a fraction of the size.
+        generator: the CPU generator of the draws.
+
+    Returns:
+        the transformed images, shaped like ``x``.
+
+    Example::
+
+        >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
+        >>> y = flip_translate(x, translate=0.0, generator=torch.Generator().manual_seed(0))
+        >>> torch.equal(y, x) or torch.equal(y, x.flip(-1))           # no shift: x or its mirror image
+        True
+    """
     n, _, h, w = x.shape
     flip = torch.rand(n, generator=generator) < 0.5
     max_dy, max_dx = int(translate * h), int(translate * w)
@@ -53,7 +71,20 @@ def flip_translate(x: Tensor, translate: float = 0.125, generator: torch.Generat
 
 
 def consistency_loss(d_x: Tensor, d_tx: Tensor) -> Tensor:
-    """``mean_i (D(T(x_i)) - D(x_i))^2`` on the discriminator outputs (no stop-gradient, as GN-GAN-CR)."""
+    """``mean_i (D(T(x_i)) - D(x_i))^2`` on the discriminator outputs (no stop-gradient, as GN-GAN-CR).
+
+    Args:
+        d_x: D's outputs on the images.
+        d_tx: D's outputs on their transformed copies.
+
+    Returns:
+        the scalar loss.
+
+    Example::
+
+        >>> consistency_loss(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 0.0]))
+        tensor(2.5000)
+    """
     return (d_tx - d_x).square().mean()
 
 

@@ -33,4 +33,8 @@ class OptionError(GannormError, ValueError):
 
 
 class InputError(GannormError, ValueError):
-    """An input the user gave (a file, a dataset for a metric) is not what gannorm needs."""
+    """An input the user gave (a file, a dataset for a metric, a model or a layer) is not what gannorm needs."""
+
+
+class LayerTypeError(InputError, TypeError):
+    """A function was given a layer of a type it does not take (a ``TypeError`` too, as it used to be)."""

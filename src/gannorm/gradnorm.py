@@ -35,13 +35,15 @@ maps the config names (``none``, ``gn``, ``pgn``) to :class:`FunctionSpec` entri
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from .errors import ConfigError, InputError, OptionError
 from .fastgrad import fast_conv_grads
 from .registry import Registry
 
@@ -49,12 +51,46 @@ _COUPLING = (nn.modules.batchnorm._BatchNorm,)
 
 
 def check_per_sample(model: nn.Module, method: str = "gradient normalization") -> None:
-    """Refuse models whose outputs couple samples (BatchNorm in training mode and friends)."""
+    """Refuse models whose outputs couple samples (BatchNorm in training mode and friends).
+
+    Args:
+        model: the discriminator.
+        method: the name to put in the message.
+
+    Raises:
+        ConfigError: a layer of ``model`` mixes the samples of a batch.
+
+    Example::
+
+        >>> check_per_sample(nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1)))
+        >>> check_per_sample(nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.Linear(4, 1)))
+        Traceback (most recent call last):
+        ...
+        gannorm.errors.ConfigError: gradient normalization needs a discriminator without batch-coupling layers, ...
+    """
     for name, m in model.named_modules():
         if isinstance(m, _COUPLING) or getattr(m, "couples_samples", False):
             raise ConfigError(f"{method} needs a discriminator without batch-coupling layers, but "
                              f"{name or type(m).__name__} ({type(m).__name__}) mixes samples; remove it (or use "
                              "a per-sample normalization such as SN)")
+
+
+def check_eps(eps: float) -> None:
+    """Refuse an ``eps`` that is not a finite number >= 0 (a one-line :class:`~gannorm.errors.OptionError`).
+
+    Args:
+        eps: the constant added to GN's or PGN's denominator.
+
+    Example::
+
+        >>> check_eps(1e-8)
+        >>> check_eps(-1.0)
+        Traceback (most recent call last):
+        ...
+        gannorm.errors.OptionError: eps must be a finite number >= 0, got -1.0 (it is added to the denominator)
+    """
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(eps) or eps < 0:
+        raise OptionError("eps", f"eps must be a finite number >= 0, got {eps!r} (it is added to the denominator)")
 
 
 def call_d(D: nn.Module, x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -70,7 +106,8 @@ def call_d(D: nn.Module, x: Tensor, y: Tensor | None = None) -> Tensor:
 
     Example::
 
-        out = call_d(D, images, labels)
+        >>> call_d(nn.Linear(3, 1), torch.zeros(2, 3)).shape
+        torch.Size([2, 1])
     """
     return D(x) if y is None else D(x, y)
 
@@ -130,13 +167,18 @@ def gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0, *, y: Tensor |
 
     Example::
 
-        d_real = gradient_normalize(D, real, y=labels)
+        >>> D = nn.Linear(3, 1, bias=False)          # f(x) = <w, x>, grad_x f = w
+        >>> with torch.no_grad():
+        ...     _ = D.weight.copy_(torch.tensor([[3.0, 0.0, 4.0]]))
+        >>> gradient_normalize(D, torch.tensor([[1.0, 0.0, 0.0]]))    # 3 / (5 + 3)
+        tensor([[0.3750]], grad_fn=<DivBackward0>)
     """
+    check_eps(eps)
     check_per_sample(D)
     if first_order:
         trained = [n for n, p in D.named_parameters() if p.requires_grad]
         if trained:
-            raise ValueError(f"first_order=True is the G step and gives no gradients to D's parameters, but "
+            raise InputError(f"first_order=True is the G step and gives no gradients to D's parameters, but "
                              f"{trained[0]} requires grad; call D.requires_grad_(False) first (or use "
                              "first_order=False)")
         with torch.enable_grad():
@@ -165,8 +207,15 @@ def penalty_gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0, *, y: 
 
     Example::
 
-        d_fake = penalty_gradient_normalize(D, fake, y=fake_labels)
+        >>> D = nn.Linear(2, 1, bias=False)          # f(x) = <w, x>, grad_x f = w
+        >>> with torch.no_grad():
+        ...     _ = D.weight.copy_(torch.tensor([[4.0, -3.0]]))
+        >>> penalty_gradient_normalize(D, torch.tensor([[1.0, 1.0]]))  # (1 - 1) / ...: f = 1
+        tensor([[0.]], grad_fn=<DivBackward0>)
+        >>> penalty_gradient_normalize(D, torch.tensor([[0.0, 0.0]]))  # 1 / (||(1 - 4, 1 + 3)|| + 1) = 1 / 6
+        tensor([[0.1667]], grad_fn=<DivBackward0>)
     """
+    check_eps(eps)
     check_per_sample(D, "penalty gradient normalization")
     x = _input(x)
     with fast_conv_grads():
@@ -178,7 +227,24 @@ def penalty_gradient_normalize(D: nn.Module, x: Tensor, eps: float = 0.0, *, y: 
 
 
 def raw_output(D: nn.Module, x: Tensor, eps: float = 0.0, *, y: Tensor | None = None) -> Tensor:  # noqa: ARG001
-    """The discriminator's own output ``D(x)`` or ``D(x, y)``, unchanged (the ``"none"`` entry)."""
+    """The discriminator's own output ``D(x)`` or ``D(x, y)``, unchanged (the ``"none"`` entry).
+
+    Args:
+        D: the discriminator.
+        x: inputs.
+        eps: unused (the signature every entry of :data:`FUNCTIONS` shares).
+        y: class labels of a conditional D, or None.
+
+    Returns:
+        ``D(x)`` or ``D(x, y)``.
+
+    Example::
+
+        >>> D = nn.Linear(2, 1)
+        >>> x = torch.ones(3, 2)
+        >>> torch.equal(raw_output(D, x), D(x))
+        True
+    """
     return call_d(D, x, y)
 
 
@@ -220,6 +286,7 @@ class GradientNormalized(nn.Module):
     def __init__(self, inner: nn.Module, kind: str = "gn", eps: float = 0.0, first_order_g: bool = False) -> None:
         super().__init__()
         self.spec = FUNCTIONS.get(kind)
+        check_eps(eps)
         if self.spec.per_sample:
             check_per_sample(inner, kind)
         self.inner, self.kind, self.eps, self.first_order_g = inner, kind, eps, first_order_g

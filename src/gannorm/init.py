@@ -21,26 +21,45 @@ scheme             weight distribution (``fan_in``/``fan_out`` from :func:`fans`
 TF's ``variance_scaling(2.0, fan_avg, uniform)`` used by the official ResNet. Normalized layers get
 fresh power-iteration vectors afterwards (see :func:`gannorm.reset_power_iteration`); a
 weight-normalized layer gets ``g = ||v||`` per unit, so its effective weight is the drawn weight.
+
+The schemes are the registry :data:`INIT_SCHEMES` (``gannorm.INIT_SCHEMES``), like every other family: each
+entry is an :class:`InitScheme` carrying its ``init`` function, a description, the options it uses, the layer
+types it draws and whether it reads the model's forward. A new scheme is one function and one
+``INIT_SCHEMES.register(name, InitScheme(...))`` call.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from .errors import InputError, OptionError
 from .normalizations.base import TRANSPOSED_CONVS
 from .normalizations.model import NORMALIZABLE, reset_power_iteration
 from .normalizations.spectral import default_dim
 from .normalizations.weight_norm import WeightNorm, weight_norm_layers
-
-SCHEMES = ("lecun", "xavier", "kaiming", "normal", "trunc_normal", "orthogonal", "wn_arpit")
-
+from .registry import Registry
 
 def raw_weight(module: nn.Module) -> Tensor:
-    """The trainable weight of a layer: ``parametrizations.weight.original`` if it is normalized."""
+    """The trainable weight of a layer: ``parametrizations.weight.original`` if it is normalized.
+
+    Args:
+        module: a layer with a ``weight``.
+
+    Returns:
+        the raw weight (a parameter of ``module``), not the effective one.
+
+    Example::
+
+        >>> from gannorm.normalizations import spectral_norm
+        >>> layer = spectral_norm(nn.Linear(3, 2))
+        >>> raw_weight(layer) is layer.parametrizations.weight.original
+        True
+    """
     if parametrize.is_parametrized(module, "weight"):
         return module.parametrizations.weight.original
     return module.weight
@@ -53,10 +72,22 @@ def fans(module: nn.Module) -> tuple[int, int]:
     transposed conv ``[in, out/g, *k]`` is the adjoint of a conv, so its fans are swapped relative to
     torch's ``_calculate_fan_in_and_fan_out`` (which reads dim 1 as the input): ``(in/g * k, out/g * k)``
     as well, ignoring stride.
+
+    Args:
+        module: a Conv/ConvTranspose/Linear layer (normalized or not).
+
+    Returns:
+        ``(fan_in, fan_out)``.
+
+    Example::
+
+        >>> fans(nn.Conv2d(4, 8, 3)), fans(nn.ConvTranspose2d(8, 4, 3)), fans(nn.Linear(5, 7))
+        ((36, 72), (72, 36), (5, 7))
     """
     w = raw_weight(module)
     if w.ndim < 2:
-        raise ValueError(f"fans need a weight with >= 2 dimensions, got shape {tuple(w.shape)}")
+        raise InputError(f"fans need a weight with >= 2 dimensions, got shape {tuple(w.shape)} "
+                         f"({type(module).__name__}); pass a Conv/ConvTranspose/Linear layer")
     k = w[0, 0].numel()
     groups = getattr(module, "groups", 1)
     if isinstance(module, TRANSPOSED_CONVS):
@@ -65,58 +96,158 @@ def fans(module: nn.Module) -> tuple[int, int]:
 
 
 def leaky_relu_gain(slope: float) -> float:
-    """Kaiming's gain ``sqrt(2 / (1 + slope^2))`` (``slope=0`` is ReLU)."""
+    """Kaiming's gain ``sqrt(2 / (1 + slope^2))`` (``slope=0`` is ReLU).
+
+    Args:
+        slope: the negative slope of the LeakyReLU after the layer.
+
+    Returns:
+        the gain.
+
+    Example::
+
+        >>> round(leaky_relu_gain(0.0) ** 2, 6), round(leaky_relu_gain(1.0), 6)
+        (2.0, 1.0)
+    """
     return math.sqrt(2.0 / (1.0 + slope ** 2))
 
 
-def _std(scheme: str, fan_in: int, fan_out: int, gain: float | None, slope: float, std: float) -> float:
-    if scheme == "lecun":
-        return (1.0 if gain is None else gain) / math.sqrt(fan_in)
-    if scheme == "xavier":
-        return (1.0 if gain is None else gain) * math.sqrt(2.0 / (fan_in + fan_out))
-    if scheme == "kaiming":
-        return (leaky_relu_gain(slope) if gain is None else gain) / math.sqrt(fan_in)
-    return std
+# ------------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class InitScheme:
+    """One weight initialization: ``init(model, *, bias, **options) -> model`` and what a caller needs to know.
+
+    ``options``: the keyword options of :func:`init_weights` the scheme uses (besides ``bias``, which every
+    scheme takes); :func:`init_weights` refuses any other one set to a non-default value. ``layer_types``: the
+    layers whose raw weight it draws (their biases are set to ``bias``). ``uses_forward``: the scheme reads the
+    model's forward (``lipschitz_structure()``) to place its gains, so a model whose forward it cannot read is
+    refused. ``reference``: where the scheme comes from.
+    """
+
+    init: Callable[..., nn.Module]
+    description: str
+    options: tuple[str, ...] = ()
+    layer_types: tuple[type[nn.Module], ...] = NORMALIZABLE
+    uses_forward: bool = False
+    reference: str = ""
+
+
+#: :func:`init_weights`'s options and their defaults (what a scheme that does not use an option must leave it at)
+INIT_OPTIONS: dict[str, Any] = {"distribution": "normal", "gain": None, "slope": 0.0, "std": 0.02}
+_DISTRIBUTIONS = ("normal", "uniform")
+
+
+def _gaussian_(weight: Tensor, std: float, distribution: str) -> None:
+    """N(0, std^2), or U(-b, b) with the same variance (``b = sqrt(3) * std``)."""
+    if distribution == "uniform":
+        nn.init.uniform_(weight, -math.sqrt(3.0) * std, math.sqrt(3.0) * std)
+    else:
+        nn.init.normal_(weight, 0.0, std)
+
+
+def _lecun(m: nn.Module, w: Tensor, distribution: str, gain: float | None) -> None:
+    _gaussian_(w, (1.0 if gain is None else gain) / math.sqrt(fans(m)[0]), distribution)
+
+
+def _xavier(m: nn.Module, w: Tensor, distribution: str, gain: float | None) -> None:
+    fan_in, fan_out = fans(m)
+    _gaussian_(w, (1.0 if gain is None else gain) * math.sqrt(2.0 / (fan_in + fan_out)), distribution)
+
+
+def _kaiming(m: nn.Module, w: Tensor, distribution: str, gain: float | None, slope: float) -> None:
+    _gaussian_(w, (leaky_relu_gain(slope) if gain is None else gain) / math.sqrt(fans(m)[0]), distribution)
+
+
+def _normal(m: nn.Module, w: Tensor, std: float) -> None:  # noqa: ARG001
+    nn.init.normal_(w, 0.0, std)
+
+
+def _trunc_normal(m: nn.Module, w: Tensor, std: float) -> None:  # noqa: ARG001
+    nn.init.trunc_normal_(w, 0.0, std, -2 * std, 2 * std)
+
+
+def _orthogonal(m: nn.Module, w: Tensor, gain: float | None) -> None:
+    w.copy_(orthogonal_units(w, default_dim(m), 1.0 if gain is None else gain))
+
+
+def _per_layer(draw: Callable[..., None]) -> Callable[..., nn.Module]:
+    """An :attr:`InitScheme.init` that draws every layer's raw weight with ``draw(layer, weight, **options)``,
+    sets the biases, gives weight-normalized layers ``g = ||v||`` and normalized layers fresh vectors."""
+    def init(model: nn.Module, *, bias: float = 0.0, **options: Any) -> nn.Module:
+        for m in model.modules():
+            if isinstance(m, NORMALIZABLE):
+                draw(m, raw_weight(m), **options)
+                _init_bias(m, bias)
+        for m, p in weight_norm_layers(model):
+            p.reset_gain(raw_weight(m))
+        reset_power_iteration(model)
+        return model
+    return init
+
+
+INIT_SCHEMES: Registry[InitScheme] = Registry("init scheme")
+INIT_SCHEMES.register("lecun", InitScheme(_per_layer(_lecun), "N(0, gain^2 / fan_in), gain 1",
+                                          ("distribution", "gain"), reference="LeCun et al. 1998"))
+INIT_SCHEMES.register("xavier", InitScheme(_per_layer(_xavier), "N(0, gain^2 * 2 / (fan_in + fan_out)), gain 1",
+                                           ("distribution", "gain"), reference="Glorot and Bengio 2010"))
+INIT_SCHEMES.register("kaiming", InitScheme(_per_layer(_kaiming), "N(0, gain^2 / fan_in), gain "
+                                            "sqrt(2 / (1 + slope^2))", ("distribution", "gain", "slope"),
+                                            reference="He et al. 2015"))
+INIT_SCHEMES.register("normal", InitScheme(_per_layer(_normal), "N(0, std^2), std 0.02", ("std",),
+                                           reference="the official DCGAN/SNGAN code"))
+INIT_SCHEMES.register("trunc_normal", InitScheme(_per_layer(_trunc_normal), "N(0, std^2) truncated at +-2 std, std "
+                                                 "0.02", ("std",), reference="TF's truncated_normal, the official D"))
+INIT_SCHEMES.register("orthogonal", InitScheme(_per_layer(_orthogonal), "an orthogonal [units, fan_in] matrix times "
+                                               "gain", ("gain",), reference="Saxe et al. 2014; BigGAN's default"))
+# "wn_arpit" (init_wn_arpit) is registered at the end of this module
+
+#: the former name of :data:`INIT_SCHEMES` (it was a tuple of names; ``name in SCHEMES`` still works)
+SCHEMES = INIT_SCHEMES
+
+
+def _check_init_options(scheme: str, spec: InitScheme, given: dict[str, Any]) -> None:
+    """Refuse an option the scheme does not use (set to a non-default value) and an unknown distribution."""
+    for option, value in given.items():
+        if option not in spec.options and value != INIT_OPTIONS[option]:
+            raise OptionError(option, f"init scheme {scheme!r} does not use {option}={value!r}; it takes "
+                              f"{', '.join([*spec.options, 'bias'])}")
+    if given["distribution"] not in _DISTRIBUTIONS:
+        raise OptionError("distribution", f"distribution must be 'normal' or 'uniform', got {given['distribution']!r}")
 
 
 @torch.no_grad()
 def init_weights(model: nn.Module, scheme: str, *, distribution: str = "normal", gain: float | None = None,
                  slope: float = 0.0, std: float = 0.02, bias: float = 0.0) -> nn.Module:
-    """Initialise every Conv/ConvTranspose/Linear layer of ``model`` with ``scheme``; returns the model.
+    """Initialise every Conv/ConvTranspose/Linear layer of ``model`` with the :data:`INIT_SCHEMES` entry ``scheme``.
 
-    ``"wn_arpit"`` is :func:`init_wn_arpit` (it takes no ``distribution``, ``gain`` or ``std``; the
-    LeakyReLU slopes are read from the model).
+    Normalized layers get their raw weight drawn and fresh power-iteration vectors. ``"wn_arpit"`` is
+    :func:`init_wn_arpit` (the LeakyReLU slopes are read from the model). An option the scheme does not use
+    (``INIT_SCHEMES.get(scheme).options``) set to a non-default value is a one-line
+    :class:`~gannorm.errors.OptionError`, as is an unknown ``scheme`` (:class:`~gannorm.registry.UnknownNameError`).
+
+    Args:
+        model: the network, changed in place.
+        scheme: a name of :data:`INIT_SCHEMES`.
+        distribution: ``"normal"`` or ``"uniform"`` (same variance; lecun, xavier, kaiming).
+        gain: the gain (lecun, xavier: 1; kaiming: ``leaky_relu_gain(slope)``; orthogonal: 1).
+        slope: the LeakyReLU slope of kaiming's default gain.
+        std: the standard deviation of normal and trunc_normal.
+        bias: the value of every bias.
+
+    Returns:
+        ``model``.
+
+    Example::
+
+        >>> _ = torch.manual_seed(0)
+        >>> layer = init_weights(nn.Linear(400, 300), "kaiming", slope=0.2)
+        >>> round(float(layer.weight.var() * 400 * (1 + 0.2 ** 2) / 2), 1), float(layer.bias.abs().max())
+        (1.0, 0.0)
     """
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown init scheme {scheme!r}; known: {', '.join(SCHEMES)}")
-    if scheme == "wn_arpit":
-        if distribution != "normal" or gain is not None:
-            raise ValueError("scheme 'wn_arpit' draws orthogonal directions with the gains of Arpit et al.; it takes "
-                             "no distribution or gain")
-        return init_wn_arpit(model, bias=bias)
-    if distribution not in ("normal", "uniform"):
-        raise ValueError(f"distribution must be 'normal' or 'uniform', got {distribution!r}")
-    if distribution == "uniform" and scheme in ("normal", "trunc_normal", "orthogonal"):
-        raise ValueError(f"scheme {scheme!r} has its own distribution; distribution='uniform' applies to "
-                         "lecun, xavier and kaiming")
-    for m in model.modules():
-        if not isinstance(m, NORMALIZABLE):
-            continue
-        w = raw_weight(m)
-        s = _std(scheme, *fans(m), gain, slope, std)
-        if scheme == "orthogonal":
-            w.copy_(orthogonal_units(w, default_dim(m), 1.0 if gain is None else gain))
-        elif scheme == "trunc_normal":
-            nn.init.trunc_normal_(w, 0.0, s, -2 * s, 2 * s)
-        elif distribution == "uniform":
-            nn.init.uniform_(w, -math.sqrt(3.0) * s, math.sqrt(3.0) * s)
-        else:
-            nn.init.normal_(w, 0.0, s)
-        _init_bias(m, bias)
-    for m, p in weight_norm_layers(model):
-        p.reset_gain(raw_weight(m))
-    reset_power_iteration(model)
-    return model
+    spec = INIT_SCHEMES.get(scheme)
+    given = {"distribution": distribution, "gain": gain, "slope": slope, "std": std}
+    _check_init_options(scheme, spec, given)
+    return spec.init(model, bias=bias, **{k: v for k, v in given.items() if k in spec.options})
 
 
 def orthogonal_units(weight: Tensor, dim: int, gain: float = 1.0) -> Tensor:
@@ -160,6 +291,20 @@ def arpit_g(fan_in: int, fan_out: int, activation_gain: float = 2.0, residual_bl
 
     ``c`` is ``activation_gain`` (2 for a ReLU after the layer, ``2 / (1 + a^2)`` for a LeakyReLU(a),
     1 for none) and ``B`` is ``residual_blocks`` for the last layer of a residual branch (else 1).
+
+    Args:
+        fan_in: the layer's fan-in (:func:`fans`).
+        fan_out: its fan-out.
+        activation_gain: ``c``.
+        residual_blocks: ``B`` (for the last layer of a residual branch).
+
+    Returns:
+        the gain ``g``.
+
+    Example::
+
+        >>> arpit_g(64, 128), arpit_g(100, 100, activation_gain=1.0, residual_blocks=4)
+        (1.0, 0.5)
     """
     return math.sqrt(activation_gain * fan_in / fan_out / residual_blocks)
 
@@ -297,12 +442,27 @@ def init_wn_arpit(model: nn.Module, bias: float = 0.0) -> nn.Module:
     A weight-normalized layer (``normalization.method=weight_norm``) gets ``v`` and ``g``; any other layer
     gets the effective weight ``g * v / ||v||`` itself, so initializing and then normalizing gives the
     same weights as normalizing and then initializing. Returns the model.
+
+    Args:
+        model: the network, changed in place.
+        bias: the value of every bias.
+
+    Returns:
+        ``model``.
+
+    Example::
+
+        >>> from gannorm.normalizations import normalize
+        >>> net = normalize(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 1)), "weight_norm")
+        >>> net = init_wn_arpit(net)
+        >>> round(float(net[0].parametrizations.weight[0].g[0]), 4), float(net[2].parametrizations.weight[0].g[0])
+        (2.0, 1.0)
     """
     walk = _ForwardWalk()
     walk.chain([model])
     missing = [name for name, m in model.named_modules() if isinstance(m, NORMALIZABLE) and m not in walk.gains]
     if missing:
-        raise ValueError(f"wn_arpit: layer {missing[0]!r} is not in the forward the model describes "
+        raise InputError(f"wn_arpit: layer {missing[0]!r} is not in the forward the model describes "
                          "(lipschitz_structure()), so its gain is unknown; describe it or use another init")
     for m in walk.order:
         if m is walk.order[-1]:
@@ -313,3 +473,9 @@ def init_wn_arpit(model: nn.Module, bias: float = 0.0) -> nn.Module:
         _init_bias(m, bias)
     reset_power_iteration(model)
     return model
+
+
+INIT_SCHEMES.register("wn_arpit", InitScheme(
+    init_wn_arpit, "orthogonal directions with the weight-norm gains g = sqrt(c fan_in / fan_out), LeakyReLU slopes "
+    "and residual blocks read from the model", uses_forward=True,
+    reference="Arpit, Campos and Bengio 2019 (for weight normalization)"))

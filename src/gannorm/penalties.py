@@ -67,7 +67,11 @@ def input_gradient_norms(D: nn.Module, x: Tensor, create_graph: bool = True, *, 
 
     Example::
 
-        norms = input_gradient_norms(D, real, y=labels)
+        >>> D = nn.Linear(2, 1, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = D.weight.copy_(torch.tensor([[3.0, 4.0]]))
+        >>> input_gradient_norms(D, torch.zeros(2, 2), create_graph=False)
+        tensor([5., 5.])
     """
     x = x.detach().requires_grad_(True)
     with fast_conv_grads(create_graph):
@@ -77,42 +81,162 @@ def input_gradient_norms(D: nn.Module, x: Tensor, create_graph: bool = True, *, 
 
 
 def interpolates(real: Tensor, fake: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """``t * real + (1 - t) * fake`` with one ``t ~ U[0, 1]`` per sample."""
+    """``t * real + (1 - t) * fake`` with one ``t ~ U[0, 1]`` per sample.
+
+    Args:
+        real: real samples ``[B, ...]``.
+        fake: generated samples, shaped like ``real``.
+        generator: the CPU generator of ``t``.
+
+    Returns:
+        the interpolates, detached from ``real`` and ``fake``.
+
+    Example::
+
+        >>> x = interpolates(torch.ones(4, 3), torch.zeros(4, 3), torch.Generator().manual_seed(0))
+        >>> bool(((x >= 0) & (x <= 1)).all()), bool((x == x[:, :1]).all())   # one t per sample
+        (True, True)
+    """
     t = torch.rand(real.shape[0], *([1] * (real.ndim - 1)), generator=generator).to(real)
     return t * real.detach() + (1 - t) * fake.detach()
 
 
 def wgan_gp(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *, generator: torch.Generator | None = None,
             y_real: Tensor | None = None, y_fake: Tensor | None = None) -> Tensor:  # noqa: ARG001
-    """``weight * E[(||grad D(x_hat)|| - 1)^2]`` on interpolates (WGAN-GP); a conditional D gets ``y_real``."""
+    """``weight * E[(||grad D(x_hat)|| - 1)^2]`` on interpolates (WGAN-GP); a conditional D gets ``y_real``.
+
+    Args:
+        D: the discriminator.
+        real: real samples.
+        fake: generated samples.
+        weight: the penalty's weight (lambda).
+        generator: the CPU generator of the interpolation weights.
+        y_real: labels of a conditional D (used on the interpolates), or None.
+        y_fake: unused (the shared signature).
+
+    Returns:
+        the scalar term.
+
+    Example::
+
+        >>> D = nn.Linear(2, 1, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = D.weight.copy_(torch.tensor([[3.0, 4.0]]))       # ||grad D|| = 5 everywhere
+        >>> wgan_gp(D, torch.ones(4, 2), torch.zeros(4, 2), 10.0)   # 10 * (5 - 1)^2
+        tensor(160., grad_fn=<MulBackward0>)
+    """
     return weight * (input_gradient_norms(D, interpolates(real, fake, generator), y=y_real) - 1).square().mean()
 
 
 def lipschitz_penalty(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,
                       generator: torch.Generator | None = None, y_real: Tensor | None = None,
                       y_fake: Tensor | None = None) -> Tensor:  # noqa: ARG001
-    """``weight * E[max(0, ||grad D(x_hat)|| - 1)^2]`` on interpolates (the one-sided LP); labels ``y_real``."""
+    """``weight * E[max(0, ||grad D(x_hat)|| - 1)^2]`` on interpolates (the one-sided LP); labels ``y_real``.
+
+    Args:
+        D: the discriminator.
+        real: real samples.
+        fake: generated samples.
+        weight: the penalty's weight.
+        generator: the CPU generator of the interpolation weights.
+        y_real: labels of a conditional D (used on the interpolates), or None.
+        y_fake: unused (the shared signature).
+
+    Returns:
+        the scalar term.
+
+    Example::
+
+        >>> D = nn.Linear(2, 1, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = D.weight.copy_(torch.tensor([[0.3, 0.4]]))       # ||grad D|| = 0.5 < 1: no penalty
+        >>> lipschitz_penalty(D, torch.ones(4, 2), torch.zeros(4, 2), 10.0)
+        tensor(0., grad_fn=<MulBackward0>)
+    """
     norms = input_gradient_norms(D, interpolates(real, fake, generator), y=y_real)
     return weight * torch.relu(norms - 1).square().mean()
 
 
 def zero_gp(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *, generator: torch.Generator | None = None,
             y_real: Tensor | None = None, y_fake: Tensor | None = None) -> Tensor:  # noqa: ARG001
-    """``weight * E[||grad D(x_hat)||^2]`` on interpolates (0-GP); a conditional D gets ``y_real``."""
+    """``weight * E[||grad D(x_hat)||^2]`` on interpolates (0-GP); a conditional D gets ``y_real``.
+
+    Args:
+        D: the discriminator.
+        real: real samples.
+        fake: generated samples.
+        weight: the penalty's weight.
+        generator: the CPU generator of the interpolation weights.
+        y_real: labels of a conditional D (used on the interpolates), or None.
+        y_fake: unused (the shared signature).
+
+    Returns:
+        the scalar term.
+
+    Example::
+
+        >>> D = nn.Linear(2, 1, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = D.weight.copy_(torch.tensor([[3.0, 4.0]]))
+        >>> zero_gp(D, torch.ones(4, 2), torch.zeros(4, 2), 0.1)      # 0.1 * 5^2
+        tensor(2.5000, grad_fn=<MulBackward0>)
+    """
     return weight * input_gradient_norms(D, interpolates(real, fake, generator), y=y_real).square().mean()
 
 
 def r1(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,  # noqa: ARG001
        generator: torch.Generator | None = None, y_real: Tensor | None = None,
        y_fake: Tensor | None = None) -> Tensor:
-    """``weight / 2 * E[||grad D(real)||^2]`` (R1, at ``(real, y_real)``; ``fake``, ``y_fake``, ``generator`` unused)."""
+    """``weight / 2 * E[||grad D(real)||^2]`` (R1, at ``(real, y_real)``; ``fake``, ``y_fake``, ``generator`` unused).
+
+    Args:
+        D: the discriminator.
+        real: real samples (the penalty's points).
+        fake: unused.
+        weight: gamma.
+        generator: unused.
+        y_real: labels of a conditional D, or None.
+        y_fake: unused.
+
+    Returns:
+        the scalar term.
+
+    Example::
+
+        >>> D = nn.Linear(2, 1, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = D.weight.copy_(torch.tensor([[3.0, 4.0]]))
+        >>> r1(D, torch.ones(4, 2), torch.zeros(4, 2), 10.0)          # 10 / 2 * 5^2
+        tensor(125., grad_fn=<MulBackward0>)
+    """
     return weight / 2 * input_gradient_norms(D, real, y=y_real).square().mean()
 
 
 def r2(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,  # noqa: ARG001
        generator: torch.Generator | None = None, y_real: Tensor | None = None,
        y_fake: Tensor | None = None) -> Tensor:
-    """``weight / 2 * E[||grad D(fake)||^2]`` (R2, at ``(fake, y_fake)``; ``real``, ``y_real``, ``generator`` unused)."""
+    """``weight / 2 * E[||grad D(fake)||^2]`` (R2, at ``(fake, y_fake)``; ``real``, ``y_real``, ``generator`` unused).
+
+    Args:
+        D: the discriminator.
+        real: unused.
+        fake: generated samples (the penalty's points).
+        weight: gamma.
+        generator: unused.
+        y_real: unused.
+        y_fake: labels of a conditional D, or None.
+
+    Returns:
+        the scalar term.
+
+    Example::
+
+        >>> D = nn.Linear(2, 1, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = D.weight.copy_(torch.tensor([[3.0, 4.0]]))
+        >>> r2(D, torch.ones(4, 2), torch.zeros(4, 2), 1.0)           # 1 / 2 * 5^2
+        tensor(12.5000, grad_fn=<MulBackward0>)
+    """
     return weight / 2 * input_gradient_norms(D, fake, y=y_fake).square().mean()
 
 
@@ -152,6 +276,20 @@ def weight_clip_(D: nn.Module, c: float = 0.01) -> None:
     """Clip every parameter of ``D`` to ``[-c, c]`` in place (the raw weights of normalized layers).
 
     ``c`` is a bound on the weights, not a loss weight (WGAN's clipping constant).
+
+    Args:
+        D: the discriminator, changed in place.
+        c: the bound (> 0).
+
+    Example::
+
+        >>> D = nn.Linear(2, 1)
+        >>> with torch.no_grad():
+        ...     _ = D.weight.copy_(torch.tensor([[0.5, -0.001]]))
+        >>> weight_clip_(D, 0.01)
+        >>> D.weight
+        Parameter containing:
+        tensor([[ 0.0100, -0.0010]], requires_grad=True)
     """
     require(c, name="c", min=0, min_exclusive=True, error=OptionError,
             why="weights are clipped to [-c, c]; 0 would zero the discriminator")
@@ -164,6 +302,22 @@ def orthogonal_regularization(D: nn.Module, weight: float = 1e-4, off_diagonal: 
 
     ``W`` is each Conv/Linear weight reshaped to ``[out, -1]`` (the raw weight of normalized layers),
     with the Gram matrix taken over output units. ``weight`` is the paper's beta (1e-4 in BigGAN).
+
+    Args:
+        D: the discriminator.
+        weight: beta (>= 0).
+        off_diagonal: BigGAN's form (only the off-diagonal of the Gram matrix) or the full ``W W^T - I``.
+
+    Returns:
+        the scalar term (differentiable with respect to the raw weights).
+
+    Example::
+
+        >>> D = nn.Linear(2, 2, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = D.weight.copy_(torch.tensor([[1.0, 1.0], [0.0, 1.0]]))   # W W^T = [[2, 1], [1, 1]]
+        >>> orthogonal_regularization(D, 1.0), orthogonal_regularization(D, 1.0, off_diagonal=False)
+        (tensor(2., grad_fn=<MulBackward0>), tensor(3., grad_fn=<MulBackward0>))
     """
     _check_nonnegative("weight", weight, "the regularization term is multiplied by it")
     total = torch.zeros(())

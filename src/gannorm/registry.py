@@ -50,11 +50,6 @@ class Registry(Generic[T]):
         self._entries[name] = Entry(name, obj, description)
         return obj
 
-    def decorator(self, name: str, description: str | None = None) -> Callable[[T], T]:
-        def wrap(obj: T) -> T:
-            return self.register(name, obj, description)
-        return wrap
-
     def get(self, name: str) -> T:
         try:
             return self._entries[name].obj

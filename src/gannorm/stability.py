@@ -49,6 +49,19 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
     Unlike the normal ("Wald") interval it stays inside [0, 1] and is not empty at ``k = 0`` or
     ``k = n``, which is where a few seeds usually are: 0 of 4 runs succeeding gives (0, 0.49).
+
+    Args:
+        k: successes.
+        n: runs (>= 1).
+        confidence: the interval's level, in (0, 1).
+
+    Returns:
+        ``(low, high)``.
+
+    Example::
+
+        >>> [round(v, 2) for v in wilson_interval(0, 4)]
+        [0.0, 0.49]
     """
     if not (isinstance(n, (int, np.integer)) and isinstance(k, (int, np.integer))):
         raise ValueError(f"k and n must be integers (counts of runs), got k={k!r}, n={n!r}")
@@ -82,6 +95,20 @@ def bootstrap_mean_ci(values: Sequence[float], confidence: float = 0.95, n_boot:
     taken, and the interval is the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles of
     those means (linear interpolation). This is ``scipy.stats.bootstrap(..., method="percentile")``
     computed with plain numpy. One value gives the degenerate interval ``(v, v)``.
+
+    Args:
+        values: finite numbers.
+        confidence: the interval's level.
+        n_boot: the number of resamples.
+        seed: the seed of the resamples.
+
+    Returns:
+        ``(low, high)``.
+
+    Example::
+
+        >>> bootstrap_mean_ci([1.0, 2.0, 3.0, 4.0], n_boot=200), bootstrap_mean_ci([2.0])
+        ((1.5, 3.5), (2.0, 2.0))
     """
     _check_confidence(confidence)
     if n_boot < 1:
@@ -120,6 +147,19 @@ def success_rule(spec: Mapping[str, float] | None, lower_is_better: bool) -> Suc
     it diverged or failed. A single bound on the wrong side of the metric's direction (only ``min`` for
     a lower-is-better metric such as FID, only ``max`` for a higher-is-better one) would count worse runs
     as successes; it is refused as a likely mistake.
+
+    Args:
+        spec: ``{"max": x}``, ``{"min": x}``, both, or ``{}``/None.
+        lower_is_better: the metric's direction.
+
+    Returns:
+        a :class:`SuccessRule`, ``rule(value) -> bool`` (``str(rule)`` describes it).
+
+    Example::
+
+        >>> rule = success_rule({"max": 30.0}, lower_is_better=True)
+        >>> rule(25.0), rule(31.0), str(rule)
+        (True, False, 'finished with a finite metric, <= 30')
     """
     spec = dict(spec or {})
     unknown = sorted(set(spec) - {"max", "min"})
@@ -169,6 +209,23 @@ def summarize(values: Sequence[float], *, success: Callable[[float], bool] | Non
     A non-finite value counts as a run and as a failure (``success`` is not asked about it). ``success``
     decides about the finite values; by default every finite value is a success (see
     :func:`success_rule`).
+
+    Args:
+        values: each run's final metric (NaN for a run without one).
+        success: the success test (default: a finite value).
+        lower_is_better: the metric's direction (which value is ``best``).
+        confidence: the level of the intervals.
+        n_boot: the number of bootstrap resamples.
+        seed: the seed of the resamples.
+
+    Returns:
+        a :class:`Summary`.
+
+    Example::
+
+        >>> s = summarize([20.0, 25.0, float("nan"), 40.0], success=success_rule({"max": 30.0}, True), n_boot=200)
+        >>> s.n, s.n_finished, s.successes, s.median, s.best
+        (4, 3, 2, 25.0, 20.0)
     """
     x = np.asarray(values, dtype=np.float64).reshape(-1)
     if x.size == 0:
@@ -217,6 +274,22 @@ def compare_paired(a: Sequence[float], b: Sequence[float], *, confidence: float 
 
     With n pairs the smallest two-sided Wilcoxon p-value is ``2 / 2**n``: fewer than 6 pairs can never
     reach p < 0.05.
+
+    Args:
+        a: the first variant's metrics, one per (cell, seed).
+        b: the second variant's, aligned with ``a``.
+        confidence: the level of the bootstrap interval of the mean difference ``a - b``.
+        n_boot: the number of bootstrap resamples.
+        seed: the seed of the resamples.
+
+    Returns:
+        a :class:`Paired`.
+
+    Example::
+
+        >>> p = compare_paired([1, 2, 3, 4, 5, 6, 7], [2, 3, 4, 5, 6, 7, 8.5], n_boot=200)
+        >>> p.n_pairs, p.p_value, round(p.mean_diff, 4)
+        (7, 0.015625, -1.0714)
     """
     x, y = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
     if x.shape != y.shape:
@@ -232,7 +305,19 @@ def compare_paired(a: Sequence[float], b: Sequence[float], *, confidence: float 
 def smallest_wilcoxon_p(n_pairs: int) -> float:
     """The smallest two-sided p-value the exact Wilcoxon signed-rank test can give on ``n_pairs`` non-zero
     differences (all of one sign): ``2 / 2**n``, 1 for fewer than 2 pairs. Below 6 pairs it is at least
-    0.0625, so no difference can be called larger than seed noise at ``alpha = 0.05``."""
+    0.0625, so no difference can be called larger than seed noise at ``alpha = 0.05``.
+
+    Args:
+        n_pairs: the number of pairs.
+
+    Returns:
+        the smallest p-value.
+
+    Example::
+
+        >>> smallest_wilcoxon_p(5), smallest_wilcoxon_p(6)
+        (0.0625, 0.03125)
+    """
     if n_pairs < 0:
         raise ValueError(f"smallest_wilcoxon_p: n_pairs must be >= 0, got {n_pairs}")
     return 1.0 if n_pairs < 2 else min(1.0, 2.0 / 2.0 ** n_pairs)
@@ -248,7 +333,22 @@ def _wilcoxon(d: np.ndarray) -> tuple[float | None, float | None]:
 
 def differs(paired: Paired, alpha: float = 0.05) -> bool:
     """True when the difference is larger than seed noise: Wilcoxon ``p < alpha`` AND the bootstrap
-    interval of the mean difference excludes 0. False when either is undefined (too few pairs)."""
+    interval of the mean difference excludes 0. False when either is undefined (too few pairs).
+
+    Args:
+        paired: the comparison (:func:`compare_paired`).
+        alpha: the test's level.
+
+    Returns:
+        whether the two variants differ by more than seed noise.
+
+    Example::
+
+        >>> differs(compare_paired([1, 2, 3, 4, 5, 6, 7], [2, 3, 4, 5, 6, 7, 8.5], n_boot=200))
+        True
+        >>> differs(compare_paired([1, 2, 3], [2, 3, 4], n_boot=200))   # 3 pairs: never below 0.05
+        False
+    """
     if paired.p_value is None or paired.diff_ci is None:
         return False
     lo, hi = paired.diff_ci
@@ -257,7 +357,20 @@ def differs(paired: Paired, alpha: float = 0.05) -> bool:
 
 def paired_values(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> tuple[list[float], list[float]]:
     """Align two ``{(cell, seed): metric}`` maps for :func:`compare_paired`: the keys both have, in ``a``'s
-    order."""
+    order.
+
+    Args:
+        a: ``{(cell, seed): metric}`` of one variant.
+        b: the same for the other.
+
+    Returns:
+        the two aligned lists.
+
+    Example::
+
+        >>> paired_values({("c", 0): 1.0, ("c", 1): 2.0}, {("c", 1): 5.0, ("c", 0): 4.0, ("c", 2): 1.0})
+        ([1.0, 2.0], [4.0, 5.0])
+    """
     keys = [k for k in a if k in b]
     return [a[k] for k in keys], [b[k] for k in keys]
 
@@ -289,6 +402,24 @@ def best_or_within_noise(cells: Mapping[Hashable, Mapping[str, Sequence[float]]]
     grid. With few seeds per cell it is lenient: fewer than 6 seeds can never reach p < 0.05, so every
     finished variant is then within noise. Returns ``{variant: NoiseCount}`` in order of first
     appearance; ``n_cells`` counts the cells in which the variant appears.
+
+    Args:
+        cells: ``{cell: {variant: [final metric per seed]}}``.
+        lower_is_better: the metric's direction.
+        alpha: the level of the paired test.
+        confidence: the level of the bootstrap interval.
+        n_boot: the number of bootstrap resamples.
+        seed: the seed of the resamples.
+
+    Returns:
+        ``{variant: NoiseCount}``.
+
+    Example::
+
+        >>> counts = best_or_within_noise({"lr=1e-4": {"sn": [20.0, 21.0, 22.0], "bssn": [19.0, 20.0, float("nan")]}},
+        ...                               lower_is_better=True, n_boot=200)
+        >>> counts["bssn"].n_best, counts["sn"].n_best, counts["sn"].n_within_noise
+        (1, 0, 1)
     """
     counts: dict[str, list[int]] = {}
     for variants in cells.values():

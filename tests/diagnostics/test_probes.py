@@ -36,7 +36,7 @@ def test_probe_matches_direct_computations(method):
     ref = copy.deepcopy(d)
     HINGE(ref(real), ref(fake)).backward()
     # effective-weight gradients: a copy with the normalized weights frozen in as plain parameters
-    plain = gannorm.remove(copy.deepcopy(d)) if method != "none" else copy.deepcopy(d)
+    plain = gannorm.remove_normalization(copy.deepcopy(d)) if method != "none" else copy.deepcopy(d)
     HINGE(plain(real), plain(fake)).backward()
     est = gannorm.sigmas(d)
     for name in rec.layers:

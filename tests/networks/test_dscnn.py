@@ -6,7 +6,7 @@ from torch import nn
 import gannorm
 from gannorm.networks.dscnn import DSCNNDiscriminator
 from gannorm.networks.sngan_cnn import SNGANCNNDiscriminator
-from gannorm.normalizations.depthwise import DepthwiseSpectralNorm, depthwise_sigma, is_depthwise
+from gannorm.normalizations.depthwise import DepthwiseSeparableSpectralNorm, depthwise_sigma, is_depthwise
 from gannorm.normalizations.spectral import SpectralNorm
 
 
@@ -47,7 +47,7 @@ def test_dssn_layers():
     assert len(dws) == len(sizes)
     for m, n in zip(dws, sizes):
         p = m.parametrizations.weight[0]
-        assert isinstance(p, DepthwiseSpectralNorm) and p.input_size == (n, n) and p.fft_size == (n + 2, n + 2)
+        assert isinstance(p, DepthwiseSeparableSpectralNorm) and p.input_size == (n, n) and p.fft_size == (n + 2, n + 2)
         assert float(depthwise_sigma(m.weight.detach(), m.in_channels, p.fft_size)) == pytest.approx(1.0, rel=1e-5)
     others = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and not is_depthwise(m)]
     assert len(others) == 1 + 6 + 1

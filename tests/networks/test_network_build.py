@@ -61,7 +61,7 @@ def test_generators_are_never_normalized():
 def test_strict_sn_gets_the_input_shape():
     D = build_discriminator("cnn", (1, 16, 16), width=1 / 8, normalization="strict_sn")
     p = D.features[0].parametrizations.weight[0]
-    assert isinstance(p, gannorm.ConvOperatorNorm) and p.input_shape == (1, 16, 16)
+    assert isinstance(p, gannorm.StrictSpectralNorm) and p.input_shape == (1, 16, 16)
     assert D.features[2].parametrizations.weight[0].input_shape == (8, 16, 16)  # after conv3 s1
     assert D.features[4].parametrizations.weight[0].input_shape == (8, 8, 8)  # after conv4 s2
     # an explicit input_shape wins

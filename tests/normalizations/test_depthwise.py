@@ -6,8 +6,8 @@ from torch import nn
 from torch.func import jacrev
 
 import gannorm
-from gannorm.normalizations.depthwise import (DepthwiseSpectralNorm, apply_dssn, depthwise_separable_spectral_norm,
-                                              depthwise_sigma)
+from gannorm.normalizations.depthwise import (DepthwiseSeparableSpectralNorm, apply_dssn,
+                                              depthwise_separable_spectral_norm, depthwise_sigma)
 from gannorm.normalizations.spectral import SpectralNorm
 
 
@@ -36,7 +36,7 @@ def param(layer):
 def test_matches_dense_circular_operator(mult, size):
     layer = depthwise_separable_spectral_norm(dw(3, mult, mode="circular"), input_shape=(3, size, size))
     p = param(layer)
-    assert isinstance(p, DepthwiseSpectralNorm) and p.fft_size == (size, size)
+    assert isinstance(p, DepthwiseSeparableSpectralNorm) and p.fft_size == (size, size)
     raw = layer.parametrizations.weight.original
     sigma = float(p.sigma(raw).detach())
     dense = dense_sigma(raw, 3, size, 1, "circular")
@@ -73,7 +73,7 @@ def test_effective_weight_has_sigma_scale(scale):
 
 
 def test_gradcheck():
-    p = DepthwiseSpectralNorm(2, (4, 4), padding=(2, 2), scale=1.3)
+    p = DepthwiseSeparableSpectralNorm(2, (4, 4), padding=(2, 2), scale=1.3)
     w = torch.randn(4, 1, 2, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(p, (w,))
 
@@ -89,14 +89,14 @@ def test_apply_dssn_gives_other_layers_sn():
     depth, point, other, fc = dw(4), nn.Conv2d(4, 8, 1).double(), nn.Conv2d(1, 4, 3).double(), nn.Linear(8, 3).double()
     layers = [("dw", depth), ("pw", point), ("c", other), ("fc", fc)]
     apply_dssn(layers, {"dw": (4, 6, 6)}, scale=1.2, warmup=200)
-    assert isinstance(param(depth), DepthwiseSpectralNorm)
+    assert isinstance(param(depth), DepthwiseSeparableSpectralNorm)
     for _, m in layers[1:]:
         assert isinstance(param(m), SpectralNorm) and param(m).scale == 1.2
         m.eval()
         top = torch.linalg.svdvals(m.weight.detach().reshape(m.weight.shape[0], -1))[0]
         assert float(top) == pytest.approx(1.2, rel=1e-3)
     assert float(depthwise_sigma(depth.weight.detach(), 4, (8, 8))) == pytest.approx(1.2, rel=1e-6)
-    gannorm.remove(nn.Sequential(depth, point))  # stateless parametrization removes cleanly
+    gannorm.remove_normalization(nn.Sequential(depth, point))  # stateless parametrization removes cleanly
     assert not hasattr(depth, "parametrizations")
 
 

@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import gannorm
-from gannorm.normalizations import EMBEDDINGS, METHODS, NORMALIZABLE, ConvOperatorNorm, SpectralNorm, is_normalized
+from gannorm.normalizations import EMBEDDINGS, METHODS, NORMALIZABLE, StrictSpectralNorm, SpectralNorm, is_normalized
 from gannorm.normalizations.model import takes_labels
 
 OPTIONS = {"ssn": {"scale": 1.3}, "bssn": {"scale": 1.3}}
@@ -133,9 +133,9 @@ def test_every_method_on_conv_linear_embedding_and_conv_transpose(method):
     torch.testing.assert_close(fresh(x, y), out)
     if not spec.removable:
         with pytest.raises(ValueError, match="cannot be folded"):
-            gannorm.remove(d)
+            gannorm.remove_normalization(d)
         return
-    gannorm.remove(d)
+    gannorm.remove_normalization(d)
     assert not any(is_normalized(m) for m in d.modules())
     assert isinstance(d.embed.weight, nn.Parameter)
     torch.testing.assert_close(d(x, y).detach(), out, rtol=1e-5, atol=1e-6)
@@ -169,8 +169,8 @@ def test_strict_sn_on_a_generator_records_each_layer_input_shape_with_a_label():
     torch.manual_seed(5)
     G = gannorm.normalize(CondG(), "strict_sn", input_shape=(6,), warmup=300)
     up, rgb = G.up.parametrizations.weight[0], G.rgb.parametrizations.weight[0]
-    assert isinstance(up, ConvOperatorNorm) and up.input_shape == (8, 2, 2)
-    assert isinstance(rgb, ConvOperatorNorm) and rgb.input_shape == (4, 4, 4)
+    assert isinstance(up, StrictSpectralNorm) and up.input_shape == (8, 2, 2)
+    assert isinstance(rgb, StrictSpectralNorm) and rgb.input_shape == (4, 4, 4)
     # the transposed conv's operator norm on 8x2x2 inputs, from its dense matrix
     w = G.up.parametrizations.weight.original.detach()
     basis = torch.eye(8 * 2 * 2).view(-1, 8, 2, 2)

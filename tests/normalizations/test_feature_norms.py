@@ -130,7 +130,7 @@ def test_remove_folds_the_eval_mode_batch_norm_into_the_layers():
     for _ in range(3):
         d(x + torch.randn_like(x))  # the running statistics move
     y = d.eval()(x)
-    gannorm.remove(d.train())
+    gannorm.remove_normalization(d.train())
     assert not norms(d) and not any(m._forward_hooks for m in d.modules())
     assert set(d.state_dict()) == set(small_d().state_dict())
     torch.testing.assert_close(d(x), y, rtol=1e-5, atol=1e-6)  # in training mode too: no batch statistics left
@@ -158,14 +158,14 @@ def test_layer_norm_cannot_be_removed_and_the_model_is_left_as_it_was():
     d = gannorm.normalize(small_d(), "layer_norm")
     before = {k: v.clone() for k, v in d.state_dict().items()}
     with pytest.raises(ValueError) as err:
-        gannorm.remove(d)
+        gannorm.remove_normalization(d)
     assert "layer '2'" in str(err.value) and "GroupNorm (layer_norm)" in str(err.value) and "\n" not in str(err.value)
     assert norms(d) == {"2": nn.GroupNorm, "4": nn.GroupNorm}
     assert all(torch.equal(before[k], v) for k, v in d.state_dict().items())
     # ... even when other normalizations would have been removed first
     e = gannorm.spectral_norm(gannorm.normalize(small_d(), "layer_norm")[2])  # an SN layer with a layer norm
     with pytest.raises(ValueError, match="layer_norm"):
-        gannorm.remove(nn.Sequential(e))
+        gannorm.remove_normalization(nn.Sequential(e))
     assert parametrize.is_parametrized(e)
 
 
@@ -173,7 +173,7 @@ def test_layer_norm_cannot_be_removed_and_the_model_is_left_as_it_was():
                                           ("msn", "batch_norm")])
 def test_a_second_normalization_is_refused(first, second):
     d = gannorm.normalize(small_d(), first)
-    with pytest.raises(ValueError, match="already normalized; call gannorm.remove"):
+    with pytest.raises(ValueError, match="already normalized; call gannorm.remove_normalization"):
         gannorm.normalize(d, second)
 
 

@@ -46,7 +46,7 @@ def test_every_layer_is_normalized_and_none_does_nothing():
 def test_exclude_and_double_normalization():
     d = gannorm.normalize(small_d(), "sn", exclude=["5"])
     assert not parametrize.is_parametrized(d[5])
-    with pytest.raises(ValueError, match="already normalized; call gannorm.remove"):
+    with pytest.raises(ValueError, match="already normalized; call gannorm.remove_normalization"):
         gannorm.normalize(d, "bsn")
 
 

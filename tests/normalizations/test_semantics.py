@@ -49,7 +49,7 @@ def method(request):
 def test_the_table_covers_every_method_and_the_small_d_exercises_them():
     assert [m for m, _ in METHODS] == gannorm.METHODS.names()
     d = gannorm.normalize(small_d(), "dssn", input_shape=INPUT_SHAPE)
-    assert isinstance(d[4].parametrizations.weight[0], gannorm.normalizations.depthwise.DepthwiseSpectralNorm)
+    assert isinstance(d[4].parametrizations.weight[0], gannorm.normalizations.depthwise.DepthwiseSeparableSpectralNorm)
     assert isinstance(gannorm.normalize(small_d(), "msn")[4].msn, MeanOnlyBatchNorm)
 
 
@@ -244,7 +244,7 @@ def test_remove_leaves_a_plain_network_computing_the_eval_mode_function(method):
     if not gannorm.METHODS.get(name).removable:  # layer norm cannot be folded into a weight: refused, model intact
         before = {k: v.clone() for k, v in d.state_dict().items()}
         with pytest.raises(ValueError, match="cannot be folded"):
-            gannorm.remove(d)
+            gannorm.remove_normalization(d)
         assert all(torch.equal(before[k], v) for k, v in d.state_dict().items())
         return
     plain_keys = set(small_d().state_dict())
@@ -256,7 +256,7 @@ def test_remove_leaves_a_plain_network_computing_the_eval_mode_function(method):
     d(x)  # one training forward: vectors and running means move
     d.eval()
     y = d(x)
-    gannorm.remove(d.train())
+    gannorm.remove_normalization(d.train())
     assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in d.modules())
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in d.modules())
     assert [type(m) for m in d.modules()] == [type(m) for m in small_d().modules()]  # no extra submodules
@@ -275,7 +275,7 @@ def test_remove_folds_msn_into_the_layer():
         conv.msn.bias.copy_(torch.tensor([0.1, 0.2, -0.3]))
         conv.msn.running_mean.copy_(torch.tensor([1.0, -2.0, 0.5]))
     w = conv.weight.detach().clone()  # W / sigma in training mode; eval uses the same stored vectors
-    gannorm.remove(d)
+    gannorm.remove_normalization(d)
     gain, shift = torch.tensor([2.0, -0.5, 1.5]), torch.tensor([0.1, 0.2, -0.3])
     torch.testing.assert_close(conv.weight, gain.view(3, 1, 1, 1) * w, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(conv.bias, shift - gain * torch.tensor([1.0, -2.0, 0.5]))

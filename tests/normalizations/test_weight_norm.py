@@ -94,7 +94,7 @@ def test_remove_leaves_the_effective_weight_as_a_plain_parameter():
     w_eff = d[0].weight.detach().clone()
     x = torch.randn(2, 3, 8, 8)
     y = d(x)
-    gannorm.remove(d)
+    gannorm.remove_normalization(d)
     assert not any(parametrize.is_parametrized(m) for m in d.modules())
     assert type(d[0].weight) is nn.Parameter and torch.equal(d[0].weight.detach(), w_eff)
     assert set(d.state_dict()) == {"0.weight", "0.bias", "3.weight", "3.bias"}

@@ -1,7 +1,7 @@
 """``gannorm export``: a run's generator as one TorchScript file that loads with torch alone.
 
 The file holds G (the EMA copy if the run has one, unless ``use_ema=False``) as a plain network: every
-normalization removed by :func:`gannorm.remove` (its eval-mode weights kept as plain parameters), then
+normalization removed by :func:`gannorm.remove_normalization` (its eval-mode weights kept as plain parameters), then
 traced with :func:`torch.jit.trace`. It maps z ``[B, z_dim]`` to samples ``[B, *data_shape]``, and
 ``torch.jit.load(path)`` loads it without gannorm. It samples as the run does (``train.sample_mode``):
 in ``eval`` mode BatchNorm uses its running statistics; in ``train`` mode the exported BatchNorm layers
@@ -33,7 +33,7 @@ from .. import __version__
 from ..errors import GannormError
 from ..metrics.evaluate import generator_classes
 from ..fileio import atomic_write
-from ..normalizations import remove
+from ..normalizations import remove_normalization
 from ..runfolder import RunFolder
 from .sampling import writing_into, load_generator, prepare_output, write_output
 
@@ -68,7 +68,7 @@ def batch_statistics_only(model: nn.Module) -> nn.Module:
 
 def plain_generator(g: nn.Module, sample_mode: str) -> nn.Module:
     """A copy of ``g`` without normalizations, in eval mode, that samples in ``sample_mode`` as ``g`` does."""
-    plain = remove(copy.deepcopy(g))
+    plain = remove_normalization(copy.deepcopy(g))
     if sample_mode == "train":
         batch_statistics_only(plain)
     return plain.eval().requires_grad_(False)

@@ -284,23 +284,15 @@ def sample_to_file(run_dir: str | Path, n: int, output: str | Path, seed: int = 
     return sample_png(run_dir, n, output, seed, use_ema, overwrite, checkpoint, memory_limit, class_index)
 
 
-def sample_to_png(run_dir: str | Path, n: int, output: str | Path, seed: int = 0, use_ema: bool = True,
-                  overwrite: bool = False, checkpoint: str = "latest", memory_limit: int = GRID_MEMORY_LIMIT,
-                  class_index: int | None = None) -> Path:
+def sample_png(run_dir: str | Path, n: int, output: str | Path, seed: int = 0, use_ema: bool = True,
+               overwrite: bool = False, checkpoint: str = "latest", memory_limit: int = GRID_MEMORY_LIMIT,
+               class_index: int | None = None) -> tuple[Path, int, int | None]:
     """Draw ``n`` samples into the PNG ``output`` (an image grid, or a scatter plot of 2-D points).
 
     An existing ``output`` is refused unless ``overwrite``; so is a picture that needs more than
     ``memory_limit`` bytes (:func:`check_grid_memory`), before any sample is drawn. The file is written
-    atomically; inside the run folder, under the folder's lock.
-    """
-    return sample_png(run_dir, n, output, seed, use_ema, overwrite, checkpoint, memory_limit, class_index)[0]
-
-
-def sample_png(run_dir: str | Path, n: int, output: str | Path, seed: int = 0, use_ema: bool = True,
-               overwrite: bool = False, checkpoint: str = "latest", memory_limit: int = GRID_MEMORY_LIMIT,
-               class_index: int | None = None) -> tuple[Path, int, int | None]:
-    """:func:`sample_to_png`, returning the path, the number of samples drawn and, for a class-per-row grid,
-    the samples per class (else None)."""
+    atomically; inside the run folder, under the folder's lock. Returns the path, the number of samples drawn
+    and, for a class-per-row grid, the samples per class (else None)."""
     output = prepare_output(output, ".png", overwrite)
     folder, g, cfg, data_shape, y, per_class = _open_draw(run_dir, n, use_ema, checkpoint, class_index)
     count = n if y is None else len(y)
@@ -324,7 +316,7 @@ def sample_to_npz(run_dir: str | Path, n: int, output: str | Path, seed: int = 0
     """Draw ``n`` samples into the ``.npz`` file ``output``, under the key ``samples``: images as ``uint8``
     ``[n, H, W, C]`` (0..255 from the generator's [-1, 1]), vectors as ``float32`` ``[n, D]``.
 
-    The samples are those of :func:`sample_to_png` for the same seed; they are written in batches of
+    The samples are those of :func:`sample_png` for the same seed; they are written in batches of
     :data:`BATCH` as they are drawn, so the memory does not grow with ``n``. The file is written atomically
     (refused if it exists, unless ``overwrite``); ``numpy.load(output)["samples"]`` reads it. A conditional
     run's labels (:func:`draw_labels`) are stored under the key ``labels``. Returns as :func:`sample_to_file`.

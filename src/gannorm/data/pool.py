@@ -111,10 +111,6 @@ class DecodePool:
                 self._executor.submit(int).result()  # start the processes now, under this filter
         return self._executor
 
-    @property
-    def running(self) -> bool:
-        return self._executor is not None
-
     def close(self) -> None:
         """Stop the worker processes (waiting for the parts already running); a later submit starts new ones."""
         executor, self._executor = self._executor, None

@@ -48,6 +48,18 @@ def feature_statistics(features: Any) -> tuple[np.ndarray, np.ndarray]:
     ``features`` ``[N, D]`` (numpy or torch, any float dtype), both float64.
 
     Raises a one-line ``ValueError`` unless the features are a finite 2-D array with N >= 2 rows.
+
+    Args:
+        features: ``[N, D]``, N >= 2.
+
+    Returns:
+        ``(mu, sigma)``.
+
+    Example::
+
+        >>> mu, sigma = feature_statistics(np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]]))
+        >>> mu.tolist(), sigma.round(4).tolist()
+        ([1.0, 1.0], [[1.3333, 0.0], [0.0, 1.3333]])
     """
     f = _to_numpy(features)
     if f.ndim != 2:
@@ -86,6 +98,20 @@ def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
 
     Raises a one-line ``ValueError`` for mismatched shapes (mu ``[D]``, sigma ``[D, D]``, the same D on
     both sides) or non-finite inputs.
+
+    Args:
+        mu1: the first mean ``[D]``.
+        sigma1: the first covariance ``[D, D]``.
+        mu2: the second mean ``[D]``.
+        sigma2: the second covariance ``[D, D]``.
+
+    Returns:
+        the distance (float, >= 0).
+
+    Example::
+
+        >>> frechet_distance(np.zeros(2), np.eye(2), np.array([3.0, 4.0]), np.eye(2))   # |mu1 - mu2|^2
+        25.0
     """
     mu1, sigma1 = _check_stats(mu1, sigma1, "1")
     mu2, sigma2 = _check_stats(mu2, sigma2, "2")
@@ -104,6 +130,20 @@ def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
 def save_statistics(path: str | os.PathLike, mu: Any, sigma: Any) -> None:
     """Write ``mu`` ``[D]`` and ``sigma`` ``[D, D]`` (as float64) to a TTUR-compatible ``.npz`` at exactly
     ``path`` (no extension is added), atomically: a temporary file in the same folder, then ``os.replace``.
+
+    Args:
+        path: the file to write.
+        mu: the mean ``[D]``.
+        sigma: the covariance ``[D, D]``.
+
+    Example::
+
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     save_statistics(os.path.join(folder, "stats.npz"), np.zeros(2), np.eye(2))
+        ...     mu, sigma = load_statistics(os.path.join(folder, "stats.npz"))
+        >>> mu.tolist(), sigma.tolist()
+        ([0.0, 0.0], [[1.0, 0.0], [0.0, 1.0]])
     """
     mu, sigma = _check_stats(mu, sigma, "")
     path = Path(path).expanduser()
@@ -115,6 +155,21 @@ def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
     Loaded with ``allow_pickle=False``. A missing file raises ``FileNotFoundError``; a file that is
     not an npz, lacks a key or holds arrays of the wrong shape raises a one-line ``ValueError``.
+
+    Args:
+        path: an ``.npz`` file (as :func:`save_statistics` writes, or TTUR's).
+
+    Returns:
+        ``(mu, sigma)``.
+
+    Example::
+
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     np.savez(os.path.join(folder, "ttur.npz"), mu=np.ones(3), sigma=np.eye(3))
+        ...     mu, sigma = load_statistics(os.path.join(folder, "ttur.npz"))
+        >>> mu.dtype, sigma.shape
+        (dtype('float64'), (3, 3))
     """
     path = Path(path).expanduser()
     if not path.is_file():

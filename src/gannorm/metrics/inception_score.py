@@ -31,6 +31,20 @@ def inception_score(probs: Any, splits: int = 10) -> tuple[float, float]:
     ``probs`` is ``[N, K]`` (numpy or torch, any float dtype; computed in float64) with non-negative
     rows summing to 1 (within ``1e-3``); ``0 * log 0`` counts as 0. ``splits`` must be an integer in
     ``[1, N]``. Every failure is a one-line ``ValueError``.
+
+    Args:
+        probs: class probabilities ``[N, K]``.
+        splits: the number of parts.
+
+    Returns:
+        ``(mean, std)`` over the parts.
+
+    Example::
+
+        >>> inception_score(np.eye(4), splits=1)                 # confident and diverse: IS = K
+        (4.0, 0.0)
+        >>> inception_score(np.full((4, 4), 0.25), splits=2)     # uninformative: IS = 1
+        (1.0, 0.0)
     """
     if hasattr(probs, "detach") and hasattr(probs, "cpu"):  # torch tensor, without importing torch
         probs = probs.detach().cpu().numpy()

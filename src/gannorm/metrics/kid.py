@@ -51,7 +51,21 @@ def _positive_int(value: Any, name: str, minimum: int) -> int:
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The KID kernel matrix ``(x @ y.T / d + 1) ** 3`` for ``x`` ``[n, d]`` and ``y`` ``[m, d]``."""
+    """The KID kernel matrix ``(x @ y.T / d + 1) ** 3`` for ``x`` ``[n, d]`` and ``y`` ``[m, d]``.
+
+    Args:
+        x: ``[n, d]``.
+        y: ``[m, d]``.
+
+    Returns:
+        the kernel matrix ``[n, m]``.
+
+    Example::
+
+        >>> polynomial_kernel(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1.0, 0.0]]))   # (1/2 + 1)^3, (0 + 1)^3
+        array([[3.375],
+               [1.   ]])
+    """
     k = x @ y.T
     k /= x.shape[1]
     k += 1.0
@@ -60,7 +74,20 @@ def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     """The unbiased MMD^2 estimate between equally sized samples ``x``, ``y`` ``[m, d]`` (m >= 2) with
-    :func:`polynomial_kernel` (torch-fidelity's ``mmd2(..., mmd_est='unbiased')``)."""
+    :func:`polynomial_kernel` (torch-fidelity's ``mmd2(..., mmd_est='unbiased')``).
+
+    Args:
+        x: ``[m, d]``.
+        y: ``[m, d]``.
+
+    Returns:
+        the estimate (it can be slightly negative).
+
+    Example::
+
+        >>> round(mmd2_unbiased(np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([[0.0, 1.0], [1.0, 1.0]])), 4)
+        1.1875
+    """
     m = x.shape[0]
     k_xx = polynomial_kernel(x, x)
     k_yy = polynomial_kernel(y, y)
@@ -90,7 +117,8 @@ def kernel_inception_distance(f1: Any, f2: Any, subsets: int = 100, subset_size:
         there is a single distinct subset. A one-line ``ValueError`` if either set has fewer than
         ``subset_size`` rows, if the dimensions differ, or for invalid arguments.
 
-    Example:
+    Example::
+
         >>> x = np.random.RandomState(0).randn(50, 4)
         >>> kernel_inception_distance(x, x + 1, subsets=10, subset_size=20)[0] > 0
         True

@@ -69,7 +69,23 @@ def _assign(samples: Any, modes: Any, std: float, threshold: float) -> tuple[np.
 
 def mode_counts(samples: Any, modes: Any, std: float, threshold: float = 3.0) -> np.ndarray:
     """int64 ``[K]``: per mode, the samples whose nearest centre it is and that lie within
-    ``threshold * std`` of it (the high-quality samples of :func:`mode_statistics`)."""
+    ``threshold * std`` of it (the high-quality samples of :func:`mode_statistics`).
+
+    Args:
+        samples: ``[N, D]``.
+        modes: the centres ``[K, D]``.
+        std: the per-mode standard deviation.
+        threshold: the radius, in ``std``.
+
+    Returns:
+        the counts ``[K]``.
+
+    Example::
+
+        >>> samples = np.array([[0.1, 0.0], [10.0, 0.2], [9.9, 0.0], [5.0, 5.0]])
+        >>> mode_counts(samples, np.array([[0.0, 0.0], [10.0, 0.0]]), std=0.1)
+        array([1, 2])
+    """
     return _assign(samples, modes, std, threshold)[0]
 
 
@@ -86,6 +102,22 @@ def mode_statistics(samples: Any, modes: Any, std: float, threshold: float = 3.0
       their nearest centre.
 
     The per-mode counts are :func:`mode_counts`. Every failure is a one-line ``ValueError``.
+
+    Args:
+        samples: ``[N, D]``.
+        modes: the centres ``[K, D]``.
+        std: the per-mode standard deviation.
+        threshold: the radius of a high-quality sample, in ``std``.
+        min_count: the high-quality samples a covered mode needs.
+
+    Returns:
+        ``{"modes_covered", "num_modes", "high_quality_fraction"}``.
+
+    Example::
+
+        >>> samples = np.array([[0.1, 0.0], [10.0, 0.2], [9.9, 0.0], [5.0, 5.0]])
+        >>> mode_statistics(samples, np.array([[0.0, 0.0], [10.0, 0.0]]), std=0.1)
+        {'modes_covered': 2, 'num_modes': 2, 'high_quality_fraction': 0.75}
     """
     require(min_count, name="min_count", kind="int", min=1)
     counts, n_hq, n = _assign(samples, modes, std, threshold)
@@ -115,6 +147,18 @@ def energy_distance(x: Any, y: Any) -> float:
     identical samples, and in 1-D equal to ``scipy.stats.energy_distance(x, y)``; its square is
     Székely's energy statistic. Costs O((n + m)^2 D) time and O(2048 * max(n, m)) memory: keep
     n, m to a few thousand.
+
+    Args:
+        x: ``[n, D]`` (or ``[n]``).
+        y: ``[m, D]`` (or ``[m]``).
+
+    Returns:
+        the distance (float, >= 0).
+
+    Example::
+
+        >>> energy_distance(np.zeros(3), np.ones(3))   # sqrt(2 * 1 - 0 - 0)
+        1.4142135623730951
     """
     x = _points(x, "x")
     y = _points(y, "y", dim=x.shape[1])
@@ -148,6 +192,21 @@ def sliced_wasserstein(x: Any, y: Any, projections: int = 128, seed: int = 0, p:
     distributions (sample sizes may differ; for equal sizes it is the mean of ``|sorted - sorted|^p``).
     For 1-D inputs every direction is +-1, so with ``p=1`` the result equals
     ``scipy.stats.wasserstein_distance(x, y)``. Every failure is a one-line ``ValueError``.
+
+    Args:
+        x: ``[n, D]`` (or ``[n]``).
+        y: ``[m, D]`` (or ``[m]``).
+        projections: the number of random directions.
+        seed: the seed of the directions.
+        p: the order of the distance.
+
+    Returns:
+        the distance (float, >= 0).
+
+    Example::
+
+        >>> sliced_wasserstein(np.array([0.0, 1.0, 2.0]), np.array([1.0, 2.0, 3.0]), p=1)   # a shift by 1
+        1.0
     """
     x = _points(x, "x")
     y = _points(y, "y", dim=x.shape[1])

@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 from torch import nn
 
 from ..errors import ConfigError
-from ..init import SCHEMES, init_weights
+from ..init import INIT_SCHEMES, init_weights
 from ..normalizations import METHODS, normalize
 from ..registry import Registry, UnknownNameError
 from ..validate import is_int, require
@@ -162,8 +162,8 @@ def _labelled(module: nn.Module, options: Mapping[str, int]) -> nn.Module:
 
 
 def _check_init(init: str, who: str) -> None:
-    if init != "official" and init not in SCHEMES:
-        raise ConfigError(f"unknown {who} init {init!r}; known: official, {', '.join(SCHEMES)}")
+    if init != "official" and init not in INIT_SCHEMES:
+        raise ConfigError(f"unknown {who} init {init!r}; known: official, {', '.join(INIT_SCHEMES.names())}")
 
 
 def _check_width(width: float) -> None:

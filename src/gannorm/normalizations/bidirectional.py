@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from . import power_iteration as pi
+from ..errors import InputError
 from .base import PowerIterationNorm
 from .spectral import SpectralNorm, _get_weight
 
@@ -34,7 +35,7 @@ class BidirectionalSpectralNorm(PowerIterationNorm):
         super().__init__(n_power_iterations=n_power_iterations, eps=eps, scale=scale, update=update,
                          grad_through_vectors=grad_through_vectors, warmup=warmup)
         if weight.ndim < 3:
-            raise ValueError("BidirectionalSpectralNorm needs a kernel with >= 3 dimensions; "
+            raise InputError("BidirectionalSpectralNorm needs a kernel with >= 3 dimensions; "
                              "use SpectralNorm for linear weights")
         self._init_buffers(weight)
 
@@ -64,6 +65,28 @@ def bidirectional_spectral_norm(module: nn.Module, name: str = "weight", *, scal
     """Register BSN (``scale == 1``) or BSSN on ``module.<name>``; linear weights get SN times ``scale``.
 
     Options (keyword-only) as in :func:`gannorm.spectral_norm`.
+
+    Args:
+        module: the layer, changed in place.
+        name: the tensor to normalize.
+        scale: ``c`` in ``c * W / ((sigma1 + sigma2) / 2)`` (BSSN when != 1).
+        n_power_iterations: power iterations per update.
+        eps: the floor of the vectors' norms.
+        update: ``"forward"`` or ``"step"``.
+        grad_through_vectors: let the gradient flow through the vectors.
+        warmup: iterations at registration.
+
+    Returns:
+        ``module``.
+
+    Example::
+
+        >>> conv = bidirectional_spectral_norm(nn.Conv2d(3, 8, 3), warmup=200)
+        >>> w = conv.parametrizations.weight.original.detach()
+        >>> s1 = torch.linalg.matrix_norm(w.reshape(8, -1), 2)                  # the fan-in reshaping
+        >>> s2 = torch.linalg.matrix_norm(w.transpose(0, 1).reshape(3, -1), 2)  # the fan-out reshaping
+        >>> torch.allclose(conv.weight, w / ((s1 + s2) / 2), rtol=1e-3)
+        True
     """
     weight = _get_weight(module, name)
     options = dict(n_power_iterations=n_power_iterations, eps=eps, scale=scale, update=update,

@@ -29,6 +29,24 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module)
 
     Every normalized layer of ``model`` takes its raw weight (and vectors, where present) from
     whichever layout the file uses. Keys of unnormalized layers pass through unchanged.
+
+    Args:
+        state_dict: a state dict in torch's old (``weight_orig``/``weight_u``) or new (parametrize) layout, or
+            gannorm's.
+        model: the normalized model to load it into.
+
+    Returns:
+        a new state dict with ``model``'s keys.
+
+    Example::
+
+        >>> old = torch.nn.utils.spectral_norm(nn.Linear(3, 2))     # torch's old hook-based SN
+        >>> from gannorm.normalizations import spectral_norm
+        >>> new = spectral_norm(nn.Linear(3, 2))
+        >>> new.load_state_dict(convert_state_dict(old.state_dict(), new))
+        <All keys matched successfully>
+        >>> torch.equal(new.parametrizations.weight.original, old.weight_orig)
+        True
     """
     sd = dict(state_dict)
     out: dict[str, torch.Tensor] = {}

@@ -16,7 +16,7 @@ model **but the first and the last** (the last is D's output layer; placement in
   ``(C, H, W)`` (over ``C`` for a Linear), then a learned *per-channel* gain and bias (not per element:
   ``nn.LayerNorm((C, H, W))`` would tie the discriminator to one input size and have ``C*H*W`` gains).
   Per sample, so GN/PGN accept it. It divides by a data-dependent standard deviation, so it is not
-  affine: it cannot be folded into the layer, and :func:`gannorm.remove` refuses a model that has it.
+  affine: it cannot be folded into the layer, and :func:`gannorm.remove_normalization` refuses a model that has it.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from .base import TRANSPOSED_CONVS
 from .options import FEATURE_NORM_CHECKS, check_option
 
@@ -74,7 +75,7 @@ def out_channels(module: nn.Module) -> int:
 def inner_layers(layers: Layers, method: str) -> Layers:
     """Every layer but the first and the last (in module order); fewer than 3 layers is a one-line error."""
     if len(layers) < 3:
-        raise ValueError(f"{method} follows every layer but the first and the last with a normalization, but the "
+        raise InputError(f"{method} follows every layer but the first and the last with a normalization, but the "
                          f"model has only {len(layers)} normalizable layer(s); use a deeper model or another method")
     return layers[1:-1]
 
@@ -140,7 +141,7 @@ def fold_post_norm(module: nn.Module) -> nn.Module:
         return module
     kind, norm = found
     if not kind.foldable:
-        raise ValueError(f"a {type(norm).__name__} after {type(module).__name__} is not affine and cannot be folded "
+        raise InputError(f"a {type(norm).__name__} after {type(module).__name__} is not affine and cannot be folded "
                          "into its weight")
     weight = module.weight
     gain = (norm.weight / torch.sqrt(norm.running_var + norm.eps)).to(weight.dtype)

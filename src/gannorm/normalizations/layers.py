@@ -24,5 +24,19 @@ SKIP_NORMALIZATION = "skip_normalization"
 
 
 def skips_normalization(module: nn.Module) -> bool:
-    """Whether ``module`` asked :func:`gannorm.normalize` to leave it alone (:data:`SKIP_NORMALIZATION`)."""
+    """Whether ``module`` asked :func:`gannorm.normalize` to leave it alone (:data:`SKIP_NORMALIZATION`).
+
+    Args:
+        module: a layer.
+
+    Returns:
+        whether :func:`gannorm.normalize` leaves it alone.
+
+    Example::
+
+        >>> table = nn.Embedding(10, 4)
+        >>> table.skip_normalization = True
+        >>> skips_normalization(table), skips_normalization(nn.Linear(2, 2))
+        (True, False)
+    """
     return bool(getattr(module, SKIP_NORMALIZATION, False))

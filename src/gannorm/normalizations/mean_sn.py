@@ -13,7 +13,7 @@ official layers rescale the weight *in place* by ``W / sigma`` (a projection); g
 parametrization, which is the same normalized weight. gamma is unconstrained, so the layer's
 Lipschitz constant is ``max |gamma_c|``, not 1. The batch mean couples samples, so GN/PGN refuse it.
 
-MSN is not only a weight normalization, so :func:`gannorm.remove` does more for it than for the
+MSN is not only a weight normalization, so :func:`gannorm.remove_normalization` does more for it than for the
 others: it folds the *eval-mode* mean-only BN (running mean, gain, bias) into the layer's weight and
 bias (:func:`fold_mean_norm`). The plain network left behind computes what the MSN model computes in
 eval mode; the training-mode batch mean is gone.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import LayerTypeError
 from .options import check_option
 
 
@@ -61,9 +62,24 @@ def attach_mean_norm(module: nn.Module, momentum: float = 0.1) -> nn.Module:
     """Follow ``module``'s output with a :class:`MeanOnlyBatchNorm` (a submodule ``msn`` + a forward hook).
 
     ``module`` is a Conv1d/2d/3d or a Linear layer; the new parameters take its device and (float) dtype.
+
+    Args:
+        module: a Conv1d/2d/3d or Linear layer, changed in place.
+        momentum: the running mean's momentum, in (0, 1].
+
+    Returns:
+        ``module``.
+
+    Example::
+
+        >>> conv = attach_mean_norm(nn.Conv2d(1, 2, 1))
+        >>> out = conv(torch.arange(8.0).reshape(2, 1, 2, 2))       # training mode: the batch mean is removed
+        >>> out.mean(dim=(0, 2, 3)).abs().max() < 1e-6
+        tensor(True)
     """
     if not isinstance(module, _TARGETS):
-        raise TypeError(f"mean-only batch norm follows a Conv1d/2d/3d or Linear layer, got {type(module).__name__}")
+        raise LayerTypeError(f"mean-only batch norm follows a Conv1d/2d/3d or Linear layer, got "
+                             f"{type(module).__name__}")
     check_option("momentum", momentum)
     channels = module.out_channels if hasattr(module, "out_channels") else module.out_features
     like = next(module.parameters())
@@ -81,6 +97,21 @@ def fold_mean_norm(module: nn.Module) -> nn.Module:
     ``gamma_c * (b - running_mean_c) + beta_c`` (a bias is created if the layer had none), so the
     layer computes exactly that function in either mode, and the batch-mean (training) behaviour is
     gone. ``weight`` must be a plain tensor (remove its parametrizations first).
+
+    Args:
+        module: a layer with a mean-only batch norm, changed in place.
+
+    Returns:
+        ``module``, a plain layer.
+
+    Example::
+
+        >>> conv = attach_mean_norm(nn.Conv2d(1, 2, 1))
+        >>> _ = conv(torch.arange(8.0).reshape(2, 1, 2, 2))
+        >>> x = torch.ones(1, 1, 2, 2)
+        >>> before = conv.eval()(x)
+        >>> torch.allclose(fold_mean_norm(conv)(x), before), hasattr(conv, "msn")
+        (True, False)
     """
     msn = module.msn
     hooks = module._forward_hooks
@@ -99,7 +130,20 @@ def fold_mean_norm(module: nn.Module) -> nn.Module:
 
 
 def msn_targets(layers: list[tuple[str, nn.Module]]) -> list[str]:
-    """Every strided convolution but the first, and the last convolution (the official placement)."""
+    """Every strided convolution but the first, and the last convolution (the official placement).
+
+    Args:
+        layers: ``(name, layer)`` pairs in module order.
+
+    Returns:
+        the names of the layers MSN follows.
+
+    Example::
+
+        >>> convs = [("a", nn.Conv2d(3, 8, 4, 2)), ("b", nn.Conv2d(8, 8, 4, 2)), ("c", nn.Conv2d(8, 8, 3))]
+        >>> msn_targets(convs + [("head", nn.Linear(8, 1))])
+        ['b', 'c']
+    """
     convs = [(n, m) for n, m in layers if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
     strided = [n for n, m in convs if max(m.stride) > 1]
     targets = strided[1:] + ([convs[-1][0]] if convs else [])

@@ -7,7 +7,7 @@ keyword arguments are the method's options, and what the method needs from the c
 (``needs_input_shapes``: ``apply(layers, input_shapes, **options)`` gets each layer's input shape,
 recorded by :func:`gannorm.normalize` from ``input_shape=(C, H, W)``), and three capabilities callers
 read instead of method names: ``couples_samples`` (it adds layers with batch statistics, so GN/PGN and
-per-sample gradient penalties cannot use it), ``removable`` (:func:`gannorm.remove` can turn the model
+per-sample gradient penalties cannot use it), ``removable`` (:func:`gannorm.remove_normalization` can turn the model
 back into a plain network) and ``normalizes_weights`` (every layer's weight becomes a parametrization,
 as opposed to the feature normalizations, which add layers). Every option has a range check
 (``checks``, by default :data:`gannorm.normalizations.options.OPTION_CHECKS`; a registration whose
@@ -51,7 +51,7 @@ class MethodSpec:
     ``couples_samples``: the method adds layers that use batch statistics in training (MSN's mean-only
     batch norm, batch norm), so a sample's output depends on the rest of the batch; function-level
     GN/PGN and per-sample gradient penalties need a discriminator without them. ``removable``:
-    :func:`gannorm.remove` turns a model normalized by this method into a plain network computing its
+    :func:`gannorm.remove_normalization` turns a model normalized by this method into a plain network computing its
     eval-mode function (layer norm is not affine and cannot be folded away). ``normalizes_weights``:
     every layer's ``weight`` becomes a parametrization (false for ``none`` and the feature
     normalizations, which add a normalization after the layers instead). ``layer_types``: the layer
@@ -210,7 +210,7 @@ METHODS.register("batch_norm", MethodSpec(_batch_norm, description="batch normal
                                          couples_samples=True, normalizes_weights=False, layer_types=NORMALIZABLE))
 METHODS.register("layer_norm", MethodSpec(_layer_norm, description="layer normalization (each sample over (C, H, W), "
                                           "per-channel gain and bias) after every layer but the first and the last "
-                                          "(the SNGAN paper's baseline; gannorm.remove cannot fold it)",
+                                          "(the SNGAN paper's baseline; gannorm.remove_normalization cannot fold it)",
                                           checks=FEATURE_NORM_CHECKS, removable=False, normalizes_weights=False,
                                           layer_types=NORMALIZABLE))
 METHODS.register("weight_norm", MethodSpec(_weight_norm, description="weight normalization g * v / ||v|| per output "

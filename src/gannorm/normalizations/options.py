@@ -63,7 +63,24 @@ FEATURE_NORM_CHECKS: dict[str, OptionCheck] = {
 
 
 def check_option(name: str, value: Any, checks: Mapping[str, OptionCheck] = OPTION_CHECKS) -> None:
-    """Raise :class:`OptionError` if ``value`` is not acceptable for the option ``name``."""
+    """Raise :class:`OptionError` if ``value`` is not acceptable for the option ``name``.
+
+    Args:
+        name: the option.
+        value: its value.
+        checks: the range checks (an option without one is accepted).
+
+    Raises:
+        OptionError: ``value`` is out of range; the message names the rule and why.
+
+    Example::
+
+        >>> check_option("scale", 1.4)
+        >>> check_option("scale", 0)
+        Traceback (most recent call last):
+        ...
+        gannorm.errors.OptionError: scale must be a finite number > 0, got 0 (the effective weight is ...)
+    """
     check = checks.get(name)
     if check is not None and not check.accepts(value):
         why = f" ({check.why})" if check.why else ""
@@ -71,6 +88,22 @@ def check_option(name: str, value: Any, checks: Mapping[str, OptionCheck] = OPTI
 
 
 def check_options(options: Mapping[str, Any], checks: Mapping[str, OptionCheck] = OPTION_CHECKS) -> None:
-    """:func:`check_option` for every item of ``options``."""
+    """:func:`check_option` for every item of ``options``.
+
+    Args:
+        options: ``{name: value}``.
+        checks: the range checks.
+
+    Raises:
+        OptionError: the first value out of range.
+
+    Example::
+
+        >>> check_options({"n_power_iterations": 2, "update": "step"})
+        >>> check_options({"update": "sometimes"})
+        Traceback (most recent call last):
+        ...
+        gannorm.errors.OptionError: update must be one of forward, step, got 'sometimes' (...)
+    """
     for name, value in options.items():
         check_option(name, value, checks)

@@ -23,12 +23,43 @@ LinearMap = Callable[[Tensor], Tensor]
 
 
 def normalize(x: Tensor, eps: float) -> Tensor:
-    """``x / max(||x||_2, eps)`` over all elements (a flat vector or a feature map)."""
+    """``x / max(||x||_2, eps)`` over all elements (a flat vector or a feature map).
+
+    Args:
+        x: a tensor.
+        eps: the floor of the norm.
+
+    Returns:
+        ``x`` scaled to unit norm.
+
+    Example::
+
+        >>> normalize(torch.tensor([3.0, 4.0]), 1e-12), normalize(torch.zeros(2), 1e-12)
+        (tensor([0.6000, 0.8000]), tensor([0., 0.]))
+    """
     return x / torch.clamp(torch.linalg.vector_norm(x), min=eps)
 
 
 def iterate(apply: LinearMap, adjoint: LinearMap, u: Tensor, v: Tensor, n: int, eps: float) -> tuple[Tensor, Tensor]:
-    """Run ``n`` power iterations from ``(u, v)``; returns the new ``(u, v)``."""
+    """Run ``n`` power iterations from ``(u, v)``; returns the new ``(u, v)``.
+
+    Args:
+        apply: ``v -> A v``.
+        adjoint: ``u -> A^T u``.
+        u: the left vector.
+        v: the right vector.
+        n: the number of iterations.
+        eps: the floor of the norms.
+
+    Returns:
+        the new ``(u, v)``.
+
+    Example::
+
+        >>> u, v = iterate(*matrix_map(torch.diag(torch.tensor([3.0, 1.0]))), torch.ones(2), torch.ones(2), 20, 1e-12)
+        >>> v.round(decimals=4)                                    # the top right singular vector
+        tensor([1., 0.])
+    """
     u, v, _ = iterate_with_sigma(apply, adjoint, u, v, n, eps)
     return u, v
 
@@ -40,6 +71,24 @@ def iterate_with_sigma(apply: LinearMap, adjoint: LinearMap, u: Tensor, v: Tenso
     After ``v = A^T u / ||A^T u||`` the estimate ``<u, A v> = <A^T u, v> = ||A^T u||`` is the norm
     already computed for the last normalization, so no extra application of ``A`` is needed.
     Requires ``n >= 1``.
+
+    Args:
+        apply: ``v -> A v``.
+        adjoint: ``u -> A^T u``.
+        u: the left vector.
+        v: the right vector.
+        n: the number of iterations.
+        eps: the floor of the norms.
+
+    Returns:
+        ``(u, v, sigma)``.
+
+    Example::
+
+        >>> A = torch.tensor([[2.0, 1.0], [1.0, 2.0]])           # singular values 3 and 1
+        >>> _, _, sigma = iterate_with_sigma(*matrix_map(A), torch.ones(2), torch.tensor([1.0, 0.0]), 30, 1e-12)
+        >>> round(float(sigma), 5)
+        3.0
     """
     norm = None
     for _ in range(n):
@@ -51,12 +100,40 @@ def iterate_with_sigma(apply: LinearMap, adjoint: LinearMap, u: Tensor, v: Tenso
 
 
 def rayleigh_sigma(apply: LinearMap, u: Tensor, v: Tensor) -> Tensor:
-    """The sigma estimate ``<u, A v>``; differentiable with respect to the map."""
+    """The sigma estimate ``<u, A v>``; differentiable with respect to the map.
+
+    Args:
+        apply: ``v -> A v``.
+        u: the left vector.
+        v: the right vector.
+
+    Returns:
+        ``<u, A v>``.
+
+    Example::
+
+        >>> apply, _ = matrix_map(torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
+        >>> rayleigh_sigma(apply, torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0]))
+        tensor(2.)
+    """
     return torch.vdot(u.reshape(-1), apply(v).reshape(-1))
 
 
 def matrix_map(mat: Tensor) -> tuple[LinearMap, LinearMap]:
-    """``(x -> M x, y -> M^T y)`` for a 2-D matrix ``M``."""
+    """``(x -> M x, y -> M^T y)`` for a 2-D matrix ``M``.
+
+    Args:
+        mat: a matrix ``[h, w]``.
+
+    Returns:
+        the map and its adjoint.
+
+    Example::
+
+        >>> apply, adjoint = matrix_map(torch.tensor([[1.0, 2.0]]))
+        >>> apply(torch.tensor([1.0, 1.0])), adjoint(torch.tensor([1.0]))
+        (tensor([3.]), tensor([1., 2.]))
+    """
     return (lambda x: torch.mv(mat, x)), (lambda y: torch.mv(mat.t(), y))
 
 
@@ -70,6 +147,20 @@ def transposed_kernel_map(kernel: Tensor) -> tuple[LinearMap, LinearMap]:
         M2^T y = (y @ K[o]) for every o      (y of length in)         -> [out * s]
 
     Both read the kernel in its own layout (see ``benchmarks/norm_overhead.py`` for the cost).
+
+    Args:
+        kernel: a convolution weight ``[out, in, *k]``.
+
+    Returns:
+        the map of its fan-out reshaping and its adjoint.
+
+    Example::
+
+        >>> kernel = torch.arange(12.0).reshape(2, 3, 2)
+        >>> apply, _ = transposed_kernel_map(kernel)
+        >>> v = torch.ones(4)
+        >>> torch.equal(apply(v), kernel.transpose(0, 1).reshape(3, -1) @ v)
+        True
     """
     out, inp = kernel.shape[0], kernel.shape[1]
     k3 = kernel.reshape(out, inp, -1)

@@ -13,16 +13,42 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from . import power_iteration as pi
+from ..errors import InputError, OptionError
 from .base import TRANSPOSED_CONVS, PowerIterationNorm
 
 
 def default_dim(module: nn.Module) -> int:
-    """1 for transposed convolutions (their output channels are dim 1), else 0 -- torch's rule."""
+    """1 for transposed convolutions (their output channels are dim 1), else 0 -- torch's rule.
+
+    Args:
+        module: a layer.
+
+    Returns:
+        the dim of the weight that indexes the layer's output units.
+
+    Example::
+
+        >>> default_dim(nn.Conv2d(3, 4, 3)), default_dim(nn.ConvTranspose2d(4, 3, 3))
+        (0, 1)
+    """
     return 1 if isinstance(module, TRANSPOSED_CONVS) else 0
 
 
 def matricize(weight: Tensor, dim: int) -> Tensor:
-    """The ``[h, w]`` matrix whose sigma SN estimates (a view when ``dim == 0``)."""
+    """The ``[h, w]`` matrix whose sigma SN estimates (a view when ``dim == 0``).
+
+    Args:
+        weight: a layer's weight (1-D weights become one row).
+        dim: the output units' dim (:func:`default_dim`).
+
+    Returns:
+        the matrix ``[units, rest]``.
+
+    Example::
+
+        >>> matricize(torch.zeros(8, 3, 5, 5), 0).shape, matricize(torch.zeros(8, 3, 5, 5), 1).shape
+        (torch.Size([8, 75]), torch.Size([3, 200]))
+    """
     if weight.ndim == 1:
         return weight.reshape(1, -1)
     if dim != 0:
@@ -42,7 +68,7 @@ class SpectralNorm(PowerIterationNorm):
                          grad_through_vectors=grad_through_vectors, warmup=warmup)
         ndim = weight.ndim
         if not -ndim <= dim < max(ndim, 1):
-            raise ValueError(f"dim={dim} is out of range for a weight with {ndim} dimensions")
+            raise OptionError("dim", f"dim={dim} is out of range for a weight with {ndim} dimensions")
         self.dim = dim % ndim if ndim > 1 else 0
         self._init_buffers(weight)
 
@@ -72,6 +98,26 @@ def spectral_norm(module: nn.Module, name: str = "weight", *, scale: float = 1.0
     ``update`` (``"forward"`` or ``"step"``, see :mod:`gannorm.normalizations.base`),
     ``grad_through_vectors`` (the TF behaviour) and ``warmup`` (iterations at registration; torch
     uses 15, the official BSN/SNGAN code 0).
+
+    Args:
+        module: the layer (Conv, ConvTranspose, Linear, Embedding, ...), changed in place.
+        name: the tensor to normalize.
+        scale: the constant ``c`` of ``c * W / sigma`` (SSN when != 1).
+        n_power_iterations: power iterations per update.
+        eps: the floor of the vectors' norms.
+        dim: the output units' dim (default: :func:`default_dim`).
+        update: ``"forward"`` (torch's cadence) or ``"step"`` (one iteration per optimizer step).
+        grad_through_vectors: let the gradient flow through ``u`` and ``v`` (the TF code).
+        warmup: iterations at registration.
+
+    Returns:
+        ``module``.
+
+    Example::
+
+        >>> layer = spectral_norm(nn.Linear(20, 40), scale=2.0, warmup=100)
+        >>> round(float(torch.linalg.matrix_norm(layer.weight.detach(), 2)), 4)
+        2.0
     """
     weight = _get_weight(module, name)
     if dim is None:
@@ -85,5 +131,6 @@ def spectral_norm(module: nn.Module, name: str = "weight", *, scale: float = 1.0
 def _get_weight(module: nn.Module, name: str) -> Tensor:
     weight = getattr(module, name, None)
     if not isinstance(weight, torch.Tensor):
-        raise ValueError(f"module {type(module).__name__} has no tensor parameter or buffer named {name!r}")
+        raise InputError(f"module {type(module).__name__} has no tensor parameter or buffer named {name!r}; "
+                         "pass the name of its weight (name='weight')")
     return weight

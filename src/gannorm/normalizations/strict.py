@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ..errors import LayerTypeError, OptionError
 from .base import PowerIterationNorm
 from .spectral import SpectralNorm, _get_weight
 
@@ -44,8 +45,9 @@ def _explicit_padding(module: nn.Module, nd: int) -> tuple[list[int] | None, tup
     return None, tuple(module.padding)
 
 
-class ConvOperatorNorm(PowerIterationNorm):
-    """Parametrization ``W -> scale * W / ||conv(., W)||_op`` for a fixed input shape."""
+class StrictSpectralNorm(PowerIterationNorm):
+    """Parametrization ``W -> scale * W / ||conv(., W)||_op`` for a fixed input shape (what
+    :func:`strict_spectral_norm` registers on a convolution; formerly named ``ConvOperatorNorm``)."""
 
     vector_names = (("_u", "_v"),)
 
@@ -58,17 +60,18 @@ class ConvOperatorNorm(PowerIterationNorm):
         self.transposed = kind in _CONV_T
         nd = _CONV_T.get(kind) or _CONV.get(kind)
         if nd is None:
-            raise TypeError(f"strict spectral norm needs a Conv or ConvTranspose layer, got {kind.__name__}")
+            raise LayerTypeError(f"strict spectral norm needs a Conv, ConvTranspose, Linear or Embedding layer, got "
+                                 f"{kind.__name__}")
         input_shape = tuple(int(s) for s in input_shape)
         if len(input_shape) == nd + 2 and input_shape[0] == 1:
             input_shape = input_shape[1:]
         if len(input_shape) != nd + 1:
-            raise ValueError(f"input_shape for {kind.__name__} must be (C, {', '.join('HWD'[:nd])}) "
+            raise OptionError("input_shape", f"input_shape for {kind.__name__} must be (C, {', '.join('HWD'[:nd])}) "
                              f"with {nd + 1} numbers, got {input_shape}")
         c_in = module.in_channels
         if input_shape[0] != c_in:
-            raise ValueError(f"input_shape {input_shape} has {input_shape[0]} channels but the layer "
-                             f"expects {c_in}")
+            raise OptionError("input_shape", f"input_shape {input_shape} has {input_shape[0]} channels but the "
+                              f"layer expects {c_in}")
         self.nd = nd
         self.input_shape = input_shape
         self.stride = tuple(module.stride)
@@ -151,6 +154,28 @@ def strict_spectral_norm(module: nn.Module, name: str = "weight", *, input_shape
     ``(C, D, H, W)`` for 1-D, 3-D); it is ignored for linear layers and embeddings (``nn.Embedding``),
     which get plain SN: the operator norm of a matrix is its largest singular value. The other
     options (keyword-only) as in :func:`gannorm.spectral_norm`.
+
+    Args:
+        module: the layer, changed in place.
+        name: the tensor to normalize.
+        input_shape: the shape of the layer's input without the batch dim.
+        scale: ``c`` in ``c * W / ||conv(., W)||_op``.
+        n_power_iterations: power iterations per update.
+        eps: the floor of the vectors' norms.
+        update: ``"forward"`` or ``"step"``.
+        grad_through_vectors: let the gradient flow through the vectors.
+        warmup: iterations at registration.
+
+    Returns:
+        ``module``.
+
+    Example::
+
+        >>> conv = strict_spectral_norm(nn.Conv2d(1, 1, 3, padding=1, bias=False), input_shape=(1, 4, 4), warmup=300)
+        >>> basis = torch.eye(16).reshape(16, 1, 4, 4)                 # the dense matrix of the convolution
+        >>> dense = conv(basis).reshape(16, 16)
+        >>> round(float(torch.linalg.matrix_norm(dense.detach(), 2)), 3)
+        1.0
     """
     weight = _get_weight(module, name)
     options = dict(n_power_iterations=n_power_iterations, eps=eps, scale=scale, update=update,
@@ -158,6 +183,10 @@ def strict_spectral_norm(module: nn.Module, name: str = "weight", *, input_shape
     if isinstance(module, (nn.Linear, nn.Embedding)):
         param = SpectralNorm(weight, dim=0, **options)
     else:
-        param = ConvOperatorNorm(module, weight, input_shape, **options)
+        param = StrictSpectralNorm(module, weight, input_shape, **options)
     parametrize.register_parametrization(module, name, param)
     return module
+
+
+#: the former name of :class:`StrictSpectralNorm` (kept so that old code and pickles keep working)
+ConvOperatorNorm = StrictSpectralNorm

@@ -18,11 +18,25 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ..errors import InputError, OptionError
 from .spectral import _get_weight, default_dim
 
 
 def unit_norms(weight: Tensor, dim: int) -> Tensor:
-    """The 2-norm of every slice ``weight.select(dim, i)``: a vector with ``weight.shape[dim]`` entries."""
+    """The 2-norm of every slice ``weight.select(dim, i)``: a vector with ``weight.shape[dim]`` entries.
+
+    Args:
+        weight: a weight.
+        dim: the units' dim.
+
+    Returns:
+        the norms, one per unit.
+
+    Example::
+
+        >>> unit_norms(torch.tensor([[3.0, 4.0], [0.0, 1.0]]), 0)
+        tensor([5., 1.])
+    """
     return torch.linalg.vector_norm(weight, dim=[d for d in range(weight.ndim) if d != dim])
 
 
@@ -32,15 +46,15 @@ class WeightNorm(nn.Module):
     def __init__(self, weight: Tensor, dim: int = 0) -> None:
         super().__init__()
         if weight.ndim < 2:
-            raise ValueError(f"weight normalization needs a weight with >= 2 dimensions, got shape "
+            raise InputError(f"weight normalization needs a weight with >= 2 dimensions, got shape "
                              f"{tuple(weight.shape)}")
         if not -weight.ndim <= dim < weight.ndim:
-            raise ValueError(f"dim={dim} is out of range for a weight with {weight.ndim} dimensions")
+            raise OptionError("dim", f"dim={dim} is out of range for a weight with {weight.ndim} dimensions")
         self.dim = dim % weight.ndim
         with torch.no_grad():
             norms = unit_norms(weight.detach(), self.dim)
         if not bool((norms > 0).all()):
-            raise ValueError(f"weight normalization divides each output unit's weights by their norm, but "
+            raise InputError(f"weight normalization divides each output unit's weights by their norm, but "
                              f"{int((norms == 0).sum())} unit(s) have all-zero weights; initialize the layer first")
         dtype = torch.promote_types(weight.dtype, torch.float32)
         self.g = nn.Parameter(norms.to(dtype).clone())
@@ -66,6 +80,22 @@ def weight_norm(module: nn.Module, name: str = "weight", *, dim: int | None = No
     output-channel dim, 1 for ConvTranspose, else 0), ``module.parametrizations.<name>.original`` is
     ``v`` and ``module.parametrizations.<name>[0].g`` the gains, initialized so that the effective
     weight equals the weight the layer had.
+
+    Args:
+        module: the layer, changed in place.
+        name: the tensor to normalize.
+        dim: the units' dim (default: the output channels).
+
+    Returns:
+        ``module``.
+
+    Example::
+
+        >>> layer = nn.Linear(3, 2)
+        >>> before = layer.weight.detach().clone()
+        >>> layer = weight_norm(layer)
+        >>> torch.allclose(layer.weight, before), tuple(layer.parametrizations.weight[0].g.shape)
+        (True, (2,))
     """
     weight = _get_weight(module, name)
     param = WeightNorm(weight, default_dim(module) if dim is None else dim)
@@ -74,7 +104,20 @@ def weight_norm(module: nn.Module, name: str = "weight", *, dim: int | None = No
 
 
 def weight_norm_layers(model: nn.Module):
-    """``(layer, parametrization)`` for every weight-normalized ``weight`` of ``model``."""
+    """``(layer, parametrization)`` for every weight-normalized ``weight`` of ``model``.
+
+    Args:
+        model: a network.
+
+    Returns:
+        an iterator of ``(layer, WeightNorm)``.
+
+    Example::
+
+        >>> net = nn.Sequential(weight_norm(nn.Linear(3, 2)), nn.Linear(2, 1))
+        >>> [type(p).__name__ for _, p in weight_norm_layers(net)]
+        ['WeightNorm']
+    """
     for m in model.modules():
         if parametrize.is_parametrized(m, "weight"):
             for p in m.parametrizations.weight:

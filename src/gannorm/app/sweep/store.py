@@ -29,7 +29,7 @@ import sqlite3
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ...runfolder import RunFolder
 from .results import RunRow, SweepResults
@@ -213,9 +213,3 @@ def read_results(path: str | Path) -> SweepResults:
                         lower_is_better=bool(meta.get("lower_is_better", True)), success=meta.get("success", {}),
                         grid_keys=list(meta.get("grid_keys", [])), variants=list(meta.get("variants", [])),
                         runs=runs, series=series, health=health)
-
-
-def run_ids(con: sqlite3.Connection, statuses: Iterable[str]) -> set[str]:
-    statuses = tuple(statuses)
-    marks = ",".join("?" * len(statuses))
-    return {r[0] for r in con.execute(f"SELECT run_id FROM runs WHERE status IN ({marks})", statuses)}
