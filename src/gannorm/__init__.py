@@ -52,5 +52,6 @@ __all__ = [
     "bidirectional_spectral_norm", "convert_state_dict", "depthwise_separable_spectral_norm", "fans",
     "gradient_normalize", "init_weights", "leaky_relu_gain", "normalize", "normalized_layers",
     "penalty_gradient_normalize", "raw_weight", "remove", "reset_power_iteration", "sigmas", "spectral_norm",
-    "strict_spectral_norm", "update_after_step", "update_power_iteration", "train", "resume", "RunFolder", "RunFolderError", "RunResult", "__version__",
+    "strict_spectral_norm", "update_after_step", "update_power_iteration", "train", "resume", "RunFolder",
+    "RunFolderError", "RunResult", "__version__",
 ]

@@ -61,8 +61,9 @@ class ModelConfig:
     g_options: dict[str, Any] = field(default_factory=dict)  # architecture options for G (e.g. depth)
     d_options: dict[str, Any] = field(default_factory=dict)  # ... and for D
     d_init: str = "official"             # D's initialisation: official, lecun, xavier, kaiming, normal, trunc_normal
-    num_classes: int = 0                 # class-conditional G(z, y) and D(x, y) with this many classes (0: unconditional);
-                                         # must equal the dataset's number of classes (docs/conditional.md)
+    num_classes: int = 0                 # class-conditional G(z, y) and D(x, y) with this many classes
+                                         # (0: unconditional); must equal the dataset's number of classes
+                                         # (docs/conditional.md)
 
 
 @dataclass
@@ -120,7 +121,8 @@ class TrainConfig:
     channels_last: bool = False          # NHWC memory format for G, D and image batches (faster convs on CPU)
     device: str = "auto"                 # auto, cpu, cuda, cuda:1, ...
     threads: int = 0                     # torch CPU threads (0: leave torch's default)
-    dist_timeout: float = 600.0          # seconds a collective waits for the other ranks (torchrun) before the run fails
+    dist_timeout: float = 600.0          # seconds a collective waits for the other ranks (torchrun) before the
+                                         # run fails
     eval_every: int = 0                  # evaluate every N G steps and at the end (0: off)
     eval_metrics: tuple[str, ...] = ()   # metric names (empty: the dataset's default, see 'gannorm list')
     eval_num_samples: int = 1000         # generated samples per evaluation (real: as many, or the dataset size)
@@ -679,8 +681,8 @@ def _check_best_metric(t: TrainConfig, evaluated: tuple[str, ...]) -> None:
     if name in ("", "none"):
         return
     if name not in METRICS:
-        raise ConfigError(f"config key train.best_metric: {summary(name)} is not one of none, {', '.join(_known(METRICS))} "
-                          "(or leave it empty: the first evaluated metric)")
+        raise ConfigError(f"config key train.best_metric: {summary(name)} is not one of none, "
+                          f"{', '.join(_known(METRICS))} (or leave it empty: the first evaluated metric)")
     if t.eval_every <= 0:
         raise ConfigError(f"config key train.best_metric: {name} needs evaluations during training; set "
                           "train.eval_every=N, or train.best_metric=none")

@@ -106,14 +106,16 @@ def zero_gp(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *, generato
 def r1(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,  # noqa: ARG001
        generator: torch.Generator | None = None, y_real: Tensor | None = None,
        y_fake: Tensor | None = None) -> Tensor:
-    """``weight / 2 * E[||grad D(real)||^2]`` (R1, at ``(real, y_real)``; ``fake``, ``y_fake``, ``generator`` unused)."""
+    """``weight / 2 * E[||grad D(real)||^2]`` (R1, at ``(real, y_real)``; ``fake``, ``y_fake``, ``generator``
+    unused)."""
     return weight / 2 * input_gradient_norms(D, real, y=y_real).square().mean()
 
 
 def r2(D: nn.Module, real: Tensor, fake: Tensor, weight: float, *,  # noqa: ARG001
        generator: torch.Generator | None = None, y_real: Tensor | None = None,
        y_fake: Tensor | None = None) -> Tensor:
-    """``weight / 2 * E[||grad D(fake)||^2]`` (R2, at ``(fake, y_fake)``; ``real``, ``y_real``, ``generator`` unused)."""
+    """``weight / 2 * E[||grad D(fake)||^2]`` (R2, at ``(fake, y_fake)``; ``real``, ``y_real``, ``generator``
+    unused)."""
     return weight / 2 * input_gradient_norms(D, fake, y=y_fake).square().mean()
 
 

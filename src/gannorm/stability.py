@@ -108,7 +108,8 @@ class SuccessRule:
                 and (self.min is None or value >= self.min))
 
     def __str__(self) -> str:
-        bounds = [f"<= {self.max:g}" if self.max is not None else "", f">= {self.min:g}" if self.min is not None else ""]
+        bounds = [f"<= {self.max:g}" if self.max is not None else "",
+                  f">= {self.min:g}" if self.min is not None else ""]
         return "finished with a finite metric" + "".join(f", {b}" for b in bounds if b)
 
 

@@ -124,7 +124,7 @@ def test_out_of_range_and_no_array(folder):
         with pytest.raises(IndexError, match="out of range for 23"):
             ds.get([23])
         with pytest.raises(DatasetError, match="holds no image array.*in_memory=true"):
-            ds.data
+            _ = ds.data
         assert ds.get([]).shape == (0, 3, 8, 8)
 
 
@@ -267,7 +267,8 @@ def test_workers_ignore_ctrl_c_and_exit_when_the_main_process_dies(folder, tmp_p
         from gannorm.data import load_dataset
         ds = load_dataset("imagefolder", {str(folder)!r}, 8, in_memory=False, workers=2)
         ds.sample(4, torch.Generator().manual_seed(0))
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and open(f"/proc/{{p}}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
+        pids = [int(p) for p in os.listdir("/proc")
+                if p.isdigit() and open(f"/proc/{{p}}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
         for pid in pids:
             os.kill(pid, signal.SIGINT)
         time.sleep(0.3)

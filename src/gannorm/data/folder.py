@@ -146,7 +146,7 @@ def decode_image(file: Path, channels: int, resolution: int, what: str = "imagef
         >>> decode_image(Path("cat.png"), 3, 64).shape
         (3, 64, 64)
     """
-    bilinear = getattr(getattr(Image, "Resampling", Image), "BILINEAR")
+    bilinear = getattr(Image, "Resampling", Image).BILINEAR
     with read_errors(what, file, "a readable image"), Image.open(file) as im:
         im = ImageOps.exif_transpose(im)
         if check is not None:

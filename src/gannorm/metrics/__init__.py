@@ -12,8 +12,10 @@ from .inception import (INCEPTION_WEIGHTS_ENV, FIDInceptionV3, InceptionWeightsH
                         InceptionWeightsNotFoundError, load_fid_inception, preprocess, resize_bilinear_tf1)
 from .mixtures import energy_distance, mode_counts, mode_statistics, sliced_wasserstein
 
-__all__ = ["DigitsClassifier", "classifier_metrics", "get_classifier", "intra_fid", "class_accuracy", "feature_statistics", "frechet_distance",
+__all__ = ["DigitsClassifier", "classifier_metrics", "get_classifier", "intra_fid", "class_accuracy",
+           "feature_statistics", "frechet_distance",
            "load_statistics", "save_statistics", "inception_score", "kernel_inception_distance", "energy_distance",
            "mode_counts", "mode_statistics", "sliced_wasserstein", "INCEPTION_WEIGHTS_ENV", "FIDInceptionV3",
-           "InceptionWeightsHashError", "InceptionWeightsLoadError", "InceptionWeightsNotFoundError", "load_fid_inception", "preprocess",
+           "InceptionWeightsHashError", "InceptionWeightsLoadError", "InceptionWeightsNotFoundError",
+           "load_fid_inception", "preprocess",
            "resize_bilinear_tf1"]

@@ -48,7 +48,7 @@ def _pair(x: int | Sequence[int]) -> tuple[int, int]:
     t = (int(x), int(x)) if isinstance(x, int) else tuple(int(v) for v in x)
     if len(t) != 2:
         raise ValueError(f"expected two numbers, got {x!r}")
-    return t  # type: ignore[return-value]
+    return t
 
 
 def depthwise_sigma(weight: Tensor, channels: int, fft_size: Sequence[int]) -> Tensor:

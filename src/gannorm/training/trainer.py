@@ -93,8 +93,9 @@ class Trainer:
     """Build everything from a :class:`Config`, then :meth:`run` it. ``resume`` continues a run folder.
 
     ``run_dir`` is the exact new folder to create (default: ``train.out_dir/train.run_name``, with a
-    ``-2``, ``-3``, ... suffix if taken). ``callbacks`` replaces the default ones (:func:`gannorm.training.callbacks.default_callbacks`);
-    add to ``trainer.callbacks`` to keep them and plug in more. In a run of several ranks (``torchrun``) the
+    ``-2``, ``-3``, ... suffix if taken). ``callbacks`` replaces the default ones
+    (:func:`gannorm.training.callbacks.default_callbacks`); add to ``trainer.callbacks`` to keep them and plug
+    in more. In a run of several ranks (``torchrun``) the
     callbacks run on rank 0 (which alone creates and writes the run folder), except those marked
     ``every_rank`` (the evaluation, sharded over the ranks), which run on every rank.
     """
