@@ -32,7 +32,7 @@ MAX_SCALE = 1e6
 
 
 def _positive(name: str, key: str, value, integer: bool = False):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value) > 0
     if integer:
         ok = ok and isinstance(value, numbers.Integral)
     high = MAX_N if integer else MAX_SCALE
@@ -45,7 +45,7 @@ def _positive(name: str, key: str, value, integer: bool = False):
 def _mixture(name: str, modes: torch.Tensor, n, std, seed) -> Dataset:
     n = _positive(name, "n", n, integer=True)
     std = _positive(name, "std", std)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**63:
         raise DatasetError(f"{name}: option seed must be an integer in [0, 2**63), got {summary(seed)}")
     g = torch.Generator().manual_seed(int(seed))
     labels = torch.randint(len(modes), (n,), generator=g)

@@ -89,7 +89,9 @@ def default_metrics(dataset_name: str, conditional: bool = False) -> tuple[str, 
 
 
 # ------------------------------------------------------------------------------ extractors
-Extractor = Callable[[Tensor], dict[str, np.ndarray]]
+#: ``extract(x) -> {output: array}``: numpy arrays once batched (an Inception backend's own, unbatched
+#: ``extract`` gives tensors, which :func:`_batched` turns into arrays)
+Extractor = Callable[[Tensor], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -321,8 +323,8 @@ def save_inception_statistics(path: str | Path, mu: Any, sigma: Any, precision: 
     the Inception ``precision`` the features were extracted in, under :data:`STATS_PRECISION_KEY`."""
     mu, sigma = _check_stats(mu, sigma, "")
     precision = check_precision(precision)
-    atomic_write(Path(path).expanduser(),
-                 lambda f: np.savez(f, mu=mu, sigma=sigma, **{STATS_PRECISION_KEY: np.array(precision)}))
+    arrays: dict[str, Any] = {"mu": mu, "sigma": sigma, STATS_PRECISION_KEY: np.array(precision)}
+    atomic_write(Path(path).expanduser(), lambda f: np.savez(f, **arrays))
 
 
 def statistics_precision(path: str | Path) -> str | None:
@@ -849,7 +851,7 @@ def check_evaluation(data, options: EvalOptions, where: str = "EvalOptions.proto
     conditional = bool(num_classes) and _labelled(data)
     names = list(options.metrics) or list(default_metrics(data.name, conditional))
     check_conditional(names, num_classes, _labelled(data), data.name, where=f"{where}:")
-    if conditional:
+    if conditional and num_classes:
         _labels_fit(data, num_classes)
     plans = metric_protocols(names, options, len(data), where)
     _build_extractors({n: METRICS.get(n) for n in names}, _request(data, options))
@@ -905,8 +907,9 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
     fake_y, real_y, classes_protocol = _conditional_labels(data, classes, num_fake, num_real, options.seed)
     fake_x = generate(generator, num_fake, z_dim, options.seed + 1000, device=device, rows=fake_rows[shards.rank],
                       labels=fake_y)
-    real_x, protocol = (real_subset(data, num_real, options.seed, rows=real_rows[shards.rank]) if num_real
-                        else (None, {"real_split": "none (no metric reads real images)"}))
+    real_x, real_protocol = (real_subset(data, num_real, options.seed, rows=real_rows[shards.rank]) if num_real
+                             else (None, {"real_split": "none (no metric reads real images)"}))
+    protocol: dict[str, Any] = dict(real_protocol)
     protocol.update(_draw_protocol(num_fake, num_real, options.seed, classes_protocol, shards))
     fakes, reals = {}, {}
     for kind, extractor in built.items():
@@ -921,8 +924,8 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
         for name, spec in specs.items():
             plan = plans[name]
             context = EvalContext(data, options, plan, classes)
-            fake = _first(fakes[spec.extractor], plan.num_samples, fake_y)
-            real = _first(reals[spec.extractor], plan.num_real or 0, real_y)
+            fake = _first(fakes[spec.extractor] or {}, plan.num_samples, fake_y)  # gathered here: never None
+            real = _first(reals[spec.extractor] or {}, plan.num_real or 0, real_y)
             results[name] = {k: float(v) for k, v in spec.compute(fake, real, **spec.options(context)).items()}
             per_metric[name] = {**plan.to_json(), **spec.protocol(context)}
         return results, per_metric, round(time.perf_counter() - t0, 2)

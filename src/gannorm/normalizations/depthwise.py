@@ -33,7 +33,7 @@ Every other layer (pointwise 1x1 convs, ordinary convs, linears) gets plain SN i
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -113,7 +113,7 @@ class DepthwiseSpectralNorm(nn.Module):
                 f"scale={self.scale}")
 
 
-def is_depthwise(module: nn.Module) -> bool:
+def is_depthwise(module: nn.Module) -> TypeGuard[nn.Conv2d]:
     """A ``Conv2d`` with ``groups == in_channels > 1`` (single-input-channel convs count as ordinary convs)."""
     return isinstance(module, nn.Conv2d) and module.groups == module.in_channels > 1
 
