@@ -441,7 +441,7 @@ _yaml_problem = problem
 def load(name_or_path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
     """The default config, updated by a YAML file or preset, then by ``key=value`` overrides."""
     given = not (name_or_path is None or (isinstance(name_or_path, str) and name_or_path == ""))
-    mapping = _read_yaml(resolve_path(name_or_path)) if given else {}
+    mapping = _read_yaml(resolve_path(name_or_path)) if given and name_or_path is not None else {}
     mapping.pop("variants", None)  # a comparison preset's list of runs (see load_variants)
     cfg = from_dict(mapping)
     return apply_overrides(cfg, overrides)

@@ -25,7 +25,7 @@ weight-normalized layer gets ``g = ||v||`` per unit, so its effective weight is 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable, cast
 
 import torch
 from torch import Tensor, nn
@@ -42,8 +42,8 @@ SCHEMES = ("lecun", "xavier", "kaiming", "normal", "trunc_normal", "orthogonal",
 def raw_weight(module: nn.Module) -> Tensor:
     """The trainable weight of a layer: ``parametrizations.weight.original`` if it is normalized."""
     if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations.weight.original
-    return module.weight
+        return cast(Any, module).parametrizations.weight.original  # added by parametrize at run time
+    return cast(Tensor, module.weight)
 
 
 def fans(module: nn.Module) -> tuple[int, int]:
@@ -148,7 +148,8 @@ def orthogonal_units(weight: Tensor, dim: int, gain: float = 1.0) -> Tensor:
 
 
 def _init_bias(module: nn.Module, value: float) -> None:
-    b = module.parametrizations.bias.original if parametrize.is_parametrized(module, "bias") else module.bias
+    layer = cast(Any, module)  # ``parametrizations`` is added by parametrize at run time
+    b = layer.parametrizations.bias.original if parametrize.is_parametrized(module, "bias") else layer.bias
     if b is not None:
         nn.init.constant_(b, value)
 
@@ -249,7 +250,8 @@ def _orthogonal_rows(weight: Tensor, dim: int, g: float) -> Tensor:
 def _weight_norm_of(module: nn.Module) -> WeightNorm | None:
     if not parametrize.is_parametrized(module, "weight"):
         return None
-    return next((p for p in module.parametrizations.weight if isinstance(p, WeightNorm)), None)
+    plist = cast(Any, module).parametrizations.weight  # added by parametrize at run time
+    return next((p for p in plist if isinstance(p, WeightNorm)), None)
 
 
 @torch.no_grad()

@@ -17,9 +17,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Callable, Hashable, Mapping, NamedTuple, Sequence
+from typing import Callable, Hashable, Mapping, NamedTuple, Sequence, TypeVar
 
 import numpy as np
+
+K = TypeVar("K", bound=Hashable)  # a key of a {(cell, seed): value} or {cell: ...} map
 
 __all__ = ["NoiseCount", "Paired", "SuccessRule", "Summary", "best_or_within_noise", "bootstrap_mean_ci",
            "compare_paired", "differs", "success_rule", "summarize", "wilson_interval"]
@@ -64,7 +66,7 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     return lo, hi
 
 
-def _as_finite(values: Sequence[float], what: str) -> np.ndarray:
+def _as_finite(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
     x = np.asarray(values, dtype=np.float64).reshape(-1)
     if x.size == 0:
         raise ValueError(f"{what}: no values; pass at least one number")
@@ -73,7 +75,7 @@ def _as_finite(values: Sequence[float], what: str) -> np.ndarray:
     return x
 
 
-def bootstrap_mean_ci(values: Sequence[float], confidence: float = 0.95, n_boot: int = 10_000,
+def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95, n_boot: int = 10_000,
                       seed: int = 0) -> tuple[float, float]:
     """The percentile bootstrap confidence interval of the mean of ``values`` (finite numbers).
 
@@ -256,7 +258,7 @@ def differs(paired: Paired, alpha: float = 0.05) -> bool:
     return paired.p_value < alpha and (lo > 0 or hi < 0)
 
 
-def paired_values(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> tuple[list[float], list[float]]:
+def paired_values(a: Mapping[K, float], b: Mapping[K, float]) -> tuple[list[float], list[float]]:
     """Align two ``{(cell, seed): metric}`` maps for :func:`compare_paired`: the keys both have, in ``a``'s
     order."""
     keys = [k for k in a if k in b]
@@ -271,7 +273,7 @@ class NoiseCount(NamedTuple):
     n_cells: int
 
 
-def best_or_within_noise(cells: Mapping[Hashable, Mapping[str, Sequence[float]]], *, lower_is_better: bool,
+def best_or_within_noise(cells: Mapping[K, Mapping[str, Sequence[float]]], *, lower_is_better: bool,
                          alpha: float = 0.05, confidence: float = 0.95, n_boot: int = 10_000,
                          seed: int = 0) -> dict[str, NoiseCount]:
     """Count, over grid cells, where each variant is the best or statistically tied with the best.

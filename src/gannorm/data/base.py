@@ -16,7 +16,7 @@ import functools
 import inspect
 import numbers
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import numpy as np
 import torch
@@ -367,11 +367,8 @@ def loader(name: str, resolutions: Sequence[int] | str = (), default: int | None
                                    "data.in_memory=auto")
             return made
 
-        wrapped.dataset_name = name
-        wrapped.options = tuple(allowed)
-        wrapped.resolutions = resolutions
-        wrapped.default_resolution = default
-        wrapped.labels = labels
+        wrapped.__dict__.update(dataset_name=name, options=tuple(allowed), resolutions=resolutions,
+                                default_resolution=default, labels=labels)
         return wrapped
     return wrap
 
@@ -380,7 +377,7 @@ def check_limit(name: str, limit) -> int | None:
     """Validate a ``limit`` option (None or a positive integer, at most 2**40: more than any dataset holds)."""
     if limit is None:
         return None
-    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or not 0 < limit <= 2**40:
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or not 0 < int(limit) <= 2**40:
         raise DatasetError(f"{name}: limit must be a positive integer <= 2**40 or None, got {summary(limit)}")
     return int(limit)
 
@@ -407,7 +404,7 @@ def resize(x: torch.Tensor, size: int | tuple[int, int], antialias: bool) -> tor
     ``antialias=True`` widens the filter when shrinking (like Pillow's bilinear); it changes
     nothing when enlarging.
     """
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = (size, size) if isinstance(size, int) else cast("tuple[int, int]", tuple(size))
     if tuple(x.shape[-2:]) == size:
         return x
     if not antialias and tuple(x.shape[-2:]) == (2 * size[0], 2 * size[1]):
@@ -421,7 +418,7 @@ def resize_uint8(images: torch.Tensor | np.ndarray, size: int | tuple[int, int],
 
     Writes into ``out`` (uint8 [N, C, h, w]) when given.
     """
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = (size, size) if isinstance(size, int) else cast("tuple[int, int]", tuple(size))
     n, c = images.shape[:2]
     if out is None:
         out = torch.empty((n, c, *size), dtype=torch.uint8)

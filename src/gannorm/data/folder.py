@@ -113,7 +113,8 @@ def list_classes(root: Path) -> tuple[StringTable, torch.Tensor, tuple[str, ...]
     if not classes:
         raise DatasetError(f"imagefolder: labels=true expects one sub-folder per class under {root}, found none "
                            "(set labels=false for an unlabelled folder)")
-    files, counts = [], []
+    files: list[bytes] = []
+    counts: list[int] = []
     for name in classes:
         found = _scan(root / name)
         if not found:

@@ -45,7 +45,8 @@ def _points(x: Any, name: str, dim: int | None = None) -> np.ndarray:
 
 
 def _positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and float(value) > 0):
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not (math.isfinite(value) and float(value) > 0)):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
 

@@ -156,7 +156,7 @@ def _class_options(arch: str, spec: NetworkSpec, num_classes: int) -> dict[str, 
 
 def _labelled(module: nn.Module, options: Mapping[str, int]) -> nn.Module:
     """Sets ``module.num_classes`` (0 for the unconditional archs' networks)."""
-    module.num_classes = options.get("num_classes", 0)
+    module.num_classes = options.get("num_classes", 0)  # type: ignore[assignment]  # a plain attribute
     return module
 
 

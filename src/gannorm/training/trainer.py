@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, cast
 
 import torch
 from torch import nn
@@ -200,7 +200,9 @@ class Trainer:
                                 normalization_options=dict(n.options), init=m.d_init, num_classes=m.num_classes,
                                 **m.d_options).to(self.device)
         if t.channels_last:
-            G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format (torch's stub omits it)
+            G = G.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            D = D.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if n.function != "none":
             D = GradientNormalized(D, n.function, n.function_eps, n.first_order_g)
         return G, D
@@ -346,7 +348,7 @@ class Trainer:
             with self._autocast():
                 d_aug = self.discriminate(augmented, y_real).float()
             terms.append(t.cr_weight * consistency_loss(d_real, d_aug))
-        return sum(terms) if terms else None
+        return cast(torch.Tensor, sum(terms)) if terms else None
 
     def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, who: str) -> bool:
         """Backward and optimizer step; False (and no step) if a gradient is not finite.
@@ -653,5 +655,5 @@ def _bn_running_stats(model: nn.Module, update: bool):
     finally:
         for m, (momentum, tracked) in zip(bns, saved):
             m.momentum = momentum
-            if tracked is not None:
+            if tracked is not None and m.num_batches_tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
