@@ -21,7 +21,7 @@ from typing import Callable, Hashable, Mapping, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 
-K = TypeVar("K", bound=Hashable)  # a key of a {(cell, seed): value} or {cell: ...} map
+_K = TypeVar("_K", bound=Hashable)  # a key of a {(cell, seed): value} or {cell: ...} map
 
 __all__ = ["NoiseCount", "Paired", "SuccessRule", "Summary", "best_or_within_noise", "bootstrap_mean_ci",
            "compare_paired", "differs", "success_rule", "summarize", "wilson_interval"]
@@ -258,7 +258,7 @@ def differs(paired: Paired, alpha: float = 0.05) -> bool:
     return paired.p_value < alpha and (lo > 0 or hi < 0)
 
 
-def paired_values(a: Mapping[K, float], b: Mapping[K, float]) -> tuple[list[float], list[float]]:
+def paired_values(a: Mapping[_K, float], b: Mapping[_K, float]) -> tuple[list[float], list[float]]:
     """Align two ``{(cell, seed): metric}`` maps for :func:`compare_paired`: the keys both have, in ``a``'s
     order."""
     keys = [k for k in a if k in b]
@@ -273,7 +273,7 @@ class NoiseCount(NamedTuple):
     n_cells: int
 
 
-def best_or_within_noise(cells: Mapping[K, Mapping[str, Sequence[float]]], *, lower_is_better: bool,
+def best_or_within_noise(cells: Mapping[_K, Mapping[str, Sequence[float]]], *, lower_is_better: bool,
                          alpha: float = 0.05, confidence: float = 0.95, n_boot: int = 10_000,
                          seed: int = 0) -> dict[str, NoiseCount]:
     """Count, over grid cells, where each variant is the best or statistically tied with the best.

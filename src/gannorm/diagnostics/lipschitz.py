@@ -76,7 +76,7 @@ __all__ = [
 #: ``rule(module, input_shape, ctx) -> float | None``; ``input_shape`` excludes the batch dimension
 Rule = Callable[[nn.Module, "tuple[int, ...]", "BoundContext"], "float | None"]
 
-M = TypeVar("M", bound=nn.Module)
+_M = TypeVar("_M", bound=nn.Module)
 
 _SEED = 0x5EED  # private generator for start and probe vectors: never touches the global RNG
 
@@ -288,8 +288,8 @@ class RuleRegistry:
         self._rules[module_type] = rule
         return rule
 
-    def register(self, module_type: type[M], bound: Callable[[M, tuple[int, ...], BoundContext], float | None], *,
-                 includes_hooks: bool = False) -> Callable[[M, tuple[int, ...], BoundContext], float | None]:
+    def register(self, module_type: type[_M], bound: Callable[[_M, tuple[int, ...], BoundContext], float | None], *,
+                 includes_hooks: bool = False) -> Callable[[_M, tuple[int, ...], BoundContext], float | None]:
         """Register ``bound(module, input_shape, ctx) -> float | None`` for ``module_type`` (and its
         subclasses that keep its ``forward``); returns ``bound``.
 
