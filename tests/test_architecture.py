@@ -157,7 +157,7 @@ def test_library_packages_import_each_other_without_cycles():
         if LAYERS.get(top, 9) > 1:
             continue
         tree = ast.parse(path.read_text(), filename=str(path))
-        for node, targets, _ in _imports(tree, module, path):
+        for _node, targets, _ in _imports(tree, module, path):
             for target in targets:
                 dep = _top(target)
                 if dep and dep != top and dep != "__init__" and LAYERS.get(dep, 9) <= 1:

@@ -51,7 +51,7 @@ def test_train_then_sample(tmp_path, capsys):
     assert main(["train", "digits", *TINY, f"train.out_dir={tmp_path}", "train.run_name=r"]) == 0
     out = capsys.readouterr().out
     run = tmp_path / "r"
-    assert f"run finished at generator step 3" in out and str(run / "samples.png") in out
+    assert "run finished at generator step 3" in out and str(run / "samples.png") in out
     assert main(["sample", str(run), "-n", "10", "-o", str(tmp_path / "g.png")]) == 0
     from PIL import Image
     img = Image.open(tmp_path / "g.png")

@@ -144,8 +144,9 @@ def test_a_float_key_must_be_finite(key, value):
 def test_the_edges_of_the_ranges_are_accepted():
     validate(C.load("digits", ["train.ema_decay=0", "train.cr_translate=0", "train.weight_clip=0",
                                "train.penalty_weight=0", "normalization.function_eps=0", "optim.betas_d=[0.0, 0.999]",
-                               "train.eval_num_samples=2", "train.eval_metrics=[cfd]", "train.seed=0", "train.threads=0",
-                               "data.resolution=null", "train.penalty_weight=null"]))  # cfd: 2 samples suffice
+                               "train.eval_num_samples=2", "train.eval_metrics=[cfd]", "train.seed=0",
+                               "train.threads=0", "data.resolution=null",
+                               "train.penalty_weight=null"]))  # cfd: 2 samples suffice
 
 
 # ------------------------------------------------------------------------------------------ options
@@ -158,7 +159,8 @@ def test_the_edges_of_the_ranges_are_accepted():
     ("model.g_options={depth: 3}", r"config key model\.g_options: depth is not an option of network 'cnn' "
                                    r"\(allowed: slope, bottom_bn, extra_convs\)"),
     ("model.d_options={pool: avg}", r"config key model\.d_options: pool is not an option of network 'cnn'"),
-    ("data.options={lmit: 3}", r"config key data\.options: lmit is not an option of dataset 'digits' \(allowed: none\)"),
+    ("data.options={lmit: 3}",
+     r"config key data\.options: lmit is not an option of dataset 'digits' \(allowed: none\)"),
     ("data.options={n: 3, m: 2}", r"config key data\.options: m, n are not options of dataset 'digits'"),
     ("model.arch=mlp", r"config key model\.arch: network 'mlp' is for vectors, but dataset 'digits' holds images; "
                        r"use one of cnn, dscnn, resnet"),

@@ -24,7 +24,8 @@ OWN_JOBS = [n for n in C.preset_names() if not n.startswith(PAPER_FAMILIES)]
 def test_the_families_are_all_there():
     assert len([n for n in PAPER_PRESETS if n.startswith(("gn_", "pgn_"))]) == 24
     pgn = [n for n in PAPER_PRESETS if n.startswith("pgn_")]
-    assert len(pgn) == 16 and {n + "_code" for n in pgn if not n.endswith("_code")} == {n for n in pgn if n.endswith("_code")}
+    assert len(pgn) == 16
+    assert {n + "_code" for n in pgn if not n.endswith("_code")} == {n for n in pgn if n.endswith("_code")}
     assert len([n for n in PAPER_PRESETS if n.startswith("bssn_")]) == 10
     assert {"sngan_cifar10_cnn", "sngan_cifar10_resnet", *GAMMA} <= set(PAPER_PRESETS)
     assert {"digits", "ring8", "digits_cond"} <= set(OWN_JOBS)

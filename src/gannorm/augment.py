@@ -267,8 +267,8 @@ class DiffAugment:
         if len(shape) != 3 or min(shape) < 1 or isinstance(n, bool) or int(n) != n or n < 0:
             raise InputError(f"DiffAugment draws for n >= 0 images of shape (C, H, W), got n={n!r} and "
                              f"image_shape={tuple(image_shape)}")
-        values = tuple(op.draw(int(n), shape, generator) for op in self.ops)  # type: ignore[arg-type]
-        return DiffAugmentParams(int(n), shape, self.policy, values)  # type: ignore[arg-type]
+        values = tuple(op.draw(int(n), shape, generator) for op in self.ops)
+        return DiffAugmentParams(int(n), shape, self.policy, values)
 
     def apply(self, x: Tensor, params: DiffAugmentParams) -> Tensor:
         """Apply drawn parameters to ``x`` ``[n, C, H, W]`` (differentiable w.r.t. ``x``, on ``x``'s device).
@@ -289,7 +289,8 @@ class DiffAugment:
                              f"{','.join(self.policy)!r}; draw them with this DiffAugment")
         if x.ndim != 4 or len(x) != params.n or tuple(x.shape[1:]) != params.image_shape:
             raise InputError(f"DiffAugment parameters for {params.n} images of shape {params.image_shape} cannot "
-                             f"augment a batch of shape {tuple(x.shape)}; draw them for this batch (or select its rows)")
+                             f"augment a batch of shape {tuple(x.shape)}; draw them for this batch "
+                             "(or select its rows)")
         params = params.to(x.device)
         for op, values in zip(self.ops, params.values):
             x = op.apply(x, values)

@@ -468,11 +468,12 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 def _add_experiment(sub: argparse._SubParsersAction) -> None:
     """The ``gannorm experiment`` command's options."""
-    p = sub.add_parser("experiment", help="regenerate the papers' evidence at CPU scale: gradients, variance, scale, mean_drift",
+    p = sub.add_parser("experiment",
+                       help="regenerate the papers' evidence at CPU scale: gradients, variance, scale, mean_drift",
                        description="Train every variant of the preset experiment_NAME into OUT/experiment-NAME/, "
                                    "then write its figures and summary.md there. gradients: per-layer gradient "
-                                   "norms of none / LeCun / SN / strict SN / BSSN discriminators, and deep SN / strict SN / "
-                                   "BSSN ones (2-4 minutes); "
+                                   "norms of none / LeCun / SN / strict SN / BSSN discriminators, and deep SN / "
+                                   "strict SN / BSSN ones (2-4 minutes); "
                                    "variance: effective weight variance, SN vs LeCun init (1-2 minutes); "
                                    "scale: classifier FD against the scale c, SSN vs BSSN (about 4 minutes); "
                                    "mean_drift: layer-output mean drift and gradient sparsity, none / SN / MSN "
@@ -509,8 +510,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="the stability report of a sweep folder as one HTML page",
                        description="Read DIR/results.sqlite (rebuilt from the run folders if it is missing, "
                                    "older than a run, or unreadable: an unreadable one is kept as "
-                                   "results.sqlite.damaged-<time>) and write a self-contained HTML page: stability table, "
-                                   "paired comparisons, metric vs grid keys, metric over training, divergences, "
+                                   "results.sqlite.damaged-<time>) and write a self-contained HTML page: stability "
+                                   "table, paired comparisons, metric vs grid keys, metric over training, divergences, "
                                    "health warnings, and each variant's median run's samples.")
     p.add_argument("folder", metavar="DIR", help="a sweep folder (what 'gannorm sweep --out' names)")
     p.add_argument("-o", "--output", default=None,

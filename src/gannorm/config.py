@@ -122,7 +122,8 @@ class TrainConfig:
     channels_last: bool = False          # NHWC memory format for G, D and image batches (faster convs on CPU)
     device: str = "auto"                 # auto, cpu, cuda, cuda:1, ...
     threads: int = 0                     # torch CPU threads (0: leave torch's default)
-    dist_timeout: float = 600.0          # seconds a collective waits for the other ranks (torchrun) before the run fails
+    dist_timeout: float = 600.0          # seconds a collective waits for the other ranks (torchrun) before the
+                                         # run fails
     eval_every: int = 0                  # evaluate every N G steps and at the end (0: off)
     eval_metrics: tuple[str, ...] = ()   # metric names (empty: the dataset's default, see 'gannorm list')
     eval_num_samples: int = 1000         # generated samples per evaluation (real: as many, or the dataset size)
@@ -432,7 +433,7 @@ _yaml_problem = problem
 def load(name_or_path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
     """The default config, updated by a YAML file or preset, then by ``key=value`` overrides."""
     given = not (name_or_path is None or (isinstance(name_or_path, str) and name_or_path == ""))
-    mapping = _read_yaml(resolve_path(name_or_path)) if given else {}
+    mapping = _read_yaml(resolve_path(name_or_path)) if given and name_or_path is not None else {}
     mapping.pop("variants", None)  # a comparison preset's list of runs (see load_variants)
     cfg = from_dict(mapping)
     return apply_overrides(cfg, overrides)
@@ -682,8 +683,8 @@ def _check_best_metric(t: TrainConfig, evaluated: tuple[str, ...]) -> None:
     if name in ("", "none"):
         return
     if name not in METRICS:
-        raise ConfigError(f"config key train.best_metric: {summary(name)} is not one of none, {', '.join(_known(METRICS))} "
-                          "(or leave it empty: the first evaluated metric)")
+        raise ConfigError(f"config key train.best_metric: {summary(name)} is not one of none, "
+                          f"{', '.join(_known(METRICS))} (or leave it empty: the first evaluated metric)")
     if t.eval_every <= 0:
         raise ConfigError(f"config key train.best_metric: {name} needs evaluations during training; set "
                           "train.eval_every=N, or train.best_metric=none")

@@ -61,8 +61,8 @@ def raw_weight(module: nn.Module) -> Tensor:
         True
     """
     if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations.weight.original
-    return module.weight
+        return cast(Any, module).parametrizations.weight.original  # added by parametrize at run time
+    return cast(Tensor, module.weight)
 
 
 def fans(module: nn.Module) -> tuple[int, int]:
@@ -279,7 +279,8 @@ def orthogonal_units(weight: Tensor, dim: int, gain: float = 1.0) -> Tensor:
 
 
 def _init_bias(module: nn.Module, value: float) -> None:
-    b = module.parametrizations.bias.original if parametrize.is_parametrized(module, "bias") else module.bias
+    layer = cast(Any, module)  # ``parametrizations`` is added by parametrize at run time
+    b = layer.parametrizations.bias.original if parametrize.is_parametrized(module, "bias") else layer.bias
     if b is not None:
         nn.init.constant_(b, value)
 
@@ -394,7 +395,8 @@ def _orthogonal_rows(weight: Tensor, dim: int, g: float) -> Tensor:
 def _weight_norm_of(module: nn.Module) -> WeightNorm | None:
     if not parametrize.is_parametrized(module, "weight"):
         return None
-    return next((p for p in module.parametrizations.weight if isinstance(p, WeightNorm)), None)
+    plist = cast(Any, module).parametrizations.weight  # added by parametrize at run time
+    return next((p for p in plist if isinstance(p, WeightNorm)), None)
 
 
 @torch.no_grad()

@@ -702,7 +702,7 @@ class RunFolder:
         if new:
             self._csv_columns = list(obj)
         with self.metrics_csv.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self._csv_columns, extrasaction="ignore")
+            writer = csv.DictWriter(fh, fieldnames=self._csv_columns or [], extrasaction="ignore")  # set above
             if new:
                 writer.writeheader()
             writer.writerow(obj)

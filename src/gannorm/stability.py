@@ -17,9 +17,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Callable, Hashable, Mapping, NamedTuple, Sequence
+from typing import Callable, Hashable, Mapping, NamedTuple, Sequence, TypeVar
 
 import numpy as np
+
+_K = TypeVar("_K", bound=Hashable)  # a key of a {(cell, seed): value} or {cell: ...} map
 
 __all__ = ["NoiseCount", "Paired", "SuccessRule", "Summary", "best_or_within_noise", "bootstrap_mean_ci",
            "compare_paired", "differs", "success_rule", "summarize", "wilson_interval"]
@@ -77,7 +79,7 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     return lo, hi
 
 
-def _as_finite(values: Sequence[float], what: str) -> np.ndarray:
+def _as_finite(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
     x = np.asarray(values, dtype=np.float64).reshape(-1)
     if x.size == 0:
         raise ValueError(f"{what}: no values; pass at least one number")
@@ -86,7 +88,7 @@ def _as_finite(values: Sequence[float], what: str) -> np.ndarray:
     return x
 
 
-def bootstrap_mean_ci(values: Sequence[float], confidence: float = 0.95, n_boot: int = 10_000,
+def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95, n_boot: int = 10_000,
                       seed: int = 0) -> tuple[float, float]:
     """The percentile bootstrap confidence interval of the mean of ``values`` (finite numbers).
 
@@ -135,7 +137,8 @@ class SuccessRule:
                 and (self.min is None or value >= self.min))
 
     def __str__(self) -> str:
-        bounds = [f"<= {self.max:g}" if self.max is not None else "", f">= {self.min:g}" if self.min is not None else ""]
+        bounds = [f"<= {self.max:g}" if self.max is not None else "",
+                  f">= {self.min:g}" if self.min is not None else ""]
         return "finished with a finite metric" + "".join(f", {b}" for b in bounds if b)
 
 
@@ -355,7 +358,7 @@ def differs(paired: Paired, alpha: float = 0.05) -> bool:
     return paired.p_value < alpha and (lo > 0 or hi < 0)
 
 
-def paired_values(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> tuple[list[float], list[float]]:
+def paired_values(a: Mapping[_K, float], b: Mapping[_K, float]) -> tuple[list[float], list[float]]:
     """Align two ``{(cell, seed): metric}`` maps for :func:`compare_paired`: the keys both have, in ``a``'s
     order.
 
@@ -383,7 +386,7 @@ class NoiseCount(NamedTuple):
     n_cells: int
 
 
-def best_or_within_noise(cells: Mapping[Hashable, Mapping[str, Sequence[float]]], *, lower_is_better: bool,
+def best_or_within_noise(cells: Mapping[_K, Mapping[str, Sequence[float]]], *, lower_is_better: bool,
                          alpha: float = 0.05, confidence: float = 0.95, n_boot: int = 10_000,
                          seed: int = 0) -> dict[str, NoiseCount]:
     """Count, over grid cells, where each variant is the best or statistically tied with the best.

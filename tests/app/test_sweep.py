@@ -125,7 +125,7 @@ def test_sigkill_then_restart_records_each_run_exactly_once(tmp_path):
     # the workers get SIGKILL from the kernel when the driver dies (PR_SET_PDEATHSIG): wait until they have
     wait_until(lambda: all(is_dead(pid) for pid in workers), 60, f"the workers {sorted(workers)} to die")
     restarted = run_sweep(str(spec), out, workers=2)
-    reference = run_sweep(str(spec), tmp_path / "reference", workers=2)
+    run_sweep(str(spec), tmp_path / "reference", workers=2)
     got = rows(out)
     assert len(got) == 8 and len({r[0] for r in got}) == 8 and all(r[1] == "finished" for r in got)
     assert got == rows(tmp_path / "reference")  # bitwise the same final metrics
@@ -240,7 +240,8 @@ def test_a_sweep_run_is_gannorm_train_of_its_config(tmp_path, monkeypatch):
     outcome = run_sweep(str(path), tmp_path / "sweep", workers=1, threads=1)
     (row,) = outcome.results.runs
     swept = RunFolder.open(row.run_dir)
-    cfg = config_mod.load(str(swept.path / "config.yaml"), [f"train.out_dir={tmp_path / 'again'}", "train.eval_every=0"])
+    cfg = config_mod.load(str(swept.path / "config.yaml"),
+                          [f"train.out_dir={tmp_path / 'again'}", "train.eval_every=0"])
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -124,7 +124,7 @@ def test_out_of_range_and_no_array(folder):
         with pytest.raises(IndexError, match="out of range for 23"):
             ds.get([23])
         with pytest.raises(DatasetError, match="holds no image array.*in_memory=true"):
-            ds.data
+            _ = ds.data
         assert ds.get([]).shape == (0, 3, 8, 8)
 
 

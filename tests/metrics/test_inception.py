@@ -665,7 +665,7 @@ def test_resize_hand_example_and_not_half_pixel():
 def test_resize_is_differentiable():
     for size in [(11, 3), (3, 11)]:  # both code paths (upsampling and downsampling rows)
         x = torch.rand(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda t: resize_bilinear_tf1(t, size), (x,))
+        assert torch.autograd.gradcheck(lambda t, size=size: resize_bilinear_tf1(t, size), (x,))
 
 
 # ------------------------------------------------------------------------------------------ preprocessing

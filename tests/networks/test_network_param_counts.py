@@ -80,7 +80,8 @@ RESNET_G = {
           ("gblock", 256, 128), ("gblock", 128, 64), ("bn", 64), ("conv", 3, 64, 3)],
 }
 RESNET_D = {
-    # docs/networks.md / collections ResDiscriminator32: Opt 3->128, 128->128 down, 128->128, 128->128, Linear 128->1 no bias
+    # docs/networks.md / collections ResDiscriminator32: Opt 3->128, 128->128 down, 128->128, 128->128,
+    # Linear 128->1 no bias
     32: [("opt", 3, 128), ("dblock", 128, 128, 128, True), ("dblock", 128, 128, 128, False),
          ("dblock", 128, 128, 128, False), ("linear_nobias", 128, 1)],
     # mimicry sngan_48 (DBlock hidden = in channels): Opt 3->64, 64->128, 128->256, 256->512 down, 512->1024

@@ -105,7 +105,8 @@ def test_registry_entries():
     assert cnn.resolutions is None and cnn.resolution_multiple == 8 and cnn.official_resolutions == (32, 48, 64)
     assert resnet.resolutions == (16, 32, 48, 64, 128, 256) and resnet.official_resolutions == (32, 48, 128)
     assert mlp.options == {"depth": 4, "hidden": 128, "slope": 0.2}
-    assert set(cnn.options) == {"slope", "bottom_bn", "extra_convs"} and resnet.options == {"pool": "sum", "linear_bias": None}
+    assert set(cnn.options) == {"slope", "bottom_bn", "extra_convs"}
+    assert resnet.options == {"pool": "sum", "linear_bias": None}
     assert cnn.generator is not None and cnn.discriminator is not None
     biggan = NETWORKS.get("biggan")
     assert biggan.kind == "image" and biggan.resolutions == (32, 64, 128) and biggan.conditional

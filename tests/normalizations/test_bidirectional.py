@@ -4,11 +4,11 @@ import torch
 from torch import nn
 
 import gannorm
+from gannorm.normalizations import power_iteration as pi
 
 
 def key(layer):
     return type(layer).__name__.removeprefix("Parametrized")
-from gannorm.normalizations import power_iteration as pi
 
 
 def svd_top(mat):

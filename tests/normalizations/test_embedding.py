@@ -116,7 +116,8 @@ def test_every_method_on_conv_linear_embedding_and_conv_transpose(method):
     assert parametrize.is_parametrized(d.embed) == _expected_touched(spec)
     if spec.normalizes_weights:
         assert all(parametrize.is_parametrized(m, "weight") for m in (d.conv1, d.up, d.conv2, d.lin, d.out))
-    assert any(k.startswith("embed/") for k in gannorm.sigmas(d)) == (_expected_touched(spec) and method != "weight_norm")
+    touched = _expected_touched(spec) and method != "weight_norm"
+    assert any(k.startswith("embed/") for k in gannorm.sigmas(d)) == touched
     x, y = _inputs()
     d.train()
     for _ in range(2):

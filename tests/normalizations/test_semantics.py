@@ -71,7 +71,7 @@ def test_iteration_runs_only_in_training_mode(method):
 def test_no_graph_through_the_vectors(method):
     name, opts = method
     d = gannorm.normalize(small_d(), name, **opts)
-    for _, p, w in gannorm.normalized_layers(d):
+    for _, p, _w in gannorm.normalized_layers(d):
         for buf in p.buffers():
             assert not buf.requires_grad
     out = d(torch.randn(2, 3, 8, 8)).sum()
@@ -113,7 +113,8 @@ def test_grad_through_vectors_reproduces_the_tf_gradient():
     detached = gannorm.spectral_norm(nn.Linear(6, 4), warmup=0)
     detached.load_state_dict({k: v for k, v in layer.state_dict().items()})
     dp = detached.parametrizations.weight[0]
-    dp._u.copy_(u0); dp._v.copy_(v0)
+    dp._u.copy_(u0)
+    dp._v.copy_(v0)
     (detached.weight * g).sum().backward()
     assert not torch.allclose(detached.parametrizations.weight.original.grad, w.grad, atol=1e-7)
     assert torch.equal(p._u, dp._u)  # the persisted vectors are the same either way
@@ -137,13 +138,13 @@ def test_step_policy_advances_once_per_optimizer_step(method):
     after = vectors(d)
     assert not same(before, after)
     # what was persisted is exactly one iteration on the post-step weights from the old vectors
-    for (lname, p, w) in gannorm.normalized_layers(d):
+    for (_, p, w) in gannorm.normalized_layers(d):
         ref = copy.deepcopy(p)
         for (un, vn) in p.vector_names:
             getattr(ref, un).copy_(before[_key(d, p, un)])
             getattr(ref, vn).copy_(before[_key(d, p, vn)])
         ref.update_vectors(w)
-        for (un, vn) in p.vector_names:
+        for (un, _vn) in p.vector_names:
             torch.testing.assert_close(getattr(ref, un), getattr(p, un))
     d(real)
     assert same(after, vectors(d))
@@ -189,7 +190,7 @@ def test_power_iteration_stays_float32_under_autocast(method, dtype):
     for k, v in vectors(d).items():
         assert v.dtype == torch.float32
         torch.testing.assert_close(v, vectors(ref)[k])
-    for (_, p, w), (_, pr, wr) in zip(gannorm.normalized_layers(d), gannorm.normalized_layers(ref)):
+    for (_, p, w), _ in zip(gannorm.normalized_layers(d), gannorm.normalized_layers(ref)):
         assert p(w).dtype == torch.float32
     assert torch.isfinite(y).all()
     y.float().sum().backward()

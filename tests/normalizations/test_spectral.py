@@ -74,7 +74,8 @@ def test_vector_weight_is_normalized_by_its_two_norm():
     layer = nn.Module()
     layer.weight = nn.Parameter(torch.randn(9))
     gannorm.spectral_norm(layer, warmup=0)
-    torch.testing.assert_close(layer.weight, layer.parametrizations.weight.original / layer.parametrizations.weight.original.norm())
+    original = layer.parametrizations.weight.original
+    torch.testing.assert_close(layer.weight, original / original.norm())
 
 
 @pytest.mark.parametrize("make", LAYERS)

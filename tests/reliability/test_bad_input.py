@@ -161,7 +161,8 @@ CASES = [
          r"config key normalization\.options\.n_power_iterations: .*>= 1"),
     Case("penalty-weight-negative", train("train.penalty=r1", "train.penalty_weight=-1"),
          r"config key train\.penalty_weight: must be >= 0, got -1"),
-    Case("cr-translate-0.7", train("train.cr_translate=0.7"), r"config key train\.cr_translate: must be in \[0, 0\.5\)"),
+    Case("cr-translate-0.7", train("train.cr_translate=0.7"),
+         r"config key train\.cr_translate: must be in \[0, 0\.5\)"),
     Case("function-eps-negative", train("normalization.function=gn", "normalization.function_eps=-1"),
          r"config key normalization\.function_eps: must be >= 0"),
     # -- unknown names

@@ -44,7 +44,7 @@ def _nan_weight(t):
 
 def _nan_sigma(t):
     par = _first_linear(t.D).parametrizations.weight[0]
-    for name, buf in par.named_buffers():
+    for buf in par.buffers():
         buf.fill_(float("nan"))  # the power-iteration vectors: sigma becomes NaN
 
 

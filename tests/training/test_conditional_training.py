@@ -6,7 +6,6 @@ unchanged, a conditional run resumes bitwise, and N ranks equal one process with
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -110,7 +110,8 @@ def test_bn_running_stats_can_be_frozen_while_using_batch_statistics():
         y = g(x)
     assert torch.equal(g[1].running_mean, before) and g[1].momentum == 0.1
     h = g[0](x)
-    torch.testing.assert_close(y, (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + 1e-5) * g[1].weight + g[1].bias)
+    normalized = (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + 1e-5)
+    torch.testing.assert_close(y, normalized * g[1].weight + g[1].bias)
     with _bn_running_stats(g, update=True):
         g(x)
     assert not torch.equal(g[1].running_mean, before)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+from typing import Any, cast
 
 import torch
 
@@ -20,7 +21,8 @@ from ..validate import is_int, is_real
 
 #: the widest network the demo builds (width 1.0 is the official one; memory grows as width squared)
 MAX_WIDTH = 8.0
-DEMO_METHODS = (("sn", {}), ("bsn", {}), ("bssn", {"scale": 1.4}), ("strict_sn", {"input_shape": (3, 32, 32)}))
+DEMO_METHODS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("sn", {}), ("bsn", {}), ("bssn", {"scale": 1.4}), ("strict_sn", {"input_shape": (3, 32, 32)}))
 
 
 def _exact(method: str, w: torch.Tensor) -> float | None:
@@ -62,7 +64,7 @@ def run_demo(seed: int = 0, width: float = 1.0, print_fn=print) -> dict[str, dic
         for name, _, raw in normalized_layers(d):
             layer = d.get_submodule(name)
             exact = _exact(method, raw)
-            ratio = fans(layer)[0] * float(layer.weight.detach().var())
+            ratio = fans(layer)[0] * float(cast(torch.Tensor, layer.weight).detach().var())
             ratios[method][name] = ratio
             exact_s = "-" if exact is None else f"{exact:.4f}"
             print_fn(f"{name:<12}{est[f'{name}/sigma']:>14.4f}{exact_s:>12}{ratio:>12.3f}")

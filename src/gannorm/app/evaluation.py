@@ -65,7 +65,7 @@ def check_options(options: EvalOptions, dataset: str | None = None, conditional:
     for name in options.metrics:
         METRICS.get(name)  # a one-line error listing the known metrics
         why = None if dataset is None else metric_dataset_problem(name, dataset)
-        if why is not None:
+        if why is not None and dataset is not None:
             raise GannormError(f"--metric {name} cannot be computed on dataset {dataset!r} ({why}); use one of "
                                f"{', '.join(metrics_for_dataset(dataset)) or 'none'}")
     check_precision(options.inception_precision, "--precision")
@@ -276,6 +276,7 @@ def fid_stats(dataset: str, output: str | Path, *, root: str | None = None, reso
     finally:
         data.close()
     if shards.main:
+        assert features is not None  # gathered on rank 0
         mu, sigma = feature_statistics(features["features"])
         write_output(output, lambda path: save_inception_statistics(path, mu, sigma, precision, resize))
     return {"path": str(output), "num": n, **protocol, **desc}

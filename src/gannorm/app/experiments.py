@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 from ..config import from_dict, load_variants
 from ..data import load_dataset
@@ -333,7 +333,7 @@ def report_scale(folder: Path, runs: dict[str, RunRecords]) -> tuple[list[Path],
              "spectral norm, BSSN by the mean of the fan-in and fan-out reshapings' norms; both multiply by c.",
              "One seed per point: differences below the seed-to-seed spread mean nothing.", "",
              "| method | c | classifier FD | status |", "|---|---|---|---|"]
-    finite_fd = [p.cfd for pts in points.values() for p in pts if p.ok]
+    finite_fd = [p.cfd for pts in points.values() for p in pts if p.ok and p.cfd is not None]
     top = max(finite_fd) * 1.5 if finite_fd else 1.0
     for method, pts in sorted(points.items()):
         pts.sort(key=lambda p: p.scale)
@@ -447,8 +447,8 @@ def _variant_drift(variant: str, rows: Sequence[DriftRow]) -> str:
     changed = [r for r in rows if r.change is not None]
     if not changed:
         return f"- {variant}: no drift recorded"
-    big = max(changed, key=lambda r: r.change)
-    drifted = sum(r.change >= DRIFT_MARGIN for r in changed)
+    big = max(changed, key=lambda r: cast(float, r.change))  # not None in changed
+    drifted = sum(cast(float, r.change) >= DRIFT_MARGIN for r in changed)
     return (f"- {variant}: median change over hidden layers {_fmt(_median_of(rows, lambda r: r.change))} (median drift "
             f"{_fmt(_median_of(rows, lambda r: r.drift_init))} at init, "
             f"{_fmt(_median_of(rows, lambda r: r.drift_end))} at the end); {drifted} of {len(changed)} layers "

@@ -149,7 +149,7 @@ class SafeUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         try:
-            return self._ALLOWED[(module, name)]
+            return (self._ALLOWED or {})[(module, name)]  # set by __init__
         except KeyError:
             raise DatasetError(f"{self.source}: refusing to unpickle {module}.{name} "
                                "(only numpy arrays are allowed)") from None

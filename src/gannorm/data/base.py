@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import numpy as np
 import torch
@@ -366,11 +366,8 @@ def loader(name: str, resolutions: Sequence[int] | str = (), default: int | None
                                    "data.in_memory=auto")
             return made
 
-        wrapped.dataset_name = name
-        wrapped.options = tuple(allowed)
-        wrapped.resolutions = resolutions
-        wrapped.default_resolution = default
-        wrapped.labels = labels
+        wrapped.__dict__.update(dataset_name=name, options=tuple(allowed), resolutions=resolutions,
+                                default_resolution=default, labels=labels)
         return wrapped
     return wrap
 
@@ -406,7 +403,7 @@ def resize(x: torch.Tensor, size: int | tuple[int, int], antialias: bool) -> tor
     ``antialias=True`` widens the filter when shrinking (like Pillow's bilinear); it changes
     nothing when enlarging.
     """
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = (size, size) if isinstance(size, int) else cast("tuple[int, int]", tuple(size))
     if tuple(x.shape[-2:]) == size:
         return x
     if not antialias and tuple(x.shape[-2:]) == (2 * size[0], 2 * size[1]):
@@ -420,7 +417,7 @@ def resize_uint8(images: torch.Tensor | np.ndarray, size: int | tuple[int, int],
 
     Writes into ``out`` (uint8 [N, C, h, w]) when given.
     """
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = (size, size) if isinstance(size, int) else cast("tuple[int, int]", tuple(size))
     n, c = images.shape[:2]
     if out is None:
         out = torch.empty((n, c, *size), dtype=torch.uint8)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ def _parse_batch(f: IO[bytes], source: str) -> tuple[np.ndarray, np.ndarray]:
 def _read_archive(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     found = {}
     for name, _, f in iter_tar(path, lambda n: _BATCH.search(n) is not None, "cifar10"):
-        batch = _BATCH.search(name).group(1)
+        batch = cast(re.Match, _BATCH.search(name)).group(1)  # the filter above matched it
         found[batch] = _parse_batch(f, f"{path}:{name}")
         if len(found) == len(BATCHES):
             break

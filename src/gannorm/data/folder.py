@@ -113,7 +113,8 @@ def list_classes(root: Path) -> tuple[StringTable, torch.Tensor, tuple[str, ...]
     if not classes:
         raise DatasetError(f"imagefolder: labels=true expects one sub-folder per class under {root}, found none "
                            "(set labels=false for an unlabelled folder)")
-    files, counts = [], []
+    files: list[bytes] = []
+    counts: list[int] = []
     for name in classes:
         found = _scan(root / name)
         if not found:
@@ -146,7 +147,7 @@ def decode_image(file: Path, channels: int, resolution: int, what: str = "imagef
         >>> decode_image(Path("cat.png"), 3, 64).shape
         (3, 64, 64)
     """
-    bilinear = getattr(getattr(Image, "Resampling", Image), "BILINEAR")
+    bilinear = getattr(Image, "Resampling", Image).BILINEAR
     with read_errors(what, file, "a readable image"), Image.open(file) as im:
         im = ImageOps.exif_transpose(im)
         if check is not None:

@@ -199,7 +199,7 @@ class LazyDataset(Labelled):
         those rows of the batch are decoded and the others are left zero (a rank's shard of a global
         batch)."""
         follow = generator is not None and self._lookahead is not None
-        before = generator.get_state() if follow else None
+        before = generator.get_state() if follow and generator is not None else None
         idx = torch.randint(len(self), (n,), generator=generator)
         keep = torch.arange(n) if rows is None else torch.as_tensor(rows, dtype=torch.int64).reshape(-1)
         self.stats.batches += 1
@@ -207,6 +207,7 @@ class LazyDataset(Labelled):
         if batch is None:
             batch = self._submit(idx[keep])
         if follow:
+            assert generator is not None and self._lookahead is not None and before is not None  # follow says so
             self._lookahead.drew(generator, before, gap)
             self._decode_ahead(generator, n, keep)
         images = to_float(batch.result())
@@ -233,6 +234,7 @@ class LazyDataset(Labelled):
         return None, None
 
     def _decode_ahead(self, generator: torch.Generator, n: int, keep: torch.Tensor) -> None:
+        assert self._lookahead is not None  # called only when following a generator's draws
         guess = self._lookahead.guess(generator, n, len(self))
         if guess is not None:
             gap, idx = guess

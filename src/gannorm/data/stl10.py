@@ -27,8 +27,9 @@ stream has no random access).
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
 import torch
@@ -176,7 +177,7 @@ def _read_images(f: IO[bytes], n: int, resolution: int, source: str) -> torch.Te
         for i in range(0, n, _CHUNK):
             want = min(_CHUNK, n - i)
             buf = bytearray(want * IMAGE_BYTES)  # writable, so torch.from_numpy does not warn
-            if f.readinto(buf) != len(buf):
+            if cast(io.BufferedIOBase, f).readinto(buf) != len(buf):  # a file or a tar member: both have it
                 raise DatasetError(f"stl10: {source} is truncated ({HINT})")
             _convert(np.frombuffer(buf, dtype=np.uint8), resolution, out[i:i + want])
     return out

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -76,6 +76,8 @@ __all__ = [
 
 #: ``rule(module, input_shape, ctx) -> float | None``; ``input_shape`` excludes the batch dimension
 Rule = Callable[[nn.Module, "tuple[int, ...]", "BoundContext"], "float | None"]
+
+_M = TypeVar("_M", bound=nn.Module)
 
 _SEED = 0x5EED  # private generator for start and probe vectors: never touches the global RNG
 
@@ -195,6 +197,7 @@ def _lanczos_top(matvec: Callable[[Tensor], Tensor], v0: Tensor, n_iter: int, to
             v = w / beta
         if done or used >= n_iter:
             break
+        assert s is not None  # the block ran at least one Lanczos step
         y = s.to(dtype=basis.dtype, device=basis.device) @ basis[: s.numel()]  # restart from the top Ritz vector
         v = y / y.norm()
     return math.sqrt(max(best, 0.0))
@@ -285,7 +288,8 @@ class RuleRegistry:
         self._rules[module_type] = rule
         return rule
 
-    def register(self, module_type: type, bound: Rule, *, includes_hooks: bool = False) -> Rule:
+    def register(self, module_type: type[_M], bound: Callable[[_M, tuple[int, ...], BoundContext], float | None], *,
+                 includes_hooks: bool = False) -> Callable[[_M, tuple[int, ...], BoundContext], float | None]:
         """Register ``bound(module, input_shape, ctx) -> float | None`` for ``module_type`` (and its
         subclasses that keep its ``forward``); returns ``bound``.
 
@@ -294,7 +298,8 @@ class RuleRegistry:
         to propagate shapes (``ctx.out_shape``). Return ``None`` (better: ``ctx.fail("why")``) when no
         valid bound is known. ``includes_hooks=True`` says the rule evaluates the module itself.
         """
-        self.add(module_type, LipschitzRule(bound, "other", includes_hooks))
+        # the registry hands a rule only instances of its module_type
+        self.add(module_type, LipschitzRule(cast(Rule, bound), "other", includes_hooks))
         return bound
 
     def unregister(self, module_type: type) -> None:
@@ -359,7 +364,7 @@ class BoundContext:
             return self._prefix[-1] + name
         return f"{self._prefix[-1]}.{name}"
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str) -> float | None:  # typed as a rule's result: ``return ctx.fail(...)``
         """Record why no bound exists (the first reason wins) and return ``None``."""
         if self.reason is None:
             self.reason = reason
@@ -561,7 +566,7 @@ _MAX_POOL_DIMS = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}
 def _structure_rule(module: nn.Module, input_shape: tuple[int, ...], ctx: BoundContext) -> float | None:
     """A module that describes its forward: ``lipschitz_structure()`` returns branches whose outputs are
     summed, each a chain of ``(name, module)``; Lip <= the sum over branches of the chains' bounds."""
-    branches = module.lipschitz_structure()
+    branches = module.lipschitz_structure()  # type: ignore[operator]  # duck-typed: a module that defines it
     if not branches or not all(isinstance(b, (list, tuple)) for b in branches):
         raise TypeError(f"{type(module).__name__}.lipschitz_structure() must return a non-empty list of "
                         f"chains (lists of (name, module) pairs), got {branches!r}")
@@ -583,7 +588,8 @@ def _group_norm_rule(module: nn.GroupNorm, input_shape: tuple[int, ...], ctx: Bo
     return gamma / math.sqrt(module.eps)
 
 
-def _gradient_normalized_rule(module: GradientNormalized, input_shape: tuple[int, ...], ctx: BoundContext) -> None:
+def _gradient_normalized_rule(module: GradientNormalized, input_shape: tuple[int, ...],
+                              ctx: BoundContext) -> float | None:
     label = repr(ctx.qualify("")) if ctx.qualify("") else "the model"
     return ctx.fail(f"{label} is {module.kind.upper()}-normalized (GradientNormalized): GN is only piecewise "
                     "1-Lipschitz and PGN has no bound, so no global Lipschitz bound is known")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeGuard, cast
 
 import torch
 from torch import Tensor, nn
@@ -242,12 +242,13 @@ def probe(D: nn.Module, loss_d: Callable[[Tensor, Tensor], Tensor], real: Tensor
     with preserved_state(D):
         with recording_input_shapes(named) as input_shapes, recording_outputs(named) as moments, \
                 parametrize.cached():
-            effective = [m.weight for _, m in named]  # the tensors the forward below uses
+            effective = [cast(Tensor, m.weight) for _, m in named]  # the tensors the forward below uses
             raws = [raw_weight(m) for _, m in named]
             d_real, d_fake = call_d(D, real, y_real), call_d(D, fake, y_fake)
             loss = loss_d(d_real.float(), d_fake.float())
             wanted = [t for t in effective + raws if t.requires_grad]
-            grads = dict(zip(map(id, wanted), torch.autograd.grad(loss, wanted, allow_unused=True)))
+            grads: dict[int, Tensor | None] = dict(zip(map(id, wanted), torch.autograd.grad(loss, wanted,
+                                                                                          allow_unused=True)))
         estimates = sigmas(D)
         record_layers = {name: _layer_probe(name, m, eff, raw, grads, estimates,
                                             input_shapes.get(name) if strict else None, slope, moments.get(name))
@@ -262,7 +263,7 @@ def probe(D: nn.Module, loss_d: Callable[[Tensor, Tensor], Tensor], real: Tensor
                        lipschitz_lower=max(float(v.max()) for v in norms.values()))
 
 
-def _number(value: float | None) -> bool:
+def _number(value: float | None) -> TypeGuard[float]:
     return value is not None and math.isfinite(value)
 
 

@@ -14,7 +14,8 @@ from .resize import RESIZE_MODES
 from .mixtures import energy_distance, mode_counts, mode_statistics, sliced_wasserstein
 from .prdc import nearest_neighbour_radii, prdc
 
-__all__ = ["DigitsClassifier", "classifier_metrics", "get_classifier", "intra_fid", "class_accuracy", "feature_statistics", "frechet_distance",
+__all__ = ["DigitsClassifier", "classifier_metrics", "get_classifier", "intra_fid", "class_accuracy",
+           "feature_statistics", "frechet_distance",
            "load_statistics", "save_statistics", "inception_score", "kernel_inception_distance", "energy_distance",
            "mode_counts", "mode_statistics", "sliced_wasserstein", "INCEPTION_WEIGHTS_ENV", "FIDInceptionV3",
            "InceptionWeightsHashError", "InceptionWeightsLoadError", "InceptionWeightsNotFoundError", "load_fid_inception", "preprocess",

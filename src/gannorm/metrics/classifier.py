@@ -151,6 +151,7 @@ class DigitsClassifier(nn.Module):
         self.head = nn.Linear(recipe.feature_dim, NUM_CLASSES)
         # features() returns embed(x) / feature_scale, the scale fixed after training so that the features
         # have mean square 1 on the training images (the KID kernel (x.y/d + 1)^3 expects O(1) entries)
+        self.feature_scale: torch.Tensor
         self.register_buffer("feature_scale", torch.ones(()))
 
     def prepare(self, x: Any) -> torch.Tensor:

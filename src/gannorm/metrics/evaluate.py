@@ -93,7 +93,9 @@ def default_metrics(dataset_name: str, conditional: bool = False) -> tuple[str, 
 
 
 # ------------------------------------------------------------------------------ extractors
-Extractor = Callable[[Tensor], dict[str, np.ndarray]]
+#: ``extract(x) -> {output: array}``: numpy arrays once batched (an Inception backend's own, unbatched
+#: ``extract`` gives tensors, which :func:`_batched` turns into arrays)
+Extractor = Callable[[Tensor], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -1070,7 +1072,7 @@ def check_evaluation(data, options: EvalOptions, where: str = "EvalOptions.proto
     conditional = bool(num_classes) and _labelled(data)
     names = list(options.metrics) or list(default_metrics(data.name, conditional))
     check_conditional(names, num_classes, _labelled(data), data.name, where=f"{where}:")
-    if conditional:
+    if conditional and num_classes:
         _labels_fit(data, num_classes)
     plans = metric_protocols(names, options, len(data), where)
     _build_extractors({n: on_dataset(METRICS.get(n), data.name) for n in names}, _request(data, options))
@@ -1145,8 +1147,9 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
     fake_y, real_y, classes_protocol = _conditional_labels(data, classes, num_fake, num_real, options.seed)
     fake_x = generate(generator, num_fake, z_dim, options.seed + 1000, device=device, rows=fake_rows[shards.rank],
                       labels=fake_y)
-    real_x, protocol = (real_subset(data, num_real, options.seed, rows=real_rows[shards.rank]) if num_real
-                        else (None, {"real_split": "none (no metric reads real images)"}))
+    real_x, real_protocol = (real_subset(data, num_real, options.seed, rows=real_rows[shards.rank]) if num_real
+                             else (None, {"real_split": "none (no metric reads real images)"}))
+    protocol: dict[str, Any] = dict(real_protocol)
     protocol.update(_draw_protocol(num_fake, num_real, options.seed, classes_protocol, shards))
     fakes, reals = {}, {}
     for kind, extractor in built.items():

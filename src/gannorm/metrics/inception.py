@@ -61,7 +61,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, TypeVar, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -181,6 +181,8 @@ class _FrozenBatchNorm2d(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
+        self.running_mean: Tensor
+        self.running_var: Tensor
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
 
@@ -301,7 +303,8 @@ class BasicConv2d(nn.Module):
                 _ONEDNN_FUSED = False  # they work where the fused kernel failed: use them from now on
                 self._fused.clear()
                 return out
-        return F.relu_(F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups))
+        assert w is not None  # _fused_weights returns a weight when it packs none
+        return F.relu_(F.conv2d(x, w, b, conv.stride, cast(tuple[int, ...], conv.padding), conv.dilation, conv.groups))
 
     def _apply(self, *args, **kwargs):  # .to() / .cuda() / .float(): the cached copies would be stale
         self._fused.clear()
@@ -758,7 +761,10 @@ def load_fid_inception(
     return freeze(model).to(device)
 
 
-def freeze(model: nn.Module) -> nn.Module:
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def freeze(model: _M) -> _M:
     """Eval mode and ``requires_grad=False`` for every parameter; returns ``model``."""
     model.eval()
     for p in model.parameters():

@@ -106,9 +106,12 @@ class ProtocolError(ConfigError):
 class MetricLike(Protocol):
     """What :func:`resolve_metric` reads of a metric's registry entry."""
 
-    settings: Mapping[str, Setting]
-    uses_real: Callable[[dict[str, Any]], bool]
-    limits: Callable[[MetricProtocol], "tuple[str, str] | None"]
+    @property
+    def settings(self) -> Mapping[str, Setting]: ...
+    @property
+    def uses_real(self) -> Callable[[dict[str, Any]], bool]: ...
+    @property
+    def limits(self) -> Callable[[MetricProtocol], "tuple[str, str] | None"]: ...
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar, cast
 
 import numpy as np
 import torch
@@ -156,7 +156,7 @@ class Shards(RankPlace):
         if not self.distributed:
             return make()
         if not self.main:
-            kind, value = self.broadcast(None)
+            kind, value = cast("tuple[str, Any]", self.broadcast(None))  # rank 0's (kind, value)
             if kind == "error":
                 raise ShardingError(value)
             return value
@@ -218,12 +218,16 @@ def _check_shards(metas: Sequence[Mapping[str, tuple[tuple[int, ...], str]]],
 
 
 
-def extract_shard(extract: Callable[[torch.Tensor], Arrays], x: torch.Tensor, shards: Shards,
+def extract_shard(extract: Callable[[torch.Tensor], Arrays], x: torch.Tensor | None, shards: Shards,
                   bounds: Sequence[tuple[int, int]], n: int, dst: int | None = 0) -> Arrays | None:
     """The outputs of ``extract`` on the first ``n`` rows of a global batch, of which this rank holds ``x``, its
     shard ``bounds[rank]``: each rank extracts its rows among the first ``n``, and :meth:`Shards.gather`
-    puts them together in order on ``dst`` (every rank with ``dst=None``; the others get None)."""
+    puts them together in order on ``dst`` (every rank with ``dst=None``; the others get None). ``x`` is None
+    on a rank that holds no rows."""
     counts = Shards.counts(bounds, n)
     mine = counts[shards.rank]
-    local = extract(x[:mine]) if mine else {}
+    local: Arrays = {}
+    if mine:
+        assert x is not None, "a rank with rows to extract holds them"
+        local = extract(x[:mine])
     return shards.gather(local, counts, dst=dst)

@@ -42,7 +42,7 @@ norms are conditioned on the z chunks alone, without it they are plain batch nor
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 import torch
 import torch.nn.functional as F
@@ -138,11 +138,12 @@ def reset_biggan(net: nn.Module) -> None:
     """Torch's default draw for every sub-layer of a BigGAN ``net`` (biases and norms), the attention gains at 0,
     then its weight init (``net.weight_init``)."""
     for m in net.modules():
-        if m is not net and hasattr(m, "reset_parameters"):
-            m.reset_parameters()
+        reset = getattr(m, "reset_parameters", None)
+        if m is not net and callable(reset):
+            reset()
         if isinstance(m, SelfAttention):
             nn.init.zeros_(m.gamma)
-    init_biggan_weights(net, net.weight_init)
+    init_biggan_weights(net, cast(str, net.weight_init))
 
 
 def init_biggan_weights(model: nn.Module, weight_init: str) -> nn.Module:
@@ -219,12 +220,12 @@ class BigGANDBlock(nn.Module):
 
     def lipschitz_structure(self) -> list[list[tuple[str, nn.Module]]]:
         """The forward as summed branches of ``(name, module)`` chains (see :mod:`gannorm.diagnostics.lipschitz`)."""
-        down = [(":avg_pool2d", nn.AvgPool2d(2))] if self.downsample else []
+        down: list[tuple[str, nn.Module]] = [(":avg_pool2d", nn.AvgPool2d(2))] if self.downsample else []
         pre = [(":relu", nn.ReLU())] if self.preactivation else []
         main = [*pre, ("conv1", self.conv1), (":relu", nn.ReLU()), ("conv2", self.conv2), *down]
         if self.conv_sc is None:
             return [main, [(":identity", nn.Identity()), *down]]
-        sc = [("conv_sc", self.conv_sc)]
+        sc: list[tuple[str, nn.Module]] = [("conv_sc", self.conv_sc)]
         return [main, sc + down if self.preactivation else down + sc]
 
 
@@ -274,7 +275,8 @@ class BigGANGenerator(nn.Module):
         self.shared_dim = shared_dim if self.num_classes else 0
         if self.shared_dim:
             self.shared = nn.Embedding(self.num_classes, self.shared_dim)
-            self.shared.skip_normalization = True  # plain in the reference (SN acts on the linears it feeds)
+            # plain in the reference (SN acts on the linears it feeds); a plain attribute, as in conditional.py
+            self.shared.skip_normalization = True  # type: ignore[assignment]
         c_in = [_ch(BASE_CHANNELS * m, width) for m in ins]
         c_out = [_ch(BASE_CHANNELS * m, width) for m in outs]
         self.c0 = c_in[0]
@@ -325,7 +327,7 @@ class BigGANGenerator(nn.Module):
         z0, conds = self._conditions(z, y)
         h = self.linear(z0).view(z.shape[0], self.c0, BOTTOM, BOTTOM)
         for blocklist, cond in zip(self.blocks, conds):
-            for block in blocklist:
+            for block in cast(nn.ModuleList, blocklist):
                 h = block(h, cond) if isinstance(block, BigGANGBlock) else block(h)
         return torch.tanh(self.output_layer(h))
 
@@ -380,7 +382,7 @@ class BigGANDiscriminator(nn.Module):
             y = require_labels(self, y, x.shape[0])
         h = x
         for blocklist in self.blocks:
-            for block in blocklist:
+            for block in cast(nn.ModuleList, blocklist):
                 h = block(h)
         h = F.relu(h).sum(dim=(2, 3))
         return self.head(h, y) if self.num_classes else self.linear(h)
@@ -389,6 +391,6 @@ class BigGANDiscriminator(nn.Module):
         """The forward as one ``(name, module)`` chain (see :mod:`gannorm.diagnostics.lipschitz`); attention
         blocks and a conditional D's ``head`` have no rule, so no bound is reported for them."""
         chain = [(f"blocks.{i}.{j}", block) for i, blocklist in enumerate(self.blocks)
-                 for j, block in enumerate(blocklist)]
+                 for j, block in enumerate(cast(nn.ModuleList, blocklist))]
         last = ("head", self.head) if self.num_classes else ("linear", self.linear)
         return [chain + [(":relu", nn.ReLU()), (":sum_pool", GlobalPool("sum")), last]]

@@ -96,7 +96,8 @@ class _ConditionalBatchNorm(nn.Module):
         # unconditional one draws, in the same order)
         self.gain = nn.Embedding(num_classes, num_features, _weight=torch.empty(num_classes, num_features))
         self.bias = nn.Embedding(num_classes, num_features, _weight=torch.empty(num_classes, num_features))
-        self.gain.skip_normalization = self.bias.skip_normalization = True  # gannorm.normalize leaves them plain
+        # gannorm.normalize leaves them plain (a plain attribute: torch's Module.__setattr__ stub takes tensors/modules)
+        self.gain.skip_normalization = self.bias.skip_normalization = True  # type: ignore[assignment]
         self.reset_parameters()
 
     @torch.no_grad()
@@ -272,7 +273,8 @@ class SelfAttention(nn.Module):
 LABEL_NORMS = (ConditionalBatchNorm1d, ConditionalBatchNorm2d)
 
 
-def class_norm(num_features: int, num_classes: int, dims: int = 2) -> nn.Module:
+def class_norm(num_features: int, num_classes: int,
+               dims: int = 2) -> nn.modules.batchnorm._BatchNorm | _ConditionalBatchNorm:
     """A plain ``nn.BatchNorm{dims}d`` for ``num_classes == 0``, else a conditional one (gain 1, bias 0).
 
     Args:

@@ -19,6 +19,8 @@ paper ties SN to (docs/methods.md), and framework-independent (torch's default i
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -56,7 +58,8 @@ class MLPGenerator(nn.Module):
         self.z_dim, self.depth, self.hidden = z_dim, depth, _ch(hidden, width)
         if self.num_classes:
             self.embed = nn.Embedding(self.num_classes, z_dim)
-            self.embed.skip_normalization = True  # G's input embedding stays plain, as BigGAN's
+            # G's input embedding stays plain, as BigGAN's (a plain attribute, as in conditional.py)
+            self.embed.skip_normalization = True  # type: ignore[assignment]
         self.net = _stack(z_dim * (2 if self.num_classes else 1), dim, depth, self.hidden, nn.ReLU)
         self.data_shape = (dim,)
         self.reset_parameters()
@@ -93,8 +96,8 @@ class MLPDiscriminator(nn.Module):
         self.depth, self.hidden, self.slope = depth, _ch(hidden, width), slope
         self.net = _stack(dim, 1, depth, self.hidden, lambda: nn.LeakyReLU(slope))
         if self.num_classes:
-            last = self.net[-1]
-            self.net = self.net[:-1]
+            last = cast(nn.Linear, self.net[-1])
+            self.net = cast(nn.Sequential, self.net[:-1])
             self.head = ProjectionHead(last.in_features, self.num_classes, linear=last)
         self.data_shape = (dim,)
         self.reset_parameters()

@@ -157,7 +157,7 @@ def _class_options(arch: str, spec: NetworkSpec, num_classes: int) -> dict[str, 
 
 def _labelled(module: nn.Module, options: Mapping[str, int]) -> nn.Module:
     """Sets ``module.num_classes`` (0 for the unconditional archs' networks)."""
-    module.num_classes = options.get("num_classes", 0)
+    module.num_classes = options.get("num_classes", 0)  # type: ignore[assignment]  # a plain attribute
     return module
 
 
@@ -314,7 +314,8 @@ NETWORKS.register(
     "G is the SNGAN CNN generator")
 NETWORKS.register(
     "resnet", NetworkSpec(_resnet_g, _resnet_d, "image", tuple(sngan_resnet.LAYOUTS), 1,
-                          sngan_resnet.OFFICIAL_RESOLUTIONS, {"pool": "sum", "linear_bias": None}, conditional=True, g_batch_stats=True),
+                          sngan_resnet.OFFICIAL_RESOLUTIONS, {"pool": "sum", "linear_bias": None}, conditional=True,
+                          g_batch_stats=True),
     f"SNGAN ResNet G and D; D with global pool ({' or '.join(POOLS)}) and linear_bias (null: the layout's "
     "own; true/false) (32: collections, 48: mimicry, "
     "128: official BSN; 16/64 extra); num_classes > 0: conditional BN in G's blocks, projection D")

@@ -42,6 +42,7 @@ plus a class embedding of the pooled features, Glorot uniform); both take ``(inp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -123,7 +124,7 @@ class SNGANResNetGenerator(nn.Module):
 
     def reset_parameters(self) -> None:
         for block in self.blocks:
-            block.reset_parameters()
+            cast(GBlock, block).reset_parameters()
         variance_scaling_(self.linear, 1.0)
         variance_scaling_(self.conv, 1.0)
         self.bn.reset_parameters()
@@ -171,7 +172,7 @@ class SNGANResNetDiscriminator(nn.Module):
 
     def reset_parameters(self) -> None:
         for block in self.blocks:
-            block.reset_parameters()
+            cast("DBlock | DBlockOptimized", block).reset_parameters()
         if self.num_classes:
             variance_scaling_(self.head.linear, 1.0)
             glorot_uniform_(self.head.embed)

@@ -24,7 +24,7 @@ semantics users rely on:
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, cast
 
 import torch
 from torch import Tensor, nn
@@ -195,7 +195,7 @@ class PowerIterationNorm(nn.Module):
                     results = [pi.iterate_with_sigma(apply, adjoint, u, v, self.n_power_iterations, self.eps)
                                for (apply, adjoint), (u, v) in zip(maps, self._snapshot(w.dtype))]
                     vectors = [(u, v) for u, v, _ in results]
-                    sigma = self.combine([s for _, _, s in results])
+                    sigma = self.combine([cast(Tensor, s) for _, _, s in results])  # not None: n >= 1
                     if self.update == "forward":
                         self._persist(vectors)
                 else:

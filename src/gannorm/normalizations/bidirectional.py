@@ -15,6 +15,8 @@ first two dimensions, so it applies unchanged to a transposed convolution's ``[i
 """
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
@@ -89,8 +91,9 @@ def bidirectional_spectral_norm(module: nn.Module, name: str = "weight", *, scal
         True
     """
     weight = _get_weight(module, name)
-    options = dict(n_power_iterations=n_power_iterations, eps=eps, scale=scale, update=update,
-                   grad_through_vectors=grad_through_vectors, warmup=warmup)
+    options: dict[str, Any] = dict(n_power_iterations=n_power_iterations, eps=eps, scale=scale, update=update,
+                                   grad_through_vectors=grad_through_vectors, warmup=warmup)
+    param: PowerIterationNorm
     if weight.ndim >= 3:
         param = BidirectionalSpectralNorm(weight, **options)
     else:

@@ -33,7 +33,7 @@ Every other layer (pointwise 1x1 convs, ordinary convs, linears) gets plain SN i
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, TypeGuard
 
 import torch
 import torch.nn.functional as F

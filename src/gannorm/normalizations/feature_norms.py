@@ -21,10 +21,11 @@ model **but the first and the last** (the last is D's output layer; placement in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvNd
 
 from ..errors import InputError
 from .base import TRANSPOSED_CONVS
@@ -44,11 +45,11 @@ class ChannelBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 
 def _apply_bn(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-    return module.bn(output)
+    return cast(nn.Module, module.bn)(output)
 
 
 def _apply_ln(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-    return module.ln(output)
+    return cast(nn.Module, module.ln)(output)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ POST_NORMS = (BATCH_NORM, LAYER_NORM)
 
 def out_channels(module: nn.Module) -> int:
     """The channel count of a Conv/ConvTranspose/Linear output (dim 1 of the output)."""
-    return module.out_channels if hasattr(module, "out_channels") else module.out_features
+    return cast(int, module.out_channels if hasattr(module, "out_channels") else module.out_features)
 
 
 def inner_layers(layers: Layers, method: str) -> Layers:
@@ -143,6 +144,8 @@ def fold_post_norm(module: nn.Module) -> nn.Module:
     if not kind.foldable:
         raise InputError(f"a {type(norm).__name__} after {type(module).__name__} is not affine and cannot be folded "
                          "into its weight")
+    module, norm = cast("nn.Linear | _ConvNd", module), cast(ChannelBatchNorm, norm)
+    assert norm.running_mean is not None and norm.running_var is not None  # attach_post_norm tracks them
     weight = module.weight
     gain = (norm.weight / torch.sqrt(norm.running_var + norm.eps)).to(weight.dtype)
     shift = norm.bias.to(weight.dtype) - gain * norm.running_mean.to(weight.dtype)

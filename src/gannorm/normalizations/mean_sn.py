@@ -20,8 +20,11 @@ eval mode; the training-mode batch mean is gone.
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvNd
 
 from ..errors import LayerTypeError
 from .options import check_option
@@ -31,6 +34,7 @@ class MeanOnlyBatchNorm(nn.Module):
     """``gamma * (x - mean) + beta`` per channel (dim 1); batch mean in training, running mean in eval."""
 
     couples_samples = True  # read by gannorm.gradnorm.check_per_sample
+    running_mean: Tensor
 
     def __init__(self, num_features: int, momentum: float = 0.1) -> None:
         super().__init__()
@@ -55,7 +59,7 @@ _TARGETS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # output channels on di
 
 
 def _apply_msn(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-    return module.msn(output)
+    return cast(MeanOnlyBatchNorm, module.msn)(output)
 
 
 def attach_mean_norm(module: nn.Module, momentum: float = 0.1) -> nn.Module:
@@ -81,7 +85,7 @@ def attach_mean_norm(module: nn.Module, momentum: float = 0.1) -> nn.Module:
         raise LayerTypeError(f"mean-only batch norm follows a Conv1d/2d/3d or Linear layer, got "
                              f"{type(module).__name__}")
     check_option("momentum", momentum)
-    channels = module.out_channels if hasattr(module, "out_channels") else module.out_features
+    channels = cast(int, module.out_channels if hasattr(module, "out_channels") else module.out_features)
     like = next(module.parameters())
     module.msn = MeanOnlyBatchNorm(channels, momentum).to(like.device, torch.promote_types(like.dtype, torch.float32))
     module.register_forward_hook(_apply_msn)
@@ -113,7 +117,7 @@ def fold_mean_norm(module: nn.Module) -> nn.Module:
         >>> torch.allclose(fold_mean_norm(conv)(x), before), hasattr(conv, "msn")
         (True, False)
     """
-    msn = module.msn
+    msn, module = cast(MeanOnlyBatchNorm, module.msn), cast("nn.Linear | _ConvNd", module)
     hooks = module._forward_hooks
     for key in [k for k, hook in hooks.items() if hook is _apply_msn]:
         del hooks[key]

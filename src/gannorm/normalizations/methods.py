@@ -21,9 +21,9 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
-from torch import nn
+from torch import Tensor, nn
 
 from ..errors import OptionError
 from ..registry import Registry
@@ -149,9 +149,9 @@ def _sn_gamma(shared: bool):
     def apply(layers: Layers, gamma_init: float = 1.0, n_power_iterations: int = 1, eps: float = 1e-12,
               update: str = "forward", grad_through_vectors: bool = False, warmup: int = 15) -> None:
         _sn(layers, n_power_iterations, eps, update, grad_through_vectors, warmup)
-        gamma = new_gamma(layers[0][1].weight, gamma_init) if shared and layers else None
+        gamma = new_gamma(cast(Tensor, layers[0][1].weight), gamma_init) if shared and layers else None
         for _, m in layers:
-            attach_gamma(m, gamma if shared else new_gamma(m.weight, gamma_init))
+            attach_gamma(m, gamma if gamma is not None else new_gamma(cast(Tensor, m.weight), gamma_init))
     return apply
 
 

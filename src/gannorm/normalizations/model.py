@@ -90,7 +90,7 @@ def _record_input_shapes(model: nn.Module, layers: Sequence[tuple[str, nn.Module
     A class-conditional model (:func:`takes_labels`) also gets the label ``y = tensor([0])`` (int64).
     """
     param = next(model.parameters(), None)
-    kwargs = {} if param is None else {"dtype": param.dtype, "device": param.device}
+    kwargs: dict[str, Any] = {} if param is None else {"dtype": param.dtype, "device": param.device}
     x = torch.zeros((1, *input_shape), **kwargs)
     args = (x, torch.zeros(1, dtype=torch.long, device=x.device)) if takes_labels(model) else (x,)
     try:
@@ -126,7 +126,7 @@ def _at_first_forward(model: nn.Module, method: str, layers: Sequence[tuple[str,
         METHODS.get(method).apply(layers, _shapes_of_a_dry_forward(model, layers, first, kwargs), **options)
 
     handle = model.register_forward_pre_hook(hook, with_kwargs=True)
-    model._gannorm_pending = method
+    model._gannorm_pending = method  # type: ignore[assignment]  # a plain attribute (nn.Module's stub: tensors, modules)
 
 
 def method_options(method: str) -> list[str]:
@@ -250,7 +250,7 @@ def normalized_layers(model: nn.Module) -> Iterator[tuple[str, PowerIterationNor
     for name, _, _, plist in _parametrizations(model):
         for p in plist:
             if isinstance(p, PowerIterationNorm):
-                yield name, p, plist.original
+                yield name, p, cast(torch.Tensor, plist.original)
 
 
 def sigmas(model: nn.Module) -> dict[str, float]:
@@ -280,8 +280,9 @@ def sigmas(model: nn.Module) -> dict[str, float]:
             continue
         key = name or type(m).__name__.removeprefix("Parametrized")
         for p in plist:
-            if callable(getattr(p, "sigma_estimates", None)):  # power iteration or an exact (DFT) sigma
-                out.update({f"{key}/{k}": v for k, v in p.sigma_estimates(plist.original).items()})
+            estimates = getattr(p, "sigma_estimates", None)
+            if callable(estimates):  # power iteration or an exact (DFT) sigma
+                out.update({f"{key}/{k}": v for k, v in estimates(plist.original).items()})
             elif isinstance(p, GammaScale):
                 out[f"{key}/gamma"] = float(p.gamma.detach())
     return out

@@ -65,8 +65,8 @@ def iterate(apply: LinearMap, adjoint: LinearMap, u: Tensor, v: Tensor, n: int, 
 
 
 def iterate_with_sigma(apply: LinearMap, adjoint: LinearMap, u: Tensor, v: Tensor, n: int,
-                       eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """``n`` iterations, plus the sigma estimate ``<u, A v>`` of the final pair.
+                       eps: float) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``n`` iterations, plus the sigma estimate ``<u, A v>`` of the final pair (None when ``n == 0``).
 
     After ``v = A^T u / ||A^T u||`` the estimate ``<u, A v> = <A^T u, v> = ||A^T u||`` is the norm
     already computed for the last normalization, so no extra application of ``A`` is needed.

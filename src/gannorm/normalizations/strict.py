@@ -14,25 +14,27 @@ and need no input shape.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence, cast
 
 import torch
 import torch.nn.functional as F
+import torch.nn.grad
 from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils import parametrize
 
 from ..errors import LayerTypeError, OptionError
 from .base import PowerIterationNorm
 from .spectral import SpectralNorm, _get_weight
 
-_CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
-_CONV_T = {nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 2, nn.ConvTranspose3d: 3}
+_CONV: dict[type[nn.Module], int] = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+_CONV_T: dict[type[nn.Module], int] = {nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 2, nn.ConvTranspose3d: 3}
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 _CONV_WEIGHT_GRAD = {1: torch.nn.grad.conv1d_weight, 2: torch.nn.grad.conv2d_weight, 3: torch.nn.grad.conv3d_weight}
 
 
-def _explicit_padding(module: nn.Module, nd: int) -> tuple[list[int] | None, tuple[int, ...]]:
+def _explicit_padding(module: _ConvNd, nd: int) -> tuple[list[int] | None, tuple[int, ...]]:
     """``(pad for F.pad or None, symmetric conv padding)`` equivalent to the module's own padding.
 
     Integer zero padding goes to the convolution (so the adjoint is a plain transposed conv);
@@ -178,8 +180,9 @@ def strict_spectral_norm(module: nn.Module, name: str = "weight", *, input_shape
         1.0
     """
     weight = _get_weight(module, name)
-    options = dict(n_power_iterations=n_power_iterations, eps=eps, scale=scale, update=update,
-                   grad_through_vectors=grad_through_vectors, warmup=warmup)
+    options: dict[str, Any] = dict(n_power_iterations=n_power_iterations, eps=eps, scale=scale, update=update,
+                                   grad_through_vectors=grad_through_vectors, warmup=warmup)
+    param: PowerIterationNorm
     if isinstance(module, (nn.Linear, nn.Embedding)):
         param = SpectralNorm(weight, dim=0, **options)
     else:

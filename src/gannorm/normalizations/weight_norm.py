@@ -14,6 +14,8 @@ zero row is refused at registration.
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
@@ -120,6 +122,6 @@ def weight_norm_layers(model: nn.Module):
     """
     for m in model.modules():
         if parametrize.is_parametrized(m, "weight"):
-            for p in m.parametrizations.weight:
+            for p in cast(nn.ModuleDict, m.parametrizations)["weight"].children():
                 if isinstance(p, WeightNorm):
                     yield m, p

@@ -23,6 +23,7 @@ from ..metrics.evaluate import METRICS, EvalOptions, check_evaluation, flat
 from ..normalizations import sigmas
 from ..runfolder import BestRecord, EvalRecord
 from .distributed import Ranks
+from .logger import MetricSink
 from .sample_mode import evaluate_generator
 
 if TYPE_CHECKING:
@@ -56,17 +57,24 @@ class Callback:
         pass
 
 
+def _sink(trainer: "Trainer") -> MetricSink:
+    """The run's metric sink (the trainer makes it before the first callback is called, on rank 0)."""
+    assert trainer.logger is not None
+    return trainer.logger
+
+
 class ProgressBar(Callback):
     """A tqdm bar on stderr with the last losses."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar: tqdm | None = None
 
     def on_start(self, trainer: "Trainer", resumed: bool) -> None:
         self.bar = tqdm(total=trainer.cfg.train.steps, initial=trainer.step, unit="it", dynamic_ncols=True,
                         file=sys.stderr)
 
     def on_step(self, trainer: "Trainer", scalars: dict[str, float]) -> None:
+        assert self.bar is not None  # made by on_start
         self.bar.update(1)
         self.bar.set_postfix(d=f"{scalars['loss_d']:.3f}", g=f"{scalars['loss_g']:.3f}", refresh=False)
 
@@ -93,7 +101,7 @@ class ScalarLog(Callback):
         self._t, self._step = now, trainer.step
         row.update({f"sigma/{k}": v for k, v in sigmas(trainer.D).items()})
         row.update({f"g_sigma/{k}": v for k, v in sigmas(trainer.G).items()})  # normalization.g_method
-        trainer.logger.log(trainer.step, row)
+        _sink(trainer).log(trainer.step, row)
         trainer.last = row
 
 
@@ -120,8 +128,8 @@ class Diagnostics(Callback):
         for warning in self.monitor(rec):
             trainer.folder.append_health(warning)
             tqdm.write(f"gannorm health warning: {warning.message}", file=sys.stderr)
-        trainer.logger.log(trainer.step, headline_scalars(rec), csv_row=False)  # metrics.jsonl + TensorBoard
-        trainer.logger.tensorboard(trainer.step, flat_scalars(rec))
+        _sink(trainer).log(trainer.step, headline_scalars(rec), csv_row=False)  # metrics.jsonl + TensorBoard
+        _sink(trainer).tensorboard(trainer.step, flat_scalars(rec))
 
 
 class SampleGrid(Callback):
@@ -191,7 +199,7 @@ class Evaluation(Callback):
         if due(trainer.step, self.every, trainer.cfg.train.steps):
             scores = evaluate_sampler(trainer, self.options, sharded=self.on_every_rank)
             if trainer.ranks.main:
-                trainer.logger.log(trainer.step, scores, csv_row=False)  # the CSV's columns are the training rows
+                _sink(trainer).log(trainer.step, scores, csv_row=False)  # the CSV's columns are the training rows
             trainer.last = {**trainer.last, **scores}
 
 

@@ -40,7 +40,7 @@ def named_grads(model: nn.Module, prefix: str) -> list[tuple[str, Tensor]]:
 
 
 def _tensors(model: nn.Module, prefix: str) -> list[tuple[str, Tensor]]:
-    out = [(f"weight {prefix}.{n}", p) for n, p in model.named_parameters()]
+    out: list[tuple[str, Tensor]] = [(f"weight {prefix}.{n}", p) for n, p in model.named_parameters()]
     out += [(f"buffer {prefix}.{n}", b) for n, b in model.named_buffers() if b.is_floating_point()]
     return out
 

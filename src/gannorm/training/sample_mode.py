@@ -48,6 +48,8 @@ class SamplingView(nn.Module):
     :func:`gannorm.metrics.evaluate.generate` calls) does not reach it.
     """
 
+    generator: nn.Module  # held, not registered (set with object.__setattr__)
+
     def __init__(self, generator: nn.Module, mode: str) -> None:
         super().__init__()
         object.__setattr__(self, "generator", generator)

@@ -18,9 +18,12 @@ def _rng_devices(device: torch.device) -> list[int]:
     return []
 
 
+_CPU = torch.device("cpu")
+
+
 @contextlib.contextmanager
 def private_rng(state: torch.Tensor | None = None, *, seed: int | None = None,
-                device: torch.device = torch.device("cpu")) -> Iterator[None]:
+                device: torch.device = _CPU) -> Iterator[None]:
     """Within the block the global RNG starts from ``state`` (or ``seed``); the caller's RNG is restored
     afterwards, whatever the block drew from it."""
     with torch.random.fork_rng(devices=_rng_devices(device)):

@@ -82,8 +82,9 @@ class Trainer:
     """Build everything from a :class:`Config`, then :meth:`run` it. ``resume`` continues a run folder.
 
     ``run_dir`` is the exact new folder to create (default: ``train.out_dir/train.run_name``, with a
-    ``-2``, ``-3``, ... suffix if taken). ``callbacks`` replaces the default ones (:func:`gannorm.training.callbacks.default_callbacks`);
-    add to ``trainer.callbacks`` to keep them and plug in more. In a run of several ranks (``torchrun``) the
+    ``-2``, ``-3``, ... suffix if taken). ``callbacks`` replaces the default ones
+    (:func:`gannorm.training.callbacks.default_callbacks`); add to ``trainer.callbacks`` to keep them and plug
+    in more. In a run of several ranks (``torchrun``) the
     callbacks run on rank 0 (which alone creates and writes the run folder), except those marked
     ``every_rank`` (the evaluation, sharded over the ranks), which run on every rank.
     """
@@ -188,7 +189,9 @@ class Trainer:
                                 normalization_options=dict(n.options), init=m.d_init, num_classes=m.num_classes,
                                 **m.d_options).to(self.device)
         if t.channels_last:
-            G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format (torch's stub omits it)
+            G = G.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            D = D.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if n.function != "none":
             D = GradientNormalized(D, n.function, n.function_eps, n.first_order_g)
         return G, D
@@ -321,7 +324,7 @@ class Trainer:
             with self._autocast():
                 d_aug = self.discriminate(augmented, y_real).float()
             terms.append(t.cr_weight * consistency_loss(d_real, d_aug))
-        return sum(terms) if terms else None
+        return cast(torch.Tensor, sum(terms)) if terms else None
 
     def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, who: str) -> bool:
         """Backward and optimizer step; False (and no step) if a gradient is not finite.
@@ -608,5 +611,5 @@ def _bn_running_stats(model: nn.Module, update: bool):
     finally:
         for m, (momentum, tracked) in zip(bns, saved):
             m.momentum = momentum
-            if tracked is not None:
+            if tracked is not None and m.num_batches_tracked is not None:
                 m.num_batches_tracked.copy_(tracked)

@@ -20,7 +20,7 @@ from .series import (Series, input_grad_series, latest_layer_values, layer_names
                      probe_series)
 
 _LEGEND_MAX_LAYERS = 12
-_STYLES = {"sigma": "-", "sigma1": "--", "sigma2": ":", "raw_spectral": "-", "strict_sigma": "-."}
+_STYLES: dict[str, Any] = {"sigma": "-", "sigma1": "--", "sigma2": ":", "raw_spectral": "-", "strict_sigma": "-."}
 
 
 def _layer_colors(layers: Sequence[str]) -> dict[str, Any]:
@@ -190,9 +190,9 @@ def plot_variance(run: RunRecords, path: str | os.PathLike) -> Path | None:
         ax.bar(idx, values, color=[colors[n] for n in layers], alpha=0.8, label="this run (latest)")
     for ref, marker, name, color in ((xavier, "x", "Xavier init", "tab:blue"), (kaiming, "^", "Kaiming init",
                                                                                   "tab:red")):
-        pts = [(i, ref[n][1]) for i, n in enumerate(layers) if n in ref and (ref[n][1] > 0 or not log)]
-        if pts:
-            ax.plot([i for i, _ in pts], [v for _, v in pts], marker, color=color, linestyle="none",
+        ref_pts = [(i, ref[n][1]) for i, n in enumerate(layers) if n in ref and (ref[n][1] > 0 or not log)]
+        if ref_pts:
+            ax.plot([i for i, _ in ref_pts], [v for _, v in ref_pts], marker, color=color, linestyle="none",
                     markersize=8, label=name)
     ax.axhline(1.0, color="k", linestyle="--", linewidth=1, label="LeCun (1)")
     ax.set_xlabel("layer index (forward order)")

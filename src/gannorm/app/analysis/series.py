@@ -63,11 +63,13 @@ def input_grad_series(records: Iterable[ProbeRecord], which: str
 
     A step is kept when its mean is finite; a missing min or max is NaN (a gap in the band).
     """
-    steps, mean, lo, hi = [], [], [], []
+    steps, mean = [], []
+    lo: list[float] = []
+    hi: list[float] = []
     for rec in records:
         stats = rec.input_grad.get(which)
         m = None if stats is None else finite(stats.mean)
-        if m is None:
+        if m is None or stats is None:
             continue
         steps.append(rec.step)
         mean.append(m)

@@ -11,7 +11,7 @@ import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 from PIL import Image
@@ -52,7 +52,9 @@ def _png(fig) -> bytes:
 def _quartiles(values: Sequence[float]) -> tuple[float, float, float] | None:
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
-    return None if x.size == 0 else tuple(float(q) for q in np.quantile(x, [0.25, 0.5, 0.75]))
+    if x.size == 0:
+        return None
+    return cast("tuple[float, float, float]", tuple(float(q) for q in np.quantile(x, [0.25, 0.5, 0.75])))
 
 
 # ----------------------------------------------------------------------------------- metric vs a grid key

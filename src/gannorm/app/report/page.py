@@ -152,7 +152,7 @@ def report_path(folder: str | os.PathLike, output: str | os.PathLike | None = No
         path = path / PAGE_NAME
     if os.path.realpath(path) == os.path.realpath(own):
         return own
-    if owns(folder, path):
+    if owns(Path(folder), path):
         raise GannormError(f"output {path} is one of the sweep folder's own records (sweep.json, the results store, "
                            f"the run folders), which the report never writes over; give -o a new .html file")
     return prepare_output(path, ".html", overwrite)

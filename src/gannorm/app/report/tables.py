@@ -93,6 +93,7 @@ def comparisons(results: SweepResults, groups: Groups) -> list[tuple[str, str, P
 
 def verdict(results: SweepResults, a: str, b: str, p: Paired) -> str:
     if differs(p, ALPHA):
+        assert p.mean_diff is not None  # differs: there is a difference
         a_better = (p.mean_diff < 0) == results.lower_is_better
         return f"larger than seed noise: {a if a_better else b} is better"
     if p.p_value is None:

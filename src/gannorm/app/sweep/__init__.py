@@ -10,5 +10,5 @@ from .runner import SweepOutcome, default_workers, is_stale, load_results, owns,
 from .spec import RunSpec, SweepSpec, expand, load_sweep, sweep_names
 from .store import DB, read_results
 
-__all__ = ["DB", "RunRow", "RunSpec", "SweepOutcome", "SweepResults", "SweepSpec", "default_workers", "expand", "is_stale",
-           "load_results", "load_sweep", "owns", "read_results", "rebuild", "run_sweep", "sweep_names"]
+__all__ = ["DB", "RunRow", "RunSpec", "SweepOutcome", "SweepResults", "SweepSpec", "default_workers", "expand",
+           "is_stale", "load_results", "load_sweep", "owns", "read_results", "rebuild", "run_sweep", "sweep_names"]

@@ -121,7 +121,8 @@ def run_sweep(sweep: str, out: str | Path | None = None, *, workers: int = 1, th
                     record(con, spec, run, task)
                 else:
                     pending.append((run, task))
-            announce(f"sweep {spec.name}: {len(pending)} of {len(runs)} runs to train ({workers} worker(s) x {threads} thread(s)) in {folder}")
+            announce(f"sweep {spec.name}: {len(pending)} of {len(runs)} runs to train "
+                     f"({workers} worker(s) x {threads} thread(s)) in {folder}")
             execute = _execute_ray if ray else _execute_local
             for run, task, outcome in execute(pending, workers, ray_address):
                 row = record(con, spec, run, task, outcome)
@@ -304,5 +305,5 @@ def is_stale(folder: str | Path) -> bool:
     return newest > db.stat().st_mtime
 
 
-__all__ = ["SweepOutcome", "default_threads", "default_workers", "heal", "is_stale", "load_results", "owns", "read_spec",
-           "rebuild", "record", "run_config", "run_sweep"]
+__all__ = ["SweepOutcome", "default_threads", "default_workers", "heal", "is_stale", "load_results", "owns",
+           "read_spec", "rebuild", "record", "run_config", "run_sweep"]

@@ -78,6 +78,7 @@ def run_one(task: RunTask) -> RunOutcome:
         return RunOutcome(task.run_id, "interrupted", str(err), time.perf_counter() - start)
     except Exception as err:  # a failed run is a result, never a crash of the sweep
         return RunOutcome(task.run_id, "failed", f"{type(err).__name__}: {err}", time.perf_counter() - start)
-    reason = (folder.read_status().reason if result.status == "diverged" else None)
+    status = folder.read_status() if result.status == "diverged" else None
+    reason = status.reason if status is not None else None
     return RunOutcome(task.run_id, result.status, reason, time.perf_counter() - start)
 
