@@ -47,7 +47,7 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     one = write_pngs(root / "one", rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8))
-    two = write_pngs(root / "two" / "nested", (rng.random((5, 16, 16, 3)) * 120).astype(np.uint8))
+    write_pngs(root / "two" / "nested", (rng.random((5, 16, 16, 3)) * 120).astype(np.uint8))
     return one, root / "two"
 
 

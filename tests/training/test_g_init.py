@@ -74,7 +74,8 @@ def test_kaiming_gives_g_the_variance_of_kaiming_normal(arch):
         if m.bias is not None:
             assert float(m.bias.detach().abs().max()) == 0.0
     bns = [m for m in G.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert bns and all(float(b.weight.detach().min()) == 1.0 and float(b.bias.detach().abs().max()) == 0.0 for b in bns)  # untouched
+    # the batch norms keep their default weight 1 and bias 0
+    assert bns and all(float(b.weight.detach().min()) == 1.0 and float(b.bias.detach().abs().max()) == 0.0 for b in bns)
 
 
 def test_g_init_is_applied_before_g_normalization():
