@@ -202,12 +202,14 @@ def _compute(plans: dict[str, Plan], sides: dict[str, Source], features: dict[st
         context = EvalContext(None, EvalOptions(seed=seed), plan.protocol)
         real = features[plan.real] if plan.real else {}
         kwargs = spec.options(context)
-        key = (spec.compute, plan.fake, plan.real, tuple(sorted(kwargs.items())))
-        if key not in shared:  # precision/recall/density/coverage: one k-NN computation for the four
-            shared[key] = spec.compute(features[plan.fake], real, **kwargs)
-        values = shared[key]
-        results[name] = ({"value": float(values[spec.value_of])} if spec.value_of
-                         else {k: float(v) for k, v in values.items()})
+        if spec.value_of:  # precision/recall/density/coverage: one k-NN computation for the four
+            # (only these share a call: the options of the others may hold arrays, which are not hashable)
+            key = (spec.compute, plan.fake, plan.real, tuple(sorted(kwargs.items())))
+            if key not in shared:
+                shared[key] = spec.compute(features[plan.fake], real, **kwargs)
+            results[name] = {"value": float(shared[key][spec.value_of])}
+        else:
+            results[name] = {k: float(v) for k, v in spec.compute(features[plan.fake], real, **kwargs).items()}
         reference = plan.protocol.settings.get("reference")
         other = "b" if plan.fake == "a" else "a"
         real_name = plan.real or (f"{other} (statistics)" if reference else "none")
