@@ -95,7 +95,7 @@ def test_an_unknown_g_init_is_one_line():
     bad = C.load(None, TINY_DIGITS + ["model.g_init=he"])
     with pytest.raises(ConfigError) as err:
         C.validate(bad)
-    assert str(err.value) == f"config key model.g_init: 'he' is not one of official, {', '.join(SCHEMES)}"
+    assert str(err.value) == f"config key model.g_init: 'he' is not one of official, {', '.join(SCHEMES.names())}"
     with pytest.raises(ConfigError, match=r"^unknown G init 'he'; known: official, lecun, ") as err:
         build_generator("cnn", (3, 32, 32), init="he")
     assert "\n" not in str(err.value)
