@@ -24,8 +24,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gannorm"
 
 LAYERS = {
     "registry": 0, "errors": 0, "fileio": 0, "yamlsafe": 0, "validate": 0,
-    "devices": 1, "world": 1, "init": 1, "losses": 1, "augment": 1, "fastgrad": 1, "images": 1, "normalizations": 1, "gradnorm": 1,
-    "penalties": 1, "networks": 1, "data": 1, "metrics": 1, "diagnostics": 1,
+    "devices": 1, "world": 1, "init": 1, "losses": 1, "augment": 1, "fastgrad": 1, "images": 1, "normalizations": 1,
+    "gradnorm": 1, "penalties": 1, "networks": 1, "data": 1, "metrics": 1, "diagnostics": 1,
     "stability": 1,
     "config": 2, "runfolder": 2,
     "training": 3,

@@ -29,7 +29,7 @@ def run_example(script: str, *args: str, cwd: Path) -> str:
 
 
 def result_line(out: str) -> dict[str, str]:
-    line = next(l for l in out.splitlines() if l.startswith("RESULT "))
+    line = next(row for row in out.splitlines() if row.startswith("RESULT "))
     return dict(item.split("=", 1) for item in line.split()[1:])
 
 

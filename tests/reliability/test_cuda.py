@@ -58,8 +58,8 @@ OTHER = {"cpu": "cuda" if GPU else "cpu", "cuda": "cpu"}
 RTOL, ATOL = 1e-3, 1e-5
 
 QUIET = [*SHARED_QUIET, *LOG_EVERY_STEP]
-TINY = [*DIGITS_CNN, "normalization.method=sn", "normalization.options={}", "train.batch_size_d=8", "train.batch_size_g=8",
-        "train.steps=2", *QUIET]
+TINY = [*DIGITS_CNN, "normalization.method=sn", "normalization.options={}", "train.batch_size_d=8",
+        "train.batch_size_g=8", "train.steps=2", *QUIET]
 
 #: a representative set of what training runs: each weight normalization family, GN/PGN, a penalty, CR, EMA
 CONFIGS = {

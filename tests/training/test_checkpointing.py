@@ -18,8 +18,9 @@ from gannorm.training.signals import STOP_SIGNALS, StopRequest
 def objects(seed, ema=True):
     torch.manual_seed(seed)
     G, D = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)), nn.Linear(2, 1)
-    return ck.TrainingObjects(G, D, torch.optim.Adam(G.parameters(), lr=1e-3), torch.optim.Adam(D.parameters(), lr=1e-3),
-                              torch.Generator().manual_seed(seed), EMA(G, 0.9, 0, "copy") if ema else None)
+    return ck.TrainingObjects(G, D, torch.optim.Adam(G.parameters(), lr=1e-3),
+                              torch.optim.Adam(D.parameters(), lr=1e-3), torch.Generator().manual_seed(seed),
+                              EMA(G, 0.9, 0, "copy") if ema else None)
 
 
 def train_a_little(o):

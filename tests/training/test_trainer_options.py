@@ -16,8 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 QUIET = [*SHARED_QUIET, *LOG_EVERY_STEP]
 RING8 = [*RING8_MLP, *QUIET]
-DIGITS = [*DIGITS_CNN, "normalization.method=sn", "normalization.options={}", "train.batch_size_d=64", "train.batch_size_g=64",
-          *QUIET]
+DIGITS = [*DIGITS_CNN, "normalization.method=sn", "normalization.options={}", "train.batch_size_d=64",
+          "train.batch_size_g=64", *QUIET]
 
 
 def cfg(tmp_path, base, *extra):

@@ -316,8 +316,10 @@ def open_run(path: Path, num_samples: int, seed: int, checkpoint: str, device: t
               if classes else None)
 
     def read(start: int, stop: int) -> Tensor:
-        return generate(view, num_samples, cfg.model.z_dim, seed + 1000, device=device, rows=(start, stop),
-                        labels=labels)
+        x = generate(view, num_samples, cfg.model.z_dim, seed + 1000, device=device, rows=(start, stop),
+                     labels=labels)
+        assert x is not None, "read is called with start < stop, and generate gives None only for no rows"
+        return x
 
     return Source(RUN, str(folder.path), num_samples, GENERATE_BATCH, read, description={
         "kind": RUN, "path": str(folder.path), "step": state["step"], "checkpoint": checkpoint,

@@ -152,7 +152,8 @@ def extract_images(images: Any, extract: Callable[[torch.Tensor], dict[str, np.n
     if isinstance(images, torch.Tensor):
         groups = list(images.split(batch_size))
     else:
-        groups, run = [], []
+        groups = []
+        run: list[torch.Tensor] = []
         for image in images:
             if run and (image.shape != run[0].shape or len(run) == batch_size):
                 groups.append(torch.stack(run))
@@ -170,10 +171,12 @@ def _extract_side(source: Source, extract: Callable, shards: Shards, batch_size:
     bounds = shards.bounds(source.count, source.unit)
     start, stop = bounds[shards.rank]
     bar = tqdm(total=stop - start, desc=f"inception features {label}", unit="img", leave=False) if progress else None
+    read = source.read
+    assert read is not None, "a side with images has a read"
     parts = []
     for s in range(start, stop, source.unit):
         e = min(s + source.unit, stop)
-        parts.append(extract_images(source.read(s, e), extract, batch_size))
+        parts.append(extract_images(read(s, e), extract, batch_size))
         if bar is not None:
             bar.update(e - s)
     if bar is not None:
@@ -185,26 +188,32 @@ def _extract_side(source: Source, extract: Callable, shards: Shards, batch_size:
 def _compute(plans: dict[str, Plan], sides: dict[str, Source], features: dict[str, Any],
              seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every metric's numbers and protocol record from the gathered features (on rank 0)."""
-    results, records, shared = {}, {}, {}  # type: ignore[var-annotated]
+    results: dict[str, Any] = {}
+    records: dict[str, Any] = {}
+    shared: dict[tuple, dict[str, float]] = {}
     for name, plan in plans.items():
         if plan.protocol is None:  # FID between two statistics files
-            results[name] = {"value": float(frechet_distance(*sides["a"].statistics, *sides["b"].statistics))}
+            a, b = sides["a"].statistics, sides["b"].statistics
+            assert a is not None and b is not None, "a plan without a protocol compares two statistics files"
+            results[name] = {"value": float(frechet_distance(*a, *b))}
             records[name] = {"generated": "a (statistics)", "real": "b (statistics)"}
             continue
         spec = _resolved(name)
         context = EvalContext(None, EvalOptions(seed=seed), plan.protocol)
         real = features[plan.real] if plan.real else {}
         kwargs = spec.options(context)
-        key = (spec.compute, plan.fake, plan.real, tuple(sorted(kwargs.items())))
-        if key not in shared:  # precision/recall/density/coverage: one k-NN computation for the four
-            shared[key] = spec.compute(features[plan.fake], real, **kwargs)
-        values = shared[key]
-        results[name] = ({"value": float(values[spec.value_of])} if spec.value_of
-                         else {k: float(v) for k, v in values.items()})
+        if spec.value_of:  # precision/recall/density/coverage: one k-NN computation for the four
+            # (only these share a call: the options of the others may hold arrays, which are not hashable)
+            key = (spec.compute, plan.fake, plan.real, tuple(sorted(kwargs.items())))
+            if key not in shared:
+                shared[key] = spec.compute(features[plan.fake], real, **kwargs)
+            results[name] = {"value": float(shared[key][spec.value_of])}
+        else:
+            results[name] = {k: float(v) for k, v in spec.compute(features[plan.fake], real, **kwargs).items()}
         reference = plan.protocol.settings.get("reference")
         other = "b" if plan.fake == "a" else "a"
-        records[name] = {"generated": plan.fake, "real": plan.real or (f"{other} (statistics)" if reference else "none"),
-                         **plan.protocol.to_json(), **spec.protocol(context)}
+        real_name = plan.real or (f"{other} (statistics)" if reference else "none")
+        records[name] = {"generated": plan.fake, "real": real_name, **plan.protocol.to_json(), **spec.protocol(context)}
     return results, records
 
 

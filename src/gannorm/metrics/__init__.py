@@ -18,5 +18,6 @@ __all__ = ["DigitsClassifier", "classifier_metrics", "get_classifier", "intra_fi
            "feature_statistics", "frechet_distance",
            "load_statistics", "save_statistics", "inception_score", "kernel_inception_distance", "energy_distance",
            "mode_counts", "mode_statistics", "sliced_wasserstein", "INCEPTION_WEIGHTS_ENV", "FIDInceptionV3",
-           "InceptionWeightsHashError", "InceptionWeightsLoadError", "InceptionWeightsNotFoundError", "load_fid_inception", "preprocess",
+           "InceptionWeightsHashError", "InceptionWeightsLoadError", "InceptionWeightsNotFoundError",
+           "load_fid_inception", "preprocess",
            "resize_bilinear_tf1", "RESIZE_MODES", "nearest_neighbour_radii", "prdc"]

@@ -62,7 +62,7 @@ from .mixtures import energy_distance, mode_statistics
 from .prdc import PRDC_KEYS, prdc
 from .protocol import (COUNT_SETTINGS, EVAL_PROTOCOLS, Defaults, MetricProtocol, ProtocolError, Setting,
                        integer_at_least, nonempty_path, one_of, resolve_metric)
-from .sharding import Shards, extract_shard
+from .sharding import Arrays, Shards, extract_shard
 
 #: which metrics a dataset gets when none are named
 DEFAULT_METRICS = {"digits": ("cfd", "cis", "ckid"), "mnist5k": ("cfd", "cis", "ckid"), "ring8": ("modes",),
@@ -406,7 +406,7 @@ def save_inception_statistics(path: str | Path, mu: Any, sigma: Any, precision: 
     the Inception ``precision`` the features were extracted in, under :data:`STATS_PRECISION_KEY`, and the
     ``resize`` mode of their input, under :data:`STATS_RESIZE_KEY`."""
     mu, sigma = _check_stats(mu, sigma, "")
-    extra = {STATS_PRECISION_KEY: np.array(check_precision(precision)),
+    extra: dict[str, Any] = {STATS_PRECISION_KEY: np.array(check_precision(precision)),
              STATS_RESIZE_KEY: np.array(check_resize(resize))}
     atomic_write(Path(path).expanduser(), lambda f: np.savez(f, mu=mu, sigma=sigma, **extra))
 
@@ -1151,7 +1151,8 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
                              else (None, {"real_split": "none (no metric reads real images)"}))
     protocol: dict[str, Any] = dict(real_protocol)
     protocol.update(_draw_protocol(num_fake, num_real, options.seed, classes_protocol, shards))
-    fakes, reals = {}, {}
+    fakes: dict[str, Arrays | None] = {}
+    reals: dict[str, Arrays | None] = {}
     for kind, extractor in built.items():
         protocol.update({f"{kind}_{k}": v for k, v in extractor.description.items()})
         fakes[kind] = extract_shard(extractor.extract, fake_x, shards, fake_rows, _most(plans, specs, kind,
@@ -1160,12 +1161,16 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
         reals[kind] = extract_shard(extractor.extract, real_x, shards, real_rows, n_real) if n_real else {}
 
     def compute() -> tuple[dict, dict, float]:  # on rank 0, which holds the gathered features
-        results, per_metric, shared = {}, {}, {}
+        results: dict[str, Any] = {}
+        per_metric: dict[str, Any] = {}
+        shared: dict[tuple, dict[str, float]] = {}
         for name, spec in specs.items():
             plan = plans[name]
             context = EvalContext(data, options, plan, classes)
-            fake = _first(fakes[spec.extractor], plan.num_samples, fake_y)
-            real = _first(reals[spec.extractor], plan.num_real or 0, real_y)
+            fake_features, real_features = fakes[spec.extractor], reals[spec.extractor]
+            assert fake_features is not None and real_features is not None, "rank 0 holds the gathered features"
+            fake = _first(fake_features, plan.num_samples, fake_y)
+            real = _first(real_features, plan.num_real or 0, real_y)
             results[name] = _values(spec, plan, fake, real, spec.options(context), shared)
             per_metric[name] = {**plan.to_json(), **spec.protocol(context)}
         return results, per_metric, round(time.perf_counter() - t0, 2)

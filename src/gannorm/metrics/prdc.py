@@ -82,7 +82,7 @@ def _distances(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
 
 def _finite(x: Tensor, name: str, chunk_size: int) -> None:
     """Refuse NaN or infinite features, naming the first bad row (checked a block at a time)."""
-    for start, rows, sq in _blocks(x, chunk_size):
+    for start, _rows, sq in _blocks(x, chunk_size):
         bad = torch.nonzero(~torch.isfinite(sq))
         if len(bad):
             raise InputError(f"{name} has NaN or infinite values (row {start + int(bad[0, 0])}); drop or fix those "
@@ -126,6 +126,7 @@ def _radii(x: Tensor, k: int, chunk_size: int) -> Tensor:
             d = d if smallest is None else torch.cat([smallest, d], dim=1)
             smallest = torch.topk(d, min(k + 1, d.shape[1]), dim=1, largest=False).values
             del d  # before the next block is made
+        assert smallest is not None, "the inner loop runs over the same blocks as the outer one, so at least once"
         radii[start:start + len(rows)] = smallest.max(dim=1).values
     return radii
 

@@ -239,7 +239,8 @@ def check_named(name: str, entry: NamedProtocol) -> None:
         raise ValueError(f"protocol {name!r}: real_split must be one of {REAL_SPLITS} and real_source one of "
                          f"{REAL_SOURCES}")
     if entry.resize not in RESIZE_MODES.names():
-        raise ValueError(f"protocol {name!r}: resize must be one of {', '.join(RESIZE_MODES.names())}, got {entry.resize!r}")
+        raise ValueError(f"protocol {name!r}: resize must be one of {', '.join(RESIZE_MODES.names())}, "
+                         f"got {entry.resize!r}")
     if (entry.real_source == "statistics") != (entry.num_real == ALL):
         raise ValueError(f"protocol {name!r}: statistics of the whole split go with num_real 'all', a subset with a "
                          "count")

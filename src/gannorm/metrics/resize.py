@@ -75,7 +75,7 @@ def resize_pil_bicubic(x: Tensor, size: int) -> Tensor:
     for n in range(arr.shape[0]):
         for c in range(arr.shape[1]):
             img = Image.fromarray(np.ascontiguousarray(arr[n, c]), mode="F")
-            out[n, c] = np.asarray(img.resize((size, size), resample=Image.BICUBIC))
+            out[n, c] = np.asarray(img.resize((size, size), resample=Image.Resampling.BICUBIC))
     return torch.from_numpy(out.clip(0.0, 255.0)).to(x.device)
 
 

@@ -14,7 +14,8 @@ serves both builders: an option that concerns only one network (e.g. D's ``slope
 and ignored by the other. Every network is built with its official initialisation unless ``init`` names
 a scheme of :func:`gannorm.init_weights` (both builders); D is normalized
 (``gannorm.normalize(D, normalization, **normalization_options)``, with ``input_shape=data_shape`` filled
-in for the methods whose entry says ``needs_input_shapes``), G only when asked. Bad input raises a one-line ``ValueError`` naming the allowed values (an unknown arch raises
+in for the methods whose entry says ``needs_input_shapes``), G only when asked. Bad input raises a one-line
+``ValueError`` naming the allowed values (an unknown arch raises
 :class:`UnknownNetworkError`, which is both a ``ValueError`` and the library's
 ``UnknownNameError``/``KeyError``).
 

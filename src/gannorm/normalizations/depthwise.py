@@ -49,7 +49,7 @@ def _pair(x: int | Sequence[int]) -> tuple[int, int]:
     t = (int(x), int(x)) if isinstance(x, int) else tuple(int(v) for v in x)
     if len(t) != 2:
         raise InputError(f"expected two numbers, got {x!r}")
-    return t  # type: ignore[return-value]
+    return t
 
 
 def depthwise_sigma(weight: Tensor, channels: int, fft_size: Sequence[int]) -> Tensor:
@@ -129,7 +129,7 @@ class DepthwiseSeparableSpectralNorm(nn.Module):
                 f"scale={self.scale}")
 
 
-def is_depthwise(module: nn.Module) -> bool:
+def is_depthwise(module: nn.Module) -> TypeGuard[nn.Conv2d]:
     """A ``Conv2d`` with ``groups == in_channels > 1`` (single-input-channel convs count as ordinary convs).
 
     Args:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import warnings
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence, cast
 
 import torch
 from torch import nn

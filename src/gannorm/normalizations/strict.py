@@ -64,6 +64,7 @@ class StrictSpectralNorm(PowerIterationNorm):
         if nd is None:
             raise LayerTypeError(f"strict spectral norm needs a Conv, ConvTranspose, Linear or Embedding layer, got "
                                  f"{kind.__name__}")
+        module = cast(_ConvNd, module)
         input_shape = tuple(int(s) for s in input_shape)
         if len(input_shape) == nd + 2 and input_shape[0] == 1:
             input_shape = input_shape[1:]

@@ -27,7 +27,8 @@ NOTE_KEYS = 4
 
 def _tag_key(variant: Any, cell: Any, seed: Any) -> tuple[str, str, int] | None:
     """(variant, cell as canonical JSON, seed), or None when the values are not a sweep run's tags."""
-    if not isinstance(variant, str) or not isinstance(cell, dict) or isinstance(seed, bool) or not isinstance(seed, int):
+    if (not isinstance(variant, str) or not isinstance(cell, dict) or isinstance(seed, bool)
+            or not isinstance(seed, int)):
         return None
     return variant, json.dumps(cell, sort_keys=True, default=str), seed
 
