@@ -22,6 +22,16 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def _networks_one_thread(request):
+    """tests/networks builds tiny networks: one thread is faster there. (One conftest for the whole suite:
+    test modules import its constants with ``from conftest import ...``, which a second conftest.py would
+    shadow.)"""
+    if "networks" in request.node.path.parent.parts:
+        request.getfixturevalue("one_thread")
+    yield
+
+
 # ------------------------------------------------------------------------------------ waiting on conditions
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
