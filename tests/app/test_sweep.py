@@ -132,6 +132,33 @@ def test_sigkill_then_restart_records_each_run_exactly_once(tmp_path):
     assert restarted.skipped >= 2
 
 
+def test_ctrl_c_stops_the_sweep_and_a_restart_finishes_it(tmp_path):
+    """SIGINT to the sweep's driver ends the sweep: no queued run is started (before the fix the driver's
+    executor trained every queued run before it exited, 8 of 8 here); a restart then finishes every run with
+    the numbers of an uninterrupted sweep. (A terminal's Ctrl-C also reaches the workers: their runs then
+    checkpoint and end 'interrupted'.)"""
+    spec = sweep_file(tmp_path, extra=["train.steps=40"])
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "gannorm", "sweep", str(spec), "--out", str(out), "--workers", "2", "--no-report"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def finished_runs() -> int:
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        return len([p for p in out.glob("runs/*/status.json") if '"finished"' in p.read_text()])
+
+    wait_until(lambda: finished_runs() >= 1, 300, "a finished run")
+    started = len(list(out.glob("runs/*")))
+    proc.send_signal(signal.SIGINT)
+    wait_until(lambda: proc.poll() is not None, 120, "the sweep to exit after Ctrl-C")
+    folders = len(list(out.glob("runs/*")))
+    assert folders < 8 and folders <= started + 4, (started, folders)  # only runs already handed to the workers
+    restarted = run_sweep(str(spec), out, workers=2)
+    run_sweep(str(spec), tmp_path / "reference", workers=2)
+    assert rows(out) == rows(tmp_path / "reference") and len(rows(out)) == 8
+    assert restarted.skipped >= 1
+
+
 def test_ray_tasks_give_the_same_runs_as_local_workers(tmp_path):
     """The same sweep as Ray tasks on a local Ray instance: the same run ids and bitwise the same results."""
     spec = str(sweep_file(tmp_path, seeds=1))

@@ -141,13 +141,20 @@ def _execute_local(pending: Sequence[tuple[RunSpec, RunTask]], workers: int, _ad
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent) as pool:
         futures = {pool.submit(run_one, task): (run, task) for run, task in pending}
-        for future in cf.as_completed(futures):
-            run, task = futures[future]
-            try:
-                outcome = future.result()
-            except Exception as err:  # the worker process itself died (out of memory, a signal)
-                outcome = RunOutcome(run.run_id, "failed", f"the worker process died: {type(err).__name__}: {err}")
-            yield run, task, outcome
+        try:
+            for future in cf.as_completed(futures):
+                run, task = futures[future]
+                try:
+                    outcome = future.result()
+                except Exception as err:  # the worker process itself died (out of memory, a signal)
+                    outcome = RunOutcome(run.run_id, "failed",
+                                         f"the worker process died: {type(err).__name__}: {err}")
+                yield run, task, outcome
+        except BaseException:  # Ctrl-C (or the caller stopped early): start no queued run; the runs in training
+            # got the signal too, save a checkpoint and end 'interrupted' (the next start resumes them)
+            for future in futures:  # (not shutdown(cancel_futures=True): the with-exit's shutdown resets that flag)
+                future.cancel()  # a no-op for a run already handed to a worker
+            raise
 
 
 def _execute_ray(pending: Sequence[tuple[RunSpec, RunTask]], workers: int, address: str | None):
