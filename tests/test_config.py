@@ -18,7 +18,7 @@ def test_overrides_are_typed():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("train.stepz=1", "unknown config key 'train.stepz'; allowed in train: steps, n_dis"),
+    ("train.stepz=1", "unknown config key 'train.stepz'; did you mean train.steps? (every key of train: "),
     ("train.steps=abc", "config key train.steps: 'abc' is not int"),
     ("optim.lr_decay=cosine", "config key optim.lr_decay: 'cosine' is not one of none, linear"),
     ("trian.steps=1", "unknown config key 'trian'; allowed: data, model, normalization, optim, train"),

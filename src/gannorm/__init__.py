@@ -37,11 +37,13 @@ _LAZY = {"train": ("gannorm.app.training", "train"), "resume": ("gannorm.app.tra
          # METHODS, FUNCTIONS, PENALTIES, INIT_SCHEMES); each is the module's own object
          "LOSSES": ("gannorm.losses", "LOSSES"), "NETWORKS": ("gannorm.networks", "NETWORKS"),
          "DIFFAUG_OPS": ("gannorm.augment", "DIFFAUG_OPS"), "DATASETS": ("gannorm.data", "DATASETS"),
-         "METRICS": ("gannorm.metrics.evaluate", "METRICS"), "EXTRACTORS": ("gannorm.metrics.evaluate", "EXTRACTORS")}
+         "METRICS": ("gannorm.metrics.evaluate", "METRICS"), "EXTRACTORS": ("gannorm.metrics.evaluate", "EXTRACTORS"),
+         "RESIZE_MODES": ("gannorm.metrics.resize", "RESIZE_MODES"),
+         "EVAL_PROTOCOLS": ("gannorm.metrics.protocol", "EVAL_PROTOCOLS")}
 
 #: every family's registry, by the name ``gannorm.<NAME>`` gives it
 REGISTRIES = ("METHODS", "FUNCTIONS", "PENALTIES", "INIT_SCHEMES", "LOSSES", "NETWORKS", "DIFFAUG_OPS", "DATASETS",
-              "METRICS", "EXTRACTORS")
+              "METRICS", "EXTRACTORS", "RESIZE_MODES", "EVAL_PROTOCOLS")
 
 
 def __getattr__(name: str):
@@ -59,7 +61,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "METHODS", "FUNCTIONS", "PENALTIES", "INIT_SCHEMES", "LOSSES", "NETWORKS", "DIFFAUG_OPS", "DATASETS", "METRICS",
-    "EXTRACTORS", "REGISTRIES", "UPDATE_POLICIES", "BidirectionalSpectralNorm", "StrictSpectralNorm",
+    "EXTRACTORS", "RESIZE_MODES", "EVAL_PROTOCOLS", "REGISTRIES",
+    "UPDATE_POLICIES", "BidirectionalSpectralNorm", "StrictSpectralNorm",
     "DepthwiseSeparableSpectralNorm", "ConvOperatorNorm", "GammaScale", "PowerIterationNorm", "SpectralNorm",
     "GradientNormalized", "ConfigError", "GannormError", "bidirectional_spectral_norm", "convert_state_dict",
     "depthwise_separable_spectral_norm", "fans", "gradient_normalize", "init_weights", "leaky_relu_gain", "normalize",

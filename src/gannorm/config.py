@@ -294,9 +294,14 @@ def _apply(obj: Any, mapping: dict[str, Any], prefix: str) -> None:
                               f"{type(key).__name__}; quote it")
         path = f"{prefix}{key}"
         if key not in hints:
-            allowed = ", ".join(f.name for f in dataclasses.fields(obj))
+            names = [f.name for f in dataclasses.fields(obj)]
+            close = difflib.get_close_matches(key, names, n=3)
+            if prefix and close:  # a section's full list is long: name the likely keys, point to the rest
+                raise ConfigError(f"unknown config key {summary(path)}; did you mean "
+                                  f"{' or '.join(prefix + c for c in close)}? (every key of {prefix[:-1]}: "
+                                  "docs/training.md)")
             raise ConfigError(f"unknown config key {summary(path)}; allowed{' in ' + prefix[:-1] if prefix else ''}: "
-                              f"{allowed}")
+                              f"{', '.join(names)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
