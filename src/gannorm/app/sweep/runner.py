@@ -124,9 +124,13 @@ def run_sweep(sweep: str, out: str | Path | None = None, *, workers: int = 1, th
             announce(f"sweep {spec.name}: {len(pending)} of {len(runs)} runs to train "
                      f"({workers} worker(s) x {threads} thread(s)) in {folder}")
             execute = _execute_ray if ray else _execute_local
-            for run, task, outcome in execute(pending, workers, ray_address):
-                row = record(con, spec, run, task, outcome)
-                announce(f"  {row.run_id}: {row.status}" + (f" ({row.error})" if row.error else ""))
+            outcomes = execute(pending, workers, ray_address)
+            try:
+                for run, task, outcome in outcomes:
+                    row = record(con, spec, run, task, outcome)
+                    announce(f"  {row.run_id}: {row.status}" + (f" ({row.error})" if row.error else ""))
+            finally:  # a Ctrl-C while a result is recorded: close the executor now (it cancels the queued runs)
+                outcomes.close()
         finally:
             con.close()
     results = read_results(folder / DB)
