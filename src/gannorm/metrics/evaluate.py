@@ -1161,21 +1161,31 @@ def evaluate(generator: nn.Module, data, z_dim: int, options: EvalOptions, devic
         reals[kind] = extract_shard(extractor.extract, real_x, shards, real_rows, n_real) if n_real else {}
 
     def compute() -> tuple[dict, dict, float]:  # on rank 0, which holds the gathered features
-        results: dict[str, Any] = {}
-        per_metric: dict[str, Any] = {}
-        shared: dict[tuple, dict[str, float]] = {}
-        for name, spec in specs.items():
-            plan = plans[name]
-            context = EvalContext(data, options, plan, classes)
-            fake_features, real_features = fakes[spec.extractor], reals[spec.extractor]
-            assert fake_features is not None and real_features is not None, "rank 0 holds the gathered features"
-            fake = _first(fake_features, plan.num_samples, fake_y)
-            real = _first(real_features, plan.num_real or 0, real_y)
-            results[name] = _values(spec, plan, fake, real, spec.options(context), shared)
-            per_metric[name] = {**plan.to_json(), **spec.protocol(context)}
-        return results, per_metric, round(time.perf_counter() - t0, 2)
+        contexts = {name: EvalContext(data, options, plans[name], classes) for name in specs}
+        return (*_compute_metrics(specs, contexts, fakes, reals, (fake_y, real_y)),
+                round(time.perf_counter() - t0, 2))
     results, protocol["metrics"], protocol["seconds"] = shards.from_main(compute)
     return {"metrics": results, "protocol": protocol}
+
+
+def _compute_metrics(specs: dict[str, MetricSpec], contexts: dict[str, EvalContext],
+                     fakes: dict[str, Arrays | None], reals: dict[str, Arrays | None],
+                     labels: tuple[Any, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every metric's values and protocol record from the gathered features (rank 0); metrics that share a
+    computation (the four k-NN numbers) run it once."""
+    results: dict[str, Any] = {}
+    per_metric: dict[str, Any] = {}
+    shared: dict[tuple, dict[str, float]] = {}
+    for name, spec in specs.items():
+        context = contexts[name]
+        plan = context.metric
+        fake_features, real_features = fakes[spec.extractor], reals[spec.extractor]
+        assert fake_features is not None and real_features is not None, "rank 0 holds the gathered features"
+        fake = _first(fake_features, plan.num_samples, labels[0])
+        real = _first(real_features, plan.num_real or 0, labels[1])
+        results[name] = _values(spec, plan, fake, real, spec.options(context), shared)
+        per_metric[name] = {**plan.to_json(), **spec.protocol(context)}
+    return results, per_metric
 
 
 def flat(result: dict[str, Any], prefix: str = "eval/") -> dict[str, float]:

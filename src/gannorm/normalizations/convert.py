@@ -64,25 +64,8 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module)
             continue
         out[new + "original"] = sd[raw]
         consumed.add(raw)
-        if norm is None:
-            continue
-        first_u, first_v = norm.vector_names[0]
-        idx = list(plist).index(norm)
-        dst_u, dst_v = f"{new}{idx}.{first_u}", f"{new}{idx}.{first_v}"
-        for src_u, src_v in ((f"{new}0._u", f"{new}0._v"), (pre + "weight_u", pre + "weight_v")):
-            if src_u not in sd:
-                continue
-            consumed.update({src_u, src_v})
-            u = sd[src_u]
-            if target[dst_u].shape != u.shape:
-                break  # e.g. strict SN: its vectors live in feature-map space; keep the model's
-            if src_v in sd:
-                v = sd[src_v]
-            else:  # pre-1.0 files have no v: one half-iteration v = normalize(W^T u)
-                mat = matricize(sd[raw].float(), getattr(norm, "dim", 0))
-                v = pi.normalize(torch.mv(mat.t(), u.float()), norm.eps)
-            out[dst_u], out[dst_v] = u, v
-            break
+        if norm is not None:
+            _convert_vectors(sd, raw, norm, f"{new}{list(plist).index(norm)}.", (new, pre), target, out, consumed)
     for k, val in sd.items():
         if k not in consumed and k not in out:
             out[k] = val
@@ -90,3 +73,27 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module)
         if k not in out and ".parametrizations." in k and k.rsplit(".", 1)[-1].startswith(("_u", "_v")):
             out[k] = val.clone()
     return out
+
+
+def _convert_vectors(sd: dict[str, torch.Tensor], raw: str, norm: PowerIterationNorm, dst: str,
+                     prefixes: tuple[str, str], target: Mapping[str, torch.Tensor],
+                     out: dict[str, torch.Tensor], consumed: set[str]) -> None:
+    """Copy one layer's power-iteration vectors from the file's layout (``new`` parametrize or ``old`` hook
+    keys, ``prefixes = (new, old)``) to the model's keys under ``dst``; keep the model's when they differ in shape."""
+    first_u, first_v = norm.vector_names[0]
+    dst_u, dst_v = dst + first_u, dst + first_v
+    new, pre = prefixes
+    for src_u, src_v in ((f"{new}0._u", f"{new}0._v"), (pre + "weight_u", pre + "weight_v")):
+        if src_u not in sd:
+            continue
+        consumed.update({src_u, src_v})
+        u = sd[src_u]
+        if target[dst_u].shape != u.shape:
+            return  # e.g. strict SN: its vectors live in feature-map space; keep the model's
+        if src_v in sd:
+            v = sd[src_v]
+        else:  # pre-1.0 files have no v: one half-iteration v = normalize(W^T u)
+            mat = matricize(sd[raw].float(), getattr(norm, "dim", 0))
+            v = pi.normalize(torch.mv(mat.t(), u.float()), norm.eps)
+        out[dst_u], out[dst_v] = u, v
+        return
