@@ -267,3 +267,38 @@ def test_two_ranks_give_the_numbers_of_one_process(folders, tmp_path):
     for name in ("fid", "kid"):
         for key, value in a["metrics"][name].items():
             assert b["metrics"][name][key] == pytest.approx(value, rel=1e-6, abs=1e-12), (name, key)
+
+
+# ------------------------------------------------------------------------------------ a class-conditional run
+@pytest.fixture(scope="module")
+def conditional_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cruns")
+    return train(None, [*TINY, "model.num_classes=10", f"train.out_dir={out}",
+                        "train.run_name=ctiny"]).run_dir
+
+
+def test_a_conditional_run_draws_its_classes_as_gannorm_eval_does(conditional_run, monkeypatch):
+    import gannorm.app.metric_inputs as mi
+    from gannorm.data import load_dataset
+    source = mi.open_run(conditional_run, 37, 3, "latest", "cpu")
+    assert source.description["labels"] == ev.CLASS_FREQUENCIES and source.description["label_seed"] == 3 + 2000
+    digits = load_dataset("digits", None, 8)
+    # the classes gannorm eval draws: the digits' labels at items drawn with replacement, from seed + 2000
+    expected = digits.labels[torch.randint(len(digits.labels), (37,), generator=torch.Generator().manual_seed(2003))]
+    calls = []
+    real_generate = mi.generate
+    monkeypatch.setattr(mi, "generate", lambda *a, labels=None, **k: calls.append(labels) or real_generate(
+        *a, labels=labels, **k))
+    source.read(0, 37)
+    assert torch.equal(calls[0], torch.as_tensor(expected, dtype=torch.int64))
+    # the dataset does not open here: uniform classes, and the record says why
+    def missing(*args, **kwargs):
+        raise mi.GannormError("no such folder: /nowhere")
+    monkeypatch.setattr(mi, "load_dataset", missing)
+    uniform = mi.open_run(conditional_run, 37, 3, "latest", "cpu")
+    assert uniform.description["labels"].startswith("uniform over the classes") and "/nowhere" in \
+        uniform.description["labels"]
+    calls.clear()
+    uniform.read(0, 37)
+    want = torch.randint(10, (37,), generator=torch.Generator().manual_seed(2003))
+    assert torch.equal(calls[0], want) and not torch.equal(calls[0], torch.as_tensor(expected, dtype=torch.int64))

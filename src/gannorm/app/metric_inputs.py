@@ -34,8 +34,10 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from ..data.folder import EXTENSIONS, list_images
-from ..errors import InputError, RunFolderError
-from ..metrics.evaluate import GENERATE_BATCH, LABEL_SEED_OFFSET, generate, generator_classes
+from ..data import load_dataset
+from ..errors import GannormError, InputError, RunFolderError
+from ..metrics.evaluate import (CLASS_FREQUENCIES, GENERATE_BATCH, LABEL_SEED_OFFSET, draw_labels, generate,
+                                generator_classes)
 from ..metrics.frechet import load_statistics
 from ..runfolder import CHECKPOINT, RunFolder
 from ..training.sample_mode import SamplingView
@@ -288,8 +290,9 @@ def open_run(path: Path, num_samples: int, seed: int, checkpoint: str, device: t
     Args:
         path: the run folder.
         num_samples: the images drawn.
-        seed: z comes from seed ``seed + 1000`` (as ``gannorm eval --seed``); a class-conditional G's classes are
-            uniform, from seed ``seed + 2000``.
+        seed: z comes from seed ``seed + 1000`` (as ``gannorm eval --seed``); a class-conditional G's classes
+            from seed ``seed + 2000``, at the class frequencies of the run's dataset as ``gannorm eval`` draws
+            them, or uniform over the classes when that dataset cannot be opened here (recorded in ``labels``).
         checkpoint: ``latest`` or ``best``.
         device: where the generator runs.
 
@@ -312,8 +315,7 @@ def open_run(path: Path, num_samples: int, seed: int, checkpoint: str, device: t
         raise InputError(f"run {path} generates {shape[-1]}-D points, not images; gannorm metrics compares images")
     view = SamplingView(g.to(device), cfg.train.sample_mode)
     classes = generator_classes(view)
-    labels = (torch.randint(classes, (num_samples,), generator=torch.Generator().manual_seed(seed + LABEL_SEED_OFFSET))
-              if classes else None)
+    labels, drawn = _run_labels(cfg, classes, num_samples, seed + LABEL_SEED_OFFSET) if classes else (None, "")
 
     def read(start: int, stop: int) -> Tensor:
         x = generate(view, num_samples, cfg.model.z_dim, seed + 1000, device=device, rows=(start, stop),
@@ -325,8 +327,22 @@ def open_run(path: Path, num_samples: int, seed: int, checkpoint: str, device: t
         "kind": RUN, "path": str(folder.path), "step": state["step"], "checkpoint": checkpoint,
         "generator": "ema" if state.get("G_ema") is not None else "raw", "generator_mode": cfg.train.sample_mode,
         "images": num_samples, "z_seed": seed + 1000,
-        **({"num_classes": classes, "labels": "uniform over the classes", "label_seed": seed + LABEL_SEED_OFFSET}
-           if classes else {})})
+        **({"num_classes": classes, "labels": drawn, "label_seed": seed + LABEL_SEED_OFFSET} if classes else {})})
+
+
+def _run_labels(cfg, classes: int, n: int, seed: int) -> tuple[Tensor, str]:
+    """A conditional run's ``n`` generated classes and how they were drawn: at the class frequencies of the run's
+    dataset (as ``gannorm eval``) when it opens here, else uniform over the classes."""
+    try:
+        data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.resolution, **cfg.data.options)
+    except (GannormError, OSError) as err:
+        reason = " ".join(str(err).split())
+        return (torch.randint(classes, (n,), generator=torch.Generator().manual_seed(seed)),
+                f"uniform over the classes (the run's dataset {cfg.data.name!r} did not open here: {reason})")
+    if data.labels is None:
+        return (torch.randint(classes, (n,), generator=torch.Generator().manual_seed(seed)),
+                f"uniform over the classes (the run's dataset {cfg.data.name!r} has no labels)")
+    return draw_labels(data.labels, n, seed), CLASS_FREQUENCIES
 
 
 def open_source(path: str | Path, *, batch_size: int = 50, num_samples: int = 10000, seed: int = 0,

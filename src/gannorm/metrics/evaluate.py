@@ -892,6 +892,10 @@ def generator_classes(generator: nn.Module) -> int:
     return classes
 
 
+CLASS_FREQUENCIES = ("the generator's classes at the dataset's class frequencies (the labels of items drawn "
+                     "uniformly with replacement)")
+
+
 def draw_labels(labels: Tensor, n: int, seed: int) -> Tensor:
     """``n`` classes for a conditional generator at the class frequencies of ``labels`` (a dataset's, int64
     ``[N]``): the labels of ``n`` items drawn uniformly with replacement by a generator seeded by ``seed``.
@@ -1041,8 +1045,7 @@ def _conditional_labels(data, classes: int, num_fake: int, num_real: int,
     fake_y = draw_labels(data.labels, num_fake, seed + LABEL_SEED_OFFSET)
     real_y = real_labels(data, num_real, seed) if num_real else None
     return fake_y, real_y, {"num_classes": classes, "label_seed": seed + LABEL_SEED_OFFSET,
-                            "labels": "the generator's classes at the dataset's class frequencies (the labels "
-                                      "of items drawn uniformly with replacement)"}
+                            "labels": CLASS_FREQUENCIES}
 
 
 def _most(plans: dict[str, MetricProtocol], specs: dict[str, MetricSpec], kind: str, what: str) -> int:
