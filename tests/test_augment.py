@@ -170,3 +170,6 @@ def test_bad_parameters_are_one_line_input_errors():
         DiffAugment("color").apply(torch.zeros(4, 3, 8, 8), params)
     with pytest.raises(InputError, match="shape \\(C, H, W\\)"):
         aug.draw(4, (8, 8), gen(0))
+    for n in (-1, 2.5, True):
+        with pytest.raises(InputError, match=f"^DiffAugment.draw: n must be an integer >= 0, got {n}$"):
+            aug.draw(n, (3, 8, 8), gen(0))

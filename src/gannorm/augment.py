@@ -37,6 +37,7 @@ from torch import Tensor
 
 from .errors import InputError
 from .registry import Registry
+from .validate import require
 
 
 def flip_translate(x: Tensor, translate: float = 0.125, generator: torch.Generator | None = None) -> Tensor:
@@ -263,10 +264,10 @@ class DiffAugment:
 
             params = DiffAugment("translation").draw(64, (3, 32, 32), torch.Generator().manual_seed(0))
         """
+        require(n, name="DiffAugment.draw: n", kind="int", min=0, error=InputError)
         shape = tuple(int(s) for s in image_shape)
-        if len(shape) != 3 or min(shape) < 1 or isinstance(n, bool) or int(n) != n or n < 0:
-            raise InputError(f"DiffAugment draws for n >= 0 images of shape (C, H, W), got n={n!r} and "
-                             f"image_shape={tuple(image_shape)}")
+        if len(shape) != 3 or min(shape) < 1:
+            raise InputError(f"DiffAugment draws for images of shape (C, H, W), got image_shape={tuple(image_shape)}")
         values = tuple(op.draw(int(n), shape, generator) for op in self.ops)
         return DiffAugmentParams(int(n), shape, self.policy, values)
 

@@ -3,7 +3,6 @@ report, list, demo."""
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 import traceback
@@ -35,6 +34,7 @@ from .metrics.sharding import Shards
 from .networks import NETWORKS
 from .normalizations import METHODS
 from .training.distributed import DEFAULT_TIMEOUT as DIST_TIMEOUT
+from .validate import require
 from .runfolder import (CHECKPOINT, CHECKPOINT_BEST, CHECKPOINTS, CONFIG, DIAGNOSTICS, EVAL, METRICS as METRICS_FILE,
                         METRICS_CSV, SAMPLES)
 
@@ -109,8 +109,7 @@ def _train_variants(preset: str, overrides: list[str]) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     output = args.output or ("samples.npz" if args.npz else "samples.png")
-    if not (math.isfinite(args.memory_limit) and args.memory_limit > 0):
-        raise GannormError(f"--memory-limit must be a number of MiB > 0, got {args.memory_limit}")
+    require(args.memory_limit, name="--memory-limit", min=0, min_exclusive=True, error=GannormError, why="MiB")
     if args.npz and Path(output).suffix.lower() != ".npz":
         raise GannormError(f"--npz writes a .npz file; give -o NAME.npz, not {output}")
     path, count, per_class = sample_to_file(args.run, args.num, output, seed=args.seed, use_ema=not args.no_ema,

@@ -63,7 +63,7 @@ def test_imagefolder_grayscale_and_limit(folder):
 def test_imagefolder_errors(tmp_path, folder):
     with pytest.raises(DatasetError, match="resolution is required"):
         load_dataset("imagefolder", folder)
-    with pytest.raises(DatasetError, match="channels must be 1 or 3"):
+    with pytest.raises(DatasetError, match="^imagefolder: option channels must be one of 1, 3, got 4$"):
         load_dataset("imagefolder", folder, resolution=8, channels=4)
     with pytest.raises(DatasetError, match="no image files"):
         load_dataset("imagefolder", _empty(tmp_path), resolution=8)

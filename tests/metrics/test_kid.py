@@ -88,3 +88,17 @@ def test_errors():
         kernel_inception_distance(x, x, subset_size=5, seed=-1)
     with pytest.raises(ValueError, match="NaN"):
         kernel_inception_distance(np.full((10, 4), np.nan), x, subset_size=5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seed": -1}, "seed must be an integer in [0, 2**32), got -1"),
+    ({"seed": 2 ** 32}, "seed must be an integer in [0, 2**32), got 4294967296"),
+    ({"seed": 1.0}, "seed must be an integer in [0, 2**32), got 1.0"),
+    ({"subsets": True}, "subsets must be an integer >= 1, got True"),
+    ({"subset_size": 1}, "subset_size must be an integer >= 2, got 1"),
+])
+def test_bad_settings_are_one_line_errors(kwargs, message):
+    f = np.random.default_rng(0).random((20, 4))
+    with pytest.raises(ValueError) as err:
+        kernel_inception_distance(f, f, **kwargs)
+    assert str(err.value) == message

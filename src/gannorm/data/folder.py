@@ -43,6 +43,7 @@ from PIL import Image, ImageOps
 from .archives import read_errors
 from .base import ANY, DatasetError, center_crop_box, check_limit, loader, need_root, quantize, resize_uint8
 from .lazy import ImageReader, StringTable
+from ..validate import require
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VALUE_RANGES = ("auto", "[0,255]", "[0,1]", "[-1,1]")
@@ -183,8 +184,7 @@ class FolderReader(ImageReader):
 def load_imagefolder(root: Path | None, resolution: int, *, channels: int = 3, limit: int | None = None,
                      labels: bool = False) -> FolderReader:
     limit = check_limit("imagefolder", limit)
-    if channels not in (1, 3) or isinstance(channels, bool):
-        raise DatasetError(f"imagefolder: option channels must be 1 or 3, got {channels!r}")
+    require(channels, name="imagefolder: option channels", kind="int", choices=(1, 3), error=DatasetError)
     if not isinstance(labels, bool):
         raise DatasetError(f"imagefolder: option labels must be true or false, got {labels!r}")
     root = need_root("imagefolder", root, "a folder of image files", "put .png/.jpg/... files in a folder")

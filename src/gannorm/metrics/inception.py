@@ -69,6 +69,7 @@ from torch import Tensor, nn
 
 from ..errors import GannormError
 from .resize import DEFAULT_RESIZE, resize_bilinear_tf1, resize_mode
+from ..validate import require
 
 __all__ = [
     "INCEPTION_INPUT_SIZE", "INCEPTION_WEIGHTS_FILENAME", "INCEPTION_WEIGHTS_URL", "INCEPTION_WEIGHTS_SHA256",
@@ -522,8 +523,7 @@ class FIDInceptionV3(nn.Module):
 
     @chunk.setter
     def chunk(self, value: Optional[int]) -> None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"chunk must be a positive number of images or None (no chunking), got {value!r}")
+        require(value, name="chunk", kind="int", min=1, optional=True, why="images per chunk; None: no chunking")
         self._chunk = value
 
     @property
@@ -541,8 +541,7 @@ class FIDInceptionV3(nn.Module):
 
     @precision.setter
     def precision(self, value: str) -> None:
-        if value not in INCEPTION_PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(map(repr, INCEPTION_PRECISIONS))}, got {value!r}")
+        require(value, name="precision", kind="any", choices=INCEPTION_PRECISIONS)
         self._precision = value
 
     @property

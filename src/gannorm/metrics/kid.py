@@ -25,10 +25,11 @@ subset sizes have different variances and should be reported with the size.
 """
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
+
+from ..validate import require
 
 __all__ = ["kernel_inception_distance", "polynomial_kernel", "mmd2_unbiased"]
 
@@ -45,9 +46,7 @@ def _features(x: Any, name: str) -> np.ndarray:
 
 
 def _positive_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return int(require(value, name=name, kind="int", min=minimum))
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -129,8 +128,7 @@ def kernel_inception_distance(f1: Any, f2: Any, subsets: int = 100, subset_size:
         raise ValueError(f"f1 and f2 have different feature dimensions: {f1.shape[1]} and {f2.shape[1]}")
     subsets = _positive_int(subsets, "subsets", 1)
     subset_size = _positive_int(subset_size, "subset_size", 2)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    require(seed, name="seed", kind="int", min=0, max=2**32, max_exclusive=True)
     n1, n2 = f1.shape[0], f2.shape[0]
     if min(n1, n2) < subset_size:
         raise ValueError(f"KID needs at least subset_size={subset_size} samples in each set, got {n1} and {n2}; "
