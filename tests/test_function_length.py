@@ -5,6 +5,8 @@ the first statement after the docstring to the last line of the last statement, 
 between them included. The ``def`` line with its signature, the decorators and the docstring do not count
 (a function whose body is only a docstring has length 0). Nested functions count in their enclosing
 function's body and are checked on their own as well. A longer function is split by extracting a helper.
+The docstring is left out on purpose: a public function documents Args/Returns/Example (as torch does), which
+can take a screen by itself, and the rule is about the code one has to read at once.
 """
 from __future__ import annotations
 
