@@ -79,7 +79,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     for limit in ("0", "-1", "nan", "inf"):  # checked before the run folder is read
         assert main(["sample", str(tmp_path), "-n", "4", "--memory-limit", limit]) == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith(f"gannorm: error: --memory-limit must be a finite number > 0, got {float(limit)} (MiB)"), err
+        want = f"gannorm: error: --memory-limit must be a finite number > 0, got {float(limit)} (MiB)"
+        assert err.startswith(want), err
 
 
 def test_list_shows_networks_datasets_losses_presets(capsys):

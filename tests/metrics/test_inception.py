@@ -1097,7 +1097,8 @@ def test_settings_are_validated_and_passed_through(random_weights_file):
     assert (model.chunk, model.precision, model.channels_last, model.fuse) == (inc.INCEPTION_CHUNK, "fp32", True,
                                                                                True)
     for bad in (0, -1, 2.5, True, "4"):
-        with pytest.raises(ValueError, match=r"^chunk must be an integer >= 1 or None, got .* \(images per chunk; None: no chunking\)$"):
+        with pytest.raises(ValueError, match=r"^chunk must be an integer >= 1 or None, got .* \(images per chunk; "
+                                             r"None: no chunking\)$"):
             model.chunk = bad
     with pytest.raises(ValueError, match="^precision must be one of fp32, bf16, got 'fp16'$"):
         FIDInceptionV3(precision="fp16")

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import sqlite3
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -139,26 +140,41 @@ def run_sweep(sweep: str, out: str | Path | None = None, *, workers: int = 1, th
 
 
 def _execute_local(pending: Sequence[tuple[RunSpec, RunTask]], workers: int, _address=None):
-    """Run the tasks on ``workers`` spawned processes (each dies with the driver); yields as they end."""
+    """Run the tasks on ``workers`` spawned processes (each dies with the driver); yields as they end.
+
+    At most ``workers`` runs are handed to the pool at a time (the next when one ends): a run handed over
+    cannot be cancelled (the pool queues a few beyond its busy workers), so a Ctrl-C starts no run that was
+    not already training."""
     if not pending:
         return
     ctx = multiprocessing.get_context("spawn")
+    queue = list(pending)[::-1]  # popped from the end: in order
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent) as pool:
-        futures = {pool.submit(run_one, task): (run, task) for run, task in pending}
+        futures: dict[cf.Future, tuple[RunSpec, RunTask]] = {}
         try:
-            for future in cf.as_completed(futures):
-                run, task = futures[future]
-                try:
-                    outcome = future.result()
-                except Exception as err:  # the worker process itself died (out of memory, a signal)
-                    outcome = RunOutcome(run.run_id, "failed",
-                                         f"the worker process died: {type(err).__name__}: {err}")
-                yield run, task, outcome
+            while queue or futures:
+                while queue and len(futures) < workers:
+                    run, task = queue.pop()
+                    try:
+                        futures[pool.submit(run_one, task)] = (run, task)
+                    except BrokenProcessPool as err:  # a worker died earlier: the pool takes no more runs
+                        yield run, task, _worker_died(run, err)
+                done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    run, task = futures.pop(future)
+                    try:
+                        outcome = future.result()
+                    except Exception as err:  # the worker process itself died (out of memory, a signal)
+                        outcome = _worker_died(run, err)
+                    yield run, task, outcome
         except BaseException:  # Ctrl-C (or the caller stopped early): start no queued run; the runs in training
             # got the signal too, save a checkpoint and end 'interrupted' (the next start resumes them)
-            for future in futures:  # (not shutdown(cancel_futures=True): the with-exit's shutdown resets that flag)
-                future.cancel()  # a no-op for a run already handed to a worker
+            queue.clear()
             raise
+
+
+def _worker_died(run: RunSpec, err: Exception) -> RunOutcome:
+    return RunOutcome(run.run_id, "failed", f"the worker process died: {type(err).__name__}: {err}")
 
 
 def _execute_ray(pending: Sequence[tuple[RunSpec, RunTask]], workers: int, address: str | None):
