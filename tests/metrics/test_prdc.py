@@ -72,6 +72,32 @@ def test_the_result_does_not_depend_on_the_chunk_size():
     assert all(r == results[0] for r in results)
 
 
+def test_duplicated_points_are_at_distance_zero_whatever_the_chunk_size():
+    """A generator collapsed onto one real point (30 copies), real points repeated: each chunk size gives the
+    numbers of the brute force from coordinate differences (the |a|^2 - 2ab + |b|^2 expansion leaves ~1e-6 of
+    noise at duplicates that depended on the block shapes: recall 1/60 at chunk sizes 4 and 7, 0 at 64)."""
+    for seed in (1, 4, 14):  # the old code gave recall 1/60 at chunk sizes 4 and 7 on each of these
+        rng = np.random.default_rng(seed)
+        real = rng.normal(size=(60, int(rng.integers(2, 300)))) * rng.uniform(0.1, 10) + rng.uniform(-5, 5)
+        fake = np.repeat(real[30:31], 30, axis=0)
+        want = brute_force(real, fake, 5)
+        assert want["recall"] == 0.0  # a collapsed generator recalls nothing: its radii are all 0
+        for chunk in (1, 4, 7, 13, 64, 1024):
+            assert prdc(real, fake, nearest_k=5, chunk_size=chunk) == pytest.approx(want, abs=1e-12), (seed, chunk)
+    real[40:50] = real[30]  # eleven copies of one real point: its radius is 0 too
+    want = brute_force(real, fake, 5)
+    assert all(prdc(real, fake, nearest_k=5, chunk_size=c) == pytest.approx(want, abs=1e-12) for c in (1, 4, 7, 64))
+    radii = [nearest_neighbour_radii(fake, 5, chunk_size=c) for c in (1, 4, 7, 64)]
+    assert all(torch.equal(r, torch.zeros(30, dtype=torch.float64)) for r in radii)
+
+
+def test_reversed_and_big_endian_arrays_are_read():
+    real, fake = features(40, 5, 1, dtype=np.float64), features(50, 5, 2, shift=0.3, dtype=np.float64)
+    want = prdc(real, fake, nearest_k=3)
+    assert prdc(real[::-1], fake[:, ::-1][:, ::-1], nearest_k=3) == want  # a row permutation changes nothing
+    assert prdc(real.astype(">f8"), fake.astype(">f4"), nearest_k=3) == prdc(real, fake.astype("<f4"), nearest_k=3)
+
+
 def test_no_block_is_larger_than_the_chunk_size(monkeypatch):
     """The N x M (or N x N) matrix never exists: every distance block is at most chunk_size x chunk_size."""
     shapes = []
