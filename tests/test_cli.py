@@ -254,6 +254,6 @@ def test_eval_passes_the_precision_on_and_warns_about_a_reference_of_another(tin
     assert line.startswith(f"gannorm: warning: fid compares bf16 Inception features with {ref}, computed in fp32; ")
     assert "Inception in bf16" in out
     seen.clear()
-    assert main(args) == 0  # the default, fp32, as the file was: no warning
+    assert main([*args, "--overwrite"]) == 0  # the default, fp32, as the file was: no warning
     out, err = capsys.readouterr()
     assert seen and set(seen) == {"fp32"} and err == "" and "Inception in" not in out

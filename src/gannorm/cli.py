@@ -141,13 +141,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.protocol and (args.num_samples is not None or args.num_real is not None):
         raise GannormError(f"--protocol {args.protocol} fixes the sample counts; drop --num-samples and --num-real "
                            "(or drop --protocol)")
+    if args.protocol and args.resize not in (None, EVAL_PROTOCOLS.get(args.protocol).resize):
+        raise GannormError(f"protocol {args.protocol} resizes with {EVAL_PROTOCOLS.get(args.protocol).resize}, not "
+                           f"{args.resize}; drop --resize or evaluate without --protocol")
     num_samples = DEFAULT_NUM_SAMPLES if args.num_samples is None else args.num_samples
     opts = EvalOptions(metrics=metrics, num_samples=num_samples, num_real=args.num_real, seed=args.seed,
                        batch_size=args.batch_size, inception_weights=args.inception_weights,
                        inception_backend=args.backend, reference_stats=args.reference, download=args.download,
-                       device=args.device, inception_precision=args.precision, inception_resize=args.resize)
+                       device=args.device, inception_precision=args.precision,
+                       inception_resize=args.resize or DEFAULT_RESIZE)
     print(format_results(evaluate_run(args.run, opts, args.output, checkpoint=args.checkpoint,
-                                      dist_timeout=args.dist_timeout, protocol=args.protocol or None)))
+                                      dist_timeout=args.dist_timeout, protocol=args.protocol or None,
+                                      overwrite=args.overwrite)))
     return 0
 
 
@@ -156,7 +161,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
                           num_samples=DEFAULT_NUM_SAMPLES if args.num_samples is None else args.num_samples,
                           batch_size=args.batch_size, inception_weights=args.inception_weights,
                           inception_backend=args.backend, download=args.download, device=args.device,
-                          precision=args.precision, resize=args.resize)
+                          precision=args.precision, resize=args.resize or DEFAULT_RESIZE)
     out = metrics_between(args.a, args.b, opts, args.output, overwrite=args.overwrite, dist_timeout=args.dist_timeout)
     if Shards.current().main:  # under torchrun, rank 0 alone prints
         for label in ("a", "b"):
@@ -171,7 +176,8 @@ def _cmd_fid_stats(args: argparse.Namespace) -> int:
     info = fid_stats(args.dataset, args.output, root=args.root, resolution=args.resolution, num=args.num,
                      seed=args.seed, batch_size=args.batch_size, inception_weights=args.inception_weights,
                      backend=args.backend, overwrite=args.overwrite, download=args.download, device=args.device,
-                     dist_timeout=args.dist_timeout, precision=args.precision, resize=args.resize)
+                     dist_timeout=args.dist_timeout, precision=args.precision,
+                     resize=args.resize or DEFAULT_RESIZE)
     print(f"wrote mu and sigma of {info['num']} images ({info['real_split']}; Inception in {info['precision']}, "
           f"{info['resize']} resize) to {info['path']}")
     return 0
@@ -308,8 +314,9 @@ def _add_inception_options(p: argparse.ArgumentParser, described: bool = True) -
 
 def _add_resize_option(p: argparse.ArgumentParser) -> None:
     """``--resize NAME``: the resize mode of the Inception input (eval and fid-stats)."""
-    p.add_argument("--resize", default=DEFAULT_RESIZE, choices=RESIZE_MODES.names(),
-                   help=f"how images are resized to the Inception input (default {DEFAULT_RESIZE}: TF1 bilinear; "
+    p.add_argument("--resize", default=None, choices=RESIZE_MODES.names(),
+                   help=f"how images are resized to the Inception input (default {DEFAULT_RESIZE}, or the one "
+                        "--protocol names: TF1 bilinear; "
                         "clean: clean-fid's PIL bicubic; pytorch_bilinear: F.interpolate); recorded in the result")
 
 
@@ -406,6 +413,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     _add_inception_options(p, described=True)
     p.add_argument("--reference", default=None, metavar="NPZ", help="FID against these mu/sigma statistics")
     p.add_argument("-o", "--output", default=None, help="JSON output (default RUN/eval_step<step>.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     _add_checkpoint(p)
     p.add_argument("--protocol", default=None, choices=EVAL_PROTOCOLS.names(), metavar="NAME",
                    help="a paper's evaluation protocol (metrics, counts, real split; recorded in the result): "

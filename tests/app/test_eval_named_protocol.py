@@ -54,6 +54,9 @@ def test_eval_with_a_named_protocol_equals_its_options_written_out(run, tiny_pro
 @pytest.mark.parametrize("args, message", [
     (["--num-samples", "5"], "--protocol tiny fixes the sample counts; drop --num-samples and --num-real"),
     (["--metric", "ckid"], "protocol tiny defines cfd, cis, not ckid"),
+    (["--reference", "stats.npz"], "protocol tiny compares with a seeded subset of 30 training images, not with a "
+                                   "statistics file; drop --reference"),
+    (["--resize", "clean"], "protocol tiny resizes with legacy_tensorflow, not clean; drop --resize"),
 ])
 def test_named_protocol_conflicts_are_one_line_errors(run, tiny_protocol, tmp_path, capsys, args, message):
     assert main(["eval", str(run), "--protocol", "tiny", *args, "-o", str(tmp_path / "x.json")]) == 2
@@ -65,3 +68,35 @@ def test_named_protocol_conflicts_are_one_line_errors(run, tiny_protocol, tmp_pa
 def test_a_test_split_protocol_needs_statistics(run, tmp_path, capsys):
     assert main(["eval", str(run), "--protocol", "test_10k", "-o", str(tmp_path / "x.json")]) == 2
     assert "compares with the test split" in capsys.readouterr().err
+
+
+def test_an_explicit_resize_other_than_the_protocol_s_is_refused_even_the_default_one(run, tmp_path, capsys):
+    """train_50k_pytorch resizes with pytorch_bilinear: --resize legacy_tensorflow (the default's name) is refused,
+    as any other mode (before, the default's name was taken for no --resize and silently replaced)."""
+    assert main(["eval", str(run), "--protocol", "train_50k_pytorch", "--resize", "legacy_tensorflow", "-o",
+                 str(tmp_path / "x.json")]) == 2
+    assert ("protocol train_50k_pytorch resizes with pytorch_bilinear, not legacy_tensorflow"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_an_existing_result_is_replaced_only_with_overwrite(run, tmp_path, capsys):
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"precious": true}')
+    args = ["eval", str(run), "--metric", "cfd", "--num-samples", "20", "--num-real", "20"]
+    assert main([*args, "-o", str(mine)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err and mine.read_text() == '{"precious": true}'
+    assert main([*args, "-o", str(mine), "--overwrite"]) == 0
+    assert "cfd" in json.loads(mine.read_text())["results"]["raw"]["metrics"]
+    # the default file in the run folder: written once, then refused, then replaced with --overwrite
+    default = next(iter(run.glob("eval_step*.json")), None)
+    if default is not None:
+        default.unlink()
+    assert main(args) == 0
+    default = next(run.glob("eval_step*.json"))
+    before = default.read_text()
+    assert main(args) == 2
+    assert "an earlier evaluation of step 2); pass --overwrite" in capsys.readouterr().err
+    assert default.read_text() == before
+    assert main([*args, "--overwrite"]) == 0
+    default.unlink()

@@ -131,7 +131,8 @@ def precision_warnings(options: EvalOptions, dataset: str) -> list[str]:
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path | None = None,
                  checkpoint: str = "latest", use_training_protocol: bool = False,
-                 dist_timeout: float = DEFAULT_TIMEOUT, protocol: str | None = None) -> dict[str, Any]:
+                 dist_timeout: float = DEFAULT_TIMEOUT, protocol: str | None = None,
+                 overwrite: bool = False) -> dict[str, Any]:
     """Evaluate the EMA (if the run has one) and the raw generator of ``run_dir``'s ``latest`` or ``best``
     checkpoint, each sampling in the run's ``train.sample_mode``; with ``use_training_protocol`` by the run's
     own evaluation protocol (:func:`training_protocol`) instead of ``options``' metrics and counts. The
@@ -140,7 +141,8 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
     a one-line warning on stderr (:func:`precision_warnings`).
 
     Writes ``{"step", "checkpoint", "results": {"ema": ..., "raw": ...}}`` as JSON to ``output`` (default
-    ``RUN/eval_step<step>.json``) and returns it. Under torchrun every rank calls it alike: the evaluation is
+    ``RUN/eval_step<step>.json``) and returns it; an existing file (an earlier result) is replaced only with
+    ``overwrite``, else refused before any work. Under torchrun every rank calls it alike: the evaluation is
     sharded over the ranks (:func:`gannorm.metrics.evaluate.evaluate`), rank 0 alone writes the file, and every
     rank returns the same numbers; ``dist_timeout`` bounds each wait for the other ranks.
 
@@ -172,8 +174,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
         raise RunFolderError(f"checkpoint {folder.checkpoint_file(checkpoint)} records no step: it is not a gannorm "
                              "checkpoint")
     step = state["step"]
-    path = Path(ranks.from_main(lambda: prepare_output(output, ".json", overwrite=True) if output
-                                else folder.eval_result_path(step)))
+    path = Path(ranks.from_main(lambda: _output_path(folder, step, output, overwrite)))
     if folder.contains(path):  # RUN/eval_step<step>.json: one writer at a time in a run folder
         ranks.from_main(lambda: folder.lock("or write the result elsewhere with -o FILE"))
     try:
@@ -189,6 +190,17 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
         folder.unlock()
     out["path"] = str(path)
     return out
+
+
+def _output_path(folder: RunFolder, step: int, output: str | Path | None, overwrite: bool) -> Path:
+    """Where the result goes: ``output`` or ``RUN/eval_step<step>.json``, refused if it exists without ``overwrite``."""
+    if output:
+        return prepare_output(output, ".json", overwrite=overwrite)
+    path = folder.eval_result_path(step)
+    if path.exists() and not overwrite:
+        raise GannormError(f"{path} already exists (an earlier evaluation of step {step}); pass --overwrite to "
+                           "replace it, or write elsewhere with -o FILE.json")
+    return path
 
 
 def _evaluate_both(folder: RunFolder, state: dict, cfg: Config, checkpoint: str, options: EvalOptions,

@@ -617,8 +617,9 @@ def named_protocol_options(options: EvalOptions, name: str) -> EvalOptions:
         The options to evaluate with.
 
     Raises:
-        ConfigError: an unknown name, a metric the protocol does not define, or a protocol on the test split
-            without ``reference_stats`` (statistics of that split: the run's dataset is its training set).
+        ConfigError: an unknown name, a metric the protocol does not define, a protocol on the test split
+            without ``reference_stats`` (statistics of that split: the run's dataset is its training set), or a
+            protocol on a seeded subset of real images with ``reference_stats`` (it reads the images).
 
     Example::
 
@@ -635,6 +636,9 @@ def named_protocol_options(options: EvalOptions, name: str) -> EvalOptions:
         raise ConfigError(f"protocol {name} compares with the {entry.real_split} split, which a run's dataset does not "
                           f"hold: give its statistics with --reference FILE (gannorm fid-stats imagefolder --root "
                           f"DIR_OF_{entry.real_split.upper()}_IMAGES -o FILE)")
+    if entry.real_source == "subset" and options.reference_stats:
+        raise ConfigError(f"protocol {name} compares with a seeded subset of {entry.num_real} training images, not "
+                          "with a statistics file; drop --reference or evaluate without --protocol")
     if options.inception_resize not in (DEFAULT_RESIZE, entry.resize):
         raise ConfigError(f"protocol {name} resizes with {entry.resize}, not {options.inception_resize}; drop "
                           "--resize or evaluate without --protocol")
