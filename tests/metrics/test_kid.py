@@ -102,3 +102,14 @@ def test_bad_settings_are_one_line_errors(kwargs, message):
     with pytest.raises(ValueError) as err:
         kernel_inception_distance(f, f, **kwargs)
     assert str(err.value) == message
+
+
+def test_one_round_reports_no_spread():
+    """One round of subsets of a larger set: the estimate of that round, and std None (it was 0.0)."""
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((60, 5)), rng.standard_normal((50, 5)) + 0.3
+    mean, std = kernel_inception_distance(x, y, subsets=1, subset_size=20, seed=4)
+    state = np.random.RandomState(4)
+    want = mmd2_unbiased(x[state.choice(60, 20, replace=False)], y[state.choice(50, 20, replace=False)])
+    assert mean == pytest.approx(want, rel=1e-12) and std is None
+    assert kernel_inception_distance(x, y, subsets=2, subset_size=20, seed=4)[1] > 0

@@ -102,7 +102,8 @@ def kernel_inception_distance(f1: Any, f2: Any, subsets: int = 100, subset_size:
 
     Each subset takes ``subset_size`` distinct rows of each set, drawn with ``numpy.random.RandomState(seed)``,
     so the result is reproducible for a given seed. When ``subset_size`` is the size of both sets there is one
-    distinct subset (both whole sets): the estimate on them is returned with ``std`` None.
+    distinct subset (both whole sets): the estimate on them is returned with ``std`` None; so is the estimate
+    of a single round (``subsets=1``), which has no spread to report.
 
     Args:
         f1: ``[n1, d]`` features (numpy or torch; float64 inside).
@@ -113,7 +114,7 @@ def kernel_inception_distance(f1: Any, f2: Any, subsets: int = 100, subset_size:
 
     Returns:
         ``(mean, std)``: the mean and population standard deviation over the rounds; ``std`` is None when
-        there is a single distinct subset. A one-line ``ValueError`` if either set has fewer than
+        there is a single distinct subset or a single round. A one-line ``ValueError`` if either set has fewer than
         ``subset_size`` rows, if the dimensions differ, or for invalid arguments.
 
     Example::
@@ -141,4 +142,4 @@ def kernel_inception_distance(f1: Any, f2: Any, subsets: int = 100, subset_size:
         x = f1[rng.choice(n1, subset_size, replace=False)]
         y = f2[rng.choice(n2, subset_size, replace=False)]
         mmds[i] = mmd2_unbiased(x, y)
-    return float(mmds.mean()), float(mmds.std())
+    return float(mmds.mean()), (float(mmds.std()) if subsets > 1 else None)
