@@ -103,8 +103,8 @@ def test_no_block_is_larger_than_the_chunk_size(monkeypatch):
     shapes = []
     real_distances = prdc_module._distances
 
-    def recording(a, a_sq, b, b_sq):
-        out = real_distances(a, a_sq, b, b_sq)
+    def recording(a, a_sq, b, b_sq, itself=False):
+        out = real_distances(a, a_sq, b, b_sq, itself)
         shapes.append(tuple(out.shape))
         return out
 

@@ -86,22 +86,38 @@ CANCELLATION = 1e-9
 _EXACT_SLICE = 2 ** 21
 
 
-def _distances(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
+def _distances(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor, itself: bool = False) -> Tensor:
     """Euclidean distances ``[len(a), len(b)]`` in float64: ``sqrt(max(-2 a.b + |a|^2 + |b|^2, 0))``, added in
     that order (scikit-learn's ``euclidean_distances``, which the ``prdc`` package calls), except where that
     expansion cancels (:data:`CANCELLATION`): those pairs are ``|a - b|`` computed directly, so a duplicated
     point is at distance exactly 0 whatever the blocks (the expansion leaves ~1e-6 of noise that depends on
-    the block shapes)."""
+    the block shapes). ``itself``: ``a`` is ``b``, whose diagonal (each row's distance to itself) is set to 0."""
     d = a @ b.T
     d *= -2.0
     d += a_sq.unsqueeze(1)
     d += b_sq.unsqueeze(0)
-    i, j = torch.nonzero(d <= CANCELLATION * (a_sq.unsqueeze(1) + b_sq.unsqueeze(0)), as_tuple=True)
+    if itself:
+        d.diagonal().fill_(float("inf"))  # not a candidate below; 0 at the end
+    # candidates against the block's largest |b|^2: a bool mask, no second [len(a), len(b)] float block
+    rows = torch.nonzero(d.amin(dim=1) <= CANCELLATION * (a_sq + b_sq.max())).flatten()
+    if len(rows):  # rare: a near-duplicate pair (no [len(a), len(b)] mask is made otherwise)
+        _recompute_close(d, rows, a, a_sq, b, b_sq)
+    d = d.clamp_(min=0.0).sqrt_()
+    if itself:
+        d.diagonal().zero_()
+    return d
+
+
+def _recompute_close(d: Tensor, rows: Tensor, a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor) -> None:
+    """Set ``d[i, j] = |a_i - b_j|^2`` where the expansion cancels, for the rows ``rows`` of ``d`` that may hold
+    such pairs; the differences are made :data:`_EXACT_SLICE` elements at a time."""
+    sub = d[rows]
+    i, j = torch.nonzero(sub <= CANCELLATION * (a_sq[rows].unsqueeze(1) + b_sq.unsqueeze(0)), as_tuple=True)
+    i = rows[i]
     step = max(1, _EXACT_SLICE // max(1, a.shape[1]))
     for s in range(0, len(i), step):
         ii, jj = i[s:s + step], j[s:s + step]
         d[ii, jj] = (a[ii] - b[jj]).square_().sum(dim=1)
-    return d.clamp_(min=0.0).sqrt_()
 
 
 def _finite(x: Tensor, name: str, chunk_size: int) -> None:
@@ -144,9 +160,7 @@ def _radii(x: Tensor, k: int, chunk_size: int) -> Tensor:
     for start, rows, rows_sq in _blocks(x, chunk_size):
         smallest = None
         for other, cols, cols_sq in _blocks(x, chunk_size):
-            d = _distances(rows, rows_sq, cols, cols_sq)
-            if other == start:  # the block holding each row's own distance: exactly 0
-                d.diagonal().zero_()
+            d = _distances(rows, rows_sq, cols, cols_sq, itself=other == start)  # its own distance: exactly 0
             d = d if smallest is None else torch.cat([smallest, d], dim=1)
             smallest = torch.topk(d, min(k + 1, d.shape[1]), dim=1, largest=False).values
             del d  # before the next block is made
