@@ -125,6 +125,7 @@ def stand_in(options, specs):  # noqa: ARG001
 @pytest.fixture
 def no_inception(monkeypatch):
     monkeypatch.setattr(mc, "_build_inception", stand_in)
+    monkeypatch.setattr(mc, "FEATURE_DIM", 3 * 64)  # the stand-in's features
 
 
 def hand_is(logits, splits=10):
@@ -302,3 +303,40 @@ def test_a_conditional_run_draws_its_classes_as_gannorm_eval_does(conditional_ru
     uniform.read(0, 37)
     want = torch.randint(10, (37,), generator=torch.Generator().manual_seed(2003))
     assert torch.equal(calls[0], want) and not torch.equal(calls[0], torch.as_tensor(expected, dtype=torch.int64))
+
+
+# ------------------------------------------------------------------------------------ review fixes
+def test_statistics_of_another_dimension_are_refused_before_any_extraction(folders, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(mc, "_build_inception", lambda *a: pytest.fail("refused before the network is built"))
+    one, _ = folders
+    save_statistics(tmp_path / "s8.npz", np.zeros(8), np.eye(8))
+    save_statistics(tmp_path / "s4.npz", np.zeros(4), np.eye(4))
+    out = tmp_path / "r.json"
+    for args, message in [([tmp_path / "s8.npz", tmp_path / "s4.npz"], f"B ({tmp_path / 's4.npz'}) holds 4-D statistics, "
+                           f"A ({tmp_path / 's8.npz'}) 8-D ones"),
+                          ([one, tmp_path / "s8.npz"], f"B ({tmp_path / 's8.npz'}) holds 8-D statistics; fid of images "
+                           "compares Inception pool3 features (2048-D)"),
+                          ([tmp_path / "s4.npz", one], f"A ({tmp_path / 's4.npz'}) holds 4-D statistics")]:
+        assert main(["metrics", *map(str, args), "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("gannorm: error: ") and message in err and err.count("\n") == 1
+        assert not out.exists()
+
+
+def test_a_value_error_of_frechet_distance_is_a_one_line_error(folders, no_inception, monkeypatch, tmp_path, capsys):
+    one, _ = folders
+    save_statistics(tmp_path / "s.npz", np.zeros(192), np.eye(192))
+    assert main(["metrics", str(one), str(tmp_path / "s.npz")]) == 0  # the stand-in's 192-D features fit
+
+    def refuse(*args, **kwargs):
+        raise ValueError("mu and sigma\nhave other shapes")
+    monkeypatch.setattr(ev, "frechet_distance", refuse)
+    monkeypatch.setattr(mc, "frechet_distance", refuse)
+    capsys.readouterr()
+    for b in (tmp_path / "s.npz",):
+        assert main(["metrics", str(one), str(b)]) == 2
+        err = capsys.readouterr().err
+        assert "fid against" in err and "mu and sigma have other shapes" in err and err.count("\n") == 1
+    assert main(["metrics", str(tmp_path / "s.npz"), str(tmp_path / "s.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "fid between" in err and "have other shapes" in err and err.count("\n") == 1

@@ -36,6 +36,9 @@ from .sampling import prepare_output, write_output
 
 SIDES = ("a", "b")
 
+#: the dimension of the features FID compares for images (Inception pool3), which a statistics file must match
+FEATURE_DIM = 2048
+
 
 @dataclass(frozen=True)
 class MetricsOptions:
@@ -89,6 +92,8 @@ def _plan_metric(name: str, sides: dict[str, Source]) -> Plan:
     spec = _metric_spec(name)
     takes_stats = "reference" in spec.settings
     a, b = sides["a"], sides["b"]
+    if takes_stats:
+        _check_dimensions(name, sides)
     if not a.images and not b.images:
         if takes_stats:
             return Plan("a", "b", None)
@@ -114,6 +119,29 @@ def _plan_metric(name: str, sides: dict[str, Source]) -> Plan:
     options = EvalOptions(metrics=(name,), num_samples=sides[fake].count, protocol={name: given})
     plans = metric_protocols([name], options, sides[real].count if real else None, where="gannorm metrics")
     return Plan(fake, real, plans[name])
+
+
+def _dimension(source: Source) -> int:
+    """The feature dimension of a statistics file's ``mu``."""
+    assert source.statistics is not None, "only a statistics file has a dimension of its own"
+    return int(source.statistics[0].shape[0])
+
+
+def _check_dimensions(name: str, sides: dict[str, Source]) -> None:
+    """A one-line error for statistics of another dimension than the other side's: the other statistics file's,
+    or :data:`FEATURE_DIM` (Inception pool3) for images; checked before any image is read."""
+    stats = [label for label in SIDES if not sides[label].images]
+    if len(stats) == 2:
+        da, db = _dimension(sides["a"]), _dimension(sides["b"])
+        if da != db:
+            raise InputError(f"B ({sides['b'].path}) holds {db}-D statistics, A ({sides['a'].path}) {da}-D ones: "
+                             f"{name} compares statistics of one dimension; give two files of the same features")
+    for label in stats if len(stats) == 1 else ():
+        got = _dimension(sides[label])
+        if got != FEATURE_DIM:
+            raise InputError(f"{label.upper()} ({sides[label].path}) holds {got}-D statistics; {name} of images "
+                             f"compares Inception pool3 features ({FEATURE_DIM}-D): give statistics from gannorm "
+                             "fid-stats")
 
 
 def _build_inception(options: MetricsOptions, specs: dict[str, MetricSpec]) -> FeatureExtractor:
@@ -195,7 +223,11 @@ def _compute(plans: dict[str, Plan], sides: dict[str, Source], features: dict[st
         if plan.protocol is None:  # FID between two statistics files
             a, b = sides["a"].statistics, sides["b"].statistics
             assert a is not None and b is not None, "a plan without a protocol compares two statistics files"
-            results[name] = {"value": float(frechet_distance(*a, *b))}
+            try:
+                results[name] = {"value": float(frechet_distance(*a, *b))}
+            except ValueError as err:  # the shapes are checked when planned; anything else frechet refuses
+                raise InputError(f"{name} between {sides['a'].path} and {sides['b'].path}: "
+                                 f"{' '.join(str(err).split())}") from None
             records[name] = {"generated": "a (statistics)", "real": "b (statistics)"}
             continue
         spec = _resolved(name)
@@ -209,12 +241,25 @@ def _compute(plans: dict[str, Plan], sides: dict[str, Source], features: dict[st
                 shared[key] = spec.compute(features[plan.fake], real, **kwargs)
             results[name] = {"value": float(shared[key][spec.value_of])}
         else:
-            results[name] = {k: float(v) for k, v in spec.compute(features[plan.fake], real, **kwargs).items()}
+            results[name] = _values(name, spec, features[plan.fake], real, kwargs, plan.protocol)
         reference = plan.protocol.settings.get("reference")
         other = "b" if plan.fake == "a" else "a"
         real_name = plan.real or (f"{other} (statistics)" if reference else "none")
         records[name] = {"generated": plan.fake, "real": real_name, **plan.protocol.to_json(), **spec.protocol(context)}
     return results, records
+
+
+def _values(name: str, spec: MetricSpec, fake: dict, real: dict, kwargs: dict[str, Any],
+            protocol: MetricProtocol) -> dict[str, float]:
+    """``spec``'s numbers; a statistics file that FID cannot compare with the features (a ValueError of
+    :func:`~gannorm.metrics.frechet.frechet_distance`) is a one-line error."""
+    reference = protocol.settings.get("reference")
+    try:
+        return {k: float(v) for k, v in spec.compute(fake, real, **kwargs).items()}
+    except ValueError as err:
+        if not reference:
+            raise
+        raise InputError(f"{name} against {reference}: {' '.join(str(err).split())}") from None
 
 
 def compare(sides: dict[str, Source], options: MetricsOptions) -> dict[str, Any]:
