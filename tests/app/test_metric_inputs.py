@@ -6,7 +6,8 @@ from PIL import Image
 
 from gannorm.app.metric_inputs import (ARRAY, FOLDER, STATISTICS, array_layout, array_range, array_to_uint8,
                                        open_source)
-from gannorm.errors import InputError
+from gannorm.errors import GannormError, InputError
+from gannorm.runfolder import CHECKPOINT, MARKERS
 from gannorm.metrics.frechet import save_statistics
 
 
@@ -103,3 +104,19 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     src = open_source(tmp_path / "broken")
     with pytest.raises(InputError, match="not a readable image"):
         src.read(0, 1)
+
+
+@pytest.mark.parametrize("marker", MARKERS)
+def test_a_folder_with_any_run_marker_is_a_run_folder(tmp_path, marker):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / marker).write_text("x: 1\n")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(run / "samples_step100.png")  # a sample grid
+    if marker == CHECKPOINT:
+        with pytest.raises(GannormError) as info:  # a checkpoint that is not one: the run's own error
+            open_source(run)
+        assert "checkpoint" in str(info.value)
+    else:
+        with pytest.raises(GannormError, match=r"has no checkpoint\.pt") as info:
+            open_source(run)
+    assert "\n" not in str(info.value)

@@ -14,7 +14,8 @@ A side is one of:
   rounded to 8 bits as the Inception preprocessing rounds float images. One-channel images are repeated to
   RGB by the Inception network.
 - **a statistics file** written by ``gannorm fid-stats`` (an ``.npz`` with ``mu`` and ``sigma``): FID only.
-- **a run folder** (it holds ``checkpoint.pt``): its generator (the EMA copy if any) samples ``num_samples``
+- **a run folder** (it holds ``checkpoint.pt``, ``config.yaml`` or another of :data:`gannorm.runfolder.MARKERS`;
+  one without ``checkpoint.pt`` is a one-line error): its generator (the EMA copy if any) samples ``num_samples``
   images in the run's ``train.sample_mode``, with the z (and, for a class-conditional G, the classes) that
   ``gannorm eval`` draws for the same ``seed`` (:func:`gannorm.metrics.evaluate.generate`).
 
@@ -39,7 +40,7 @@ from ..errors import GannormError, InputError, RunFolderError
 from ..metrics.evaluate import (CLASS_FREQUENCIES, GENERATE_BATCH, LABEL_SEED_OFFSET, draw_labels, generate,
                                 generator_classes)
 from ..metrics.frechet import load_statistics
-from ..runfolder import CHECKPOINT, RunFolder
+from ..runfolder import MARKERS, RunFolder
 from ..training.sample_mode import SamplingView
 from .sampling import NPZ_KEY, load_generator
 
@@ -347,7 +348,8 @@ def _run_labels(cfg, classes: int, n: int, seed: int) -> tuple[Tensor, str]:
 
 def open_source(path: str | Path, *, batch_size: int = 50, num_samples: int = 10000, seed: int = 0,
                 checkpoint: str = "latest", device: torch.device | str = "cpu") -> Source:
-    """The :class:`Source` at ``path``, by what it is: a run folder (it holds ``checkpoint.pt``), another folder
+    """The :class:`Source` at ``path``, by what it is: a run folder (it holds any of
+    :data:`gannorm.runfolder.MARKERS`, such as ``config.yaml`` or ``checkpoint.pt``), another folder
     (images), an ``.npz`` with ``mu`` and ``sigma`` (statistics), an ``.npy``/``.npz`` (an image array).
 
     Args:
@@ -368,7 +370,7 @@ def open_source(path: str | Path, *, batch_size: int = 50, num_samples: int = 10
     """
     p = Path(path).expanduser()
     if p.is_dir():
-        if (p / CHECKPOINT).is_file():
+        if any((p / marker).is_file() for marker in MARKERS):  # a run folder, with or without its checkpoint
             return open_run(p, num_samples, seed, checkpoint, device)
         return open_folder(p, batch_size)
     if not p.exists():
