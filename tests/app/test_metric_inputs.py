@@ -8,6 +8,7 @@ from gannorm.app.metric_inputs import (ARRAY, FOLDER, STATISTICS, array_layout, 
                                        open_source)
 from gannorm.errors import GannormError, InputError
 from gannorm.runfolder import CHECKPOINT, MARKERS
+from gannorm.metrics.evaluate import statistics_precision, statistics_resize
 from gannorm.metrics.frechet import save_statistics
 
 
@@ -120,3 +121,13 @@ def test_a_folder_with_any_run_marker_is_a_run_folder(tmp_path, marker):
         with pytest.raises(GannormError, match=r"has no checkpoint\.pt") as info:
             open_source(run)
     assert "\n" not in str(info.value)
+
+
+def test_a_plain_npy_named_npz_is_read_as_an_array(tmp_path):
+    pixels = np.random.default_rng(1).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", pixels)
+    (tmp_path / "x.npy").rename(tmp_path / "x.npz")
+    src = open_source(tmp_path / "x.npz")
+    assert src.kind == ARRAY and src.count == 3
+    assert np.array_equal(src.read(0, 3).numpy(), pixels.transpose(0, 3, 1, 2))
+    assert statistics_precision(tmp_path / "x.npz") is None and statistics_resize(tmp_path / "x.npz") is None

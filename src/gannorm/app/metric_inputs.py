@@ -218,7 +218,7 @@ def open_folder(path: Path, batch_size: int) -> Source:
 
 def _load_array(path: Path) -> tuple[np.ndarray, str]:
     """The image array of an ``.npy`` (memory-mapped) or ``.npz`` file and its name in messages."""
-    data = np.load(path, allow_pickle=False, mmap_mode="r" if path.suffix.lower() == ".npy" else None)
+    data = np.load(path, allow_pickle=False, mmap_mode="r")  # an .npy (whatever its suffix) is memory-mapped
     if not isinstance(data, np.lib.npyio.NpzFile):
         return data, str(path)
     with data:
@@ -385,8 +385,11 @@ def open_source(path: str | Path, *, batch_size: int = 50, num_samples: int = 10
 
 def _has_statistics(path: Path) -> bool:
     """Whether ``path`` is an ``.npz`` archive with ``mu`` and ``sigma``."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {"mu", "sigma"} <= set(getattr(data, "files", ()))
-    except (ValueError, OSError, EOFError, AttributeError, zipfile.BadZipFile):
+    try:  # memory-mapped: a plain .npy renamed .npz is an array, never read here
+        data = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile):
         return False
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        return False
+    with data:
+        return {"mu", "sigma"} <= set(data.files)
