@@ -1,4 +1,7 @@
 """The sides of ``gannorm metrics``: image folders, arrays, statistics files, and their one-line errors."""
+import struct
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -131,3 +134,44 @@ def test_a_plain_npy_named_npz_is_read_as_an_array(tmp_path):
     assert src.kind == ARRAY and src.count == 3
     assert np.array_equal(src.read(0, 3).numpy(), pixels.transpose(0, 3, 1, 2))
     assert statistics_precision(tmp_path / "x.npz") is None and statistics_resize(tmp_path / "x.npz") is None
+
+
+def npy_header(shape, dtype):
+    """A version 1.0 .npy header claiming ``shape`` of ``dtype``, whatever data follows it."""
+    text = "{'descr': '%s', 'fortran_order': False, 'shape': %r, }" % (dtype, tuple(shape))
+    text += " " * (63 - (10 + len(text)) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode()
+
+
+def test_an_npz_member_claiming_a_huge_shape_is_refused_from_its_header(tmp_path, monkeypatch):
+    with zipfile.ZipFile(tmp_path / "x.npz", "w") as z:
+        z.writestr("x.npy", npy_header((10**6, 4096, 4096, 3), "<f4") + b"\0" * 100)
+    with zipfile.ZipFile(tmp_path / "s.npz", "w") as z:
+        z.writestr("mu.npy", npy_header((10**12,), "<f8") + b"\0" * 100)
+        z.writestr("sigma.npy", npy_header((10**12, 10**12), "<f8") + b"\0" * 100)
+    # numpy is never asked for the claimed bytes (it would raise MemoryError or try to allocate them)
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda *a: pytest.fail("the header refuses it"))
+    for name, text in [("x.npz", r"array 'x' claims shape \(1000000, 4096, 4096, 3\) of float32"),
+                       ("s.npz", r"array 'mu' claims shape \(1000000000000,\) of float64")]:
+        with pytest.raises(InputError, match=text) as info:
+            open_source(tmp_path / name)
+        assert "\n" not in str(info.value) and "member holds 228 bytes" in str(info.value)
+
+
+def test_an_array_or_statistics_that_do_not_fit_in_memory_are_one_line_errors(tmp_path, monkeypatch):
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 4, 4, 3), np.uint8))
+    save_statistics(tmp_path / "s.npz", np.zeros(3), np.eye(3))
+
+    def out_of_memory(*args):
+        raise MemoryError("Unable to allocate 183. TiB")
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", out_of_memory)
+    for name, text in [("x.npz", "its array does not fit in memory"), ("s.npz", "statistics do not fit in memory")]:
+        with pytest.raises(InputError, match=text) as info:
+            open_source(tmp_path / name)
+        assert "\n" not in str(info.value)
+
+
+def test_an_npz_member_of_the_right_size_passes_the_header_check(tmp_path):
+    pixels = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    np.savez_compressed(tmp_path / "x.npz", samples=pixels)
+    assert np.array_equal(open_source(tmp_path / "x.npz").read(0, 2).numpy(), pixels.transpose(0, 3, 1, 2))

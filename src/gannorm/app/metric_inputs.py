@@ -37,6 +37,7 @@ from torch import Tensor
 from ..data.folder import EXTENSIONS, list_images
 from ..data import load_dataset
 from ..errors import GannormError, InputError, RunFolderError
+from ..fileio import check_npz_member
 from ..metrics.evaluate import (CLASS_FREQUENCIES, GENERATE_BATCH, LABEL_SEED_OFFSET, draw_labels, generate,
                                 generator_classes)
 from ..metrics.frechet import load_statistics
@@ -227,6 +228,7 @@ def _load_array(path: Path) -> tuple[np.ndarray, str]:
         if key is None:
             raise InputError(f"{path} holds the arrays {', '.join(names) or 'none'}; expected one array of images, "
                              f"or one named '{NPZ_KEY}' (as gannorm sample -o X.npz writes)")
+        check_npz_member(path, key)
         return data[key], f"{path}[{key}]"
 
 
@@ -247,8 +249,11 @@ def open_array(path: Path, batch_size: int) -> Source:
     """
     try:
         arr, name = _load_array(path)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
         raise InputError(f"{path}: not a readable .npy/.npz array ({' '.join(str(err).split())})") from None
+    except MemoryError:
+        raise InputError(f"{path}: its array does not fit in memory; give a smaller array (or a folder of "
+                         "images)") from None
     layout = array_layout(arr.shape, name)
     lo, hi = 0.0, 255.0  # uint8: always in range, nothing to scan
     if arr.dtype != np.uint8 and arr.dtype.kind in "uif":
