@@ -175,3 +175,17 @@ def test_an_npz_member_of_the_right_size_passes_the_header_check(tmp_path):
     pixels = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
     np.savez_compressed(tmp_path / "x.npz", samples=pixels)
     assert np.array_equal(open_source(tmp_path / "x.npz").read(0, 2).numpy(), pixels.transpose(0, 3, 1, 2))
+
+
+def test_a_16_bit_grayscale_png_is_scaled_to_8_bits(tmp_path):
+    wide = np.random.default_rng(2).integers(0, 65536, (6, 5), dtype=np.uint16)
+    wide[0, :3] = [0, 65535, 257 * 100]
+    (tmp_path / "g").mkdir()
+    Image.fromarray(wide).save(tmp_path / "g" / "a.png")
+    with Image.open(tmp_path / "g" / "a.png") as im:
+        assert im.mode in ("I;16", "I")  # what PIL writes and reads back for 16 bits
+    got = open_source(tmp_path / "g").read(0, 1)[0].numpy()
+    want = np.floor(wide / 257.0 + 0.5)  # 65535 / 255 = 257: the hand rule, 0 -> 0, 65535 -> 255
+    assert np.array_equal(got, np.broadcast_to(want, (3, 6, 5)))
+    assert got[0, 0, :3].tolist() == [0, 255, 100]
+    assert got.mean() == pytest.approx(want.mean()) and want.mean() > 60

@@ -5,7 +5,8 @@ A side is one of:
 - **a folder of images**: every ``.png/.jpg/.jpeg/.bmp/.webp`` file under it, recursively, sorted by relative
   path (as the ``imagefolder`` dataset lists them). Each is EXIF-rotated and converted to RGB (grayscale,
   palette and RGBA images alike), and kept at its own size: the Inception network resizes every image to
-  its input, so images of different sizes (in one folder, or on the two sides) are fine. They are not
+  its input, so images of different sizes (in one folder, or on the two sides) are fine. 16-bit grayscale
+  images are scaled from 0-65535 to 0-255 (rounded). They are not
   cropped (a non-square image is resized as a whole, as the FID tools do).
 - **an array** (``.npy``, or an ``.npz`` holding one array or a ``samples`` array, as ``gannorm sample -o
   X.npz`` writes): images ``[N, H, W, C]`` or ``[N, C, H, W]`` with C = 1 or 3 (channels-last wins when both
@@ -179,11 +180,20 @@ def read_image(path: Path) -> Tensor:
     """
     try:
         with Image.open(path) as im:
-            arr = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+            arr = _rgb(ImageOps.exif_transpose(im))
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise InputError(f"{path}: not a readable image ({' '.join(str(err).split()) or type(err).__name__})") \
             from None
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def _rgb(im: Image.Image) -> np.ndarray:
+    """An image as uint8 ``[H, W, 3]``; a 16- or 32-bit integer grayscale image (modes ``I;16*``, ``I``: PNGs of
+    16 bits) is scaled from 0-65535 to 0-255 and rounded first (PIL's RGB conversion would clip it to 255)."""
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        wide = np.asarray(im).astype(np.float64)
+        im = Image.fromarray(np.round(np.clip(wide, 0, 65535) * (255 / 65535)).astype(np.uint8))
+    return np.asarray(im.convert("RGB"))
 
 
 def open_folder(path: Path, batch_size: int) -> Source:
