@@ -340,3 +340,31 @@ def test_a_value_error_of_frechet_distance_is_a_one_line_error(folders, no_incep
     assert main(["metrics", str(tmp_path / "s.npz"), str(tmp_path / "s.npz")]) == 2
     err = capsys.readouterr().err
     assert "fid between" in err and "have other shapes" in err and err.count("\n") == 1
+
+
+def test_statistics_of_another_resize_or_precision_are_warned_about(folders, no_inception, tmp_path, capsys):
+    one, _ = folders
+    f = stand_in_features(torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).transpose(2, 0, 1)
+                                                        .copy()) for p in sorted(one.glob("*.png"))]))["features"]
+    mu, sigma = feature_statistics(np.concatenate([f, f + 1]))
+    ev.save_inception_statistics(tmp_path / "clean.npz", mu, sigma, "bf16", resize="clean")
+    ev.save_inception_statistics(tmp_path / "same.npz", mu, sigma, "fp32", resize="legacy_tensorflow")
+    save_statistics(tmp_path / "none.npz", mu, sigma)  # records neither: legacy_tensorflow, fp32
+    capsys.readouterr()
+    assert main(["metrics", str(one), str(tmp_path / "clean.npz")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    warned = [line for line in err if line.startswith("gannorm: warning: ")]
+    assert len(warned) == 2
+    assert "fid compares legacy_tensorflow-resized Inception features with" in warned[0] and "resize clean" in warned[0]
+    assert "fid compares fp32 Inception features with" in warned[1] and "computed in bf16" in warned[1]
+    for clean_side in ("a", "b"):
+        pair = [tmp_path / "none.npz", tmp_path / "clean.npz"][::1 if clean_side == "b" else -1]
+        assert main(["metrics", *map(str, pair)]) == 0
+        warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gannorm: warning: ")]
+        assert len(warned) == 2
+        assert "resize legacy_tensorflow, as it records none" in warned[0] and "resize clean)" in warned[0]
+        assert "precision fp32, as it records none" in warned[1] and "precision bf16)" in warned[1]
+    for quiet in ([one, tmp_path / "same.npz"], [one, tmp_path / "none.npz"], [tmp_path / "same.npz", tmp_path / "none.npz"],
+                  [one, tmp_path / "clean.npz", "--resize", "clean", "--precision", "bf16"]):
+        assert main(["metrics", *map(str, quiet)]) == 0
+        assert "warning" not in capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,14 @@ from tqdm import tqdm
 from ..errors import GannormError, InputError
 from ..fileio import atomic_write_text
 from ..metrics.evaluate import (EXTRACTORS, METRICS, EvalContext, EvalOptions, ExtractorRequest, FeatureExtractor,
-                                MetricSpec, check_precision, metric_protocols, on_dataset)
+                                MetricSpec, check_precision, metric_protocols, on_dataset, resize_mismatch,
+                                statistics_precision, statistics_resize)
 from ..metrics.frechet import frechet_distance
 from ..metrics.protocol import MetricProtocol
 from ..metrics.resize import DEFAULT_RESIZE
 from ..metrics.sharding import Shards
 from ..training.distributed import DEFAULT_TIMEOUT
-from .evaluation import MAX_EVAL_SAMPLES, join_ranks
+from .evaluation import MAX_EVAL_SAMPLES, join_ranks, precision_mismatch
 from .metric_inputs import Source, open_source
 from .sampling import prepare_output, write_output
 
@@ -142,6 +144,50 @@ def _check_dimensions(name: str, sides: dict[str, Source]) -> None:
             raise InputError(f"{label.upper()} ({sides[label].path}) holds {got}-D statistics; {name} of images "
                              f"compares Inception pool3 features ({FEATURE_DIM}-D): give statistics from gannorm "
                              "fid-stats")
+
+
+def statistics_warnings(plans: dict[str, Plan], sides: dict[str, Source], options: MetricsOptions) -> list[str]:
+    """One warning line for each statistics file whose recorded resize mode or Inception precision differs from
+    ``options``' (as ``gannorm eval`` warns: a file that records none counts as legacy_tensorflow and fp32), and
+    for two statistics files that differ in either.
+
+    Args:
+        plans: the planned metrics (:func:`_plan_metric`).
+        sides: the opened sides.
+        options: the resize mode and precision of the features extracted here.
+
+    Returns:
+        The lines (none when everything agrees).
+
+    Example::
+
+        >>> statistics_warnings({}, {}, MetricsOptions())
+        []
+    """
+    lines: list[str] = []
+    for name, plan in plans.items():
+        if plan.protocol is None:  # two statistics files
+            lines += _pair_warnings(name, sides["a"].path, sides["b"].path)
+            continue
+        reference = plan.protocol.settings.get("reference")
+        if reference:
+            lines += [line for line in (resize_mismatch(name, reference, options.resize),
+                                        precision_mismatch(name, reference, options.precision)) if line]
+    return lines
+
+
+def _pair_warnings(name: str, a: str, b: str) -> list[str]:
+    """The lines for two statistics files of different resize modes or Inception precisions."""
+    lines = []
+    for what, read, default, why in (("resize", statistics_resize, DEFAULT_RESIZE, "FIDs of different resizes differ"),
+                                     ("precision", statistics_precision, "fp32", "fp32 and bf16 FIDs differ (by under "
+                                                                                 "1%)")):
+        ra, rb = read(a), read(b)
+        if (ra or default) != (rb or default):
+            said = [f"{p} ({what} {r or default}{'' if r else ', as it records none'})" for p, r in ((a, ra), (b, rb))]
+            lines.append(f"gannorm: warning: {name} compares {said[0]} with {said[1]}; {why}: use statistics of one "
+                         f"{what} (gannorm fid-stats --{what})")
+    return lines
 
 
 def _build_inception(options: MetricsOptions, specs: dict[str, MetricSpec]) -> FeatureExtractor:
@@ -281,6 +327,9 @@ def compare(sides: dict[str, Source], options: MetricsOptions) -> dict[str, Any]
     shards = Shards.current()
     t0 = time.perf_counter()
     plans = {name: _plan_metric(name, sides) for name in dict.fromkeys(options.metrics)}
+    if shards.main:
+        for line in statistics_warnings(plans, sides, options):
+            print(line, file=sys.stderr)
     specs = {name: _resolved(name) for name, plan in plans.items() if plan.protocol is not None}
     needed = sorted({s for p in plans.values() if p.protocol is not None for s in (p.fake, p.real) if s})
     protocol: dict[str, Any] = {"seed": options.seed}
