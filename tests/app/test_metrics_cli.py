@@ -311,12 +311,11 @@ def test_statistics_of_another_dimension_are_refused_before_any_extraction(folde
     one, _ = folders
     save_statistics(tmp_path / "s8.npz", np.zeros(8), np.eye(8))
     save_statistics(tmp_path / "s4.npz", np.zeros(4), np.eye(4))
-    out = tmp_path / "r.json"
-    for args, message in [([tmp_path / "s8.npz", tmp_path / "s4.npz"], f"B ({tmp_path / 's4.npz'}) holds 4-D statistics, "
-                           f"A ({tmp_path / 's8.npz'}) 8-D ones"),
-                          ([one, tmp_path / "s8.npz"], f"B ({tmp_path / 's8.npz'}) holds 8-D statistics; fid of images "
-                           "compares Inception pool3 features (2048-D)"),
-                          ([tmp_path / "s4.npz", one], f"A ({tmp_path / 's4.npz'}) holds 4-D statistics")]:
+    out, s8, s4 = tmp_path / "r.json", tmp_path / "s8.npz", tmp_path / "s4.npz"
+    for args, message in [([s8, s4], f"B ({s4}) holds 4-D statistics, A ({s8}) 8-D ones"),
+                          ([one, s8], f"B ({s8}) holds 8-D statistics; fid of images compares Inception pool3 "
+                           "features (2048-D)"),
+                          ([s4, one], f"A ({s4}) holds 4-D statistics")]:
         assert main(["metrics", *map(str, args), "-o", str(out)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("gannorm: error: ") and message in err and err.count("\n") == 1
@@ -364,7 +363,27 @@ def test_statistics_of_another_resize_or_precision_are_warned_about(folders, no_
         assert len(warned) == 2
         assert "resize legacy_tensorflow, as it records none" in warned[0] and "resize clean)" in warned[0]
         assert "precision fp32, as it records none" in warned[1] and "precision bf16)" in warned[1]
-    for quiet in ([one, tmp_path / "same.npz"], [one, tmp_path / "none.npz"], [tmp_path / "same.npz", tmp_path / "none.npz"],
+    same, none = tmp_path / "same.npz", tmp_path / "none.npz"
+    for quiet in ([one, same], [one, none], [same, none],
                   [one, tmp_path / "clean.npz", "--resize", "clean", "--precision", "bf16"]):
         assert main(["metrics", *map(str, quiet)]) == 0
         assert "warning" not in capsys.readouterr().err
+
+
+def test_too_few_images_for_the_default_splits_or_nearest_k_are_refused_when_planned(folders, run, monkeypatch,
+                                                                                       tmp_path, capsys):
+    monkeypatch.setattr(mc, "_build_inception", lambda *a: pytest.fail("refused before the network is built"))
+    one, two = folders  # 4 and 5 images
+    many = write_pngs(tmp_path / "many", np.random.default_rng(4).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8))
+    for args, message in [([one, two, "--metric", "is"], f"A ({one}) holds 4 images; is needs at least 10 (10 splits): "
+                           "give more images"),
+                          ([one, many, "--metric", "kid,recall"], f"A ({one}) holds 4 images; recall needs at least 6 "
+                           "(nearest_k 5): give more images"),
+                          ([many, two, "--metric", "coverage"], f"B ({two}) holds 5 images; coverage needs at least 6 "
+                           "(nearest_k 5): give more images"),
+                          ([run, many, "--metric", "is", "--num-samples", "4"], "holds 4 images; is needs at least 10 "
+                           "(10 splits): raise --num-samples")]:
+        assert main(["metrics", *map(str, args)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("gannorm: error: ") and message in err and err.count("\n") == 1
+    assert mc._plan_metric("is", {"a": mc.open_source(many), "b": mc.open_source(two)}).fake == "a"  # 10 splits fit 12

@@ -115,12 +115,33 @@ def _plan_metric(name: str, sides: dict[str, Source]) -> Plan:
             raise InputError(f"{other.path} is a statistics file: {name} needs images on both sides (only fid reads "
                              "statistics)")
     for side in (fake, real):
-        if side is not None and sides[side].count < 2:
-            raise InputError(f"{side.upper()} ({sides[side].path}) holds {sides[side].count} image; {name} needs at "
-                             "least 2")
+        if side is not None:
+            _check_count(name, spec, side, sides[side], measured=side == fake)
     options = EvalOptions(metrics=(name,), num_samples=sides[fake].count, protocol={name: given})
     plans = metric_protocols([name], options, sides[real].count if real else None, where="gannorm metrics")
     return Plan(fake, real, plans[name])
+
+
+#: the fewest images a metric's default setting needs on a side: ``setting: (images for a value, which sides)``
+#: (gannorm metrics cannot change the settings, so too few images are the sides' fault)
+LEAST_IMAGES: dict[str, tuple[Callable[[int], int], str]] = {
+    "splits": (lambda splits: splits, "measured"),        # IS: one image per split at least
+    "nearest_k": (lambda k: k + 1, "both"),              # precision/recall/density/coverage: k neighbours + itself
+}
+
+
+def _check_count(name: str, spec: MetricSpec, label: str, source: Source, measured: bool) -> None:
+    """A one-line error for a side of fewer images than ``name`` needs at its default settings (2 at least)."""
+    need, why = 2, ""
+    for key, (least, sides) in LEAST_IMAGES.items():
+        if key in spec.settings and (measured or sides == "both"):
+            value = spec.settings[key].default
+            if least(value) > need:
+                need, why = least(value), f" ({value} {key})" if key == "splits" else f" ({key} {value})"
+    if source.count < need:
+        fix = "raise --num-samples" if source.kind == "run" else "give more images"
+        raise InputError(f"{label.upper()} ({source.path}) holds {source.count} image{'' if source.count == 1 else 's'}"
+                         f"; {name} needs at least {need}{why}: {fix}")
 
 
 def _dimension(source: Source) -> int:
