@@ -2,11 +2,15 @@
 check every user string that becomes a path goes through (:func:`safe_name`, :func:`safe_path`)."""
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import unicodedata
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from .errors import ConfigError
 
@@ -214,3 +218,35 @@ def resolve_shipped(name_or_path: Any, *, folder: Path, what: str, kind: str,
     if not shipped.is_file():
         raise ConfigError(f"unknown {kind} {shown}; {hint(text)}")
     return shipped
+
+
+def check_npz_member(path: str | os.PathLike, key: str) -> None:
+    """Refuse the array ``key`` of the ``.npz`` archive ``path`` when its ``.npy`` header claims more bytes than
+    the member holds (a damaged or crafted file that would make :func:`numpy.load` allocate terabytes): only the
+    header is read.
+
+    Args:
+        path: the ``.npz`` file (a zip archive).
+        key: the array's name (the member ``key + ".npy"``).
+
+    Returns:
+        None; a one-line ``ValueError`` naming the member, its claimed shape and dtype and its size. A missing
+        member, an unreadable archive or header raise :mod:`zipfile`'s or numpy's errors (``KeyError``,
+        ``zipfile.BadZipFile``, ``ValueError``).
+
+    Example::
+
+        >>> check_npz_member("samples.npz", "samples")   # doctest: +SKIP
+    """
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(key if key.endswith(".npy") else key + ".npy")
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+    if dtype.hasobject:  # pickled objects: numpy refuses them without allow_pickle
+        return
+    claimed = math.prod(int(n) for n in shape) * dtype.itemsize
+    if claimed > info.file_size:
+        raise ValueError(f"{path}: array {key!r} claims shape {tuple(shape)} of {dtype} ({claimed:,} bytes) but its "
+                         f"member holds {info.file_size:,} bytes: the file is damaged or not an array file")

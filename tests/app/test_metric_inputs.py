@@ -1,4 +1,7 @@
 """The sides of ``gannorm metrics``: image folders, arrays, statistics files, and their one-line errors."""
+import struct
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +9,9 @@ from PIL import Image
 
 from gannorm.app.metric_inputs import (ARRAY, FOLDER, STATISTICS, array_layout, array_range, array_to_uint8,
                                        open_source)
-from gannorm.errors import InputError
+from gannorm.errors import GannormError, InputError
+from gannorm.runfolder import CHECKPOINT, MARKERS
+from gannorm.metrics.evaluate import statistics_precision, statistics_resize
 from gannorm.metrics.frechet import save_statistics
 
 
@@ -103,3 +108,84 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     src = open_source(tmp_path / "broken")
     with pytest.raises(InputError, match="not a readable image"):
         src.read(0, 1)
+
+
+@pytest.mark.parametrize("marker", MARKERS)
+def test_a_folder_with_any_run_marker_is_a_run_folder(tmp_path, marker):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / marker).write_text("x: 1\n")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(run / "samples_step100.png")  # a sample grid
+    if marker == CHECKPOINT:
+        with pytest.raises(GannormError) as info:  # a checkpoint that is not one: the run's own error
+            open_source(run)
+        assert "checkpoint" in str(info.value)
+    else:
+        with pytest.raises(GannormError, match=r"has no checkpoint\.pt") as info:
+            open_source(run)
+    assert "\n" not in str(info.value)
+
+
+def test_a_plain_npy_named_npz_is_read_as_an_array(tmp_path):
+    pixels = np.random.default_rng(1).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", pixels)
+    (tmp_path / "x.npy").rename(tmp_path / "x.npz")
+    src = open_source(tmp_path / "x.npz")
+    assert src.kind == ARRAY and src.count == 3
+    assert np.array_equal(src.read(0, 3).numpy(), pixels.transpose(0, 3, 1, 2))
+    assert statistics_precision(tmp_path / "x.npz") is None and statistics_resize(tmp_path / "x.npz") is None
+
+
+def npy_header(shape, dtype):
+    """A version 1.0 .npy header claiming ``shape`` of ``dtype``, whatever data follows it."""
+    text = "{'descr': '%s', 'fortran_order': False, 'shape': %r, }" % (dtype, tuple(shape))
+    text += " " * (63 - (10 + len(text)) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode()
+
+
+def test_an_npz_member_claiming_a_huge_shape_is_refused_from_its_header(tmp_path, monkeypatch):
+    with zipfile.ZipFile(tmp_path / "x.npz", "w") as z:
+        z.writestr("x.npy", npy_header((10**6, 4096, 4096, 3), "<f4") + b"\0" * 100)
+    with zipfile.ZipFile(tmp_path / "s.npz", "w") as z:
+        z.writestr("mu.npy", npy_header((10**12,), "<f8") + b"\0" * 100)
+        z.writestr("sigma.npy", npy_header((10**12, 10**12), "<f8") + b"\0" * 100)
+    # numpy is never asked for the claimed bytes (it would raise MemoryError or try to allocate them)
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", lambda *a: pytest.fail("the header refuses it"))
+    for name, text in [("x.npz", r"array 'x' claims shape \(1000000, 4096, 4096, 3\) of float32"),
+                       ("s.npz", r"array 'mu' claims shape \(1000000000000,\) of float64")]:
+        with pytest.raises(InputError, match=text) as info:
+            open_source(tmp_path / name)
+        assert "\n" not in str(info.value) and "member holds 228 bytes" in str(info.value)
+
+
+def test_an_array_or_statistics_that_do_not_fit_in_memory_are_one_line_errors(tmp_path, monkeypatch):
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 4, 4, 3), np.uint8))
+    save_statistics(tmp_path / "s.npz", np.zeros(3), np.eye(3))
+
+    def out_of_memory(*args):
+        raise MemoryError("Unable to allocate 183. TiB")
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", out_of_memory)
+    for name, text in [("x.npz", "its array does not fit in memory"), ("s.npz", "statistics do not fit in memory")]:
+        with pytest.raises(InputError, match=text) as info:
+            open_source(tmp_path / name)
+        assert "\n" not in str(info.value)
+
+
+def test_an_npz_member_of_the_right_size_passes_the_header_check(tmp_path):
+    pixels = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    np.savez_compressed(tmp_path / "x.npz", samples=pixels)
+    assert np.array_equal(open_source(tmp_path / "x.npz").read(0, 2).numpy(), pixels.transpose(0, 3, 1, 2))
+
+
+def test_a_16_bit_grayscale_png_is_scaled_to_8_bits(tmp_path):
+    wide = np.random.default_rng(2).integers(0, 65536, (6, 5), dtype=np.uint16)
+    wide[0, :3] = [0, 65535, 257 * 100]
+    (tmp_path / "g").mkdir()
+    Image.fromarray(wide).save(tmp_path / "g" / "a.png")
+    with Image.open(tmp_path / "g" / "a.png") as im:
+        assert im.mode in ("I;16", "I")  # what PIL writes and reads back for 16 bits
+    got = open_source(tmp_path / "g").read(0, 1)[0].numpy()
+    want = np.floor(wide / 257.0 + 0.5)  # 65535 / 255 = 257: the hand rule, 0 -> 0, 65535 -> 255
+    assert np.array_equal(got, np.broadcast_to(want, (3, 6, 5)))
+    assert got[0, 0, :3].tolist() == [0, 255, 100]
+    assert got.mean() == pytest.approx(want.mean()) and want.mean() > 60

@@ -125,6 +125,7 @@ def stand_in(options, specs):  # noqa: ARG001
 @pytest.fixture
 def no_inception(monkeypatch):
     monkeypatch.setattr(mc, "_build_inception", stand_in)
+    monkeypatch.setattr(mc, "FEATURE_DIM", 3 * 64)  # the stand-in's features
 
 
 def hand_is(logits, splits=10):
@@ -302,3 +303,87 @@ def test_a_conditional_run_draws_its_classes_as_gannorm_eval_does(conditional_ru
     uniform.read(0, 37)
     want = torch.randint(10, (37,), generator=torch.Generator().manual_seed(2003))
     assert torch.equal(calls[0], want) and not torch.equal(calls[0], torch.as_tensor(expected, dtype=torch.int64))
+
+
+# ------------------------------------------------------------------------------------ review fixes
+def test_statistics_of_another_dimension_are_refused_before_any_extraction(folders, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(mc, "_build_inception", lambda *a: pytest.fail("refused before the network is built"))
+    one, _ = folders
+    save_statistics(tmp_path / "s8.npz", np.zeros(8), np.eye(8))
+    save_statistics(tmp_path / "s4.npz", np.zeros(4), np.eye(4))
+    out, s8, s4 = tmp_path / "r.json", tmp_path / "s8.npz", tmp_path / "s4.npz"
+    for args, message in [([s8, s4], f"B ({s4}) holds 4-D statistics, A ({s8}) 8-D ones"),
+                          ([one, s8], f"B ({s8}) holds 8-D statistics; fid of images compares Inception pool3 "
+                           "features (2048-D)"),
+                          ([s4, one], f"A ({s4}) holds 4-D statistics")]:
+        assert main(["metrics", *map(str, args), "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("gannorm: error: ") and message in err and err.count("\n") == 1
+        assert not out.exists()
+
+
+def test_a_value_error_of_frechet_distance_is_a_one_line_error(folders, no_inception, monkeypatch, tmp_path, capsys):
+    one, _ = folders
+    save_statistics(tmp_path / "s.npz", np.zeros(192), np.eye(192))
+    assert main(["metrics", str(one), str(tmp_path / "s.npz")]) == 0  # the stand-in's 192-D features fit
+
+    def refuse(*args, **kwargs):
+        raise ValueError("mu and sigma\nhave other shapes")
+    monkeypatch.setattr(ev, "frechet_distance", refuse)
+    monkeypatch.setattr(mc, "frechet_distance", refuse)
+    capsys.readouterr()
+    for b in (tmp_path / "s.npz",):
+        assert main(["metrics", str(one), str(b)]) == 2
+        err = capsys.readouterr().err
+        assert "fid against" in err and "mu and sigma have other shapes" in err and err.count("\n") == 1
+    assert main(["metrics", str(tmp_path / "s.npz"), str(tmp_path / "s.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "fid between" in err and "have other shapes" in err and err.count("\n") == 1
+
+
+def test_statistics_of_another_resize_or_precision_are_warned_about(folders, no_inception, tmp_path, capsys):
+    one, _ = folders
+    f = stand_in_features(torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).transpose(2, 0, 1)
+                                                        .copy()) for p in sorted(one.glob("*.png"))]))["features"]
+    mu, sigma = feature_statistics(np.concatenate([f, f + 1]))
+    ev.save_inception_statistics(tmp_path / "clean.npz", mu, sigma, "bf16", resize="clean")
+    ev.save_inception_statistics(tmp_path / "same.npz", mu, sigma, "fp32", resize="legacy_tensorflow")
+    save_statistics(tmp_path / "none.npz", mu, sigma)  # records neither: legacy_tensorflow, fp32
+    capsys.readouterr()
+    assert main(["metrics", str(one), str(tmp_path / "clean.npz")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    warned = [line for line in err if line.startswith("gannorm: warning: ")]
+    assert len(warned) == 2
+    assert "fid compares legacy_tensorflow-resized Inception features with" in warned[0] and "resize clean" in warned[0]
+    assert "fid compares fp32 Inception features with" in warned[1] and "computed in bf16" in warned[1]
+    for clean_side in ("a", "b"):
+        pair = [tmp_path / "none.npz", tmp_path / "clean.npz"][::1 if clean_side == "b" else -1]
+        assert main(["metrics", *map(str, pair)]) == 0
+        warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gannorm: warning: ")]
+        assert len(warned) == 2
+        assert "resize legacy_tensorflow, as it records none" in warned[0] and "resize clean)" in warned[0]
+        assert "precision fp32, as it records none" in warned[1] and "precision bf16)" in warned[1]
+    same, none = tmp_path / "same.npz", tmp_path / "none.npz"
+    for quiet in ([one, same], [one, none], [same, none],
+                  [one, tmp_path / "clean.npz", "--resize", "clean", "--precision", "bf16"]):
+        assert main(["metrics", *map(str, quiet)]) == 0
+        assert "warning" not in capsys.readouterr().err
+
+
+def test_too_few_images_for_the_default_splits_or_nearest_k_are_refused_when_planned(folders, run, monkeypatch,
+                                                                                       tmp_path, capsys):
+    monkeypatch.setattr(mc, "_build_inception", lambda *a: pytest.fail("refused before the network is built"))
+    one, two = folders  # 4 and 5 images
+    many = write_pngs(tmp_path / "many", np.random.default_rng(4).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8))
+    for args, message in [([one, two, "--metric", "is"], f"A ({one}) holds 4 images; is needs at least 10 (10 splits): "
+                           "give more images"),
+                          ([one, many, "--metric", "kid,recall"], f"A ({one}) holds 4 images; recall needs at least 6 "
+                           "(nearest_k 5): give more images"),
+                          ([many, two, "--metric", "coverage"], f"B ({two}) holds 5 images; coverage needs at least 6 "
+                           "(nearest_k 5): give more images"),
+                          ([run, many, "--metric", "is", "--num-samples", "4"], "holds 4 images; is needs at least 10 "
+                           "(10 splits): raise --num-samples")]:
+        assert main(["metrics", *map(str, args)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("gannorm: error: ") and message in err and err.count("\n") == 1
+    assert mc._plan_metric("is", {"a": mc.open_source(many), "b": mc.open_source(two)}).fake == "a"  # 10 splits fit 12

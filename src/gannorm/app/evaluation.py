@@ -119,14 +119,36 @@ def precision_warnings(options: EvalOptions, dataset: str) -> list[str]:
             continue
         resize_line = resize_mismatch(name, reference, options.inception_resize)
         lines.extend([resize_line] if resize_line else [])
-        recorded = statistics_precision(reference)
-        theirs = recorded or "fp32"
-        if theirs != ours:
-            lines.append(f"gannorm: warning: {name} compares {ours} Inception features with {reference}, computed in "
-                         f"{theirs}{'' if recorded else ' (it records no precision)'}; fp32 and bf16 FIDs differ (by "
-                         f"under 1%): use statistics of the same precision (gannorm fid-stats --precision {ours}) or "
-                         f"--precision {theirs}")
+        precision_line = precision_mismatch(name, reference, ours)
+        lines.extend([precision_line] if precision_line else [])
     return lines
+
+
+def precision_mismatch(metric: str, reference: str | Path, precision: str) -> str | None:
+    """One warning line if the statistics file ``reference`` that ``metric`` compares with was computed in another
+    Inception precision than ``precision`` (a file that records none counts as fp32), else None.
+
+    Args:
+        metric: the metric's name, for the message.
+        reference: the statistics file.
+        precision: the evaluation's Inception precision.
+
+    Returns:
+        The line, or None when the precisions agree.
+
+    Example::
+
+        >>> precision_mismatch("fid", "cifar10_bf16.npz", "fp32")   # doctest: +SKIP
+        'gannorm: warning: fid compares fp32 Inception features with cifar10_bf16.npz, computed in bf16; ...'
+    """
+    recorded = statistics_precision(reference)
+    theirs = recorded or "fp32"
+    if theirs == precision:
+        return None
+    return (f"gannorm: warning: {metric} compares {precision} Inception features with {reference}, computed in "
+            f"{theirs}{'' if recorded else ' (it records no precision)'}; fp32 and bf16 FIDs differ (by under 1%): "
+            f"use statistics of the same precision (gannorm fid-stats --precision {precision}) or --precision "
+            f"{theirs}")
 
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path | None = None,

@@ -5,7 +5,8 @@ A side is one of:
 - **a folder of images**: every ``.png/.jpg/.jpeg/.bmp/.webp`` file under it, recursively, sorted by relative
   path (as the ``imagefolder`` dataset lists them). Each is EXIF-rotated and converted to RGB (grayscale,
   palette and RGBA images alike), and kept at its own size: the Inception network resizes every image to
-  its input, so images of different sizes (in one folder, or on the two sides) are fine. They are not
+  its input, so images of different sizes (in one folder, or on the two sides) are fine. 16-bit grayscale
+  images are scaled from 0-65535 to 0-255 (rounded). They are not
   cropped (a non-square image is resized as a whole, as the FID tools do).
 - **an array** (``.npy``, or an ``.npz`` holding one array or a ``samples`` array, as ``gannorm sample -o
   X.npz`` writes): images ``[N, H, W, C]`` or ``[N, C, H, W]`` with C = 1 or 3 (channels-last wins when both
@@ -14,7 +15,8 @@ A side is one of:
   rounded to 8 bits as the Inception preprocessing rounds float images. One-channel images are repeated to
   RGB by the Inception network.
 - **a statistics file** written by ``gannorm fid-stats`` (an ``.npz`` with ``mu`` and ``sigma``): FID only.
-- **a run folder** (it holds ``checkpoint.pt``): its generator (the EMA copy if any) samples ``num_samples``
+- **a run folder** (it holds ``checkpoint.pt``, ``config.yaml`` or another of :data:`gannorm.runfolder.MARKERS`;
+  one without ``checkpoint.pt`` is a one-line error): its generator (the EMA copy if any) samples ``num_samples``
   images in the run's ``train.sample_mode``, with the z (and, for a class-conditional G, the classes) that
   ``gannorm eval`` draws for the same ``seed`` (:func:`gannorm.metrics.evaluate.generate`).
 
@@ -36,10 +38,11 @@ from torch import Tensor
 from ..data.folder import EXTENSIONS, list_images
 from ..data import load_dataset
 from ..errors import GannormError, InputError, RunFolderError
+from ..fileio import check_npz_member
 from ..metrics.evaluate import (CLASS_FREQUENCIES, GENERATE_BATCH, LABEL_SEED_OFFSET, draw_labels, generate,
                                 generator_classes)
 from ..metrics.frechet import load_statistics
-from ..runfolder import CHECKPOINT, RunFolder
+from ..runfolder import MARKERS, RunFolder
 from ..training.sample_mode import SamplingView
 from .sampling import NPZ_KEY, load_generator
 
@@ -177,11 +180,20 @@ def read_image(path: Path) -> Tensor:
     """
     try:
         with Image.open(path) as im:
-            arr = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+            arr = _rgb(ImageOps.exif_transpose(im))
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise InputError(f"{path}: not a readable image ({' '.join(str(err).split()) or type(err).__name__})") \
             from None
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def _rgb(im: Image.Image) -> np.ndarray:
+    """An image as uint8 ``[H, W, 3]``; a 16- or 32-bit integer grayscale image (modes ``I;16*``, ``I``: PNGs of
+    16 bits) is scaled from 0-65535 to 0-255 and rounded first (PIL's RGB conversion would clip it to 255)."""
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        wide = np.asarray(im).astype(np.float64)
+        im = Image.fromarray(np.round(np.clip(wide, 0, 65535) * (255 / 65535)).astype(np.uint8))
+    return np.asarray(im.convert("RGB"))
 
 
 def open_folder(path: Path, batch_size: int) -> Source:
@@ -217,7 +229,7 @@ def open_folder(path: Path, batch_size: int) -> Source:
 
 def _load_array(path: Path) -> tuple[np.ndarray, str]:
     """The image array of an ``.npy`` (memory-mapped) or ``.npz`` file and its name in messages."""
-    data = np.load(path, allow_pickle=False, mmap_mode="r" if path.suffix.lower() == ".npy" else None)
+    data = np.load(path, allow_pickle=False, mmap_mode="r")  # an .npy (whatever its suffix) is memory-mapped
     if not isinstance(data, np.lib.npyio.NpzFile):
         return data, str(path)
     with data:
@@ -226,6 +238,7 @@ def _load_array(path: Path) -> tuple[np.ndarray, str]:
         if key is None:
             raise InputError(f"{path} holds the arrays {', '.join(names) or 'none'}; expected one array of images, "
                              f"or one named '{NPZ_KEY}' (as gannorm sample -o X.npz writes)")
+        check_npz_member(path, key)
         return data[key], f"{path}[{key}]"
 
 
@@ -246,8 +259,11 @@ def open_array(path: Path, batch_size: int) -> Source:
     """
     try:
         arr, name = _load_array(path)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
         raise InputError(f"{path}: not a readable .npy/.npz array ({' '.join(str(err).split())})") from None
+    except MemoryError:
+        raise InputError(f"{path}: its array does not fit in memory; give a smaller array (or a folder of "
+                         "images)") from None
     layout = array_layout(arr.shape, name)
     lo, hi = 0.0, 255.0  # uint8: always in range, nothing to scan
     if arr.dtype != np.uint8 and arr.dtype.kind in "uif":
@@ -347,7 +363,8 @@ def _run_labels(cfg, classes: int, n: int, seed: int) -> tuple[Tensor, str]:
 
 def open_source(path: str | Path, *, batch_size: int = 50, num_samples: int = 10000, seed: int = 0,
                 checkpoint: str = "latest", device: torch.device | str = "cpu") -> Source:
-    """The :class:`Source` at ``path``, by what it is: a run folder (it holds ``checkpoint.pt``), another folder
+    """The :class:`Source` at ``path``, by what it is: a run folder (it holds any of
+    :data:`gannorm.runfolder.MARKERS`, such as ``config.yaml`` or ``checkpoint.pt``), another folder
     (images), an ``.npz`` with ``mu`` and ``sigma`` (statistics), an ``.npy``/``.npz`` (an image array).
 
     Args:
@@ -368,7 +385,7 @@ def open_source(path: str | Path, *, batch_size: int = 50, num_samples: int = 10
     """
     p = Path(path).expanduser()
     if p.is_dir():
-        if (p / CHECKPOINT).is_file():
+        if any((p / marker).is_file() for marker in MARKERS):  # a run folder, with or without its checkpoint
             return open_run(p, num_samples, seed, checkpoint, device)
         return open_folder(p, batch_size)
     if not p.exists():
@@ -383,8 +400,11 @@ def open_source(path: str | Path, *, batch_size: int = 50, num_samples: int = 10
 
 def _has_statistics(path: Path) -> bool:
     """Whether ``path`` is an ``.npz`` archive with ``mu`` and ``sigma``."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {"mu", "sigma"} <= set(getattr(data, "files", ()))
-    except (ValueError, OSError, EOFError, AttributeError, zipfile.BadZipFile):
+    try:  # memory-mapped: a plain .npy renamed .npz is an array, never read here
+        data = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile):
         return False
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        return False
+    with data:
+        return {"mu", "sigma"} <= set(data.files)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +25,21 @@ from tqdm import tqdm
 from ..errors import GannormError, InputError
 from ..fileio import atomic_write_text
 from ..metrics.evaluate import (EXTRACTORS, METRICS, EvalContext, EvalOptions, ExtractorRequest, FeatureExtractor,
-                                MetricSpec, check_precision, metric_protocols, on_dataset)
+                                MetricSpec, check_precision, metric_protocols, on_dataset, resize_mismatch,
+                                statistics_precision, statistics_resize)
 from ..metrics.frechet import frechet_distance
 from ..metrics.protocol import MetricProtocol
 from ..metrics.resize import DEFAULT_RESIZE
 from ..metrics.sharding import Shards
 from ..training.distributed import DEFAULT_TIMEOUT
-from .evaluation import MAX_EVAL_SAMPLES, join_ranks
+from .evaluation import MAX_EVAL_SAMPLES, join_ranks, precision_mismatch
 from .metric_inputs import Source, open_source
 from .sampling import prepare_output, write_output
 
 SIDES = ("a", "b")
+
+#: the dimension of the features FID compares for images (Inception pool3), which a statistics file must match
+FEATURE_DIM = 2048
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ def _plan_metric(name: str, sides: dict[str, Source]) -> Plan:
     spec = _metric_spec(name)
     takes_stats = "reference" in spec.settings
     a, b = sides["a"], sides["b"]
+    if takes_stats:
+        _check_dimensions(name, sides)
     if not a.images and not b.images:
         if takes_stats:
             return Plan("a", "b", None)
@@ -108,12 +115,100 @@ def _plan_metric(name: str, sides: dict[str, Source]) -> Plan:
             raise InputError(f"{other.path} is a statistics file: {name} needs images on both sides (only fid reads "
                              "statistics)")
     for side in (fake, real):
-        if side is not None and sides[side].count < 2:
-            raise InputError(f"{side.upper()} ({sides[side].path}) holds {sides[side].count} image; {name} needs at "
-                             "least 2")
+        if side is not None:
+            _check_count(name, spec, side, sides[side], measured=side == fake)
     options = EvalOptions(metrics=(name,), num_samples=sides[fake].count, protocol={name: given})
     plans = metric_protocols([name], options, sides[real].count if real else None, where="gannorm metrics")
     return Plan(fake, real, plans[name])
+
+
+#: the fewest images a metric's default setting needs on a side: ``setting: (images for a value, which sides)``
+#: (gannorm metrics cannot change the settings, so too few images are the sides' fault)
+LEAST_IMAGES: dict[str, tuple[Callable[[int], int], str]] = {
+    "splits": (lambda splits: splits, "measured"),        # IS: one image per split at least
+    "nearest_k": (lambda k: k + 1, "both"),              # precision/recall/density/coverage: k neighbours + itself
+}
+
+
+def _check_count(name: str, spec: MetricSpec, label: str, source: Source, measured: bool) -> None:
+    """A one-line error for a side of fewer images than ``name`` needs at its default settings (2 at least)."""
+    need, why = 2, ""
+    for key, (least, sides) in LEAST_IMAGES.items():
+        if key in spec.settings and (measured or sides == "both"):
+            value = spec.settings[key].default
+            if least(value) > need:
+                need, why = least(value), f" ({value} {key})" if key == "splits" else f" ({key} {value})"
+    if source.count < need:
+        fix = "raise --num-samples" if source.kind == "run" else "give more images"
+        raise InputError(f"{label.upper()} ({source.path}) holds {source.count} image{'' if source.count == 1 else 's'}"
+                         f"; {name} needs at least {need}{why}: {fix}")
+
+
+def _dimension(source: Source) -> int:
+    """The feature dimension of a statistics file's ``mu``."""
+    assert source.statistics is not None, "only a statistics file has a dimension of its own"
+    return int(source.statistics[0].shape[0])
+
+
+def _check_dimensions(name: str, sides: dict[str, Source]) -> None:
+    """A one-line error for statistics of another dimension than the other side's: the other statistics file's,
+    or :data:`FEATURE_DIM` (Inception pool3) for images; checked before any image is read."""
+    stats = [label for label in SIDES if not sides[label].images]
+    if len(stats) == 2:
+        da, db = _dimension(sides["a"]), _dimension(sides["b"])
+        if da != db:
+            raise InputError(f"B ({sides['b'].path}) holds {db}-D statistics, A ({sides['a'].path}) {da}-D ones: "
+                             f"{name} compares statistics of one dimension; give two files of the same features")
+    for label in stats if len(stats) == 1 else ():
+        got = _dimension(sides[label])
+        if got != FEATURE_DIM:
+            raise InputError(f"{label.upper()} ({sides[label].path}) holds {got}-D statistics; {name} of images "
+                             f"compares Inception pool3 features ({FEATURE_DIM}-D): give statistics from gannorm "
+                             "fid-stats")
+
+
+def statistics_warnings(plans: dict[str, Plan], sides: dict[str, Source], options: MetricsOptions) -> list[str]:
+    """One warning line for each statistics file whose recorded resize mode or Inception precision differs from
+    ``options``' (as ``gannorm eval`` warns: a file that records none counts as legacy_tensorflow and fp32), and
+    for two statistics files that differ in either.
+
+    Args:
+        plans: the planned metrics (:func:`_plan_metric`).
+        sides: the opened sides.
+        options: the resize mode and precision of the features extracted here.
+
+    Returns:
+        The lines (none when everything agrees).
+
+    Example::
+
+        >>> statistics_warnings({}, {}, MetricsOptions())
+        []
+    """
+    lines: list[str] = []
+    for name, plan in plans.items():
+        if plan.protocol is None:  # two statistics files
+            lines += _pair_warnings(name, sides["a"].path, sides["b"].path)
+            continue
+        reference = plan.protocol.settings.get("reference")
+        if reference:
+            lines += [line for line in (resize_mismatch(name, reference, options.resize),
+                                        precision_mismatch(name, reference, options.precision)) if line]
+    return lines
+
+
+def _pair_warnings(name: str, a: str, b: str) -> list[str]:
+    """The lines for two statistics files of different resize modes or Inception precisions."""
+    lines = []
+    for what, read, default, why in (("resize", statistics_resize, DEFAULT_RESIZE, "FIDs of different resizes differ"),
+                                     ("precision", statistics_precision, "fp32", "fp32 and bf16 FIDs differ (by under "
+                                                                                 "1%)")):
+        ra, rb = read(a), read(b)
+        if (ra or default) != (rb or default):
+            said = [f"{p} ({what} {r or default}{'' if r else ', as it records none'})" for p, r in ((a, ra), (b, rb))]
+            lines.append(f"gannorm: warning: {name} compares {said[0]} with {said[1]}; {why}: use statistics of one "
+                         f"{what} (gannorm fid-stats --{what})")
+    return lines
 
 
 def _build_inception(options: MetricsOptions, specs: dict[str, MetricSpec]) -> FeatureExtractor:
@@ -195,7 +290,11 @@ def _compute(plans: dict[str, Plan], sides: dict[str, Source], features: dict[st
         if plan.protocol is None:  # FID between two statistics files
             a, b = sides["a"].statistics, sides["b"].statistics
             assert a is not None and b is not None, "a plan without a protocol compares two statistics files"
-            results[name] = {"value": float(frechet_distance(*a, *b))}
+            try:
+                results[name] = {"value": float(frechet_distance(*a, *b))}
+            except ValueError as err:  # the shapes are checked when planned; anything else frechet refuses
+                raise InputError(f"{name} between {sides['a'].path} and {sides['b'].path}: "
+                                 f"{' '.join(str(err).split())}") from None
             records[name] = {"generated": "a (statistics)", "real": "b (statistics)"}
             continue
         spec = _resolved(name)
@@ -209,12 +308,25 @@ def _compute(plans: dict[str, Plan], sides: dict[str, Source], features: dict[st
                 shared[key] = spec.compute(features[plan.fake], real, **kwargs)
             results[name] = {"value": float(shared[key][spec.value_of])}
         else:
-            results[name] = {k: float(v) for k, v in spec.compute(features[plan.fake], real, **kwargs).items()}
+            results[name] = _values(name, spec, features[plan.fake], real, kwargs, plan.protocol)
         reference = plan.protocol.settings.get("reference")
         other = "b" if plan.fake == "a" else "a"
         real_name = plan.real or (f"{other} (statistics)" if reference else "none")
         records[name] = {"generated": plan.fake, "real": real_name, **plan.protocol.to_json(), **spec.protocol(context)}
     return results, records
+
+
+def _values(name: str, spec: MetricSpec, fake: dict, real: dict, kwargs: dict[str, Any],
+            protocol: MetricProtocol) -> dict[str, float]:
+    """``spec``'s numbers; a statistics file that FID cannot compare with the features (a ValueError of
+    :func:`~gannorm.metrics.frechet.frechet_distance`) is a one-line error."""
+    reference = protocol.settings.get("reference")
+    try:
+        return {k: float(v) for k, v in spec.compute(fake, real, **kwargs).items()}
+    except ValueError as err:
+        if not reference:
+            raise
+        raise InputError(f"{name} against {reference}: {' '.join(str(err).split())}") from None
 
 
 def compare(sides: dict[str, Source], options: MetricsOptions) -> dict[str, Any]:
@@ -236,6 +348,9 @@ def compare(sides: dict[str, Source], options: MetricsOptions) -> dict[str, Any]
     shards = Shards.current()
     t0 = time.perf_counter()
     plans = {name: _plan_metric(name, sides) for name in dict.fromkeys(options.metrics)}
+    if shards.main:
+        for line in statistics_warnings(plans, sides, options):
+            print(line, file=sys.stderr)
     specs = {name: _resolved(name) for name, plan in plans.items() if plan.protocol is not None}
     needed = sorted({s for p in plans.values() if p.protocol is not None for s in (p.fake, p.real) if s})
     protocol: dict[str, Any] = {"seed": options.seed}

@@ -414,7 +414,10 @@ def save_inception_statistics(path: str | Path, mu: Any, sigma: Any, precision: 
 def _statistics_string(path: str | Path, key: str) -> str | None:
     """The 0-d string array ``key`` of a statistics file, or None (no such key, not a string, unreadable)."""
     try:
-        with np.load(Path(path).expanduser(), allow_pickle=False) as data:
+        data = np.load(Path(path).expanduser(), allow_pickle=False, mmap_mode="r")  # an .npy: mapped, not read
+        if not isinstance(data, np.lib.npyio.NpzFile):  # an array (a plain .npy, whatever its suffix)
+            return None
+        with data:
             if key not in data.files:
                 return None
             value = data[key]

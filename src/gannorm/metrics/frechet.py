@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, check_npz_member
 
 __all__ = ["feature_statistics", "frechet_distance", "save_statistics", "load_statistics"]
 
@@ -184,6 +184,8 @@ def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             if missing:
                 raise InputError(f"{path}: missing key(s) {', '.join(missing)} (found: "
                                  f"{', '.join(data.files) or 'none'}); {expected}")
+            for key in ("mu", "sigma"):
+                check_npz_member(path, key)
             mu, sigma = data["mu"], data["sigma"]
     except ValueError as e:
         msg = " ".join(str(e).split())
@@ -192,6 +194,8 @@ def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"{path}: cannot read statistics ({msg}); {expected}") from None
     except (OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
         raise InputError(f"{path}: cannot read statistics ({type(e).__name__}: {e}); {expected}") from None
+    except MemoryError:
+        raise InputError(f"{path}: its statistics do not fit in memory; {expected}") from None
     try:
         return _check_stats(mu, sigma, "")
     except ValueError as e:
