@@ -13,6 +13,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import signal
 import sqlite3
 import time
 from concurrent.futures.process import BrokenProcessPool
@@ -149,7 +150,8 @@ def _execute_local(pending: Sequence[tuple[RunSpec, RunTask]], workers: int, _ad
         return
     ctx = multiprocessing.get_context("spawn")
     queue = list(pending)[::-1]  # popped from the end: in order
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent) as pool:
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent,
+                                initargs=(os.getpid(),)) as pool:
         futures: dict[cf.Future, tuple[RunSpec, RunTask]] = {}
         try:
             while queue or futures:
@@ -168,9 +170,32 @@ def _execute_local(pending: Sequence[tuple[RunSpec, RunTask]], workers: int, _ad
                         outcome = _worker_died(run, err)
                     yield run, task, outcome
         except BaseException:  # Ctrl-C (or the caller stopped early): start no queued run; the runs in training
-            # got the signal too, save a checkpoint and end 'interrupted' (the next start resumes them)
+            # get the signal from here, save a checkpoint and end 'interrupted' (the next start resumes them)
             queue.clear()
+            interrupt_workers(pool)
             raise
+
+
+def interrupt_workers(pool: cf.ProcessPoolExecutor) -> list[int]:
+    """Send SIGINT to each of ``pool``'s worker processes (in their own process group, a terminal's Ctrl-C
+    reaches only the driver): a run in training checkpoints and ends 'interrupted', an idle worker ignores it.
+
+    Args:
+        pool: a process pool whose workers ran :func:`die_with_parent` at their start.
+
+    Returns:
+        The process ids that were signalled.
+
+    Example:
+        >>> interrupt_workers(pool)  # doctest: +SKIP
+        [4242, 4243]
+    """
+    sent = []
+    for pid in list((getattr(pool, "_processes", None) or {}).keys()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+            sent.append(pid)
+    return sent
 
 
 def _worker_died(run: RunSpec, err: Exception) -> RunOutcome:
