@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Sequence
 from ...errors import GannormError
 from ...fileio import atomic_write_text, safe_path
 from ...runfolder import STATUS, LockBusy, RecordCheck, RunFolder, acquire_lock
+from ...validate import require
 from .results import RunRow, SweepResults
 from .placement import place_runs
 from .spec import RunSpec, SweepSpec, expand, load_sweep, run_config
@@ -101,12 +102,14 @@ def run_sweep(sweep: str, out: str | Path | None = None, *, workers: int = 1, th
               ray: bool = False, ray_address: str | None = None,
               announce: Callable[[str], None] = lambda _msg: None) -> SweepOutcome:
     """Run every run of ``sweep`` not yet ended into ``out`` (default ``runs/sweep-<name>``)."""
+    require(workers, name="--workers", kind="int", min=1, error=GannormError, why="worker processes")
+    if threads is not None:
+        require(threads, name="--threads", kind="int", min=1, error=GannormError, why="torch threads per run",
+                fix="leave it out for cores / workers")
     spec = load_sweep(sweep)
-    if workers < 1:
-        raise GannormError(f"--workers must be >= 1, got {workers}")
     folder = Path(safe_path(out, "--out") if out is not None else Path("runs") / f"sweep-{spec.name}")
     folder.mkdir(parents=True, exist_ok=True)
-    threads = threads or default_threads(workers)
+    threads = threads if threads is not None else default_threads(workers)
     start = time.perf_counter()
     with sweep_lock(folder):
         atomic_write_text(folder / SPEC_FILE, json.dumps(_meta(spec)["spec"], indent=1, default=str) + "\n")
