@@ -209,7 +209,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     def announce(message: str) -> None:
         print(message, file=sys.stderr)
 
-    outcome = run_sweep(args.sweep, args.out, workers=args.workers or default_workers(), threads=args.threads,
+    workers = args.workers if args.workers is not None else default_workers()  # --workers 0 is refused, not 'default'
+    outcome = run_sweep(args.sweep, args.out, workers=workers, threads=args.threads,
                         ray=args.ray is not None, ray_address=args.ray or None, announce=announce)
     print(terminal_table(outcome.results))
     print(f"\n{outcome.ran} run(s) trained, {outcome.skipped} had ended before, in {outcome.seconds:.0f} s")

@@ -13,6 +13,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import signal
 import sqlite3
 import time
 from concurrent.futures.process import BrokenProcessPool
@@ -23,6 +24,7 @@ from typing import Callable, Iterator, Sequence
 from ...errors import GannormError
 from ...fileio import atomic_write_text, safe_path
 from ...runfolder import STATUS, LockBusy, RecordCheck, RunFolder, acquire_lock
+from ...validate import require
 from .results import RunRow, SweepResults
 from .placement import place_runs
 from .spec import RunSpec, SweepSpec, expand, load_sweep, run_config
@@ -100,12 +102,14 @@ def run_sweep(sweep: str, out: str | Path | None = None, *, workers: int = 1, th
               ray: bool = False, ray_address: str | None = None,
               announce: Callable[[str], None] = lambda _msg: None) -> SweepOutcome:
     """Run every run of ``sweep`` not yet ended into ``out`` (default ``runs/sweep-<name>``)."""
+    require(workers, name="--workers", kind="int", min=1, error=GannormError, why="worker processes")
+    if threads is not None:
+        require(threads, name="--threads", kind="int", min=1, error=GannormError, why="torch threads per run",
+                fix="leave it out for cores / workers")
     spec = load_sweep(sweep)
-    if workers < 1:
-        raise GannormError(f"--workers must be >= 1, got {workers}")
     folder = Path(safe_path(out, "--out") if out is not None else Path("runs") / f"sweep-{spec.name}")
     folder.mkdir(parents=True, exist_ok=True)
-    threads = threads or default_threads(workers)
+    threads = threads if threads is not None else default_threads(workers)
     start = time.perf_counter()
     with sweep_lock(folder):
         atomic_write_text(folder / SPEC_FILE, json.dumps(_meta(spec)["spec"], indent=1, default=str) + "\n")
@@ -149,7 +153,8 @@ def _execute_local(pending: Sequence[tuple[RunSpec, RunTask]], workers: int, _ad
         return
     ctx = multiprocessing.get_context("spawn")
     queue = list(pending)[::-1]  # popped from the end: in order
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent) as pool:
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent,
+                                initargs=(os.getpid(),)) as pool:
         futures: dict[cf.Future, tuple[RunSpec, RunTask]] = {}
         try:
             while queue or futures:
@@ -168,9 +173,32 @@ def _execute_local(pending: Sequence[tuple[RunSpec, RunTask]], workers: int, _ad
                         outcome = _worker_died(run, err)
                     yield run, task, outcome
         except BaseException:  # Ctrl-C (or the caller stopped early): start no queued run; the runs in training
-            # got the signal too, save a checkpoint and end 'interrupted' (the next start resumes them)
+            # get the signal from here, save a checkpoint and end 'interrupted' (the next start resumes them)
             queue.clear()
+            interrupt_workers(pool)
             raise
+
+
+def interrupt_workers(pool: cf.ProcessPoolExecutor) -> list[int]:
+    """Send SIGINT to each of ``pool``'s worker processes (in their own process group, a terminal's Ctrl-C
+    reaches only the driver): a run in training checkpoints and ends 'interrupted', an idle worker ignores it.
+
+    Args:
+        pool: a process pool whose workers ran :func:`die_with_parent` at their start.
+
+    Returns:
+        The process ids that were signalled.
+
+    Example:
+        >>> interrupt_workers(pool)  # doctest: +SKIP
+        [4242, 4243]
+    """
+    sent = []
+    for pid in list((getattr(pool, "_processes", None) or {}).keys()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+            sent.append(pid)
+    return sent
 
 
 def _worker_died(run: RunSpec, err: Exception) -> RunOutcome:

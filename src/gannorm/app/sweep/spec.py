@@ -165,28 +165,64 @@ def _success(value: Any, path: Path) -> dict[str, float]:
     return {k: float(v) for k, v in success.items()}
 
 
+def _key(override: str) -> str:
+    """The config key an override (or a grid key) sets: the text before its first ``=``."""
+    return str(override).split("=", 1)[0].strip()
+
+
 def _check(spec: SweepSpec, path: Path) -> None:
-    """Everything a sweep can get wrong, before anything is trained: reserved keys, empty grid keys, the
-    number of runs, every run's config (names, types, ranges, the metrics against the dataset) and every
-    run id as a folder name."""
-    for key in [*spec.grid, *(o.split("=", 1)[0].strip() for o in spec.overrides)]:
+    """Everything a sweep can get wrong, before anything is trained: reserved keys, empty grid keys, repeated
+    seeds and grid values, the number of runs, every run's config (names, types, ranges, the metrics against
+    the dataset) and every run id as a folder name (two runs never share one)."""
+    for where, key in [*((f"grid key {k!r}", _key(k)) for k in spec.grid),
+                       *(("overrides", _key(o)) for o in spec.overrides),
+                       *((f"variant {v}", _key(o)) for v, extra in spec.variants.items() for o in extra)]:
         if key in RESERVED:
-            raise ConfigError(f"sweep {path}: {key} is set by the sweep for each run (seeds: the 'seeds:' key, "
-                              "where the runs go: --out DIR)")
+            raise ConfigError(f"sweep {path}: {where} sets {key}, which is set by the sweep for each run (seeds: the "
+                              "'seeds:' key, where the runs go: --out DIR); remove it")
     if any(len(v) == 0 for v in spec.grid.values()):
         raise ConfigError(f"sweep {path}: every grid key needs at least one value")
+    _check_repeats(spec, path)
     total = len(spec.variants) * len(spec.seeds) * math.prod(len(v) for v in spec.grid.values())
     if total > MAX_RUNS:
         raise ConfigError(f"sweep {path}: {total} runs (variants x grid cells x seeds) is more than {MAX_RUNS}; "
                           "split it into several sweeps")
-    _check_metric(spec, path)
-    for run in expand(spec):  # every run's config resolves (names, types, ranges, metrics on the data)
+    try:
+        _check_metric(spec, path)
+        runs = expand(spec)
+    except ConfigError as err:
+        raise ConfigError(f"sweep {path}: {err}") from None
+    seen: dict[str, RunSpec] = {}
+    for run in runs:  # every run's config resolves (names, types, ranges, metrics on the data)
         try:
             config_mod.validate(run_config(spec, run))
         except ConfigError as err:
-            raise ConfigError(f"sweep {path}: run {run.variant} (seed {run.seed}"
-                              f"{''.join(f', {k}={summary(v, 30)}' for k, v in run.cell.items())}): {err}") from None
+            raise ConfigError(f"sweep {path}: run {_where(run.variant, run.seed, run.cell)}: {err}") from None
         safe_name(run.run_id, f"sweep {path}: the run id of variant {run.variant}")
+        if run.run_id in seen:
+            other = seen[run.run_id]
+            raise ConfigError(f"sweep {path}: runs {_where(other.variant, other.seed, other.cell)} and "
+                              f"{_where(run.variant, run.seed, run.cell)} are the same run (one config, one run "
+                              "id); give each grid key distinct values")
+        seen[run.run_id] = run
+
+
+def _check_repeats(spec: SweepSpec, path: Path) -> None:
+    """A seed or a grid value listed twice would make two runs of one run id (one folder, trained twice)."""
+    seed = next((s for i, s in enumerate(spec.seeds) if s in spec.seeds[:i]), None)
+    if seed is not None:
+        raise ConfigError(f"sweep {path}: seed {seed} is listed twice in seeds; list each seed once")
+    for key, values in spec.grid.items():
+        texts = [_value_text(v) for v in values]
+        repeat = next((t for i, t in enumerate(texts) if t in texts[:i]), None)
+        if repeat is not None:
+            raise ConfigError(f"sweep {path}: grid key {key} lists the value {summary(repeat, 30)} twice; list "
+                              "each value once")
+
+
+def _where(variant: str, seed: int, cell: dict[str, Any]) -> str:
+    """A run's place in the sweep, in words: ``sn (seed 0, optim.lr_d=0.0002)``."""
+    return f"{variant} (seed {seed}{''.join(f', {k}={summary(v, 30)}' for k, v in cell.items())})"
 
 
 def _check_metric(spec: SweepSpec, path: Path) -> None:
@@ -266,7 +302,10 @@ def expand(spec: SweepSpec) -> list[RunSpec]:
             for seed in spec.seeds:
                 overrides = (*spec.overrides, *evaluation, *extra,
                              *(f"{k}={_value_text(v)}" for k, v in cell.items()), f"train.seed={seed}")
-                cfg = config_mod.load(spec.base, overrides)
+                try:
+                    cfg = config_mod.load(spec.base, overrides)
+                except ConfigError as err:  # a grid or variant value the config refuses: say which run
+                    raise ConfigError(f"run {_where(variant, seed, cell)}: {err}") from None
                 runs.append(RunSpec(_run_id(variant, seed, cfg), variant, cell, seed, tuple(overrides)))
     return runs
 

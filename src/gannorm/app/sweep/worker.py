@@ -41,15 +41,36 @@ class RunOutcome:
     skipped: bool = False       # the run had ended before this sweep started
 
 
-def die_with_parent() -> None:
-    """Make this worker process get SIGKILL when the sweep's driver dies (Linux), so that no orphan keeps
-    writing to a run folder that a restarted sweep resumes."""
+def die_with_parent(parent: int | None = None) -> None:
+    """A sweep worker's start: get SIGKILL when the sweep's driver dies (Linux), so that no orphan keeps
+    writing to a run folder that a restarted sweep resumes; ignore SIGINT while no run trains.
+
+    The worker gets its own process group, so a terminal's Ctrl-C reaches only the driver, which sends SIGINT
+    to each worker once: an idle worker ignores it (no traceback, the pool stays whole); a run in training
+    has its own SIGINT/SIGTERM handlers for the run's length (:class:`gannorm.training.signals.StopRequest`),
+    so it checkpoints and ends ``interrupted``.
+
+    Args:
+        parent: the driver's process id (``os.getpid()`` in the driver). The worker exits at once if its
+            parent is no longer that process (the driver died before ``prctl`` took effect). ``None``: only
+            the death signal is set up.
+
+    Returns:
+        None.
+
+    Example:
+        >>> executor = ProcessPoolExecutor(initializer=die_with_parent, initargs=(os.getpid(),))  # doctest: +SKIP
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setpgrp()  # a terminal's Ctrl-C reaches the driver only, which passes it on once (a second SIGINT would
+    # stop a run at once, without its checkpoint)
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:  # not Linux: the sweep's lock still keeps a second driver out
         return
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if parent is not None and os.getppid() != parent:  # the parent died before prctl took effect (a driver
+        # that is PID 1 itself, a container's entrypoint, is not a dead parent)
         os._exit(1)
 
 
