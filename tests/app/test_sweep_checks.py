@@ -62,3 +62,20 @@ def test_run_sweep_refuses_workers_and_threads_below_1(tmp_path):
         with pytest.raises(GannormError, match="must be an integer >= 1"):
             run_sweep(str(spec), tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+def test_another_sweep_is_not_run_into_a_sweep_s_folder(tmp_path, capsys):
+    """The folder of sweep 'first' refuses sweep 'other' (it took the folder over: sweep.json rewritten, the
+    first sweep's runs listed and counted in the second's table)."""
+    first = tmp_path / "first.yaml"
+    first.write_text(json.dumps({"base": "ring8", "metric": "modes", "overrides": [*TINY, "train.steps=3"]}))
+    other = tmp_path / "other.yaml"
+    other.write_text(first.read_text())
+    out = tmp_path / "out"
+    assert run_sweep(str(first), out).ran == 1
+    before = (out / "sweep.json").read_text()
+    assert main(["sweep", str(other), "--out", str(out), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds sweep 'first', not 'other'" in err and err.count("\n") == 1
+    assert (out / "sweep.json").read_text() == before
+    assert run_sweep(str(first), out).skipped == 1  # the sweep itself still runs into its folder

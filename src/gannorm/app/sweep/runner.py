@@ -76,6 +76,18 @@ def _meta(spec: SweepSpec) -> dict:
             "spec": {**asdict(spec), "variants": {k: list(v) for k, v in spec.variants.items()}}}
 
 
+def _check_same_sweep(folder: Path, name: str) -> None:
+    """Refuse to run sweep ``name`` into a folder whose ``sweep.json`` names another sweep (its runs and records
+    would be mixed with this one's); an unreadable ``sweep.json`` is rewritten as before."""
+    try:
+        held = json.loads((folder / SPEC_FILE).read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(held, str) and held != name:
+        raise GannormError(f"{folder} holds sweep {held!r}, not {name!r}: its runs and records would be mixed; give "
+                           "another --out DIR")
+
+
 def _task(spec: SweepSpec, run: RunSpec, folder: Path, threads: int) -> RunTask:
     tags = {"sweep": spec.name, "run_id": run.run_id, "variant": run.variant, "cell": run.cell, "seed": run.seed}
     return RunTask(run.run_id, spec.base, run.overrides, str(folder / RUNS / run.run_id), threads, tags)
@@ -112,6 +124,7 @@ def run_sweep(sweep: str, out: str | Path | None = None, *, workers: int = 1, th
     threads = threads if threads is not None else default_threads(workers)
     start = time.perf_counter()
     with sweep_lock(folder):
+        _check_same_sweep(folder, spec.name)
         atomic_write_text(folder / SPEC_FILE, json.dumps(_meta(spec)["spec"], indent=1, default=str) + "\n")
         if heal(folder, announce):
             _rebuild(folder, spec)
