@@ -34,7 +34,7 @@ def test_a_finished_run_whose_id_changed_is_kept_and_the_sweep_trains_only_the_n
     old = {r.variant: r.run_id for r in first.results.runs}
     trained = {p.name: (p / "checkpoint.pt").stat().st_mtime_ns for p in (out / "runs").iterdir()}
     # the sweep file is fixed: sn gets another lr_d (its ids change) and a second seed is added
-    edited = write_sweep(tmp_path / "b.yaml", ["optim.lr_d=3.0e-4"], seeds=2)
+    edited = write_sweep(tmp_path / "a.yaml", ["optim.lr_d=3.0e-4"], seeds=2)  # the same file, edited
     today = {(r.variant, r.seed): r.run_id for r in expand(load_sweep(edited))}
     assert today[("sn", 0)] != old["sn"] and today[("none", 0)] == old["none"]
     notes: list[str] = []
