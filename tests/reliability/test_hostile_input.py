@@ -318,7 +318,7 @@ def test_a_sweep_whose_metric_the_dataset_cannot_give_trains_nothing(tmp_path):
 def test_a_sweep_validates_every_run_not_only_the_first_and_last(tmp_path):
     sweep = tmp_path / "s.yaml"
     sweep.write_text(yaml.safe_dump({"base": "digits", "overrides": TINY[:5], "metric": "cfd",
-                                     "grid": {"train.batch_size_d": [8, 1, 8]}}))
+                                     "grid": {"train.batch_size_d": [8, 1, 16]}}))
     with pytest.raises(ConfigError, match=r"run base \(seed 0, train\.batch_size_d=1\): config key "
                                           r"train\.batch_size_d: network 'cnn' has BatchNorm in G"):
         run_sweep(str(sweep), tmp_path / "out")
