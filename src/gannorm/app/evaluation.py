@@ -23,7 +23,7 @@ from ..fileio import atomic_write_text
 from ..metrics.evaluate import (METRICS, EvalOptions, check_conditional, check_precision, check_resize,
                                 default_metrics, make_extractor, metric_dataset_problem, metric_protocols,
                                 metrics_for_dataset, named_protocol_options, real_subset, resize_mismatch,
-                                save_inception_statistics, statistics_precision)
+                                precision_mismatch, save_inception_statistics)
 from ..metrics.frechet import feature_statistics, load_statistics
 from ..metrics.protocol import EVAL_PROTOCOLS
 from ..metrics.resize import DEFAULT_RESIZE
@@ -124,33 +124,6 @@ def precision_warnings(options: EvalOptions, dataset: str) -> list[str]:
     return lines
 
 
-def precision_mismatch(metric: str, reference: str | Path, precision: str) -> str | None:
-    """One warning line if the statistics file ``reference`` that ``metric`` compares with was computed in another
-    Inception precision than ``precision`` (a file that records none counts as fp32), else None.
-
-    Args:
-        metric: the metric's name, for the message.
-        reference: the statistics file.
-        precision: the evaluation's Inception precision.
-
-    Returns:
-        The line, or None when the precisions agree.
-
-    Example::
-
-        >>> precision_mismatch("fid", "cifar10_bf16.npz", "fp32")   # doctest: +SKIP
-        'gannorm: warning: fid compares fp32 Inception features with cifar10_bf16.npz, computed in bf16; ...'
-    """
-    recorded = statistics_precision(reference)
-    theirs = recorded or "fp32"
-    if theirs == precision:
-        return None
-    return (f"gannorm: warning: {metric} compares {precision} Inception features with {reference}, computed in "
-            f"{theirs}{'' if recorded else ' (it records no precision)'}; fp32 and bf16 FIDs differ (by under 1%): "
-            f"use statistics of the same precision (gannorm fid-stats --precision {precision}) or --precision "
-            f"{theirs}")
-
-
 def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path | None = None,
                  checkpoint: str = "latest", use_training_protocol: bool = False,
                  dist_timeout: float = DEFAULT_TIMEOUT, protocol: str | None = None,
@@ -184,14 +157,8 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
     folder = RunFolder.open(run_dir)
     state = folder.load_checkpoint(checkpoint)  # read once; both generators come from it
     cfg = checkpoint_config(state, folder.checkpoint_file(checkpoint))
-    if use_training_protocol:
-        options = training_protocol(options, cfg)
-    classes = cfg.model.num_classes
-    check_options(options, cfg.data.name, conditional=bool(classes))
-    check_conditional(options.metrics, classes, None, cfg.data.name, where="--metric")
-    if ranks.main:
-        for line in precision_warnings(options, cfg.data.name):
-            print(line, file=sys.stderr)
+    options = _options_for_run(training_protocol(options, cfg) if use_training_protocol else options, cfg,
+                               warn=ranks.main)
     if not isinstance(state.get("step"), int):
         raise RunFolderError(f"checkpoint {folder.checkpoint_file(checkpoint)} records no step: it is not a gannorm "
                              "checkpoint")
@@ -212,6 +179,17 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions, output: str | Path |
         folder.unlock()
     out["path"] = str(path)
     return out
+
+
+def _options_for_run(options: EvalOptions, cfg: Config, warn: bool) -> EvalOptions:
+    """``options`` checked against the run's dataset and classes; with ``warn``, reference-file warnings on stderr."""
+    classes = cfg.model.num_classes
+    check_options(options, cfg.data.name, conditional=bool(classes))
+    check_conditional(options.metrics, classes, None, cfg.data.name, where="--metric")
+    if warn:
+        for line in precision_warnings(options, cfg.data.name):
+            print(line, file=sys.stderr)
+    return options
 
 
 def _output_path(folder: RunFolder, step: int, output: str | Path | None, overwrite: bool) -> Path:

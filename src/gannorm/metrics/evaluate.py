@@ -477,6 +477,33 @@ def resize_mismatch(metric: str, reference: str | Path, resize: str) -> str | No
             f"statistics of the same resize (gannorm fid-stats --resize {resize}) or --resize {theirs}")
 
 
+def precision_mismatch(metric: str, reference: str | Path, precision: str) -> str | None:
+    """One warning line if the statistics file ``reference`` that ``metric`` compares with was computed in another
+    Inception precision than ``precision`` (a file that records none counts as fp32), else None.
+
+    Args:
+        metric: the metric's name, for the message.
+        reference: the statistics file.
+        precision: the evaluation's Inception precision.
+
+    Returns:
+        The line, or None when the precisions agree.
+
+    Example::
+
+        >>> precision_mismatch("fid", "cifar10_bf16.npz", "fp32")   # doctest: +SKIP
+        'gannorm: warning: fid compares fp32 Inception features with cifar10_bf16.npz, computed in bf16; ...'
+    """
+    recorded = statistics_precision(reference)
+    theirs = recorded or "fp32"
+    if theirs == precision:
+        return None
+    return (f"gannorm: warning: {metric} compares {precision} Inception features with {reference}, computed in "
+            f"{theirs}{'' if recorded else ' (it records no precision)'}; fp32 and bf16 FIDs differ (by under 1%): "
+            f"use statistics of the same precision (gannorm fid-stats --precision {precision}) or --precision "
+            f"{theirs}")
+
+
 # ------------------------------------------------------------------------------ metrics
 @dataclass
 class EvalOptions:
