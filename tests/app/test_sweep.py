@@ -104,19 +104,25 @@ def spawned_workers(parent: int) -> set[int]:
     return {pid for pid in child_pids(parent) if b"spawn_main" in cmdline(pid)}
 
 
-def test_sigkill_then_restart_records_each_run_exactly_once(tmp_path):
-    """The driver is killed mid-sweep (its workers die with it); started again, it resumes partial runs
-    from their checkpoints, and ends with the same per-run results as an uninterrupted sweep."""
+def sweep_in_background(tmp_path, name: str):
+    """``gannorm sweep`` of 8 runs of 40 steps on 2 workers into ``tmp_path / name``, started as a subprocess:
+    ``(sweep file, out folder, process, finished_runs)``, the last counting the finished runs while it runs."""
     spec = sweep_file(tmp_path, extra=["train.steps=40"])
-    out = tmp_path / "killed"
+    out = tmp_path / name
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "gannorm", "sweep", str(spec), "--out", str(out), "--workers", "2", "--no-report"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def finished_runs() -> int:
-        assert proc.poll() is None, "the sweep ended before it could be killed mid-way"
+        assert proc.poll() is None, "the sweep ended before the test could signal it mid-way"
         return len([p for p in out.glob("runs/*/status.json") if '"finished"' in p.read_text()])
+    return spec, out, proc, finished_runs
 
+
+def test_sigkill_then_restart_records_each_run_exactly_once(tmp_path):
+    """The driver is killed mid-sweep (its workers die with it); started again, it resumes partial runs
+    from their checkpoints, and ends with the same per-run results as an uninterrupted sweep."""
+    spec, out, proc, finished_runs = sweep_in_background(tmp_path, "killed")
     wait_until(lambda: finished_runs() >= 2, 300, "two finished runs")  # some runs ended, others part-way
     workers = wait_until(lambda: spawned_workers(proc.pid), 60, "the sweep's worker processes")
     proc.send_signal(signal.SIGKILL)
@@ -135,19 +141,11 @@ def test_sigkill_then_restart_records_each_run_exactly_once(tmp_path):
 def test_ctrl_c_stops_the_sweep_and_a_restart_finishes_it(tmp_path):
     """SIGINT to the sweep's driver ends the sweep: no queued run is started (before the fix the driver's
     executor trained every queued run before it exited, 8 of 8 here); a restart then finishes every run with
-    the numbers of an uninterrupted sweep. (A terminal's Ctrl-C also reaches the workers: their runs then
-    checkpoint and end 'interrupted'.) Before runs were handed over one per free worker, the pool's own queue
-    held up to three more runs that a Ctrl-C could not cancel (seen: 2 runs started at the signal, 7 at exit)."""
-    spec = sweep_file(tmp_path, extra=["train.steps=40"])
-    out = tmp_path / "interrupted"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "gannorm", "sweep", str(spec), "--out", str(out), "--workers", "2", "--no-report"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def finished_runs() -> int:
-        assert proc.poll() is None, "the sweep ended before it could be interrupted"
-        return len([p for p in out.glob("runs/*/status.json") if '"finished"' in p.read_text()])
-
+    the numbers of an uninterrupted sweep. (The driver passes the signal on to its workers, which run in their
+    own process group: the runs in training checkpoint and end 'interrupted'.) Before runs were handed over one
+    per free worker, the pool's own queue held up to three more runs that a Ctrl-C could not cancel (seen: 2 runs
+    started at the signal, 7 at exit)."""
+    spec, out, proc, finished_runs = sweep_in_background(tmp_path, "interrupted")
     wait_until(lambda: finished_runs() >= 1, 300, "a finished run")
     started = len(list(out.glob("runs/*")))
     proc.send_signal(signal.SIGINT)
