@@ -141,9 +141,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.protocol and (args.num_samples is not None or args.num_real is not None):
         raise GannormError(f"--protocol {args.protocol} fixes the sample counts; drop --num-samples and --num-real "
                            "(or drop --protocol)")
-    if args.protocol and args.resize not in (None, EVAL_PROTOCOLS.get(args.protocol).resize):
-        raise GannormError(f"protocol {args.protocol} resizes with {EVAL_PROTOCOLS.get(args.protocol).resize}, not "
-                           f"{args.resize}; drop --resize or evaluate without --protocol")
+    named_resize = EVAL_PROTOCOLS.get(args.protocol).resize if args.protocol else None
+    if named_resize and args.resize not in (None, named_resize):  # (the library cannot tell a given default)
+        raise GannormError(f"protocol {args.protocol} resizes with {named_resize}, not {args.resize}; drop --resize "
+                           "or evaluate without --protocol")
     num_samples = DEFAULT_NUM_SAMPLES if args.num_samples is None else args.num_samples
     opts = EvalOptions(metrics=metrics, num_samples=num_samples, num_real=args.num_real, seed=args.seed,
                        batch_size=args.batch_size, inception_weights=args.inception_weights,

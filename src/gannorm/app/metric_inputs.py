@@ -352,13 +352,13 @@ def _run_labels(cfg, classes: int, n: int, seed: int) -> tuple[Tensor, str]:
     try:
         data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.resolution, **cfg.data.options)
     except (GannormError, OSError) as err:
-        reason = " ".join(str(err).split())
-        return (torch.randint(classes, (n,), generator=torch.Generator().manual_seed(seed)),
-                f"uniform over the classes (the run's dataset {cfg.data.name!r} did not open here: {reason})")
-    if data.labels is None:
-        return (torch.randint(classes, (n,), generator=torch.Generator().manual_seed(seed)),
-                f"uniform over the classes (the run's dataset {cfg.data.name!r} has no labels)")
-    return draw_labels(data.labels, n, seed), CLASS_FREQUENCIES
+        why = f"did not open here: {' '.join(str(err).split())}"
+    else:
+        if data.labels is not None:
+            return draw_labels(data.labels, n, seed), CLASS_FREQUENCIES
+        why = "has no labels"
+    return (torch.randint(classes, (n,), generator=torch.Generator().manual_seed(seed)),
+            f"uniform over the classes (the run's dataset {cfg.data.name!r} {why})")
 
 
 def open_source(path: str | Path, *, batch_size: int = 50, num_samples: int = 10000, seed: int = 0,

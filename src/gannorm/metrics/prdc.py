@@ -29,7 +29,6 @@ The numbers can therefore differ from the package's only for a point within roun
 """
 from __future__ import annotations
 
-import numbers
 from typing import Any, Iterator
 
 import numpy as np
@@ -37,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError, OptionError
+from ..validate import require
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "PRDC_KEYS", "nearest_neighbour_radii", "prdc"]
 
@@ -67,9 +67,7 @@ def _features(x: Any, name: str, device: torch.device | None = None) -> Tensor:
 
 
 def _count(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise OptionError(name, f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
+    return int(require(value, name=name, kind="int", min=low, error=OptionError))
 
 
 def _blocks(x: Tensor, chunk_size: int) -> Iterator[tuple[int, Tensor, Tensor]]:
