@@ -293,6 +293,16 @@ def arpit_g(fan_in: int, fan_out: int, activation_gain: float = 2.0, residual_bl
     ``c`` is ``activation_gain`` (2 for a ReLU after the layer, ``2 / (1 + a^2)`` for a LeakyReLU(a),
     1 for none) and ``B`` is ``residual_blocks`` for the last layer of a residual branch (else 1).
 
+    Why: with orthogonal unit-norm directions this gain preserves the norm of the hidden activations
+    ``||h_l|| = ||h_{l-1}||`` in a plain ReLU network at any depth (a unit-norm random direction keeps
+    ``||h||^2 / fan_in`` of ``E<v, h>^2``, ``fan_out`` units add up, and the ReLU halves it).
+    ``fan_in``/``fan_out`` are :func:`fans` (``in*k*k`` and ``out*k*k`` for a conv, so their ratio is
+    ``in / out``). In a residual network ``h_b = h_{b-1} + F_b(h_{b-1})`` the last layer of each residual
+    branch gets ``c = 1 / B`` with ``B`` the number of residual blocks, so ``||F_b(h)||^2 = ||h||^2 / B``
+    and the norm grows at most by ``(1 + 1/B)^B < e`` over the whole network; a shortcut's 1x1 conv gets
+    ``c = 1`` (norm-preserving), as in the authors' code. (Their wide ResNet counts ``B`` per stage;
+    gannorm's discriminators have no stages, so ``B`` counts every residual block of the model.)
+
     Args:
         fan_in: the layer's fan-in (:func:`fans`).
         fan_out: its fan-out.
@@ -422,15 +432,8 @@ def init_wn_arpit(model: nn.Module, bias: float = 0.0) -> nn.Module:
 
         g = sqrt(c * fan_in / fan_out)          c = 2 for a layer followed by a ReLU, 1 for none
 
-    which preserves the norm of the hidden activations ``||h_l|| = ||h_{l-1}||`` in a plain ReLU network
-    at any depth (a unit-norm random direction keeps ``||h||^2 / fan_in`` of ``E<v, h>^2``, ``fan_out``
-    units add up, and the ReLU halves it). ``fan_in``/``fan_out`` are :func:`fans` (``in*k*k`` and
-    ``out*k*k`` for a conv, so their ratio is ``in / out``). In a residual network ``h_b = h_{b-1} +
-    F_b(h_{b-1})`` the last layer of each residual branch gets ``c = 1 / B`` with ``B`` the number of
-    residual blocks, so ``||F_b(h)||^2 = ||h||^2 / B`` and the norm grows at most by ``(1 + 1/B)^B < e``
-    over the whole network; a shortcut's 1x1 conv gets ``c = 1`` (norm-preserving), as in the authors'
-    code. (Their wide ResNet counts ``B`` per stage; gannorm's discriminators have no stages, so ``B``
-    counts every residual block of the model.)
+    (:func:`arpit_g`, which says why this keeps the activations' norm), with ``c = 1 / B`` for the last layer
+    of each of a residual network's ``B`` branches and ``c = 1`` for a shortcut's 1x1 conv.
 
     gannorm's adaptations: a LeakyReLU(a) after a layer gives ``c = 2 / (1 + a^2)``, Kaiming's factor
     (the fraction of ``E[h^2]`` it keeps is ``(1 + a^2) / 2``); the slopes are read from the model's
